@@ -1,0 +1,53 @@
+# ERP Hub — Secure Blob Streaming. `make run` serves the app; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+THREADS ?= 4
+
+.PHONY: run test install install-dev lint migrate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Installs, migrates, creates the local master key (0600) and the first admin if missing, then serves with
+# gunicorn gthread workers (sync workers would cut long downloads at their timeout). Safe to re-run.
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py local_master_key --create
+	$(BIN)/python manage.py bootstrap_admin
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/)"
+	exec $(BIN)/gunicorn erphub.wsgi:application --worker-class gthread --workers $(WORKERS) \
+		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
+		--access-logfile - --no-sendfile
+
+test: install-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+bench: install-dev
+	$(BIN)/python bench/bench_download.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,128 @@
+"""Staff UI for blobs: upload, list, download link, verify, transfer ownership, delete — every change
+through the blob services (never a bare ``queryset.delete()`` that would orphan objects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.html import format_html
+
+from kms.exceptions import KmsError
+
+from .models import Blob
+from .services import blob_claim, blob_delete, blob_transfer_ownership, blob_verify
+from .uploadhandler import EncryptedUploadedFile
+
+FORMAT_FIELDS = (
+    "id", "filename", "content_type", "size", "sha256", "state", "created_at", "updated_at",
+    "segment_size", "storage_alias", "storage_name", "key_provider", "key_ref", "key_algorithm",
+    "legacy_id", "import_source",
+)
+
+
+class BlobAddForm(forms.ModelForm):
+    # The global upload handler has already encrypted the file by the time this form sees it.
+    file = forms.FileField(help_text="Encrypted as it uploads; plaintext never touches the server's disk.")
+
+    class Meta:
+        model = Blob
+        fields = ["owner"]
+
+    def clean_file(self) -> EncryptedUploadedFile:
+        upload = self.cleaned_data["file"]
+        if not isinstance(upload, EncryptedUploadedFile):
+            raise forms.ValidationError("The upload was not received; try again.")
+        return upload
+
+
+@admin.register(Blob)
+class BlobAdmin(admin.ModelAdmin):
+    list_display = ("filename", "owner", "human_size", "key", "state", "created_at")
+    list_filter = ("state", "key_provider", "content_type", "created_at")
+    search_fields = ("filename", "=id", "owner__username", "=sha256", "=legacy_id")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    actions = ["verify_integrity", "delete_selected_blobs"]
+    autocomplete_fields = ()
+    raw_id_fields = ("owner",)
+
+    @admin.display(description="size", ordering="size")
+    def human_size(self, obj: Blob) -> str:
+        return filesizeformat(obj.size)
+
+    @admin.display(description="key")
+    def key(self, obj: Blob) -> str:
+        return f"{obj.key_provider}: {obj.key_ref}"
+
+    @admin.display(description="download")
+    def download(self, obj: Blob) -> str:
+        if obj.state != Blob.State.READY:
+            return "—"
+        return format_html('<a href="{}">Download</a>', reverse("blobs:stream", args=[obj.pk]))
+
+    def get_form(self, request: HttpRequest, obj: Blob | None = None, change: bool = False, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = BlobAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[str]:
+        if obj is None:
+            return ["file", "owner"]
+        return ["owner", "download", *FORMAT_FIELDS]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Blob | None = None) -> tuple[str, ...]:
+        return () if obj is None else ("download", *FORMAT_FIELDS)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"owner": request.user.pk}
+
+    def save_model(self, request: HttpRequest, obj: Blob, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            # Only the owner is editable: ownership transfer goes through its service.
+            blob_transfer_ownership(blob=obj, new_owner=form.cleaned_data["owner"])
+            return
+        blob = blob_claim(upload=form.cleaned_data["file"].upload, owner=form.cleaned_data["owner"])
+        for field in Blob._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(blob, field.attname))
+        obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: Blob) -> None:
+        blob_delete(blob=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:
+        for blob in queryset:
+            blob_delete(blob=blob)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # Django's bulk delete is a bare queryset.delete()
+        return actions
+
+    @admin.action(description="Delete selected blobs (row, key and object)", permissions=["delete"])
+    def delete_selected_blobs(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:
+        count = 0
+        for blob in queryset:
+            blob_delete(blob=blob)
+            count += 1
+        self.message_user(request, f"Deleted {count} blob(s).", messages.SUCCESS)
+
+    @admin.action(description="Verify integrity (decrypt and check SHA-256)", permissions=["view"])
+    def verify_integrity(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:
+        good = 0
+        for blob in queryset.filter(state=Blob.State.READY):
+            try:
+                result = blob_verify(blob=blob)
+            except KmsError:
+                self.message_user(request, f"{blob.filename}: the key service is unavailable.", messages.ERROR)
+                continue
+            if result.ok:
+                good += 1
+            else:
+                self.message_user(request, f"{blob.filename} ({blob.pk}): FAILED — {result.detail}", messages.ERROR)
+        self.message_user(request, f"{good} blob(s) verified OK.", messages.SUCCESS if good else messages.WARNING)

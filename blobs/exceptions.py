@@ -1,0 +1,61 @@
+"""Blob domain errors. They carry data; the HTTP mapping happens once, in ``erphub.errors``."""
+
+from __future__ import annotations
+
+
+class BlobError(Exception):
+    status_code = 500
+    code = "blob_error"
+    default_detail = "The blob operation failed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class BlobNotFound(BlobError):
+    # The same answer for "missing" and "someone else's": no existence leak across owners.
+    status_code = 404
+    code = "not_found"
+    default_detail = "No such file."
+
+
+class NoFileUploaded(BlobError):
+    status_code = 400
+    code = "no_file"
+    default_detail = "The request carries no file: send multipart field 'file' or a raw body."
+
+
+class InvalidUpload(BlobError):
+    status_code = 400
+    code = "invalid_upload"
+    default_detail = "The upload is malformed."
+
+
+class UploadTooLarge(BlobError):
+    status_code = 413
+    code = "upload_too_large"
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"The upload exceeds the limit of {limit} bytes; nothing was stored.")
+
+
+class BlobIntegrityError(BlobError):
+    """The stored object does not authenticate or does not match its row: never serve it."""
+
+    status_code = 500
+    code = "integrity_error"
+    default_detail = "The stored file failed its integrity check."
+
+
+class StorageUnavailable(BlobError):
+    status_code = 503
+    code = "storage_unavailable"
+    default_detail = "Blob storage is unavailable; nothing was stored."
+
+
+class StorageFull(StorageUnavailable):
+    status_code = 507
+    code = "storage_full"
+    default_detail = "Blob storage is full; nothing was stored."

@@ -1,0 +1,68 @@
+"""Write a blob's plaintext (or an inclusive byte range ``A-B``) to stdout or a file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from blobs.exceptions import BlobError
+from blobs.ranges import RangeNotSatisfiable, parse_range
+from blobs.models import Blob
+from blobs.services import blob_open
+from kms.exceptions import KmsError
+
+
+class Command(BaseCommand):
+    help = "Decrypt a blob to stdout or -o FILE; --range A-B is inclusive like HTTP."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("blob_id")
+        parser.add_argument("--range", dest="byte_range", help="inclusive byte range: A-B, A- or -N")
+        parser.add_argument("-o", "--output", default="-", help="output file, or - for stdout (default)")
+
+    def handle(self, *args: Any, blob_id: str, byte_range: str | None, output: str, **options: Any) -> None:
+        try:
+            blob = Blob.objects.ready().get(pk=blob_id)
+        except (Blob.DoesNotExist, ValidationError):  # ValidationError: not a UUID
+            raise CommandError(f"No ready blob {blob_id!r}.") from None
+        start, stop = 0, blob.size
+        if byte_range:
+            if "," in byte_range:
+                raise CommandError("--range takes one range.")
+            try:
+                ranges = parse_range(f"bytes={byte_range}", blob.size)
+            except RangeNotSatisfiable:
+                raise CommandError(f"Range {byte_range} is outside the blob ({blob.size} bytes).") from None
+            if ranges is None:
+                raise CommandError(f"Invalid range {byte_range!r}; use A-B (inclusive), A- or -N.")
+            start, stop = ranges[0].start, ranges[0].stop
+        try:
+            reader = blob_open(blob=blob)
+            if output == "-":
+                sink = sys.stdout.buffer
+                for chunk in reader.iter_range(start, stop):
+                    sink.write(chunk)
+                sink.flush()
+                return
+            self._to_file(Path(output), reader.iter_range(start, stop))
+        except (BlobError, KmsError) as exc:
+            raise CommandError(f"Export failed: {exc}") from exc
+
+    def _to_file(self, path: Path, chunks: Any) -> None:
+        # Written beside the target and renamed, so a failed export never leaves a partial plaintext file.
+        tmp = path.with_name(f".{path.name}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.stderr.write(f"Wrote {path}")

@@ -1,0 +1,326 @@
+"""Blob services: store, claim, open, delete, verify, transfer, garbage-collect (DESIGN §3–5).
+
+Keyword-only, one operation each. Views and commands call these; nothing else touches keys or objects.
+Lifecycle: a row is created ``pending`` (with its wrapped key) before any byte is written, becomes
+``ready`` when its object is committed and checked, and is removed with its object when anything fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from kms.base import DATA_KEY_BYTES, WrappedKey
+from kms.health import record_success
+from kms.registry import default_alias, get_provider
+
+from . import crypto
+from .conf import blob_setting
+from .disposition import normalize_content_type, safe_filename
+from .exceptions import BlobIntegrityError, InvalidUpload, UploadTooLarge
+from .models import Blob
+from .storage import BlobStore, BlobWriter, blob_store
+
+logger = logging.getLogger(__name__)
+
+
+def object_name(blob_id: uuid.UUID) -> str:
+    """Storage name from the id alone (never user input), fanned out so no directory grows huge."""
+    hexid = blob_id.hex
+    return f"{hexid[:2]}/{hexid[2:4]}/{hexid}"
+
+
+def _unwrap_data_key(blob: Blob) -> bytes:
+    wrapped = WrappedKey(
+        ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm
+    )
+    data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
+    record_success(blob.key_provider)
+    return data_key
+
+
+class BlobUpload:
+    """One upload in progress: plaintext in, ciphertext out to storage, size and SHA-256 counted.
+
+    Creating it wraps a fresh data key (a KMS failure raises before anything is written) and inserts
+    the ``pending`` row; ``finish`` commits the object; ``abort`` removes row and object. Memory is
+    O(segment size) whatever the upload size.
+    """
+
+    def __init__(
+        self,
+        *,
+        owner: AbstractBaseUser,
+        filename: str | None,
+        content_type: str | None,
+        max_bytes: int | None = None,
+        legacy_id: str | None = None,
+        import_source: str = "",
+    ) -> None:
+        blob_id = uuid.uuid4()
+        params = crypto.StreamParams(segment_size=blob_setting("SEGMENT_SIZE"))
+        alias = default_alias()
+        data_key = secrets.token_bytes(DATA_KEY_BYTES)
+        wrapped = get_provider(alias).wrap(data_key, context={"blob_id": str(blob_id)})
+        record_success(alias)
+        self._max_bytes = blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes
+        self._store: BlobStore = blob_store(blob_setting("STORAGE_ALIAS"))
+        self.blob = Blob.objects.create(
+            id=blob_id,
+            filename=safe_filename(filename),
+            content_type=normalize_content_type(content_type),
+            owner=owner,
+            state=Blob.State.PENDING,
+            segment_size=params.segment_size,
+            storage_alias=self._store.alias,
+            storage_name=object_name(blob_id),
+            wrapped_key=wrapped.ciphertext,
+            key_provider=alias,
+            key_ref=wrapped.key_ref,
+            key_algorithm=wrapped.algorithm,
+            legacy_id=legacy_id or None,
+            import_source=import_source,
+        )
+        try:
+            self._writer: BlobWriter | None = self._store.writer(self.blob.storage_name)
+        except BaseException:
+            Blob.objects.filter(pk=blob_id).delete_rows()
+            raise
+        self._encryptor = crypto.Encryptor(data_key, blob_id.bytes, params)
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+        self.finished = False
+
+    def write(self, data: bytes) -> None:
+        if self._writer is None:
+            raise ValueError("write after finish or abort")
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            raise UploadTooLarge(limit=self._max_bytes)
+        self._sha256.update(data)
+        ciphertext = self._encryptor.update(data)
+        if ciphertext:
+            self._writer.write(ciphertext)
+
+    def finish(self) -> Blob:
+        """Commit the object and record size and hash; the row stays ``pending`` until claimed."""
+        if self._writer is None:
+            raise ValueError("finish after finish or abort")
+        self._writer.write(self._encryptor.finalize())
+        self._writer.commit()
+        self._writer = None
+        stored = self._store.size(self.blob.storage_name)
+        expected = self.blob.params.ciphertext_size(self.size)
+        if stored != expected:
+            raise BlobIntegrityError(f"Stored object is {stored} bytes, expected {expected}.")
+        self.blob.size = self.size
+        self.blob.sha256 = self._sha256.hexdigest()
+        self.blob.save(update_fields=["size", "sha256", "updated_at"])
+        self.finished = True
+        return self.blob
+
+    def abort(self) -> None:
+        """Remove everything this upload wrote. Safe to call more than once."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        # Only while still pending: a claimed (ready) blob is never removed by a late abort.
+        if Blob.objects.filter(pk=self.blob.pk, state=Blob.State.PENDING).delete_rows():
+            self._store.delete(self.blob.storage_name)
+
+
+def _mark_ready(blob: Blob, *, owner: AbstractBaseUser, filename: str | None = None) -> Blob:
+    updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
+    if filename is not None:
+        updates["filename"] = safe_filename(filename)
+    with transaction.atomic():
+        claimed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).update(**updates)
+    if claimed != 1:
+        raise InvalidUpload("The upload was already claimed or has expired.")
+    blob.refresh_from_db()
+    return blob
+
+
+def blob_create(
+    *,
+    owner: AbstractBaseUser,
+    stream: BinaryIO,
+    filename: str | None,
+    content_type: str | None = None,
+    legacy_id: str | None = None,
+    import_source: str = "",
+    expected_sha256: str | None = None,
+    max_bytes: int | None = None,
+) -> Blob:
+    """Encrypt ``stream`` (read to EOF, chunked bodies included) into a new ``ready`` blob."""
+    chunk_size = blob_setting("READ_CHUNK_BYTES")
+    upload = BlobUpload(
+        owner=owner,
+        filename=filename,
+        content_type=content_type,
+        max_bytes=max_bytes,
+        legacy_id=legacy_id,
+        import_source=import_source,
+    )
+    try:
+        while chunk := stream.read(chunk_size):
+            upload.write(chunk)
+        blob = upload.finish()
+        if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
+            raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")
+        return _mark_ready(blob, owner=owner)
+    except BaseException:
+        upload.abort()
+        raise
+
+
+def blob_claim(*, upload: BlobUpload, owner: AbstractBaseUser, filename: str | None = None) -> Blob:
+    """Make a file that the upload handler encrypted visible, owned by ``owner``."""
+    if not upload.finished:
+        raise InvalidUpload("The upload did not complete.")
+    return _mark_ready(upload.blob, owner=owner, filename=filename)
+
+
+class BlobReader:
+    """Random access to one blob's plaintext. Unwraps the key once; each range opens its own read."""
+
+    def __init__(self, *, blob: Blob, store: BlobStore, decryptor: crypto.Decryptor) -> None:
+        self.blob = blob
+        self._store = store
+        self._decryptor = decryptor
+
+    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
+        """Plaintext of [start, stop), authenticated segment by segment (IntegrityError aborts)."""
+        if start >= stop:
+            return
+        offset, length = self._decryptor.span(start, stop)
+        raw = self._store.open_range(self.blob.storage_name, offset, length)
+        try:
+            yield from self._decryptor.iter_range(raw, start, stop)
+        except crypto.IntegrityError as exc:
+            raise BlobIntegrityError() from exc
+        finally:
+            raw.close()
+
+    def iter_all(self) -> Iterator[bytes]:
+        header_size = self.blob.params.header_size
+        raw = self._store.open_range(self.blob.storage_name, header_size, self.blob.ciphertext_size)
+        try:
+            yield from self._decryptor.iter_all(raw)
+        except crypto.IntegrityError as exc:
+            raise BlobIntegrityError() from exc
+        finally:
+            raw.close()
+
+
+def blob_open(*, blob: Blob) -> BlobReader:
+    """Check the object against its row, unwrap the data key, read and check the header."""
+    store = blob_store(blob.storage_alias)
+    stored = store.size(blob.storage_name)
+    if stored != blob.ciphertext_size:
+        logger.error("blob %s: stored object is %d bytes, row expects %d", blob.pk, stored, blob.ciphertext_size)
+        raise BlobIntegrityError()
+    data_key = _unwrap_data_key(blob)
+    header_size = blob.params.header_size
+    raw = store.open_range(blob.storage_name, 0, header_size)
+    try:
+        header = raw.read(header_size)
+    finally:
+        raw.close()
+    try:
+        decryptor = crypto.Decryptor(
+            data_key, blob.associated_data, header, plaintext_size=blob.size, params=blob.params
+        )
+    except crypto.IntegrityError as exc:
+        raise BlobIntegrityError() from exc
+    return BlobReader(blob=blob, store=store, decryptor=decryptor)
+
+
+def blob_delete(*, blob: Blob) -> None:
+    """Remove row (and with it the wrapped key), then the object. A crash in between leaves only an
+    object without a row, which ``blobs_gc`` removes; never a row without its object."""
+    with transaction.atomic():
+        Blob.objects.filter(pk=blob.pk).delete_rows()
+        transaction.on_commit(lambda: blob_store(blob.storage_alias).delete(blob.storage_name))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    detail: str
+
+
+def blob_verify(*, blob: Blob) -> VerifyResult:
+    """Decrypt every segment and compare the plaintext SHA-256 with the row (KMS errors propagate)."""
+    try:
+        reader = blob_open(blob=blob)
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in reader.iter_all():
+            digest.update(chunk)
+            size += len(chunk)
+    except BlobIntegrityError:
+        return VerifyResult(ok=False, detail="the object does not authenticate")
+    if size != blob.size:
+        return VerifyResult(ok=False, detail=f"decrypted {size} bytes, row says {blob.size}")
+    if not hmac.compare_digest(digest.hexdigest(), blob.sha256):
+        return VerifyResult(ok=False, detail="plaintext SHA-256 differs from the row")
+    return VerifyResult(ok=True, detail="ok")
+
+
+def blob_transfer_ownership(*, blob: Blob, new_owner: AbstractBaseUser) -> Blob:
+    # Owner is PROTECT: a user with blobs cannot be deleted until their blobs move to someone else.
+    Blob.objects.filter(pk=blob.pk).update(owner=new_owner, updated_at=timezone.now())
+    blob.refresh_from_db()
+    return blob
+
+
+@dataclass(frozen=True)
+class GcResult:
+    rows: int
+    objects: int
+
+
+def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
+    """Remove ``pending``/``failed`` rows older than the grace period with their objects, and objects
+    (or partial uploads) that no row names — what a crash (kill -9) mid-upload leaves behind."""
+    cutoff = (now or timezone.now()) - older_than
+    stale = Blob.objects.filter(state__in=[Blob.State.PENDING, Blob.State.FAILED], created_at__lt=cutoff)
+    rows = 0
+    for blob in stale.iterator():
+        blob_store(blob.storage_alias).delete(blob.storage_name)
+        rows += Blob.objects.filter(pk=blob.pk, state=blob.state).delete_rows()
+    aliases = {blob_setting("STORAGE_ALIAS"), *Blob.objects.values_list("storage_alias", flat=True).distinct()}
+    objects = 0
+    for alias in sorted(aliases):
+        store = blob_store(alias)
+        batch: list[tuple[str, float]] = []
+        for item in store.iter_objects():
+            batch.append(item)
+            if len(batch) >= 500:
+                objects += _remove_orphans(store, batch, cutoff.timestamp())
+                batch = []
+        objects += _remove_orphans(store, batch, cutoff.timestamp())
+    return GcResult(rows=rows, objects=objects)
+
+
+def _remove_orphans(store: BlobStore, batch: list[tuple[str, float]], cutoff: float) -> int:
+    old = {name: name.removesuffix(".part") for name, mtime in batch if mtime < cutoff}
+    known = set(Blob.objects.filter(storage_name__in=set(old.values())).values_list("storage_name", flat=True))
+    removed = 0
+    for name, base in old.items():
+        if base not in known:
+            store.delete(base)
+            removed += 1
+    return removed

@@ -1,0 +1,232 @@
+"""What the blob code needs from a storage backend and Django's Storage API lacks (DESIGN §5).
+
+A ``BlobStore`` wraps one ``STORAGES`` alias and adds a streaming writer with commit/abort, ranged reads
+that go straight to the backend, the object size, deletion and a readiness probe. One adapter class per
+storage backend, chosen by the backend's class; S3/Azure/GCS adapters join with django-storages.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .exceptions import StorageFull, StorageUnavailable
+
+
+class BlobWriter(abc.ABC):
+    """Receives ciphertext in order. Nothing is visible under the final name until ``commit``."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; safe to call more than once and after a failed commit."""
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class BlobStore(abc.ABC):
+    """Contract for one storage alias. Object names come from blob ids only."""
+
+    def __init__(self, storage: Storage, alias: str) -> None:
+        self.storage = storage
+        self.alias = alias
+
+    @abc.abstractmethod
+    def writer(self, name: str) -> BlobWriter: ...
+
+    @abc.abstractmethod
+    def open_range(self, name: str, start: int, length: int) -> BinaryIO:
+        """A readable positioned at ``start`` that yields at least ``length`` bytes (fewer if truncated)."""
+
+    @abc.abstractmethod
+    def size(self, name: str) -> int:
+        """Object size in bytes; StorageUnavailable if the object is missing."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove the object and any partial upload of it; missing is fine."""
+
+    @abc.abstractmethod
+    def iter_objects(self) -> Iterator[tuple[str, float]]:
+        """Every object and partial upload as (name, modification time), for garbage collection."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the backend can take writes now (readiness)."""
+
+
+def _translate_os_error(exc: OSError) -> StorageUnavailable:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull()
+    return StorageUnavailable(f"Blob storage failed: {exc.strerror or type(exc).__name__}.")
+
+
+class _FileWriter(BlobWriter):
+    # The partial object sits beside its final name and is renamed into place on commit, so a reader
+    # never sees a half-written object and a crash leaves only a ".part" file for blobs_gc.
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._part = path.with_name(path.name + FileSystemBlobStore.PART_SUFFIX)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise ValueError("write after commit or abort")
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._file.write(view)
+                view = view[written:]
+        except OSError as exc:
+            self.abort()
+            raise _translate_os_error(exc) from exc
+
+    def commit(self) -> None:
+        if self._file is None:
+            raise ValueError("commit after commit or abort")
+        try:
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._part, self._path)
+            dir_fd = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            self.abort()
+            raise _translate_os_error(exc) from exc
+        self._done = True
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self._done:
+            self._part.unlink(missing_ok=True)
+
+
+class FileSystemBlobStore(BlobStore):
+    PART_SUFFIX = ".part"
+    storage: FileSystemStorage
+
+    def _path(self, name: str) -> Path:
+        return Path(self.storage.path(name))
+
+    def writer(self, name: str) -> BlobWriter:
+        return _FileWriter(self._path(name))
+
+    def open_range(self, name: str, start: int, length: int) -> BinaryIO:
+        try:
+            handle = open(self._path(name), "rb", buffering=0)  # noqa: SIM115 — the caller closes it
+        except FileNotFoundError as exc:
+            raise StorageUnavailable("The stored object is missing.") from exc
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        try:
+            handle.seek(start)
+        except OSError:
+            handle.close()
+            raise
+        return handle  # type: ignore[return-value]
+
+    def size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError as exc:
+            raise StorageUnavailable("The stored object is missing.") from exc
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        for candidate in (path, path.with_name(path.name + self.PART_SUFFIX)):
+            try:
+                candidate.unlink(missing_ok=True)
+            except OSError as exc:
+                raise _translate_os_error(exc) from exc
+
+    def iter_objects(self) -> Iterator[tuple[str, float]]:
+        root = Path(self.storage.location)
+        if not root.exists():
+            return
+        for dirpath, _dirs, files in os.walk(root):
+            for filename in files:
+                path = Path(dirpath) / filename
+                try:
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                yield path.relative_to(root).as_posix(), mtime
+
+    def check(self) -> None:
+        root = Path(self.storage.location)
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = root / f".ready-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+
+
+# Storage backend class -> adapter class. django-storages backends join here with their adapters.
+ADAPTERS: dict[type[Storage], type[BlobStore]] = {FileSystemStorage: FileSystemBlobStore}
+
+_lock = threading.Lock()
+_stores: dict[str, BlobStore] = {}
+
+
+def blob_store(alias: str) -> BlobStore:
+    store = _stores.get(alias)
+    if store is not None:
+        return store
+    with _lock:
+        if alias not in _stores:
+            storage = storages[alias]
+            for storage_cls, adapter in ADAPTERS.items():
+                if isinstance(storage, storage_cls):
+                    _stores[alias] = adapter(storage, alias)
+                    break
+            else:
+                raise ImproperlyConfigured(
+                    f"STORAGES[{alias!r}] uses {type(storage).__name__}, which has no blob adapter "
+                    f"(supported: {', '.join(cls.__name__ for cls in ADAPTERS)})."
+                )
+        return _stores[alias]
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "STORAGES":
+        with _lock:
+            _stores.clear()

@@ -1,0 +1,722 @@
+"""Tests for the blob format (blobs/crypto.py, DESIGN §3): Tink AES-GCM-HKDF-Streaming, strict decoder."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import tink
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tink import secret_key_access, streaming_aead
+from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
+
+from blobs.crypto import (
+    DEFAULT_PARAMS,
+    TAG_SIZE,
+    Decryptor,
+    Encryptor,
+    FormatError,
+    IntegrityError,
+    ParameterError,
+    StreamParams,
+    decrypt,
+    encrypt,
+)
+
+# --- Known-answer vector (reference/tink-kat.md, from Tink's cross-language streaming AEAD tests) -------
+
+KAT_IKM = bytes.fromhex("6eb56cdc726dfbe5d57f2fcdc6e9345b")
+KAT_AD = b"aad"
+KAT_PARAMS = StreamParams(segment_size=64, key_size=16, hkdf_hash="sha1")
+KAT_SALT = bytes.fromhex("93b3af5e14ab378d065addfc8484da64")
+KAT_NONCE_PREFIX = bytes.fromhex("2c0862877baea8")
+KAT_PLAINTEXT = b"This is a fairly long plaintext. It is of the exact length to create three output blocks. "
+KAT_CIPHERTEXT = bytes.fromhex(
+    "18" "93b3af5e14ab378d065addfc8484da64" "2c0862877baea8"
+    "db92d9c77406a406168478821c4298eab3e6d531277f4c1a051714faebcaefcbca7b7be05e9445ea"
+    "a0bb2904153398a25084dd80ae0edcd1c3079fcea2cd3770630ee36f7539207b8ec9d754956d486b"
+    "71cdf989f0ed6fba6779b63558be0a66e668df14e1603cd2"
+    "af8944844078345286d0b292e772e7190775c51a0f83e40c0b75821027e7e538e111"
+)  # fmt: skip
+# header 24 | C_0 40 (24 plaintext) | C_1 64 (48) | C_2 34 (18, last)
+KAT_SEGMENTS = [(24, 40), (64, 64), (128, 34)]
+
+DEK = bytes(range(32))
+AD = bytes.fromhex("6f1c2a3b4c5d4e6f8a9b0c1d2e3f4051")  # a blob UUID's 16 raw bytes
+SMALL = StreamParams(segment_size=256)  # production key size and hash, small segments: 200 | 240 | ...
+
+
+def _data(n: int, seed: int = 0) -> bytes:
+    """Deterministic, non-repeating-looking plaintext (cheaper than os.urandom for big sizes)."""
+    block = bytes((i * 131 + seed * 7 + (i >> 8)) & 0xFF for i in range(4096))
+    return (block * (n // len(block) + 1))[:n]
+
+
+def _decryptor(ct: bytes, size: int, params: StreamParams = SMALL, *, ikm: bytes = DEK, ad: bytes = AD):
+    return Decryptor(ikm, ad, ct[: params.header_size], plaintext_size=size, params=params)
+
+
+def _iter_all(ct: bytes, size: int, params: StreamParams = SMALL, **kw) -> bytes:
+    dec = _decryptor(ct, size, params, **kw)
+    return b"".join(dec.iter_all(io.BytesIO(ct[params.header_size :])))
+
+
+# --- Parameters -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "header_size", "first", "ps"),
+    [
+        ({}, 40, (1 << 20) - 56, (1 << 20) - 16),
+        ({"segment_size": 4096, "key_size": 16, "hkdf_hash": "sha1"}, 24, 4096 - 40, 4080),
+        ({"segment_size": 57}, 40, 1, 41),  # smallest Tink accepts for a 32-byte key
+        ({"segment_size": 41, "key_size": 16, "hkdf_hash": "sha512"}, 24, 1, 25),  # ... and a 16-byte key
+        ({"segment_size": (1 << 31) - 1}, 40, (1 << 31) - 57, (1 << 31) - 17),
+    ],
+)
+def test_params_valid(kwargs, header_size, first, ps):
+    params = StreamParams(**kwargs)
+    assert (params.header_size, params.first_segment_plaintext, params.segment_plaintext) == (
+        header_size,
+        first,
+        ps,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"segment_size": 56},  # == header + tag: Tink's "ciphertext_segment_size too small"
+        {"segment_size": 40, "key_size": 16},
+        {"segment_size": 0},
+        {"segment_size": -1},
+        {"segment_size": 1 << 31},  # beyond Tink-Java's int
+        {"segment_size": 4096.0},
+        {"segment_size": True},
+        {"key_size": 24},
+        {"key_size": 0},
+        {"key_size": "32"},
+        {"hkdf_hash": "md5"},
+        {"hkdf_hash": "SHA256"},
+    ],
+)
+def test_params_invalid(kwargs):
+    with pytest.raises(ParameterError):
+        StreamParams(**kwargs)
+
+
+def test_parameter_error_is_value_error_and_format_error():
+    assert issubclass(ParameterError, ValueError)
+    assert issubclass(ParameterError, FormatError)
+    assert issubclass(IntegrityError, FormatError)
+    assert not issubclass(IntegrityError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("params", "plaintext_size", "segments", "ciphertext_size"),
+    [
+        (DEFAULT_PARAMS, 0, 1, 56),  # DESIGN §3: the empty blob is 56 bytes
+        (DEFAULT_PARAMS, 1, 1, 57),
+        (DEFAULT_PARAMS, (1 << 20) - 56, 1, 1 << 20),
+        (DEFAULT_PARAMS, (1 << 20) - 55, 2, (1 << 20) + 17),
+        (DEFAULT_PARAMS, 2 * (1 << 20) - 72, 2, 2 << 20),  # boundary: full last segment, no empty one
+        (KAT_PARAMS, 90, 3, 162),
+        (KAT_PARAMS, 24, 1, 64),
+        (KAT_PARAMS, 25, 2, 81),
+        (KAT_PARAMS, 72, 2, 128),
+        (KAT_PARAMS, 73, 3, 145),
+        (SMALL, 0, 1, 56),
+        (SMALL, 200, 1, 256),
+        (SMALL, 440, 2, 512),
+        (SMALL, 441, 3, 529),
+    ],
+)
+def test_sizes(params, plaintext_size, segments, ciphertext_size):
+    assert params.segment_count(plaintext_size) == segments
+    assert params.ciphertext_size(plaintext_size) == ciphertext_size
+    assert params.plaintext_size(ciphertext_size) == plaintext_size
+
+
+@pytest.mark.parametrize("params", [KAT_PARAMS, SMALL, StreamParams(segment_size=57)])
+def test_plaintext_size_is_exact_inverse(params):
+    image = {params.ciphertext_size(n): n for n in range(6 * params.segment_size)}
+    for ct_size in range(max(image)):
+        if ct_size in image:
+            assert params.plaintext_size(ct_size) == image[ct_size]
+        else:
+            with pytest.raises(IntegrityError):
+                params.plaintext_size(ct_size)
+
+
+def test_size_limits():
+    params = KAT_PARAMS
+    top = params.max_plaintext_size
+    assert params.segment_count(top) == 1 << 32
+    with pytest.raises(ParameterError):
+        params.segment_count(top + 1)
+    with pytest.raises(ParameterError):
+        params.segment_count(-1)
+    assert params.plaintext_size(params.ciphertext_size(top)) == top
+    with pytest.raises(IntegrityError):
+        params.plaintext_size(params.ciphertext_size(top) + params.segment_size)
+    with pytest.raises(ParameterError):
+        params.locate(top + 1)
+    with pytest.raises(ParameterError):
+        params.locate(-1)
+
+
+@pytest.mark.parametrize("params", [KAT_PARAMS, SMALL])
+def test_locate_and_segment_span_match_layout(params):
+    size = 5 * params.segment_size + 7
+    ct = encrypt(DEK, AD, _data(size), params)
+    count = params.segment_count(size)
+    # Walk the layout the slow way: segment i holds plaintext [pt_start, pt_start + pt_len).
+    pt_start, ct_start = 0, params.header_size
+    for index in range(count):
+        offset, length = params.segment_span(index, size)
+        assert offset == ct_start
+        pt_len = length - TAG_SIZE
+        dec = _decryptor(ct, size, params)
+        assert (
+            dec.decrypt_segment(index, ct[offset : offset + length])
+            == _data(size)[pt_start : pt_start + pt_len]
+        )
+        for within in range(pt_len):
+            assert params.locate(pt_start + within) == (index, within)
+        pt_start += pt_len
+        ct_start += length
+    assert (pt_start, ct_start) == (size, len(ct))
+    with pytest.raises(ParameterError):
+        params.segment_span(count, size)
+
+
+# --- Known-answer vector --------------------------------------------------------------------------
+
+
+def _kat_encryptor() -> Encryptor:
+    return Encryptor(KAT_IKM, KAT_AD, KAT_PARAMS, salt=KAT_SALT, nonce_prefix=KAT_NONCE_PREFIX)
+
+
+def test_kat_encrypt():
+    ct = encrypt(KAT_IKM, KAT_AD, KAT_PLAINTEXT, KAT_PARAMS, salt=KAT_SALT, nonce_prefix=KAT_NONCE_PREFIX)
+    assert ct.hex() == KAT_CIPHERTEXT.hex()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 24, 48, 89, 90, 1000])
+def test_kat_encrypt_streaming(chunk):
+    enc = _kat_encryptor()
+    parts = [enc.update(KAT_PLAINTEXT[i : i + chunk]) for i in range(0, len(KAT_PLAINTEXT), chunk)]
+    parts.append(enc.finalize())
+    assert b"".join(parts) == KAT_CIPHERTEXT
+    assert next(p for p in parts if p).startswith(enc.header)
+    assert (enc.plaintext_size, enc.ciphertext_size) == (90, 162)
+
+
+def test_kat_decrypt():
+    assert decrypt(KAT_IKM, KAT_AD, KAT_CIPHERTEXT, KAT_PARAMS) == KAT_PLAINTEXT
+    assert _iter_all(KAT_CIPHERTEXT, 90, KAT_PARAMS, ikm=KAT_IKM, ad=KAT_AD) == KAT_PLAINTEXT
+    dec = _decryptor(KAT_CIPHERTEXT, 90, KAT_PARAMS, ikm=KAT_IKM, ad=KAT_AD)
+    assert dec.ciphertext_size == len(KAT_CIPHERTEXT)
+    assert [KAT_PARAMS.segment_span(i, 90) for i in range(3)] == KAT_SEGMENTS
+    for start in range(91):
+        for stop in range(start, 91):
+            offset, length = dec.span(start, stop)
+            raw = io.BytesIO(KAT_CIPHERTEXT[offset : offset + length])
+            assert b"".join(dec.iter_range(raw, start, stop)) == KAT_PLAINTEXT[start:stop]
+            assert raw.tell() == length
+
+
+# --- Interoperability with Tink itself ------------------------------------------------------------
+
+
+class _KeepOpen(io.BytesIO):
+    """Tink's streams close the file objects they are given; keep the buffer readable afterwards."""
+
+    def close(self) -> None:
+        self.close_called = True
+
+
+def _tink_primitive(dek: bytes, params: StreamParams):
+    streaming_aead.register()
+    key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
+        version=0,
+        key_value=dek,
+        params=aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
+            ciphertext_segment_size=params.segment_size,
+            derived_key_size=params.key_size,
+            hkdf_hash_type={
+                "sha1": common_pb2.SHA1,
+                "sha256": common_pb2.SHA256,
+                "sha512": common_pb2.SHA512,
+            }[params.hkdf_hash],
+        ),
+    )
+    keyset = tink_pb2.Keyset(
+        primary_key_id=1,
+        key=[
+            tink_pb2.Keyset.Key(
+                key_data=tink_pb2.KeyData(
+                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
+                    value=key.SerializeToString(),
+                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
+                ),
+                status=tink_pb2.ENABLED,
+                key_id=1,
+                output_prefix_type=tink_pb2.RAW,
+            )
+        ],
+    )
+    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
+    return handle.primitive(streaming_aead.StreamingAead)
+
+
+def _tink_encrypt(params: StreamParams, plaintext: bytes) -> bytes:
+    sink = _KeepOpen()
+    with _tink_primitive(DEK, params).new_encrypting_stream(sink, AD) as stream:
+        stream.write(plaintext)
+    return sink.getvalue()
+
+
+def _tink_decrypt(params: StreamParams, ciphertext: bytes) -> bytes:
+    with _tink_primitive(DEK, params).new_decrypting_stream(_KeepOpen(ciphertext), AD) as stream:
+        return stream.read()
+
+
+def _boundary_sizes(params: StreamParams, segments: int = 3) -> list[int]:
+    sizes = {0, 1}
+    for k in range(segments):
+        edge = params.first_segment_plaintext + k * params.segment_plaintext
+        sizes |= {edge - 1, edge, edge + 1}
+    return sorted(sizes)
+
+
+INTEROP_CASES = [(SMALL, n) for n in [*_boundary_sizes(SMALL), 5000]] + [
+    (StreamParams(segment_size=4096, key_size=16, hkdf_hash="sha1"), 10_000),
+    (StreamParams(segment_size=100, hkdf_hash="sha512"), 1000),
+    (DEFAULT_PARAMS, 3 * (1 << 20) + 5),
+]
+
+
+@pytest.mark.parametrize(("params", "size"), INTEROP_CASES)
+def test_tink_decrypts_ours(params, size):
+    plaintext = _data(size)
+    ct = encrypt(DEK, AD, plaintext, params)
+    assert len(ct) == params.ciphertext_size(size)
+    assert _tink_decrypt(params, ct) == plaintext
+
+
+@pytest.mark.parametrize(("params", "size"), INTEROP_CASES)
+def test_we_decrypt_tinks(params, size):
+    plaintext = _data(size, seed=1)
+    ct = _tink_encrypt(params, plaintext)
+    assert len(ct) == params.ciphertext_size(size)
+    assert decrypt(DEK, AD, ct, params) == plaintext
+    assert _iter_all(ct, size, params) == plaintext
+    if size:
+        dec = _decryptor(ct, size, params)
+        start, stop = size // 3, size - size // 4
+        offset, length = dec.span(start, stop)
+        raw = io.BytesIO(ct[offset : offset + length])
+        assert b"".join(dec.iter_range(raw, start, stop)) == plaintext[start:stop]
+
+
+@pytest.mark.parametrize("chunk", [1000, 65536, 1 << 20])
+def test_tink_decrypts_streamed_output(chunk):
+    plaintext = _data(3 * (1 << 20) + 5)
+    enc = Encryptor(DEK, AD)
+    parts = [enc.update(plaintext[i : i + chunk]) for i in range(0, len(plaintext), chunk)]
+    ct = b"".join([*parts, enc.finalize()])
+    assert _tink_decrypt(DEFAULT_PARAMS, ct) == plaintext
+
+
+# --- Properties -----------------------------------------------------------------------------------
+
+params_strategy = st.builds(
+    StreamParams,
+    segment_size=st.integers(min_value=57, max_value=400),
+    key_size=st.just(32),
+    hkdf_hash=st.sampled_from(["sha256", "sha1", "sha512"]),
+) | st.builds(StreamParams, segment_size=st.integers(min_value=41, max_value=200), key_size=st.just(16))
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=params_strategy, size=st.integers(min_value=0, max_value=3000), data=st.data())
+def test_iter_range_matches_slice(params, size, data):
+    plaintext = _data(size, seed=size)
+    ct = encrypt(DEK, AD, plaintext, params)
+    dec = _decryptor(ct, size, params)
+    start = data.draw(st.integers(min_value=0, max_value=size), label="start")
+    stop = data.draw(st.integers(min_value=start, max_value=size), label="stop")
+    offset, length = dec.span(start, stop)
+
+    # Positioned in the whole object: reads exactly the span.
+    raw = io.BytesIO(ct)
+    raw.seek(offset)
+    assert b"".join(dec.iter_range(raw, start, stop)) == plaintext[start:stop]
+    assert raw.tell() == offset + length
+
+    # Only the span is needed.
+    sliced = io.BytesIO(ct[offset : offset + length])
+    assert b"".join(dec.iter_range(sliced, start, stop)) == plaintext[start:stop]
+    if start < stop:
+        first, last = params.locate(start)[0], params.locate(stop - 1)[0]
+        assert offset == params.segment_span(first, size)[0]
+        assert offset + length == sum(params.segment_span(last, size))
+    else:
+        assert length == 0
+
+
+@settings(deadline=None)
+@given(
+    params=params_strategy,
+    size=st.integers(min_value=0, max_value=3000),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=20),
+    kinds=st.lists(st.sampled_from([bytes, bytearray, memoryview]), min_size=1, max_size=3),
+)
+def test_chunked_update_equals_one_shot(params, size, cuts, kinds):
+    plaintext = _data(size)
+    salt, prefix = os.urandom(params.key_size), os.urandom(7)
+    expected = encrypt(DEK, AD, plaintext, params, salt=salt, nonce_prefix=prefix)
+    enc = Encryptor(DEK, AD, params, salt=salt, nonce_prefix=prefix)
+    bounds = sorted({0, size, *(c for c in cuts if c <= size)})
+    out = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        part = enc.update(kinds[i % len(kinds)](plaintext[lo:hi]))
+        assert isinstance(part, bytes)
+        out.append(part)
+        assert enc.plaintext_size == hi
+        assert enc.ciphertext_size == sum(map(len, out))
+        # Held back: at most one segment's worth of ciphertext plus the header is outstanding.
+        assert params.ciphertext_size(hi) - enc.ciphertext_size <= params.segment_size + params.header_size
+    out.append(enc.finalize())
+    assert b"".join(out) == expected
+    assert enc.ciphertext_size == len(expected) == params.ciphertext_size(size)
+    assert decrypt(DEK, AD, expected, params) == plaintext
+    assert _iter_all(expected, size, params) == plaintext
+
+
+@given(segment_size=st.integers(min_value=57, max_value=(1 << 31) - 1), data=st.data())
+def test_size_functions_agree(segment_size, data):
+    params = StreamParams(segment_size=segment_size)
+    top = params.max_plaintext_size
+    size = data.draw(st.integers(min_value=0, max_value=top) | st.sampled_from([0, top]), label="size")
+    ct_size = params.ciphertext_size(size)
+    assert params.plaintext_size(ct_size) == size
+    count = params.segment_count(size)
+    last_offset, last_length = params.segment_span(count - 1, size)
+    assert last_offset + last_length == ct_size
+    assert last_length > TAG_SIZE or size == 0
+    if size:
+        index, within = params.locate(size - 1)
+        assert index == count - 1
+        assert within == last_length - TAG_SIZE - 1
+
+
+# --- Tampering: every change is an IntegrityError -------------------------------------------------
+
+
+def _rejects(ct: bytes, size: int = 90, params: StreamParams = KAT_PARAMS, **kw) -> None:
+    """Assert that both strict whole-object paths refuse `ct` without releasing unauthenticated data."""
+    ikm, ad = kw.get("ikm", KAT_IKM), kw.get("ad", KAT_AD)
+    with pytest.raises(IntegrityError):
+        decrypt(ikm, ad, ct, params)
+    yielded = []
+    with pytest.raises(IntegrityError):  # noqa: PT012 - the constructor or the iteration may refuse
+        dec = Decryptor(ikm, ad, ct[: params.header_size], plaintext_size=size, params=params)
+        yielded.extend(dec.iter_all(io.BytesIO(ct[params.header_size :])))
+    assert len(b"".join(yielded)) < max(size, 1)
+
+
+@pytest.mark.parametrize(
+    ("region", "start", "length"),
+    [("header", 0, 24), *((f"segment {i}", off, n) for i, (off, n) in enumerate(KAT_SEGMENTS))],
+)
+def test_every_bit_flip_rejected(region, start, length):
+    for byte in range(start, start + length):
+        for bit in range(8):
+            tampered = bytearray(KAT_CIPHERTEXT)
+            tampered[byte] ^= 1 << bit
+            _rejects(bytes(tampered))
+            if region != "header":
+                # A range read touching only the damaged segment refuses it too.
+                index = next(i for i, (off, n) in enumerate(KAT_SEGMENTS) if off <= byte < off + n)
+                dec = _decryptor(KAT_CIPHERTEXT, 90, KAT_PARAMS, ikm=KAT_IKM, ad=KAT_AD)
+                offset, n = KAT_SEGMENTS[index]
+                with pytest.raises(IntegrityError):
+                    dec.decrypt_segment(index, tampered[offset : offset + n])
+
+
+def test_every_truncation_rejected():
+    # Every prefix: at segment boundaries (64, 128) the last-segment flag is missing, between them tags fail.
+    for cut in range(len(KAT_CIPHERTEXT)):
+        _rejects(KAT_CIPHERTEXT[:cut])
+
+
+def test_truncated_range_read_rejected():
+    dec = _decryptor(KAT_CIPHERTEXT, 90, KAT_PARAMS, ikm=KAT_IKM, ad=KAT_AD)
+    offset, length = dec.span(10, 80)
+    for cut in range(length):
+        with pytest.raises(IntegrityError):
+            list(dec.iter_range(io.BytesIO(KAT_CIPHERTEXT[offset : offset + cut]), 10, 80))
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"garbage", bytes(16), bytes(64), KAT_CIPHERTEXT[64:128]])
+def test_trailing_bytes_rejected(extra):
+    _rejects(KAT_CIPHERTEXT + extra)
+
+
+def test_trailing_bytes_rejected_for_empty_object():
+    ct = encrypt(DEK, AD, b"", SMALL)
+    assert len(ct) == 56
+    assert _iter_all(ct, 0) == b""
+    _rejects(ct + b"\x00", size=0, params=SMALL, ikm=DEK, ad=AD)
+    _rejects(ct[:-1], size=0, params=SMALL, ikm=DEK, ad=AD)
+
+
+def test_reordered_segments_rejected():
+    size = 200 + 4 * 240 + 10  # segments: 200 | 240 | 240 | 240 | 240 | 10
+    ct = encrypt(DEK, AD, _data(size), SMALL)
+    segs = [ct[off : off + n] for off, n in (SMALL.segment_span(i, size) for i in range(6))]
+    header = ct[:40]
+    for order in ([0, 2, 1, 3, 4, 5], [0, 1, 2, 4, 3, 5], [0, 4, 2, 3, 1, 5], [0, 1, 1, 3, 4, 5]):
+        _rejects(header + b"".join(segs[i] for i in order), size, SMALL, ikm=DEK, ad=AD)
+    # Drop a middle segment; or the last one, leaving a full segment without the last flag.
+    _rejects(header + b"".join(segs[:2] + segs[3:]), size - 240, SMALL, ikm=DEK, ad=AD)
+    _rejects(header + b"".join(segs[:5]), size - 10, SMALL, ikm=DEK, ad=AD)
+    dec = _decryptor(ct, size)
+    with pytest.raises(IntegrityError):
+        dec.decrypt_segment(1, segs[2])
+    with pytest.raises(IntegrityError):
+        dec.decrypt_segment(5, segs[4])  # wrong length for the last segment
+    with pytest.raises(ParameterError):
+        dec.decrypt_segment(6, segs[5])
+
+
+def test_segments_from_another_object_rejected():
+    size = 1000
+    a, b = encrypt(DEK, AD, _data(size), SMALL), encrypt(DEK, AD, _data(size), SMALL)
+    _rejects(a[:40] + b[40:], size, SMALL, ikm=DEK, ad=AD)
+    _rejects(a[:256] + b[256:], size, SMALL, ikm=DEK, ad=AD)
+
+
+@pytest.mark.parametrize(
+    ("ikm", "ad"),
+    [
+        (DEK, AD[:-1] + b"\x00"),  # another blob's id
+        (DEK, b""),
+        (bytes(32), AD),  # another key
+        (DEK[:16] + bytes(16), AD),
+    ],
+)
+def test_wrong_key_or_associated_data_rejected(ikm, ad):
+    size = 500
+    ct = encrypt(DEK, AD, _data(size), SMALL)
+    _rejects(ct, size, SMALL, ikm=ikm, ad=ad)
+    dec = _decryptor(ct, size, ikm=ikm, ad=ad)
+    offset, length = dec.span(0, 1)
+    with pytest.raises(IntegrityError):
+        list(dec.iter_range(io.BytesIO(ct[offset : offset + length]), 0, 1))
+
+
+@pytest.mark.parametrize("declared", [0, 1, 499, 501, 500 - 240, 500 + 240, 440, 441, 10_000])
+def test_wrong_declared_plaintext_size_rejected(declared):
+    size = 500
+    ct = encrypt(DEK, AD, _data(size), SMALL)
+    dec = _decryptor(ct, declared)
+    assert dec.ciphertext_size != len(ct)
+    with pytest.raises(IntegrityError):
+        b"".join(dec.iter_all(io.BytesIO(ct[40:])))
+    # A range that ends in the (wrongly) last segment fails too.
+    offset = dec.span(declared - 1, declared)[0] if declared else 40
+    raw = io.BytesIO(ct)
+    raw.seek(offset)
+    with pytest.raises(IntegrityError):
+        list(dec.iter_range(raw, declared - 1, declared) if declared else dec.iter_all(raw))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        KAT_CIPHERTEXT[:23],
+        KAT_CIPHERTEXT[:25],
+        b"\x19" + KAT_CIPHERTEXT[1:24],
+        b"\x00" + KAT_CIPHERTEXT[1:24],
+    ],
+)
+def test_bad_header_rejected(header):
+    with pytest.raises(IntegrityError):
+        Decryptor(KAT_IKM, KAT_AD, header, plaintext_size=90, params=KAT_PARAMS)
+
+
+def test_object_too_short_rejected():
+    for n in range(56):
+        with pytest.raises(IntegrityError):
+            decrypt(DEK, AD, bytes(n))
+
+
+# --- API contract ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "ikm"),
+    [
+        ({}, bytes(15)),  # Tink: ikm >= 16 ...
+        ({}, bytes(31)),  # ... and >= the derived key size
+        ({"salt": bytes(31)}, DEK),
+        ({"nonce_prefix": bytes(8)}, DEK),
+    ],
+)
+def test_encryptor_rejects_bad_inputs(kwargs, ikm):
+    with pytest.raises(ParameterError):
+        Encryptor(ikm, AD, **kwargs)
+
+
+def test_ikm_of_16_bytes_accepted_for_16_byte_keys():
+    assert decrypt(KAT_IKM, b"", encrypt(KAT_IKM, b"", b"x", KAT_PARAMS), KAT_PARAMS) == b"x"
+
+
+def test_encryptor_lifecycle():
+    enc = Encryptor(DEK, AD, SMALL)
+    assert len(enc.header) == 40
+    assert enc.header[0] == 40
+    assert enc.update(b"") == b""
+    assert enc.update(b"x" * 200) == b""  # a full first segment is held back: it might be the last
+    first = enc.update(b"y")
+    assert first.startswith(enc.header)
+    assert len(first) == 256
+    rest = enc.finalize()
+    assert len(rest) == 17
+    for call in (lambda: enc.update(b"z"), enc.finalize):
+        with pytest.raises(FormatError):
+            call()
+    assert decrypt(DEK, AD, first + rest, SMALL) == b"x" * 200 + b"y"
+
+
+def test_empty_plaintext():
+    enc = Encryptor(DEK, AD)
+    ct = enc.finalize()
+    assert ct[:40] == enc.header
+    assert len(ct) == 56
+    assert decrypt(DEK, AD, ct) == b""
+    dec = Decryptor(DEK, AD, ct[:40], plaintext_size=0)
+    assert dec.span(0, 0) == (56, 0)
+    assert list(dec.iter_range(io.BytesIO(b""), 0, 0)) == []
+    assert list(dec.iter_all(io.BytesIO(ct[40:]))) == []
+
+
+def test_random_salt_and_nonce_prefix():
+    a, b = Encryptor(DEK, AD), Encryptor(DEK, AD)
+    assert a.header[1:33] != b.header[1:33]
+    assert a.header[33:] != b.header[33:]
+
+
+def test_keys_not_in_repr():
+    enc = Encryptor(DEK, AD)
+    dec = Decryptor(DEK, AD, enc.header, plaintext_size=0)
+    for obj in (enc, dec):
+        assert DEK.hex() not in repr(obj)
+        assert not hasattr(obj, "__dict__")
+
+
+@pytest.mark.parametrize(("start", "stop"), [(-1, 5), (5, 4), (0, 501), (501, 501), (1.0, 2)])
+def test_span_rejects_bad_ranges(start, stop):
+    ct = encrypt(DEK, AD, _data(500), SMALL)
+    dec = _decryptor(ct, 500)
+    with pytest.raises(ParameterError):
+        dec.span(start, stop)
+    with pytest.raises(ParameterError):
+        dec.iter_range(io.BytesIO(ct), start, stop)
+
+
+class _TrickleReader:
+    """A raw stream without readinto that returns at most 7 bytes per read (sockets, S3 bodies)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(min(n, 7) if n >= 0 else 7)
+
+
+def test_short_reads_and_read_only_streams():
+    size = 1234
+    plaintext = _data(size)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+    dec = _decryptor(ct, size)
+    assert b"".join(dec.iter_all(_TrickleReader(ct[40:]))) == plaintext
+    offset, length = dec.span(300, 900)
+    trickle = _TrickleReader(ct[offset : offset + length])
+    assert b"".join(dec.iter_range(trickle, 300, 900)) == plaintext[300:900]
+    with pytest.raises(IntegrityError):
+        b"".join(dec.iter_all(_TrickleReader(ct[40:] + b"!")))
+
+
+def test_chunks_are_bytes_and_cover_segments():
+    size = 2000
+    ct = encrypt(DEK, AD, _data(size), SMALL)
+    dec = _decryptor(ct, size)
+    chunks = list(dec.iter_all(io.BytesIO(ct[40:])))
+    assert all(type(c) is bytes for c in chunks)
+    assert len(chunks) == dec.segment_count
+
+
+# --- Memory ---------------------------------------------------------------------------------------
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_is_flat_in_input_size(tmp_path: Path):
+    total, chunk = 64 << 20, 100_000
+    block = os.urandom(chunk)
+    path = tmp_path / "blob"
+    segment = DEFAULT_PARAMS.segment_size
+
+    def encrypt_to_file() -> None:
+        enc = Encryptor(DEK, AD)
+        with path.open("wb") as sink:
+            for _ in range(total // chunk):
+                sink.write(enc.update(block))
+            sink.write(enc.finalize())
+
+    assert _peak(encrypt_to_file) < 4 * segment
+    size = (total // chunk) * chunk
+    assert path.stat().st_size == DEFAULT_PARAMS.ciphertext_size(size)
+
+    def decrypt_all() -> None:
+        with path.open("rb") as raw:
+            dec = Decryptor(DEK, AD, raw.read(40), plaintext_size=size)
+            assert sum(len(piece) for piece in dec.iter_all(raw)) == size
+
+    def decrypt_range() -> None:
+        with path.open("rb") as raw:
+            dec = Decryptor(DEK, AD, raw.read(40), plaintext_size=size)
+            raw.seek(dec.span(5, size - 5)[0])
+            assert sum(len(piece) for piece in dec.iter_range(raw, 5, size - 5)) == size - 10
+
+    # Held at once: the ciphertext buffer, the chunk being built and the one the caller still holds; a
+    # range's partial edge segment adds its scratch plaintext. Flat, whatever the object size.
+    assert _peak(decrypt_all) < 4 * segment
+    assert _peak(decrypt_range) < 5 * segment
+
+
+def test_update_with_large_input_returns_all_but_held_back_segment():
+    plaintext = _data(10 * 256)
+    enc = Encryptor(DEK, AD, SMALL)
+    out = enc.update(plaintext)
+    assert len(out) == SMALL.ciphertext_size(len(plaintext)) - (len(plaintext) - 200) % 240 - 16
+    assert out + enc.finalize() == encrypt(
+        DEK, AD, plaintext, SMALL, salt=enc.header[1:33], nonce_prefix=enc.header[33:]
+    )

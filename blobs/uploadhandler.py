@@ -1,0 +1,124 @@
+"""The global upload handler: every multipart file is encrypted as it arrives (DESIGN §5).
+
+Django parses multipart bodies before most views run (CSRF middleware reads ``request.POST``; the admin
+is CSRF-protected), so this handler is installed for the whole project in ``FILE_UPLOAD_HANDLERS``. It
+replaces Django's memory and temp-file handlers: plaintext never reaches disk. Each file becomes a
+``pending`` blob that a view or form claims with ``blob_claim``; ``BlobErrorMiddleware`` removes the ones
+nobody claimed when the response is done.
+
+Errors raised inside Django's parser would turn into a bare 500 wherever the parse happened, so the
+handler cleans up, records the domain error on the request and stops the upload; the middleware then
+answers with that error (413, 503, 507) once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
+from django.http import HttpRequest
+
+from kms.exceptions import KmsError
+
+from .exceptions import BlobError
+from .services import BlobUpload
+
+logger = logging.getLogger(__name__)
+
+UPLOADS_ATTR = "_blob_uploads"
+ERROR_ATTR = "_blob_upload_error"
+
+
+class EncryptedUploadedFile(UploadedFile):
+    """What ``request.FILES`` holds: a reference to an encrypted ``pending`` blob, never plaintext."""
+
+    def __init__(self, upload: BlobUpload, *, name: str, content_type: str | None, charset: str | None):
+        import io
+
+        # An empty file object: reading an encrypted upload back as plaintext is not possible by design.
+        super().__init__(io.BytesIO(), name, content_type, upload.size, charset)
+        self.upload = upload
+
+    @property
+    def blob(self) -> Any:
+        return self.upload.blob
+
+
+class EncryptingUploadHandler(FileUploadHandler):
+    def __init__(self, request: HttpRequest | None = None) -> None:
+        super().__init__(request)
+        self._upload: BlobUpload | None = None
+
+    def _uploads(self) -> list[BlobUpload]:
+        uploads = getattr(self.request, UPLOADS_ATTR, None)
+        if uploads is None:
+            uploads = []
+            setattr(self.request, UPLOADS_ATTR, uploads)
+        return uploads
+
+    def _fail(self, exc: BaseException) -> None:
+        self._abort()
+        setattr(self.request, ERROR_ATTR, exc)
+        # connection_reset: do not read (and discard) the rest of a body we have already refused.
+        raise StopUpload(connection_reset=True)
+
+    def _abort(self) -> None:
+        if self._upload is not None:
+            upload, self._upload = self._upload, None
+            upload.abort()
+
+    def new_file(self, field_name: str, file_name: str, content_type: str, content_length: int | None,
+                 charset: str | None = None, content_type_extra: dict | None = None) -> None:
+        super().new_file(field_name, file_name, content_type, content_length, charset, content_type_extra)
+        user = getattr(self.request, "user", None)
+        if user is None or not user.is_authenticated or not user.has_perm("blobs.add_blob"):
+            raise SkipFile()  # nobody may store this: skip it without writing anything
+        try:
+            self._upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
+        except (BlobError, KmsError) as exc:
+            self._fail(exc)
+        self._uploads().append(self._upload)
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        if self._upload is None:
+            return None
+        try:
+            self._upload.write(raw_data)
+        except (BlobError, KmsError) as exc:
+            self._fail(exc)
+        except BaseException:
+            self._abort()
+            raise
+        return None
+
+    def file_complete(self, file_size: int) -> EncryptedUploadedFile | None:
+        if self._upload is None:
+            return None
+        upload = self._upload
+        try:
+            upload.finish()
+        except (BlobError, KmsError) as exc:
+            self._fail(exc)
+        except BaseException:
+            self._abort()
+            raise
+        self._upload = None
+        return EncryptedUploadedFile(
+            upload, name=upload.blob.filename, content_type=upload.blob.content_type, charset=self.charset
+        )
+
+    def upload_interrupted(self) -> None:
+        # The body ended inside a file (client went away or a truncated request): nothing of it stays.
+        self._abort()
+
+
+def discard_unclaimed(request: HttpRequest) -> int:
+    """Remove the encrypted uploads of this request that no view claimed. Returns how many."""
+    removed = 0
+    for upload in getattr(request, UPLOADS_ATTR, ()):
+        if upload.blob.state == upload.blob.State.PENDING:
+            upload.abort()
+            removed += 1
+    return removed

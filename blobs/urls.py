@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "blobs"
+
+urlpatterns = [
+    path("secure/files/", views.BlobCollectionView.as_view(), name="collection"),
+    # <str:> rather than <uuid:>: a malformed id gets the same JSON 404 as a missing one.
+    path("secure/files/<str:blob_id>/", views.BlobDetailView.as_view(), name="detail"),
+    path("secure/files/<str:blob_id>/stream", views.BlobStreamView.as_view(), name="stream"),
+]

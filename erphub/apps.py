@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ErphubConfig(AppConfig):
+    name = "erphub"
+    verbose_name = "ERP Hub"

@@ -1,0 +1,48 @@
+"""``/health`` (the process is up) and ``/ready`` (it can serve: database, blob storage, key provider).
+
+Readiness reuses the key provider's last successful round-trip (kms.health) instead of calling the KMS on
+every probe. Bodies are JSON and name what failed, never secrets.
+"""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from blobs.conf import blob_setting
+from blobs.exceptions import StorageUnavailable
+from blobs.storage import blob_store
+from kms.health import provider_health
+from kms.registry import default_alias
+
+
+@never_cache
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def ready(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = {"ok": True}
+    except DatabaseError as exc:
+        checks["database"] = {"ok": False, "detail": type(exc).__name__}
+    try:
+        blob_store(blob_setting("STORAGE_ALIAS")).check()
+        checks["storage"] = {"ok": True}
+    except StorageUnavailable as exc:
+        checks["storage"] = {"ok": False, "detail": exc.detail}
+    alias = default_alias()
+    kms = provider_health(alias)
+    checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": round(kms.age_seconds, 1)}
+    if not kms.ok:
+        checks["kms"]["detail"] = "key provider round-trip failed"
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

@@ -1,0 +1,233 @@
+"""Django settings for ERP Hub — Secure Blob Streaming.
+
+This module is the only place that reads the environment (DESIGN §10). Every value has a development
+default with a short comment, except production secrets: with ``DJANGO_DEBUG=false`` a missing secret key
+or master key stops start-up here rather than surfacing mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true or false.")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in (_env(name, default) or "").split(",") if item.strip()]
+
+
+# Development state (SQLite database, local blobs, generated secrets) lives here; never in git.
+VAR_DIR = Path(_env("ERPHUB_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = _env_bool("DJANGO_DEBUG", True)  # false = production: secrets below become mandatory
+
+
+def _development_secret_key() -> str:
+    """A per-checkout secret generated once into var/ (0600), so sessions survive restarts."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = _env("DJANGO_SECRET_KEY")
+if SECRET_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=false.")
+    SECRET_KEY = _development_secret_key()
+
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")  # comma list
+CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")  # comma list of scheme://host[:port]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "erphub",
+    "kms",
+    "blobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
+    # JSON error body, and discards uploads that no view claimed (DESIGN §5).
+    "blobs.middleware.BlobErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "erphub.urls"
+WSGI_APPLICATION = "erphub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite (WAL) by default, PostgreSQL in production. DATABASE_URL follows dj-database-url.
+DATABASES = {
+    "default": dj_database_url.parse(
+        _env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two writers
+    # queue on the busy timeout instead of failing with "database is locked" on lock upgrade (DESIGN §8).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+BLOB_STORAGE_DIR = Path(_env("BLOB_STORAGE_DIR", str(VAR_DIR / "blobs")))  # filesystem storage root
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Ciphertext only (DESIGN §5). Rows record their alias, so a later move to S3 keeps old blobs readable.
+    "blobs": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": str(BLOB_STORAGE_DIR),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    },
+}
+
+# Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,
+# the admin), so a per-view handler would come too late and plaintext would reach a temp file (DESIGN §5).
+FILE_UPLOAD_HANDLERS = ["blobs.uploadhandler.EncryptingUploadHandler"]
+
+# --- Keys (DESIGN §4) --------------------------------------------------------------------------------
+_PROVIDER_ALIASES = {"kms": "aws"}  # the seed called AWS KMS "kms"
+KEY_PROVIDER = _PROVIDER_ALIASES.get(_env("KEY_PROVIDER", "local"), _env("KEY_PROVIDER", "local"))
+
+BLOB_MASTER_KEYS = _env("BLOB_MASTER_KEYS")  # "id:base64key,..." — first is active
+_master_key_file_env = _env("BLOB_MASTER_KEY_FILE")
+BLOB_MASTER_KEY_FILE = Path(_master_key_file_env or VAR_DIR / "master.key")  # same format, one per line
+if not DEBUG and BLOB_MASTER_KEYS is None and _master_key_file_env is None:
+    raise ImproperlyConfigured(
+        "Production (DJANGO_DEBUG=false) needs an explicit master key: set BLOB_MASTER_KEYS or "
+        "BLOB_MASTER_KEY_FILE. Old blobs wrapped by the local provider stay readable only with their key."
+    )
+
+KMS_PROVIDERS = {
+    # Always configured so blobs wrapped locally stay readable after KEY_PROVIDER moves to a cloud KMS.
+    "local": {
+        "BACKEND": "kms.providers.local.LocalKeyProvider",
+        "OPTIONS": {
+            "keys": BLOB_MASTER_KEYS,
+            "key_file": str(BLOB_MASTER_KEY_FILE),
+            # Only development creates a key on first use; production refuses to invent one.
+            "create_if_missing": DEBUG and BLOB_MASTER_KEYS is None,
+        },
+    },
+}
+KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
+KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
+
+# --- Blobs -------------------------------------------------------------------------------------------
+BLOBS = {
+    "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
+    "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
+    "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
+    "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
+    "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
+}
+
+LOGIN_URL = "admin:login"
+
+# Production hardening: only when not in development.
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
+}
+
+# The first admin account `make run` creates (manage.py bootstrap); a generated password is printed once.
+BOOTSTRAP_SUPERUSER = {
+    "USERNAME": _env("DJANGO_SUPERUSER_USERNAME", "admin"),
+    "PASSWORD": _env("DJANGO_SUPERUSER_PASSWORD"),
+    "EMAIL": _env("DJANGO_SUPERUSER_EMAIL", ""),
+}

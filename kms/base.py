@@ -1,0 +1,74 @@
+"""The key-provider contract (DESIGN §4).
+
+A provider wraps a blob's 32-byte data key (DEK) under a key-encryption key it holds, and unwraps it again.
+``wrap`` reports the most exact reference of the key it used (an AWS key ARN, an Azure versioned ``kid``,
+``vault:vN``, a local key id); ``unwrap`` takes that reference back and must never assume "latest", so
+blobs wrapped before a rotation stay readable. ``context`` binds the wrap to one blob (AWS
+EncryptionContext, GCP additional authenticated data, Vault derivation context, the local provider's GCM
+AAD): unwrapping with another blob's context must fail.
+
+Providers are configured like STORAGES and built by ``kms.registry``; they raise only ``kms.exceptions``
+types. They must never log or repr key material.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+DATA_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """What a blob row stores about its data key."""
+
+    ciphertext: bytes = field(repr=False)
+    key_ref: str
+    algorithm: str
+
+
+def encode_context(context: Mapping[str, str]) -> bytes:
+    """Canonical bytes of a wrap context (sorted keys, no whitespace), for providers that take raw AAD."""
+    return json.dumps(dict(context), sort_keys=True, separators=(",", ":")).encode()
+
+
+class KeyProvider(abc.ABC):
+    """Base class for key providers. Subclasses declare ``options`` and implement wrap/unwrap."""
+
+    #: Option names accepted in ``KMS_PROVIDERS[alias]["OPTIONS"]``; anything else is ImproperlyConfigured.
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, alias: str, **options: Any) -> None:
+        unknown = set(options) - self.options
+        if unknown:
+            raise ImproperlyConfigured(
+                f"KMS_PROVIDERS[{alias!r}]: unknown option(s) {sorted(unknown)}; "
+                f"{type(self).__name__} accepts {sorted(self.options)}."
+            )
+        self.alias = alias
+
+    @abc.abstractmethod
+    def wrap(self, data_key: bytes, *, context: Mapping[str, str]) -> WrappedKey:
+        """Encrypt ``data_key`` under the active key; return the ciphertext and the exact key reference."""
+
+    @abc.abstractmethod
+    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
+        """Decrypt ``wrapped`` with the key named by ``wrapped.key_ref`` (never "the latest")."""
+
+    def rewrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> WrappedKey:
+        """Move a wrapped key to the active key version. Providers with server-side rewrap override this."""
+        data_key = self.unwrap(wrapped, context=context)
+        return self.wrap(data_key, context=context)
+
+    def active_key_ref(self) -> str | None:
+        """The key reference new wraps will record, where it is known without a call (for status pages)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} alias={self.alias!r}>"

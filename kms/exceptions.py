@@ -1,0 +1,36 @@
+"""Key-management errors. Providers translate SDK exceptions into these at their boundary (STYLE.md)."""
+
+from __future__ import annotations
+
+
+class KmsError(Exception):
+    """Root: the key service could not do what was asked. Mapped to 503 + Retry-After once, in HTTP."""
+
+    code = "kms_error"
+    retry_after = 30
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class KeyUnavailable(KmsError):
+    """The provider or its key cannot be reached or is not configured (master key missing, KMS down)."""
+
+    code = "kms_unavailable"
+
+
+class KeyNotFound(KmsError):
+    """The key reference recorded on a blob is not known to the provider (a retired master key)."""
+
+    code = "kms_key_not_found"
+
+    def __init__(self, message: str, *, provider: str | None = None, key_ref: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.key_ref = key_ref
+
+
+class UnwrapFailed(KmsError):
+    """The wrapped key did not authenticate: wrong key, wrong context (another blob's key) or tampering."""
+
+    code = "kms_unwrap_failed"

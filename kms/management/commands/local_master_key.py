@@ -1,0 +1,49 @@
+"""Manage the local provider's master key file (DESIGN §4; docs/keys.md).
+
+``--create`` makes the file (0600) with one key unless it exists — what ``make run`` does.
+``--add`` prepends a new active key; older keys stay in the file and keep unwrapping old blobs.
+Without options, lists the key ids (never the keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from kms.exceptions import KmsError
+from kms.providers.local import add_key_to_file, create_key_file, parse_keys
+
+
+class Command(BaseCommand):
+    help = "Create, rotate or list the local master key file (never prints key material)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--create", action="store_true", help="create the key file if it does not exist")
+        group.add_argument("--add", action="store_true", help="prepend a new active key")
+        parser.add_argument("--file", type=Path, default=None, help="key file (default BLOB_MASTER_KEY_FILE)")
+
+    def handle(self, *args: Any, create: bool, add: bool, file: Path | None, **options: Any) -> None:
+        if settings.BLOB_MASTER_KEYS and file is None:
+            self.stderr.write("BLOB_MASTER_KEYS is set: keys come from the environment, not a file.")
+            return
+        path = file or Path(settings.BLOB_MASTER_KEY_FILE)
+        try:
+            if create:
+                made = create_key_file(path)
+                self.stderr.write(f"{'Created' if made else 'Kept existing'} master key file {path} (0600).")
+                if made:
+                    self.stderr.write("Back it up now: blobs cannot be decrypted without it (docs/keys.md).")
+                return
+            if add:
+                key_id = add_key_to_file(path)
+                self.stderr.write(f"Added active master key {key_id}; restart the app to use it.")
+                self.stdout.write(key_id)
+                return
+            for index, (key_id, _key) in enumerate(parse_keys(path.read_text(), source=str(path))):
+                self.stdout.write(f"{key_id}\t{'active' if index == 0 else 'unwrap-only'}")
+        except (OSError, KmsError) as exc:
+            raise CommandError(f"{path}: {exc}") from exc
