@@ -16,6 +16,7 @@ from typing import Literal
 __all__ = [
     "evaluate_preconditions",
     "http_date",
+    "is_entity_tag",
     "parse_entity_tags",
     "parse_http_date",
     "strong_match",
