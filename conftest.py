@@ -15,7 +15,9 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(autouse=True)
-def _isolated_blob_environment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_blob_environment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     if "settings" not in request.fixturenames and not _uses_django(request):
         return
     settings = request.getfixturevalue("settings")
@@ -24,8 +26,11 @@ def _isolated_blob_environment(request: pytest.FixtureRequest, tmp_path_factory:
         **settings.STORAGES,
         "blobs": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(root / "blobs"), "file_permissions_mode": 0o600,
-                        "directory_permissions_mode": 0o700},
+            "OPTIONS": {
+                "location": str(root / "blobs"),
+                "file_permissions_mode": 0o600,
+                "directory_permissions_mode": 0o700,
+            },
         },
     }
     key = base64.b64encode(os.urandom(32)).decode()

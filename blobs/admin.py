@@ -20,9 +20,22 @@ from .services import blob_claim, blob_delete, blob_transfer_ownership, blob_ver
 from .uploadhandler import EncryptedUploadedFile
 
 FORMAT_FIELDS = (
-    "id", "filename", "content_type", "size", "sha256", "state", "created_at", "updated_at",
-    "segment_size", "storage_alias", "storage_name", "key_provider", "key_ref", "key_algorithm",
-    "legacy_id", "import_source",
+    "id",
+    "filename",
+    "content_type",
+    "size",
+    "sha256",
+    "state",
+    "created_at",
+    "updated_at",
+    "segment_size",
+    "storage_alias",
+    "storage_name",
+    "key_provider",
+    "key_ref",
+    "key_algorithm",
+    "legacy_id",
+    "import_source",
 )
 
 
@@ -119,10 +132,16 @@ class BlobAdmin(admin.ModelAdmin):
             try:
                 result = blob_verify(blob=blob)
             except KmsError:
-                self.message_user(request, f"{blob.filename}: the key service is unavailable.", messages.ERROR)
+                self.message_user(
+                    request, f"{blob.filename}: the key service is unavailable.", messages.ERROR
+                )
                 continue
             if result.ok:
                 good += 1
             else:
-                self.message_user(request, f"{blob.filename} ({blob.pk}): FAILED — {result.detail}", messages.ERROR)
-        self.message_user(request, f"{good} blob(s) verified OK.", messages.SUCCESS if good else messages.WARNING)
+                self.message_user(
+                    request, f"{blob.filename} ({blob.pk}): FAILED — {result.detail}", messages.ERROR
+                )
+        self.message_user(
+            request, f"{good} blob(s) verified OK.", messages.SUCCESS if good else messages.WARNING
+        )

@@ -28,7 +28,11 @@ class BlobErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = blob_setting("MAX_UPLOAD_BYTES")
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if request.method in {"POST", "PUT"} and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        if (
+            request.method in {"POST", "PUT"}
+            and declared.isdigit()
+            and int(declared) > limit + MULTIPART_OVERHEAD
+        ):
             # Refuse before reading a byte: RFC 9110 §15.5.14.
             response: HttpResponse = domain_error_response(UploadTooLarge(limit=limit))
             response["Connection"] = "close"

@@ -68,9 +68,7 @@ class Blob(models.Model):
                 condition=Q(state__in=["pending", "ready", "failed"]), name="blob_state_valid"
             ),
             # A visible blob always has its content hash.
-            models.CheckConstraint(
-                condition=~Q(state="ready") | ~Q(sha256=""), name="blob_ready_has_sha256"
-            ),
+            models.CheckConstraint(condition=~Q(state="ready") | ~Q(sha256=""), name="blob_ready_has_sha256"),
         ]
         indexes = [models.Index(fields=["owner", "state", "-created_at"], name="blob_owner_state_idx")]
 

@@ -229,7 +229,9 @@ def blob_open(*, blob: Blob) -> BlobReader:
     store = blob_store(blob.storage_alias)
     stored = store.size(blob.storage_name)
     if stored != blob.ciphertext_size:
-        logger.error("blob %s: stored object is %d bytes, row expects %d", blob.pk, stored, blob.ciphertext_size)
+        logger.error(
+            "blob %s: stored object is %d bytes, row expects %d", blob.pk, stored, blob.ciphertext_size
+        )
         raise BlobIntegrityError()
     data_key = _unwrap_data_key(blob)
     header_size = blob.params.header_size
@@ -301,7 +303,10 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
     for blob in stale.iterator():
         blob_store(blob.storage_alias).delete(blob.storage_name)
         rows += Blob.objects.filter(pk=blob.pk, state=blob.state).delete_rows()
-    aliases = {blob_setting("STORAGE_ALIAS"), *Blob.objects.values_list("storage_alias", flat=True).distinct()}
+    aliases = {
+        blob_setting("STORAGE_ALIAS"),
+        *Blob.objects.values_list("storage_alias", flat=True).distinct(),
+    }
     objects = 0
     for alias in sorted(aliases):
         store = blob_store(alias)
@@ -317,9 +322,11 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
 
 def _remove_orphans(store: BlobStore, batch: list[tuple[str, float]], cutoff: float) -> int:
     old = {name: name.removesuffix(".part") for name, mtime in batch if mtime < cutoff}
-    known = set(Blob.objects.filter(storage_name__in=set(old.values())).values_list("storage_name", flat=True))
+    known = set(
+        Blob.objects.filter(storage_name__in=set(old.values())).values_list("storage_name", flat=True)
+    )
     removed = 0
-    for name, base in old.items():
+    for base in old.values():
         if base not in known:
             store.delete(base)
             removed += 1

@@ -65,7 +65,9 @@ class GuardedBody:
     """The response iterator. ``close`` (called by the WSGI server, even if iteration never started)
     releases every open storage read; an authentication failure mid-stream aborts the connection."""
 
-    def __init__(self, first: bytes | None, rest: Iterator[bytes], *, blob_id: object, also_close: tuple = ()):
+    def __init__(
+        self, first: bytes | None, rest: Iterator[bytes], *, blob_id: object, also_close: tuple = ()
+    ):
         self._rest = rest
         self._also_close = also_close
         self._gen = self._run(first, rest, blob_id)
@@ -95,8 +97,11 @@ class GuardedBody:
 
 
 def _multipart_chunks(
-    reader: BlobReader, parts: tuple[tuple[bytes, ByteRange], ...], epilogue: bytes,
-    primed: bytes | None, first: Iterator[bytes],
+    reader: BlobReader,
+    parts: tuple[tuple[bytes, ByteRange], ...],
+    epilogue: bytes,
+    primed: bytes | None,
+    first: Iterator[bytes],
 ) -> Iterator[bytes]:
     for index, (preamble, part) in enumerate(parts):
         yield preamble

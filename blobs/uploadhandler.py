@@ -69,8 +69,15 @@ class EncryptingUploadHandler(FileUploadHandler):
             upload, self._upload = self._upload, None
             upload.abort()
 
-    def new_file(self, field_name: str, file_name: str, content_type: str, content_length: int | None,
-                 charset: str | None = None, content_type_extra: dict | None = None) -> None:
+    def new_file(
+        self,
+        field_name: str,
+        file_name: str,
+        content_type: str,
+        content_length: int | None,
+        charset: str | None = None,
+        content_type_extra: dict | None = None,
+    ) -> None:
         super().new_file(field_name, file_name, content_type, content_length, charset, content_type_extra)
         user = getattr(self.request, "user", None)
         if user is None or not user.is_authenticated or not user.has_perm("blobs.add_blob"):

@@ -11,7 +11,13 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.urls import reverse
 from django.views import View
 
@@ -41,7 +47,9 @@ def _not_authenticated(request: HttpRequest) -> HttpResponse:
     if "text/html" in request.headers.get("Accept", ""):
         return redirect_to_login(request.get_full_path())
     return error_response(
-        401, detail="Authentication credentials were not provided.", code="not_authenticated",
+        401,
+        detail="Authentication credentials were not provided.",
+        code="not_authenticated",
         headers={"WWW-Authenticate": 'Session realm="erphub"'},
     )
 

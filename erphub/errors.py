@@ -13,7 +13,9 @@ from kms.exceptions import KmsError
 DomainError = BlobError | KmsError | RangeNotSatisfiable
 
 
-def error_response(status: int, *, detail: str, code: str, headers: dict[str, str] | None = None) -> JsonResponse:
+def error_response(
+    status: int, *, detail: str, code: str, headers: dict[str, str] | None = None
+) -> JsonResponse:
     response = JsonResponse({"detail": detail, "code": code}, status=status)
     response["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():

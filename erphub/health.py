@@ -45,4 +45,6 @@ def ready(request: HttpRequest) -> JsonResponse:
     if not kms.ok:
         checks["kms"]["detail"] = "key provider round-trip failed"
     ok = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

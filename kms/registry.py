@@ -64,7 +64,8 @@ def _build(alias: str) -> KeyProvider:
         cls = import_string(backend)
     except ImportError as exc:
         raise ImproperlyConfigured(
-            f"KMS_PROVIDERS[{alias!r}]: cannot import {backend!r} ({exc}). Install its SDK from requirements.txt."
+            f"KMS_PROVIDERS[{alias!r}]: cannot import {backend!r} ({exc}). "
+            "Install its SDK from requirements.txt."
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, KeyProvider)):
         raise ImproperlyConfigured(f"KMS_PROVIDERS[{alias!r}]: {backend!r} is not a KeyProvider.")

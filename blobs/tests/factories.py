@@ -15,16 +15,26 @@ _counter = itertools.count()
 
 
 def make_user(username: str | None = None, *, perms: tuple[str, ...] = ("add_blob",), **extra):
-    User = get_user_model()  # noqa: N806
-    user = User.objects.create_user(username=username or f"user{next(_counter)}", password="pw-123456!", **extra)
+    User = get_user_model()
+    user = User.objects.create_user(
+        username=username or f"user{next(_counter)}", password="pw-123456!", **extra
+    )
     for codename in perms:
         user.user_permissions.add(Permission.objects.get(content_type__app_label="blobs", codename=codename))
     return User.objects.get(pk=user.pk)  # fresh instance: permission cache empty
 
 
-def make_blob(owner, data: bytes = b"hello world", *, filename: str = "hello.txt",
-              content_type: str = "text/plain", **kwargs) -> Blob:
-    return blob_create(owner=owner, stream=io.BytesIO(data), filename=filename, content_type=content_type, **kwargs)
+def make_blob(
+    owner,
+    data: bytes = b"hello world",
+    *,
+    filename: str = "hello.txt",
+    content_type: str = "text/plain",
+    **kwargs,
+) -> Blob:
+    return blob_create(
+        owner=owner, stream=io.BytesIO(data), filename=filename, content_type=content_type, **kwargs
+    )
 
 
 def pattern(size: int, seed: int = 7) -> bytes:

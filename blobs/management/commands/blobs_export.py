@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from blobs.exceptions import BlobError
-from blobs.ranges import RangeNotSatisfiable, parse_range
 from blobs.models import Blob
+from blobs.ranges import RangeNotSatisfiable, parse_range
 from blobs.services import blob_open
 from kms.exceptions import KmsError
 

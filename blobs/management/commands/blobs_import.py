@@ -59,8 +59,10 @@ class Command(BaseCommand):
         parser.add_argument("--owner", required=True, help="username that will own the blobs")
         parser.add_argument("--legacy-id", help="legacy file id (seed §5.2); only with a single file")
 
-    def handle(self, *args: Any, paths: list[Path], owner: str, legacy_id: str | None, **options: Any) -> None:
-        User = get_user_model()  # noqa: N806
+    def handle(
+        self, *args: Any, paths: list[Path], owner: str, legacy_id: str | None, **options: Any
+    ) -> None:
+        User = get_user_model()
         try:
             user = User.objects.get(**{User.USERNAME_FIELD: owner})
         except User.DoesNotExist:
@@ -85,8 +87,12 @@ class Command(BaseCommand):
                         continue
                     with path.open("rb") as handle:
                         blob = blob_create(
-                            owner=user, stream=_Progress(handle, bar), filename=path.name,
-                            content_type=_guess_type(path), legacy_id=legacy_id, import_source=source,
+                            owner=user,
+                            stream=_Progress(handle, bar),
+                            filename=path.name,
+                            content_type=_guess_type(path),
+                            legacy_id=legacy_id,
+                            import_source=source,
                         )
                 except (OSError, BlobError, KmsError) as exc:
                     failures += 1

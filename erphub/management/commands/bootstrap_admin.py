@@ -18,7 +18,7 @@ class Command(BaseCommand):
     help = "Create the first superuser unless one exists."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        User = get_user_model()  # noqa: N806
+        User = get_user_model()
         if User.objects.filter(is_superuser=True).exists():
             self.stderr.write("An admin account exists already; not creating another.")
             return
