@@ -1,5 +1,10 @@
 # ERP Hub — Secure Blob Streaming. `make run` serves the app; `make test` runs the whole suite.
 SHELL := /bin/bash
+# Local configuration (see .env.example), exported to manage.py and gunicorn.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
