@@ -43,13 +43,14 @@ run: install
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/)"
 	exec $(BIN)/gunicorn erphub.wsgi:application --worker-class gthread --workers $(WORKERS) \
 		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
-		--access-logfile - --no-sendfile
+		--access-logfile - --no-sendfile --no-control-socket
 
 test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python bench/bench_download.py

@@ -359,6 +359,7 @@ class Encryptor:
         aead = self._aead
         iv = self._iv
         pview = memoryview(pending)
+        used = 0  # bytes of `data` consumed
 
         def next_source(seg_cap: int, *, last: bool) -> memoryview:
             # Plaintext of the next segment: straight from `data` unless bytes are held back, in which
@@ -375,7 +376,6 @@ class Encryptor:
             used += size
             return data[used - size : used]
 
-        used = 0  # bytes of `data` consumed
         if self._header_sent and full + final == 1:
             # The common streaming case, one segment out and no header: encrypt() allocates the result
             # once, which beats encrypt_into plus a copy to bytes.
@@ -566,7 +566,7 @@ def decrypt(
     """Strictly decrypt a whole object: its length must match a plaintext size and nothing may trail."""
     view = _as_bytes_view(ciphertext)
     size = params.plaintext_size(len(view))
-    dec = Decryptor(ikm, associated_data, view[: params.header_size], plaintext_size=size, params=params)
+    dec = Decryptor(ikm, associated_data, bytes(view[: params.header_size]), plaintext_size=size, params=params)
     out = bytearray(size)
     oview = memoryview(out)
     pos = 0

@@ -1,0 +1,108 @@
+"""``manage.py local_master_key``: create, add (rotate), list — never printing key material."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import stat
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from kms.providers.local import LocalKeyProvider, parse_keys
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("local_master_key", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def key_material(path) -> list[str]:
+    return [base64.b64encode(key).decode() for _id, key in parse_keys(path.read_text(), source="t")]
+
+
+@pytest.fixture
+def key_file(tmp_path, settings):
+    settings.BLOB_MASTER_KEYS = None
+    path = tmp_path / "keys" / "master.key"
+    settings.BLOB_MASTER_KEY_FILE = path
+    return path
+
+
+def test_create_makes_a_0600_file_once(key_file):
+    out, err = run("--create")
+    assert key_file.exists()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "Created" in err
+    assert "Back it up" in err
+    before = key_file.read_text()
+    for secret in key_material(key_file):
+        assert secret not in out + err
+
+    out, err = run("--create")
+    assert "Kept existing" in err
+    assert key_file.read_text() == before
+
+
+def test_create_with_explicit_file(tmp_path, settings):
+    settings.BLOB_MASTER_KEYS = f"mk-env:{base64.b64encode(os.urandom(32)).decode()}"
+    target = tmp_path / "other.key"
+    run("--create", "--file", str(target))  # --file wins even when keys come from the environment
+    assert len(parse_keys(target.read_text(), source="t")) == 1
+
+
+def test_add_prepends_an_active_key_and_keeps_old_ones(key_file):
+    run("--create")
+    (old_id, _), = parse_keys(key_file.read_text(), source="t")
+    out, err = run("--add")
+    new_id = out.strip()
+    assert new_id != old_id
+    assert new_id in err
+    assert [k for k, _ in parse_keys(key_file.read_text(), source="t")] == [new_id, old_id]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    for secret in key_material(key_file):
+        assert secret not in out + err
+    assert LocalKeyProvider(alias="local", key_file=str(key_file)).active_key_ref() == new_id
+
+
+def test_list_shows_ids_and_roles_never_keys(key_file):
+    run("--create")
+    run("--add")
+    ids = [k for k, _ in parse_keys(key_file.read_text(), source="t")]
+    out, err = run()
+    assert out.splitlines() == [f"{ids[0]}\tactive", f"{ids[1]}\tunwrap-only"]
+    for secret in key_material(key_file):
+        assert secret not in out + err
+
+
+def test_list_or_add_without_a_file_is_a_command_error(key_file):
+    with pytest.raises(CommandError, match=str(key_file)):
+        run()
+    with pytest.raises(CommandError, match=str(key_file)):
+        run("--add")
+    assert not key_file.exists()
+
+
+def test_malformed_file_is_a_command_error_without_rewriting_it(key_file):
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("mk-1:not-base64!\n")
+    with pytest.raises(CommandError, match="not valid base64"):
+        run("--add")
+    assert key_file.read_text() == "mk-1:not-base64!\n"
+
+
+def test_env_keys_are_not_managed_as_a_file(key_file, settings):
+    secret = base64.b64encode(os.urandom(32)).decode()
+    settings.BLOB_MASTER_KEYS = f"mk-env:{secret}"
+    out, err = run("--create")
+    assert "BLOB_MASTER_KEYS is set" in err
+    assert secret not in out + err
+    assert not key_file.exists()
+
+
+def test_create_and_add_are_exclusive(key_file):
+    with pytest.raises(CommandError):
+        run("--create", "--add")

@@ -1,0 +1,143 @@
+"""Providers by alias in the STORAGES shape; configuration mistakes are ImproperlyConfigured and checks."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from kms import checks, registry
+from kms.providers.local import LocalKeyProvider
+
+LOCAL = "kms.providers.local.LocalKeyProvider"
+
+
+def local_config(key_id: str = "mk-1") -> dict:
+    return {"BACKEND": LOCAL, "OPTIONS": {"keys": f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"}}
+
+
+class NotAProvider:
+    def __init__(self, **options):
+        pass
+
+
+def test_storages_shaped_config_builds_each_alias(settings):
+    settings.KMS_PROVIDERS = {"local": local_config("mk-a"), "legacy": local_config("mk-old")}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    assert registry.provider_aliases() == ["local", "legacy"]
+    local, legacy = registry.get_provider("local"), registry.get_provider("legacy")
+    assert isinstance(local, LocalKeyProvider)
+    assert (local.alias, legacy.alias) == ("local", "legacy")
+    assert local.active_key_ref() == "mk-a"
+    assert legacy.active_key_ref() == "mk-old"
+    assert registry.default_alias() == "local"
+    assert registry.default_provider() is local
+    assert registry.get_provider("local") is local  # built once, then cached
+
+
+def test_options_are_optional(settings):
+    settings.KMS_PROVIDERS = {"local": {"BACKEND": LOCAL}}
+    assert isinstance(registry.get_provider("local"), LocalKeyProvider)
+
+
+def test_unknown_option_is_improperly_configured_naming_the_accepted_ones(settings):
+    settings.KMS_PROVIDERS = {"local": {"BACKEND": LOCAL, "OPTIONS": {"keys": "x", "region": "eu-west-1"}}}
+    with pytest.raises(ImproperlyConfigured) as info:
+        registry.get_provider("local")
+    message = str(info.value)
+    assert "'region'" in message
+    assert "KMS_PROVIDERS['local']" in message
+    for accepted in ("create_if_missing", "key_file", "keys"):
+        assert accepted in message
+
+
+def test_bad_backend_path_says_how_to_fix_it(settings):
+    settings.KMS_PROVIDERS = {"cloud": {"BACKEND": "kms.providers.nonexistent.CloudProvider"}}
+    with pytest.raises(ImproperlyConfigured) as info:
+        registry.get_provider("cloud")
+    message = str(info.value)
+    assert "kms.providers.nonexistent.CloudProvider" in message
+    assert "Install its SDK from requirements.txt" in message
+
+
+def test_backend_that_is_not_a_key_provider(settings):
+    settings.KMS_PROVIDERS = {"odd": {"BACKEND": f"{__name__}.NotAProvider"}}
+    with pytest.raises(ImproperlyConfigured, match="is not a KeyProvider"):
+        registry.get_provider("odd")
+
+
+def test_missing_backend(settings):
+    settings.KMS_PROVIDERS = {"odd": {"OPTIONS": {}}}
+    with pytest.raises(ImproperlyConfigured, match="has no BACKEND"):
+        registry.get_provider("odd")
+
+
+def test_unconfigured_alias(settings):
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    with pytest.raises(ImproperlyConfigured, match="'aws' is not configured"):
+        registry.get_provider("aws")
+
+
+def test_default_alias_must_be_configured(settings):
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    settings.KMS_DEFAULT_PROVIDER = "aws"
+    with pytest.raises(ImproperlyConfigured) as info:
+        registry.default_alias()
+    assert "'aws'" in str(info.value)
+    assert "['local']" in str(info.value)
+
+
+def test_override_settings_resets_the_cache(settings):
+    settings.KMS_PROVIDERS = {"local": local_config("mk-outer")}
+    outer = registry.get_provider("local")
+    with override_settings(KMS_PROVIDERS={"local": local_config("mk-inner")}):
+        inner = registry.get_provider("local")
+        assert inner is not outer
+        assert inner.active_key_ref() == "mk-inner"
+    restored = registry.get_provider("local")
+    assert restored is not inner
+    assert restored.active_key_ref() == "mk-outer"
+
+
+def test_changing_the_default_alias_resets_the_cache(settings):
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    first = registry.get_provider("local")
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    assert registry.get_provider("local") is not first
+
+
+def test_system_checks_pass_for_a_good_config(settings):
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    assert checks.check_providers() == []
+
+
+def test_system_check_e001_default_alias_not_configured(settings):
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    settings.KMS_DEFAULT_PROVIDER = "vault"
+    errors = checks.check_providers()
+    assert [e.id for e in errors] == ["kms.E001"]
+    assert "'vault'" in errors[0].msg
+
+
+def test_system_check_e002_names_the_broken_alias(settings):
+    settings.KMS_PROVIDERS = {
+        "local": local_config(),
+        "broken": {"BACKEND": LOCAL, "OPTIONS": {"typo_option": 1}},
+    }
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    errors = checks.check_providers()
+    assert [(e.id, e.obj) for e in errors] == [("kms.E002", "broken")]
+    assert "typo_option" in errors[0].msg
+
+
+def test_manage_py_check_fails_on_a_broken_provider(settings):
+    settings.KMS_PROVIDERS = {"local": {"BACKEND": "kms.providers.nope.Provider"}}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    with pytest.raises(SystemCheckError, match=r"kms\.E002"):
+        call_command("check", tags=["kms"])
