@@ -111,11 +111,13 @@ class _FileWriter(BlobWriter):
     def commit(self) -> None:
         if self._file is None:
             raise ValueError("commit after commit or abort")
+        renamed = False
         try:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
             os.replace(self._part, self._path)
+            renamed = True
             dir_fd = os.open(self._path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -123,6 +125,9 @@ class _FileWriter(BlobWriter):
                 os.close(dir_fd)
         except OSError as exc:
             self.abort()
+            if renamed:
+                # The commit failed after the rename: the caller was told so, so the object must not stay.
+                self._path.unlink(missing_ok=True)
             raise _translate_os_error(exc) from exc
         self._done = True
 

@@ -1,0 +1,99 @@
+"""The admin in a real browser (Debian's Chromium through chromedriver): log in, upload, download.
+
+Skipped where Chromium is not installed, except in CI (REQUIRE_BROWSER=1), which installs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from blobs.models import Blob
+from blobs.tests.factories import pattern
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER) and os.environ.get("REQUIRE_BROWSER") != "1",
+        reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
+    ),
+]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or "/usr/bin/chromium"
+    # The flags this machine needs: no sandbox as root, and no background traffic off loopback.
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(
+        service=Service(executable_path=CHROMEDRIVER or "/usr/bin/chromedriver"), options=options
+    )
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp_path, settings):
+    from selenium.webdriver.common.by import By
+
+    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 65536}
+    get_user_model().objects.create_superuser("boss", "boss@example.com", "correct horse battery")
+    data = pattern(300_000)
+    source = tmp_path / "quarterly report.pdf"
+    source.write_bytes(data)
+
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys("correct horse battery")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    assert "Site administration" in browser.page_source
+
+    browser.get(f"{live_server.url}/admin/blobs/blob/add/")
+    browser.find_element(By.NAME, "file").send_keys(str(source))
+    browser.find_element(By.NAME, "_save").click()
+    assert "was added successfully" in browser.page_source
+    browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "admin-changelist.png"))
+
+    blob = Blob.objects.get()
+    assert blob.state == Blob.State.READY
+    assert blob.filename == "quarterly report.pdf"
+    assert blob.owner.username == "boss"
+    assert blob.sha256 == hashlib.sha256(data).hexdigest()
+    assert "quarterly report.pdf" in browser.page_source
+    assert "293.0" in browser.page_source  # human size (293.0 KB) in the list
+
+    browser.get(f"{live_server.url}/admin/blobs/blob/{blob.pk}/change/")
+    browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "admin-change.png"))
+    link = browser.find_element(By.LINK_TEXT, "Download").get_attribute("href")
+    assert link.endswith(f"/secure/files/{blob.pk}/stream")
+    session = browser.get_cookie("sessionid")["value"]
+    request = urllib.request.Request(link, headers={"Cookie": f"sessionid={session}", "Range": "bytes=1000-"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 — loopback live server
+        assert response.status == 206
+        assert response.read() == data[1000:]
