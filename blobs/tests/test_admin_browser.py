@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not (CHROMIUM and CHROMEDRIVER) and os.environ.get("REQUIRE_BROWSER") != "1",
-        reason="Debian chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
+        reason="Debian's chromium and chromium-driver are not installed",
     ),
 ]
 
@@ -94,6 +94,6 @@ def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp
     assert link.endswith(f"/secure/files/{blob.pk}/stream")
     session = browser.get_cookie("sessionid")["value"]
     request = urllib.request.Request(link, headers={"Cookie": f"sessionid={session}", "Range": "bytes=1000-"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 — loopback live server
+    with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 206
         assert response.read() == data[1000:]
