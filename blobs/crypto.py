@@ -566,7 +566,9 @@ def decrypt(
     """Strictly decrypt a whole object: its length must match a plaintext size and nothing may trail."""
     view = _as_bytes_view(ciphertext)
     size = params.plaintext_size(len(view))
-    dec = Decryptor(ikm, associated_data, bytes(view[: params.header_size]), plaintext_size=size, params=params)
+    dec = Decryptor(
+        ikm, associated_data, bytes(view[: params.header_size]), plaintext_size=size, params=params
+    )
     out = bytearray(size)
     oview = memoryview(out)
     pos = 0
