@@ -32,6 +32,14 @@ class InvalidUpload(BlobError):
     default_detail = "The upload is malformed."
 
 
+class LengthRequired(BlobError):
+    # A chunked body the server cannot tell the end of (it did not set wsgi.input_terminated): refusing
+    # is the only way never to store a truncated or empty file in its place (RFC 9110 §15.5.12).
+    status_code = 411
+    code = "length_required"
+    default_detail = "Send Content-Length, or upload through a server that supports chunked bodies."
+
+
 class UploadTooLarge(BlobError):
     status_code = 413
     code = "upload_too_large"

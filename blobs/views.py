@@ -6,6 +6,7 @@ JWT builds on the same services. Domain exceptions propagate to ``BlobErrorMiddl
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any, BinaryIO
 from urllib.parse import unquote
@@ -25,7 +26,7 @@ from erphub.errors import error_response
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import NoFileUploaded
+from .exceptions import LengthRequired, NoFileUploaded
 from .models import Blob
 from .ranges import if_range_allows, parse_range
 from .selectors import blob_get_for_user
@@ -147,12 +148,20 @@ def _raw_filename(request: HttpRequest) -> str | None:
 
 
 def _raw_body(request: HttpRequest) -> BinaryIO:
-    """The request body as a stream. Without Content-Length (chunked), read the server's input to EOF:
-    Django would present it as empty. Only when the server says the input is terminated (gunicorn sets
-    ``wsgi.input_terminated``); otherwise reading past the request would block."""
-    if not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated"):
+    """The request body as a stream, read to EOF whatever its framing.
+
+    With Content-Length, Django's request stream is bounded by it. Without (a chunked body), Django would
+    present an empty body: read the server's input to EOF instead — only when the server says that input
+    ends with the request (``wsgi.input_terminated``, PEP 3333 extension; gunicorn sets it), since reading
+    past the request would block. A chunked body on any other server is refused, never stored empty.
+    """
+    if request.META.get("CONTENT_LENGTH"):
+        return request  # type: ignore[return-value]  # HttpRequest.read() is bounded by Content-Length
+    if request.META.get("wsgi.input_terminated"):
         return request.META["wsgi.input"]
-    return request  # type: ignore[return-value]  # HttpRequest.read() is bounded by Content-Length
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        raise LengthRequired()
+    return io.BytesIO()  # RFC 9112 §6.3: no Content-Length and no Transfer-Encoding = an empty body
 
 
 class BlobCollectionView(View):
