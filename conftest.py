@@ -41,6 +41,8 @@ def _isolated_blob_environment(
         }
     }
     settings.KMS_DEFAULT_PROVIDER = "local"
+    # Password hashing is not under test here; the default hasher costs most of a user-heavy test's time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.FILE_UPLOAD_TEMP_DIR = str(root / "upload-tmp")
     (root / "upload-tmp").mkdir()
     from kms import health

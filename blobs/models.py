@@ -75,6 +75,10 @@ class Blob(models.Model):
     def __str__(self) -> str:
         return self.filename
 
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        # Same rule as the queryset: a bare row delete would leave the object behind.
+        raise TypeError("Delete blobs with blobs.services.blob_delete(), not Blob.delete().")
+
     @property
     def params(self) -> StreamParams:
         return StreamParams(segment_size=self.segment_size)

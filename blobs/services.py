@@ -161,9 +161,14 @@ def blob_create(
     legacy_id: str | None = None,
     import_source: str = "",
     expected_sha256: str | None = None,
+    expected_size: int | None = None,
     max_bytes: int | None = None,
 ) -> Blob:
-    """Encrypt ``stream`` (read to EOF, chunked bodies included) into a new ``ready`` blob."""
+    """Encrypt ``stream`` (read to EOF, chunked bodies included) into a new ``ready`` blob.
+
+    ``expected_size`` is the length the sender declared (Content-Length): a stream that ends before it
+    (a client that went away) stores nothing rather than a truncated file.
+    """
     chunk_size = blob_setting("READ_CHUNK_BYTES")
     upload = BlobUpload(
         owner=owner,
@@ -176,6 +181,10 @@ def blob_create(
     try:
         while chunk := stream.read(chunk_size):
             upload.write(chunk)
+        if expected_size is not None and upload.size != expected_size:
+            raise InvalidUpload(
+                f"The body ended after {upload.size} of {expected_size} declared bytes; nothing was stored."
+            )
         blob = upload.finish()
         if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
             raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")

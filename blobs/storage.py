@@ -35,14 +35,15 @@ class BlobWriter(abc.ABC):
 
     @abc.abstractmethod
     def abort(self) -> None:
-        """Discard everything written; safe to call more than once and after a failed commit."""
+        """Discard everything written; safe to call more than once and after a failed commit, and a
+        no-op after a successful one."""
 
     def __enter__(self) -> BlobWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.abort()
+        # Like a transaction: leaving the block without commit (by an exception or not) discards the write.
+        self.abort()
 
 
 class BlobStore(abc.ABC):

@@ -182,9 +182,11 @@ class BlobCollectionView(View):
         elif request.content_type == "application/x-www-form-urlencoded" or not request.content_type:
             raise NoFileUploaded()
         else:
+            declared = request.META.get("CONTENT_LENGTH")
             blob = blob_create(
                 owner=request.user,
                 stream=_raw_body(request),
+                expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=_raw_filename(request),
                 content_type=request.META.get("CONTENT_TYPE"),
             )

@@ -61,6 +61,8 @@ def browser(tmp_path):
 
 def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp_path, settings):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 65536}
     get_user_model().objects.create_superuser("boss", "boss@example.com", "correct horse battery")
@@ -72,12 +74,16 @@ def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp
     browser.find_element(By.NAME, "username").send_keys("boss")
     browser.find_element(By.NAME, "password").send_keys("correct horse battery")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.page_source
+    WebDriverWait(browser, 20).until(expected_conditions.title_contains("Site administration"))
 
     browser.get(f"{live_server.url}/admin/blobs/blob/add/")
     browser.find_element(By.NAME, "file").send_keys(str(source))
     browser.find_element(By.NAME, "_save").click()
-    assert "was added successfully" in browser.page_source
+    # The click returns before the next page has loaded: wait for the admin's success message.
+    message = WebDriverWait(browser, 20).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".messagelist .success"))
+    )
+    assert "was added successfully" in message.text
     browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "admin-changelist.png"))
 
     blob = Blob.objects.get()

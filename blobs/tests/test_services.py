@@ -40,6 +40,7 @@ SEGMENT = 128  # plaintext per segment: 112 (the first: 72)
 
 @pytest.fixture(autouse=True)
 def small_segments(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": SEGMENT, "READ_CHUNK_BYTES": 100}
 
 
@@ -100,7 +101,7 @@ def disk_full(monkeypatch):
     return configure
 
 
-# --- create -----------------------------------------------------------------------------------------------
+# --- create -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [1, 71, 72, 73, 184, 185, 1000, 5000])
@@ -220,7 +221,7 @@ def test_hostile_filename_is_stored_safely(owner):
     assert [p.name for p in stored_files()] == [blob.id.hex]
 
 
-# --- upload / claim ---------------------------------------------------------------------------------------
+# --- upload / claim -----------------------------------------------------------------------------------------
 
 
 def test_upload_stays_pending_until_claimed(owner):
@@ -248,7 +249,7 @@ def test_aborted_upload_leaves_nothing(owner):
     assert_nothing_stored()
 
 
-# --- open / verify ----------------------------------------------------------------------------------------
+# --- open / verify ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -344,7 +345,7 @@ def test_missing_object_is_reported(blob):
         blob_open(blob=blob)
 
 
-# --- delete / transfer ------------------------------------------------------------------------------------
+# --- delete / transfer --------------------------------------------------------------------------------------
 
 
 def test_delete_removes_row_and_object_on_commit(blob, django_capture_on_commit_callbacks):
@@ -368,10 +369,13 @@ def test_delete_rolled_back_keeps_row_and_object(blob, django_capture_on_commit_
     class Rollback(Exception):
         pass
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(Rollback):
+    def delete_then_fail() -> None:
         with transaction.atomic():
             blob_delete(blob=blob)
             raise Rollback
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(Rollback):
+        delete_then_fail()
     assert callbacks == []
     assert Blob.objects.filter(pk=blob.pk).exists()
     assert read_all(blob) == pattern(1000)
@@ -397,7 +401,7 @@ def test_queryset_delete_is_refused(blob):
     assert object_path(blob).exists()
 
 
-# --- garbage collection -----------------------------------------------------------------------------------
+# --- garbage collection -------------------------------------------------------------------------------------
 
 
 def age(path: Path, seconds: float) -> None:
@@ -429,7 +433,9 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     age(crashed_part, two_hours)
 
     failed = pending_upload(owner, b"failed").blob
-    Blob.objects.filter(pk=failed.pk).update(state=Blob.State.FAILED, created_at=timezone.now() - timedelta(hours=2))
+    Blob.objects.filter(pk=failed.pk).update(
+        state=Blob.State.FAILED, created_at=timezone.now() - timedelta(hours=2)
+    )
 
     young = pending_upload(owner, b"still uploading").blob
 

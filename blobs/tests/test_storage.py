@@ -74,7 +74,7 @@ def disk_full(monkeypatch):
     return configure
 
 
-# --- writer -----------------------------------------------------------------------------------------------
+# --- writer -------------------------------------------------------------------------------------------------
 
 
 def test_object_is_visible_only_on_commit(store):
@@ -110,10 +110,20 @@ def test_abort_after_commit_keeps_the_object(store):
 
 
 def test_exception_inside_with_aborts(store):
-    with pytest.raises(RuntimeError, match="boom"), store.writer(NAME) as writer:
-        writer.write(b"partial")
-        raise RuntimeError("boom")
+    def write_then_fail() -> None:
+        with store.writer(NAME) as writer:
+            writer.write(b"partial")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
     assert all_files(root(store)) == []
+
+
+def test_leaving_with_without_commit_aborts(store):
+    with store.writer(NAME) as writer:
+        writer.write(b"never committed")
+    assert all_files(root(store)) == []  # and the file handle is closed (ResourceWarning is an error)
 
 
 def test_with_block_commit(store):
@@ -142,7 +152,7 @@ def test_a_second_writer_cannot_clobber_an_upload_in_progress(store):
     assert final(store).read_bytes() == b"first"
 
 
-# --- reads ------------------------------------------------------------------------------------------------
+# --- reads --------------------------------------------------------------------------------------------------
 
 
 def put(store, data: bytes, name: str = NAME) -> None:
@@ -180,7 +190,7 @@ def test_size(store):
     assert store.size("other") == 12345
 
 
-# --- delete and listing -----------------------------------------------------------------------------------
+# --- delete and listing -------------------------------------------------------------------------------------
 
 
 def test_delete_removes_object_and_partial_upload(store):
@@ -214,7 +224,7 @@ def test_iter_objects_lists_objects_and_parts(store):
     assert set(dict(store.iter_objects())) == {"aa/bb/one", "cc/dd/two"}
 
 
-# --- readiness --------------------------------------------------------------------------------------------
+# --- readiness ----------------------------------------------------------------------------------------------
 
 
 def test_check_creates_the_root_and_leaves_no_probe(store):
@@ -234,7 +244,7 @@ def test_check_fails_when_the_root_cannot_take_writes(tmp_path):
         broken.writer(NAME)
 
 
-# --- disk full ------------------------------------------------------------------------------------------
+# --- disk full ----------------------------------------------------------------------------------------------
 
 
 def test_disk_full_on_write_is_storage_full_and_leaves_nothing(store, disk_full):
@@ -282,7 +292,7 @@ def test_disk_full_at_commit_leaves_nothing(store, monkeypatch):
     assert all_files(root(store)) == []
 
 
-# --- adapter registry -------------------------------------------------------------------------------------
+# --- adapter registry ---------------------------------------------------------------------------------------
 
 
 def test_blob_store_is_cached_and_reset_when_storages_change(settings, tmp_path):
@@ -290,7 +300,10 @@ def test_blob_store_is_cached_and_reset_when_storages_change(settings, tmp_path)
     assert blob_store("blobs") is first
     settings.STORAGES = {
         **settings.STORAGES,
-        "blobs": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
+        "blobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
     }
     second = blob_store("blobs")
     assert second is not first

@@ -56,7 +56,7 @@ def test_create_with_explicit_file(tmp_path, settings):
 
 def test_add_prepends_an_active_key_and_keeps_old_ones(key_file):
     run("--create")
-    (old_id, _), = parse_keys(key_file.read_text(), source="t")
+    ((old_id, _),) = parse_keys(key_file.read_text(), source="t")
     out, err = run("--add")
     new_id = out.strip()
     assert new_id != old_id

@@ -217,7 +217,7 @@ def test_add_key_refuses_a_malformed_file(tmp_path):
 
 
 def test_new_key_line_is_a_valid_key():
-    (key_id, key), = parse_keys(new_key_line(), source="test")
+    ((key_id, key),) = parse_keys(new_key_line(), source="test")
     assert key_id.startswith("mk-")
     assert len(key) == 32
 

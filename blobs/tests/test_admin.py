@@ -1,0 +1,309 @@
+"""The blob admin through the real admin views: list, upload, transfer, delete, verify, read-only fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.contrib.messages import get_messages
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from blobs.models import Blob
+from blobs.services import blob_open
+from blobs.storage import blob_store
+from blobs.tests.factories import make_blob, make_user, pattern
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:blobs_blob_changelist")
+ADD = reverse("admin:blobs_blob_add")
+
+
+@pytest.fixture(autouse=True)
+def fast_setup(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
+
+
+@pytest.fixture
+def admin_user():
+    return make_user("boss", perms=(), is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    c = Client()
+    c.force_login(admin_user)
+    return c
+
+
+@pytest.fixture
+def alice():
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob():
+    return make_user("bob")
+
+
+def change_url(blob: Blob) -> str:
+    return reverse("admin:blobs_blob_change", args=[blob.pk])
+
+
+def object_path(blob: Blob) -> Path:
+    return Path(blob_store("blobs").storage.location) / blob.storage_name
+
+
+def stored_files() -> list[Path]:
+    root = Path(blob_store("blobs").storage.location)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def plaintext(blob: Blob) -> bytes:
+    return b"".join(blob_open(blob=blob).iter_all())
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+# --- changelist ---------------------------------------------------------------------------------------------
+
+
+def test_changelist_with_search_and_filters(admin_client, alice, bob):
+    report = make_blob(alice, pattern(3000), filename="quarterly-report.pdf", content_type="application/pdf")
+    make_blob(bob, b"x", filename="holiday.jpg", content_type="image/jpeg")
+    r = admin_client.get(CHANGELIST)
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert "quarterly-report.pdf" in html
+    assert "holiday.jpg" in html
+    assert "2.9\xa0KB" in html  # human size
+    assert "local: mk-test-1" in html  # the key column
+
+    for query in (
+        {"q": "quarterly"},
+        {"q": "alice"},
+        {"q": str(report.pk)},
+        {"q": report.sha256},
+        {"content_type": "application/pdf"},
+    ):
+        r = admin_client.get(CHANGELIST, query)
+        assert r.status_code == 200, query
+        assert "quarterly-report.pdf" in r.content.decode(), query
+        assert "holiday.jpg" not in r.content.decode(), query
+
+    for query in (
+        {"state__exact": "ready"},
+        {"key_provider__exact": "local"},
+        {"created_at__year": str(timezone.now().year)},
+    ):
+        r = admin_client.get(CHANGELIST, query)
+        assert r.status_code == 200, query
+        assert "holiday.jpg" in r.content.decode(), query
+    assert "holiday.jpg" not in admin_client.get(CHANGELIST, {"state__exact": "pending"}).content.decode()
+
+
+def test_default_delete_selected_is_not_offered(admin_client, alice):
+    make_blob(alice)
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert 'value="delete_selected_blobs"' in html
+    assert 'value="verify_integrity"' in html
+    assert 'value="delete_selected"' not in html
+
+
+def test_posting_the_default_delete_selected_deletes_nothing(admin_client, alice):
+    blob = make_blob(alice)
+    admin_client.post(CHANGELIST, {"action": "delete_selected", "_selected_action": [blob.pk], "post": "yes"})
+    assert Blob.objects.filter(pk=blob.pk).exists()
+    assert object_path(blob).exists()
+
+
+# --- add ----------------------------------------------------------------------------------------------------
+
+
+def test_add_view_uploads_through_the_form_with_csrf(admin_user, bob):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    form_page = client.get(ADD)
+    assert form_page.status_code == 200
+    assert 'enctype="multipart/form-data"' in form_page.content.decode()
+    token = client.cookies["csrftoken"].value
+    data = pattern(5000)
+    r = client.post(
+        ADD,
+        {
+            "csrfmiddlewaretoken": token,
+            "file": SimpleUploadedFile("contract.pdf", data, content_type="application/pdf"),
+            "owner": bob.pk,
+            "_save": "Save",
+        },
+    )
+    assert r.status_code == 302, r.content.decode()[:2000]
+    blob = Blob.objects.get()
+    assert (blob.state, blob.owner, blob.filename, blob.size) == (Blob.State.READY, bob, "contract.pdf", 5000)
+    assert blob.content_type == "application/pdf"
+    assert plaintext(blob) == data
+    assert stored_files() == [object_path(blob)]
+
+
+def test_add_view_defaults_to_the_current_user_as_owner(admin_client, admin_user):
+    html = admin_client.get(ADD).content.decode()
+    assert f'value="{admin_user.pk}"' in html
+
+
+def test_add_view_without_a_file_shows_an_error_and_stores_nothing(admin_client, bob):
+    r = admin_client.post(ADD, {"owner": bob.pk, "_save": "Save"})
+    assert r.status_code == 200
+    assert "This field is required" in r.content.decode()
+    assert Blob.objects.count() == 0
+    assert stored_files() == []
+
+
+def test_add_view_with_an_invalid_owner_discards_the_encrypted_upload(admin_client):
+    r = admin_client.post(ADD, {"file": SimpleUploadedFile("a.bin", b"abc" * 1000), "owner": 999999})
+    assert r.status_code == 200
+    assert Blob.objects.count() == 0
+    assert stored_files() == []
+
+
+# --- change -------------------------------------------------------------------------------------------------
+
+
+def test_change_view_shows_a_download_link(admin_client, alice):
+    blob = make_blob(alice)
+    html = admin_client.get(change_url(blob)).content.decode()
+    assert reverse("blobs:stream", args=[blob.pk]) in html
+
+
+def test_change_view_transfers_ownership_and_keeps_format_fields_read_only(admin_client, alice, bob):
+    blob = make_blob(alice, pattern(2000), filename="orig.bin")
+    before = {f.attname: getattr(blob, f.attname) for f in Blob._meta.concrete_fields}
+    r = admin_client.post(
+        change_url(blob),
+        {
+            "owner": bob.pk,
+            # Attempts to change fields the admin shows read-only: all ignored.
+            "filename": "renamed.exe",
+            "content_type": "text/html",
+            "size": "1",
+            "sha256": "0" * 64,
+            "state": "pending",
+            "segment_size": "4096",
+            "storage_alias": "elsewhere",
+            "storage_name": "../../etc/passwd",
+            "key_provider": "aws",
+            "key_ref": "mk-attacker",
+            "key_algorithm": "NONE",
+            "legacy_id": "L-99",
+            "import_source": "/tmp/x",
+            "_save": "Save",
+        },
+    )
+    assert r.status_code == 302
+    blob.refresh_from_db()
+    assert blob.owner == bob
+    after = {f.attname: getattr(blob, f.attname) for f in Blob._meta.concrete_fields}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"owner_id", "updated_at"}
+    assert plaintext(blob) == pattern(2000)
+
+
+def test_key_and_format_fields_render_read_only(admin_client, alice):
+    blob = make_blob(alice)
+    html = admin_client.get(change_url(blob)).content.decode()
+    assert 'name="owner"' in html
+    for field in ("key_ref", "key_provider", "segment_size", "storage_name", "sha256", "filename"):
+        assert f'name="{field}"' not in html
+
+
+# --- delete -------------------------------------------------------------------------------------------------
+
+
+def test_delete_view_removes_row_and_object(admin_client, alice, django_capture_on_commit_callbacks):
+    blob = make_blob(alice)
+    keep = make_blob(alice, b"keep")
+    url = reverse("admin:blobs_blob_delete", args=[blob.pk])
+    assert admin_client.get(url).status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin_client.post(url, {"post": "yes"})
+    assert r.status_code == 302
+    assert list(Blob.objects.all()) == [keep]
+    assert stored_files() == [object_path(keep)]
+
+
+def test_bulk_delete_action_removes_rows_and_objects(admin_client, alice, django_capture_on_commit_callbacks):
+    doomed = [make_blob(alice, pattern(700, seed=i)) for i in range(3)]
+    keep = make_blob(alice, b"keep")
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin_client.post(
+            CHANGELIST,
+            {
+                "action": "delete_selected_blobs",
+                "_selected_action": [b.pk for b in doomed],
+                "index": 0,
+            },
+            follow=True,
+        )
+    assert r.status_code == 200
+    assert "Deleted 3 blob(s)." in messages_of(r)
+    assert list(Blob.objects.all()) == [keep]
+    assert stored_files() == [object_path(keep)]
+
+
+# --- verify -------------------------------------------------------------------------------------------------
+
+
+def verify(admin_client, blobs):
+    return admin_client.post(
+        CHANGELIST,
+        {"action": "verify_integrity", "_selected_action": [b.pk for b in blobs], "index": 0},
+        follow=True,
+    )
+
+
+def test_verify_action_reports_ok(admin_client, alice):
+    blobs = [make_blob(alice, pattern(1000, seed=i)) for i in range(2)]
+    r = verify(admin_client, blobs)
+    assert messages_of(r) == ["2 blob(s) verified OK."]
+
+
+def test_verify_action_reports_a_tampered_blob(admin_client, alice):
+    good = make_blob(alice, pattern(1000), filename="good.bin")
+    bad = make_blob(alice, pattern(1000), filename="bad.bin")
+    path = object_path(bad)
+    raw = bytearray(path.read_bytes())
+    raw[500] ^= 0x80
+    path.write_bytes(bytes(raw))
+    r = verify(admin_client, [good, bad])
+    msgs = messages_of(r)
+    assert f"bad.bin ({bad.pk}): FAILED — the object does not authenticate" in msgs
+    assert "1 blob(s) verified OK." in msgs
+    assert not any("good.bin" in m for m in msgs)
+
+
+def test_verify_action_reports_a_missing_key(admin_client, alice, settings, tmp_path):
+    blob = make_blob(alice, filename="locked.bin")
+    settings.KMS_PROVIDERS = {
+        "local": {
+            "BACKEND": "kms.providers.local.LocalKeyProvider",
+            "OPTIONS": {"key_file": str(tmp_path / "gone.key")},
+        }
+    }
+    msgs = messages_of(verify(admin_client, [blob]))
+    assert "locked.bin: the key service is unavailable." in msgs
+    assert "0 blob(s) verified OK." in msgs
+
+
+# --- permissions --------------------------------------------------------------------------------------------
+
+
+def test_staff_without_blob_permissions_cannot_see_the_admin(alice):
+    client = Client()
+    client.force_login(make_user("clerk", perms=(), is_staff=True))
+    make_blob(alice)
+    assert client.get(CHANGELIST).status_code == 403

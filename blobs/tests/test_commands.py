@@ -1,0 +1,292 @@
+"""Operator commands: blobs_import, blobs_export, blobs_gc (DESIGN §10 conventions: results on stdout,
+progress and logs on stderr, inclusive ranges, re-runs skip, failures exit non-zero and say what failed)."""
+
+from __future__ import annotations
+
+import io
+import stat
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from blobs.models import Blob
+from blobs.services import BlobUpload, blob_open
+from blobs.storage import blob_store
+from blobs.tests.factories import make_blob, make_user, pattern
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fast_setup(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
+
+
+@pytest.fixture
+def alice():
+    return make_user("alice")
+
+
+def run(name: str, *args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(name, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def plaintext(blob: Blob) -> bytes:
+    return b"".join(blob_open(blob=blob).iter_all())
+
+
+def stored_files() -> list[Path]:
+    root = Path(blob_store("blobs").storage.location)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def parse_lines(out: str) -> list[tuple[str, str]]:
+    return [tuple(line.split("\t")) for line in out.splitlines()]
+
+
+# --- blobs_import -------------------------------------------------------------------------------------------
+
+
+def test_import_a_file(alice, tmp_path):
+    source = tmp_path / "invoice.pdf"
+    source.write_bytes(pattern(3000))
+    out, err = run("blobs_import", str(source), "--owner", "alice")
+    [(blob_id, printed_path)] = parse_lines(out)
+    assert printed_path == str(source)
+    blob = Blob.objects.get(pk=blob_id)
+    assert (blob.state, blob.owner, blob.filename) == (Blob.State.READY, alice, "invoice.pdf")
+    assert blob.content_type == "application/pdf"
+    assert blob.import_source == str(source.resolve())
+    assert plaintext(blob) == pattern(3000)
+    assert blob_id not in err  # results on stdout only
+
+
+def test_import_a_directory_recursively(alice, tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    files = {
+        tmp_path / "a.txt": b"alpha",
+        tmp_path / "sub" / "b.bin": pattern(1000),
+        tmp_path / "sub" / "deeper" / "c.csv": b"",
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+    out, _err = run("blobs_import", str(tmp_path), "--owner", "alice")
+    lines = parse_lines(out)
+    assert sorted(Path(p) for _id, p in lines) == sorted(files)
+    for blob_id, path in lines:
+        assert plaintext(Blob.objects.get(pk=blob_id)) == files[Path(path)]
+    assert Blob.objects.count() == 3
+
+
+def test_rerun_skips_files_already_imported(alice, tmp_path):
+    (tmp_path / "one.txt").write_bytes(b"one")
+    (tmp_path / "two.txt").write_bytes(b"two")
+    first, _ = run("blobs_import", str(tmp_path), "--owner", "alice")
+    second, err = run("blobs_import", str(tmp_path), "--owner", "alice")
+    assert second == first  # the same ids, printed again
+    assert err.count("skipped (already imported)") == 2
+    assert Blob.objects.count() == 2
+    assert len(stored_files()) == 2
+
+    (tmp_path / "two.txt").write_bytes(b"two, edited")
+    third, _ = run("blobs_import", str(tmp_path), "--owner", "alice")
+    assert Blob.objects.count() == 3
+    assert parse_lines(third)[0] == parse_lines(first)[0]
+    assert parse_lines(third)[1] != parse_lines(first)[1]
+
+
+def test_import_with_legacy_id(alice, tmp_path):
+    source = tmp_path / "old.doc"
+    source.write_bytes(b"legacy")
+    out, _ = run("blobs_import", str(source), "--owner", "alice", "--legacy-id", "F-1234")
+    [(blob_id, _path)] = parse_lines(out)
+    assert str(Blob.objects.get(legacy_id="F-1234").pk) == blob_id
+
+
+def test_legacy_id_needs_exactly_one_file(alice, tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    with pytest.raises(CommandError, match="exactly one"):
+        run("blobs_import", str(tmp_path), "--owner", "alice", "--legacy-id", "F-1")
+    assert Blob.objects.count() == 0
+
+
+def test_import_unknown_owner(tmp_path):
+    source = tmp_path / "a"
+    source.write_bytes(b"a")
+    with pytest.raises(CommandError, match="No user named 'nobody'"):
+        run("blobs_import", str(source), "--owner", "nobody")
+    assert Blob.objects.count() == 0
+
+
+def test_import_missing_path(alice, tmp_path):
+    present = tmp_path / "here"
+    present.write_bytes(b"x")
+    missing = tmp_path / "not-here"
+    with pytest.raises(CommandError, match=f"Not found: {missing}"):
+        run("blobs_import", str(present), str(missing), "--owner", "alice")
+    assert Blob.objects.count() == 0  # checked before anything is imported
+
+
+def test_import_failure_is_reported_and_non_zero(alice, tmp_path, settings):
+    settings.KMS_PROVIDERS = {
+        "local": {
+            "BACKEND": "kms.providers.local.LocalKeyProvider",
+            "OPTIONS": {"key_file": str(tmp_path / "gone.key")},
+        }
+    }
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"a")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 of 1 file"):
+        call_command("blobs_import", str(source), "--owner", "alice", stdout=out, stderr=err)
+    assert f"FAILED {source}" in err.getvalue()
+    assert out.getvalue() == ""
+    assert Blob.objects.count() == 0
+    assert stored_files() == []
+
+
+# --- blobs_export -------------------------------------------------------------------------------------------
+
+
+DATA = pattern(2000)
+
+
+@pytest.fixture
+def blob(alice):
+    return make_blob(alice, DATA, filename="data.bin")
+
+
+def export_stdout(capsysbinary, *args: str) -> bytes:
+    call_command("blobs_export", *args)
+    return capsysbinary.readouterr().out
+
+
+def test_export_whole_blob_to_stdout(blob, capsysbinary):
+    assert export_stdout(capsysbinary, str(blob.pk)) == DATA
+    assert export_stdout(capsysbinary, str(blob.pk), "-o", "-") == DATA
+
+
+@pytest.mark.parametrize(
+    ("spec", "start", "stop"),
+    [
+        ("0-0", 0, 1),
+        ("10-19", 10, 20),
+        ("250-1700", 250, 1701),
+        ("1990-", 1990, 2000),
+        ("-5", 1995, 2000),
+        ("1500-99999", 1500, 2000),
+    ],
+)
+def test_export_inclusive_range(blob, capsysbinary, spec, start, stop):
+    assert export_stdout(capsysbinary, str(blob.pk), "--range", spec) == DATA[start:stop]
+
+
+def test_export_to_a_file(blob, tmp_path):
+    target = tmp_path / "out.bin"
+    _out, err = run("blobs_export", str(blob.pk), "-o", str(target))
+    assert target.read_bytes() == DATA
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600  # plaintext: owner-only
+    assert f"Wrote {target}" in err
+    run("blobs_export", str(blob.pk), "--range", "100-199", "-o", str(target))
+    assert target.read_bytes() == DATA[100:200]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("abc", "Invalid range"),
+        ("9-3", "Invalid range"),
+        ("5000-6000", "outside the blob"),
+        ("0-1,5-6", "one range"),
+    ],
+)
+def test_export_bad_range(blob, capsysbinary, spec, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("blobs_export", str(blob.pk), "--range", spec)
+    assert capsysbinary.readouterr().out == b""
+
+
+@pytest.mark.parametrize("blob_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid"])
+def test_export_unknown_id(blob_id):
+    with pytest.raises(CommandError, match="No ready blob"):
+        call_command("blobs_export", blob_id)
+
+
+def test_export_pending_blob_is_unknown(alice):
+    upload = BlobUpload(owner=alice, filename="p", content_type=None)
+    upload.write(b"pending")
+    upload.finish()
+    with pytest.raises(CommandError, match="No ready blob"):
+        call_command("blobs_export", str(upload.blob.pk))
+
+
+def test_export_of_a_tampered_blob_fails_and_leaves_no_file(blob, tmp_path):
+    path = Path(blob_store("blobs").storage.location) / blob.storage_name
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0x01  # in the last segment: earlier segments decrypt and are written first
+    path.write_bytes(bytes(raw))
+    target = tmp_path / "out.bin"
+    with pytest.raises(CommandError, match="Export failed"):
+        run("blobs_export", str(blob.pk), "-o", str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_writes_bytes_to_the_real_stdout_buffer(blob, monkeypatch):
+    sink = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, write_through=True))
+    call_command("blobs_export", str(blob.pk), "--range", "0-9")
+    assert sink.getvalue() == DATA[:10]
+
+
+# --- blobs_gc -----------------------------------------------------------------------------------------------
+
+
+def pending(owner, *, minutes_old: int) -> Blob:
+    upload = BlobUpload(owner=owner, filename="p", content_type=None)
+    upload.write(b"left behind")
+    upload.finish()
+    Blob.objects.filter(pk=upload.blob.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_old))
+    return upload.blob
+
+
+def test_gc_older_than(alice):
+    ready = make_blob(alice, b"keep me")
+    old = pending(alice, minutes_old=45)
+    young = pending(alice, minutes_old=5)
+
+    out, _ = run("blobs_gc")  # default grace: 60 minutes
+    assert out.strip() == "removed 0 pending row(s) and 0 orphan object(s)"
+
+    out, _ = run("blobs_gc", "--older-than", "30")
+    assert out.strip() == "removed 1 pending row(s) and 0 orphan object(s)"
+    assert set(Blob.objects.values_list("pk", flat=True)) == {ready.pk, young.pk}
+    assert not (Path(blob_store("blobs").storage.location) / old.storage_name).exists()
+
+    out, _ = run("blobs_gc", "--older-than", "0")
+    assert out.strip().startswith("removed 1 pending row(s)")
+    assert list(Blob.objects.all()) == [ready]
+    assert plaintext(ready) == b"keep me"
+
+
+def test_gc_grace_from_settings(alice, settings):
+    pending(alice, minutes_old=20)
+    settings.BLOBS = {**settings.BLOBS, "GC_GRACE_MINUTES": 10}
+    out, _ = run("blobs_gc")
+    assert out.startswith("removed 1 pending row(s)")
+
+
+def test_gc_negative_grace_is_refused(alice):
+    pending(alice, minutes_old=20)
+    with pytest.raises(SystemExit) as info:
+        run("blobs_gc", "--older-than", "-1")
+    assert info.value.code == 2
+    assert Blob.objects.count() == 1

@@ -1,0 +1,528 @@
+"""``POST /secure/files/`` through Django's test client: the global encrypting upload handler, the raw-body
+path, the error mapping, and the promise that plaintext never reaches disk (DESIGN §5)."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.core.files import temp as django_temp
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+from django.utils.crypto import get_random_string
+
+from blobs.models import Blob
+from blobs.storage import blob_store
+from blobs.tests.factories import make_user, pattern
+
+pytestmark = pytest.mark.django_db
+
+URL = "/secure/files/"
+MARKER = b"PLAINTEXT-NEVER-ON-DISK:"
+
+
+@pytest.fixture(autouse=True)
+def fast_setup(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 4096}
+
+
+@pytest.fixture
+def uploader():
+    return make_user("uploader")
+
+
+@pytest.fixture
+def client(uploader):
+    c = Client()
+    c.force_login(uploader)
+    return c
+
+
+def storage_root() -> Path:
+    return Path(blob_store("blobs").storage.location)
+
+
+def files_under(*roots: Path) -> list[Path]:
+    return sorted(p for root in roots if root.exists() for p in root.rglob("*") if p.is_file())
+
+
+def assert_nothing_stored() -> None:
+    assert Blob.objects.count() == 0
+    assert files_under(storage_root()) == []
+
+
+def streamed(client: Client, blob_id: str) -> bytes:
+    response = client.get(reverse("blobs:stream", args=[blob_id]))
+    assert response.status_code == 200
+    return b"".join(response.streaming_content)
+
+
+def multipart(
+    client: Client,
+    data: bytes,
+    *,
+    name: str = "data.bin",
+    field: str = "file",
+    content_type: str = "application/octet-stream",
+    **extra,
+):
+    return client.post(URL, {field: SimpleUploadedFile(name, data, content_type=content_type), **extra})
+
+
+# --- success ------------------------------------------------------------------------------------------------
+
+
+def test_multipart_upload_is_201_with_location_and_streams_back(client, uploader):
+    data = pattern(20_000)
+    r = multipart(client, data, name="report.pdf", content_type="application/pdf")
+    assert r.status_code == 201
+    body = r.json()
+    blob = Blob.objects.get()
+    assert r["Location"] == f"/secure/files/{blob.id}/"
+    assert body["id"] == str(blob.id)
+    assert body["filename"] == "report.pdf"
+    assert body["content_type"] == "application/pdf"
+    assert body["size"] == len(data)
+    assert body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert body["owner"] == "uploader"
+    assert body["stream_url"] == f"/secure/files/{blob.id}/stream"
+    assert (blob.state, blob.owner) == (Blob.State.READY, uploader)
+    assert streamed(client, body["id"]) == data
+    assert client.get(r["Location"]).json()["id"] == body["id"]
+
+
+def test_raw_body_with_filename_query(client):
+    data = pattern(10_000)
+    r = client.post(f"{URL}?filename=notes.csv", data=data, content_type="text/csv")
+    assert r.status_code == 201
+    assert r.json()["filename"] == "notes.csv"
+    assert r.json()["content_type"] == "text/csv"
+    assert streamed(client, r.json()["id"]) == data
+
+
+def test_raw_body_with_rfc8187_content_disposition(client):
+    data = b"bonjour"
+    r = client.post(
+        URL,
+        data=data,
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf"},
+    )
+    assert r.status_code == 201
+    assert r.json()["filename"] == "résumé ✓.pdf"
+    assert streamed(client, r.json()["id"]) == data
+
+
+def test_raw_body_with_plain_content_disposition(client):
+    r = client.post(
+        URL,
+        data=b"x",
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": 'attachment; filename="plain.txt"'},
+    )
+    assert r.status_code == 201
+    assert r.json()["filename"] == "plain.txt"
+
+
+def test_raw_body_without_content_length_is_read_to_eof(client):
+    # A chunked request: the server (gunicorn) says the input is terminated; Django alone would see b"".
+    data = pattern(50_000)
+    r = client.post(
+        f"{URL}?filename=chunked.bin",
+        data=b"ignored",
+        content_type="application/octet-stream",
+        CONTENT_LENGTH="",
+        **{"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True},
+    )
+    assert r.status_code == 201
+    assert r.json()["size"] == len(data)
+    assert streamed(client, r.json()["id"]) == data
+
+
+def test_chunked_body_on_a_server_that_cannot_end_it_is_411(client):
+    # Without wsgi.input_terminated the end of a chunked body is unknown: refuse rather than store b"".
+    r = client.post(
+        f"{URL}?filename=chunked.bin",
+        data=b"ignored",
+        content_type="application/octet-stream",
+        CONTENT_LENGTH="",
+        headers={"Transfer-Encoding": "chunked"},
+        **{"wsgi.input": io.BytesIO(pattern(5000))},
+    )
+    assert r.status_code == 411
+    assert r.json()["code"] == "length_required"
+    assert_nothing_stored()
+
+
+def test_empty_multipart_file_is_a_valid_zero_byte_blob(client):
+    r = multipart(client, b"", name="empty.txt", content_type="text/plain")
+    assert r.status_code == 201
+    assert r.json()["size"] == 0
+    assert r.json()["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert streamed(client, r.json()["id"]) == b""
+
+
+def test_empty_raw_body_is_a_valid_zero_byte_blob(client):
+    # The test client drops the headers of an empty body; a real client sends them.
+    r = client.post(
+        f"{URL}?filename=empty.bin",
+        data=b"",
+        content_type="application/octet-stream",
+        CONTENT_TYPE="application/octet-stream",
+        CONTENT_LENGTH="0",
+    )
+    assert r.status_code == 201
+    assert r.json()["size"] == 0
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+
+def test_upload_without_a_file_is_400_no_file(client):
+    for response in (
+        client.post(URL, {"title": "no file here"}),  # multipart without a file
+        client.post(URL, "a=b", content_type="application/x-www-form-urlencoded"),
+        client.post(URL),
+    ):
+        assert response.status_code == 400
+        assert response.json()["code"] == "no_file"
+    assert_nothing_stored()
+
+
+def test_unclaimed_upload_is_removed_after_the_response(client):
+    # The handler encrypted 'attachment' as a pending blob before the view ran; nobody claimed it.
+    r = multipart(client, pattern(9000), field="attachment")
+    assert r.status_code == 400
+    assert r.json()["code"] == "no_file"
+    assert_nothing_stored()
+
+
+def test_only_the_claimed_file_stays_when_several_are_sent(client):
+    r = client.post(
+        URL,
+        {
+            "file": SimpleUploadedFile("keep.bin", b"keep me"),
+            "extra": SimpleUploadedFile("drop.bin", b"drop me"),
+        },
+    )
+    assert r.status_code == 201
+    blob = Blob.objects.get()
+    assert blob.filename == "keep.bin"
+    assert files_under(storage_root()) == [storage_root() / blob.storage_name]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Windows\\evil.exe", "evil.exe"),
+        ('quo"te\r\nX-Injected: 1.txt', 'quo"teX-Injected: 1.txt'),
+        ("\x00\x1b[31mred\x7f.txt", "[31mred.txt"),
+        ("..", "file"),
+    ],
+)
+def test_hostile_raw_filenames_are_stored_safely(client, name, expected):
+    r = client.post(URL, data=b"x", content_type="application/octet-stream", query_params={"filename": name})
+    assert r.status_code == 201
+    blob = Blob.objects.get()
+    assert blob.filename == expected
+    disposition = client.get(reverse("blobs:stream", args=[blob.id]))["Content-Disposition"]
+    assert not any(c in disposition for c in "\r\n\x00\x1b")
+    assert [p.name for p in files_under(storage_root())] == [blob.id.hex]  # object name from the id only
+
+
+def test_thousand_character_filename_is_shortened_keeping_the_extension(client):
+    r = client.post(
+        URL, data=b"x", content_type="application/pdf", query_params={"filename": "a" * 1000 + ".pdf"}
+    )
+    assert r.status_code == 201
+    filename = r.json()["filename"]
+    assert len(filename) <= 255
+    assert filename.endswith(".pdf")
+
+
+def test_hostile_multipart_filename_is_stored_safely(client):
+    boundary = "BoUnDaRy"
+    body = (
+        (
+            f"--{boundary}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="..\\\\..\\\\sys/\u202etxt.exe"\r\n'
+            "Content-Type: text/html\r\n\r\n"
+        ).encode()
+        + b"<script>alert(1)</script>"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 201
+    blob = Blob.objects.get()
+    for forbidden in ("/", "\\", "\u202e", ".."):
+        assert forbidden not in blob.filename
+    stream = client.get(reverse("blobs:stream", args=[blob.id]))
+    assert stream["Content-Disposition"].startswith("attachment;")  # text/html is never inline
+    assert b"".join(stream.streaming_content) == b"<script>alert(1)</script>"
+
+
+# --- too large ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_limit(settings):
+    settings.BLOBS = {**settings.BLOBS, "MAX_UPLOAD_BYTES": 10_000}
+
+
+def test_declared_content_length_over_the_limit_is_413_before_reading(client, small_limit):
+    r = client.post(
+        f"{URL}?filename=big.bin",
+        data=b"x" * (10_000 + 64 * 1024 + 1),
+        content_type="application/octet-stream",
+    )
+    assert r.status_code == 413
+    assert r.json()["code"] == "upload_too_large"
+    assert r["Connection"] == "close"
+    assert_nothing_stored()
+
+
+def test_raw_body_over_the_limit_is_413_with_nothing_stored(client, small_limit):
+    r = client.post(f"{URL}?filename=big.bin", data=pattern(10_001), content_type="application/octet-stream")
+    assert r.status_code == 413
+    assert r.json()["code"] == "upload_too_large"
+    assert_nothing_stored()
+
+
+def test_raw_body_at_the_limit_is_accepted(client, small_limit):
+    assert (
+        client.post(
+            f"{URL}?filename=ok.bin", data=pattern(10_000), content_type="application/octet-stream"
+        ).status_code
+        == 201
+    )
+
+
+def test_multipart_file_over_the_limit_is_413_with_nothing_stored(client, small_limit):
+    r = multipart(
+        client, pattern(20_000)
+    )  # Content-Length within the framing allowance: the handler stops it
+    assert r.status_code == 413
+    assert r.json()["code"] == "upload_too_large"
+    assert r["Connection"] == "close"
+    assert_nothing_stored()
+
+
+def test_multipart_with_huge_declared_length_is_413(client, small_limit):
+    r = multipart(client, pattern(100_000))
+    assert r.status_code == 413
+    assert_nothing_stored()
+
+
+# --- key service and storage down ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def master_key_missing(settings, tmp_path):
+    settings.KMS_PROVIDERS = {
+        "local": {
+            "BACKEND": "kms.providers.local.LocalKeyProvider",
+            "OPTIONS": {"keys": None, "key_file": str(tmp_path / "gone.key"), "create_if_missing": False},
+        }
+    }
+
+
+def test_master_key_missing_is_503_with_retry_after_for_multipart(client, master_key_missing):
+    r = multipart(client, pattern(5000))
+    assert r.status_code == 503
+    assert r.json()["code"] == "kms_unavailable"
+    assert r["Retry-After"].isdigit()
+    assert "gone.key" not in r.content.decode()  # paths and key ids are for the log, not clients
+    assert_nothing_stored()
+
+
+def test_master_key_missing_is_503_for_raw_body(client, master_key_missing):
+    r = client.post(f"{URL}?filename=x.bin", data=pattern(5000), content_type="application/octet-stream")
+    assert r.status_code == 503
+    assert r["Retry-After"].isdigit()
+    assert_nothing_stored()
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """The storage writer's unbuffered object file fails with ENOSPC after 5000 bytes (disk filling up)."""
+    real_fdopen = os.fdopen
+
+    class FullFile(io.FileIO):
+        room = 5000
+
+        def write(self, data):
+            allowed = min(len(data), type(self).room)
+            if not allowed:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            type(self).room -= allowed
+            return super().write(bytes(memoryview(data)[:allowed]))
+
+    def fdopen(fd, mode="r", buffering=-1, *args, **kwargs):
+        if mode == "wb" and buffering == 0:
+            return FullFile(fd, "wb", closefd=True)
+        return real_fdopen(fd, mode, buffering, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_disk_full_mid_multipart_upload_is_507_with_nothing_stored(client, disk_full):
+    r = multipart(client, pattern(50_000))
+    assert r.status_code == 507
+    assert r.json()["code"] == "storage_full"
+    assert_nothing_stored()
+
+
+def test_disk_full_mid_raw_upload_is_507_with_nothing_stored(client, disk_full):
+    r = client.post(f"{URL}?filename=x.bin", data=pattern(50_000), content_type="application/octet-stream")
+    assert r.status_code == 507
+    assert_nothing_stored()
+
+
+# --- who may upload -----------------------------------------------------------------------------------------
+
+
+def test_user_without_add_permission_is_403_and_nothing_is_written():
+    c = Client()
+    c.force_login(make_user("reader", perms=()))
+    r = multipart(c, pattern(5000))
+    assert r.status_code == 403
+    assert r.json()["code"] == "permission_denied"
+    r = c.post(f"{URL}?filename=x", data=b"raw", content_type="application/octet-stream")
+    assert r.status_code == 403
+    assert_nothing_stored()
+
+
+def test_anonymous_is_401_and_nothing_is_written():
+    anonymous = Client()
+    r = multipart(anonymous, pattern(5000))
+    assert r.status_code == 401
+    assert r.json()["code"] == "not_authenticated"
+    assert (
+        anonymous.post(f"{URL}?filename=x", data=b"raw", content_type="application/octet-stream").status_code
+        == 401
+    )
+    assert_nothing_stored()
+
+
+# --- CSRF: the middleware parses the body before the view ---------------------------------------------------
+
+
+@pytest.fixture
+def csrf_client(uploader):
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(uploader)
+    token = get_random_string(32)
+    c.cookies["csrftoken"] = token
+    return c, token
+
+
+def test_csrf_protected_multipart_upload_is_claimed(csrf_client):
+    c, token = csrf_client
+    data = pattern(30_000)
+    # The token travels in the multipart body, so CsrfViewMiddleware reads request.POST: the upload
+    # handler encrypts the file during that parse, before the view runs; the view then claims it.
+    r = c.post(URL, {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("c.bin", data)})
+    assert r.status_code == 201
+    assert Blob.objects.get().state == Blob.State.READY
+    assert streamed(c, r.json()["id"]) == data
+
+
+def test_csrf_header_token_with_raw_body(csrf_client):
+    c, token = csrf_client
+    r = c.post(
+        f"{URL}?filename=h.bin",
+        data=b"raw",
+        content_type="application/octet-stream",
+        headers={"X-CSRFToken": token},
+    )
+    assert r.status_code == 201
+
+
+def test_csrf_failure_leaves_nothing(csrf_client):
+    c, _token = csrf_client
+    r = c.post(
+        URL, {"csrfmiddlewaretoken": get_random_string(32), "file": SimpleUploadedFile("c.bin", b"x" * 9000)}
+    )
+    assert r.status_code == 403
+    assert_nothing_stored()
+
+
+def test_upload_parsed_for_another_view_is_discarded(csrf_client):
+    c, token = csrf_client
+    # /health accepts GET only; CSRF middleware still parses the multipart body (and so encrypts the file).
+    r = c.post("/health", {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("c.bin", b"y" * 9000)})
+    assert r.status_code == 405
+    assert_nothing_stored()
+
+
+def test_over_limit_during_csrf_parse_is_413(csrf_client, small_limit):
+    c, token = csrf_client
+    r = c.post(URL, {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("big.bin", pattern(20_000))})
+    assert r.status_code == 413
+    assert_nothing_stored()
+
+
+# --- plaintext never reaches disk ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def temp_dirs(monkeypatch, settings, tmp_path):
+    """Every temp file Django or the stdlib could make goes under dirs we scan, and is kept after close."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    # Keep temp files after close (and make the anonymous O_TMPFILE kind named), so a plaintext temp file
+    # that existed only during the request is still there to be found afterwards.
+    keep = functools.partial(tempfile.NamedTemporaryFile, delete=False)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", keep)
+    monkeypatch.setattr(tempfile, "TemporaryFile", keep)
+    monkeypatch.setattr(django_temp, "NamedTemporaryFile", keep)  # Django binds its own name at import
+    upload_tmp = Path(settings.FILE_UPLOAD_TEMP_DIR)
+    assert upload_tmp.is_dir()
+    return [system_tmp, upload_tmp]
+
+
+def marked_plaintext(size: int) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += MARKER + f"{counter:08d}|".encode()
+        counter += 1
+    return bytes(out[:size])
+
+
+def files_containing(marker: bytes, roots: list[Path]) -> list[Path]:
+    return [path for path in files_under(*roots) if marker in path.read_bytes()]
+
+
+def test_plaintext_never_reaches_disk(client, temp_dirs, settings):
+    size = 3 * 1024 * 1024 + 12345
+    assert size > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    data = marked_plaintext(size)
+    r = multipart(client, data, name="secret.txt", content_type="text/plain")
+    assert r.status_code == 201
+    roots = [*temp_dirs, storage_root()]
+    assert files_under(storage_root())  # the ciphertext is there...
+    assert files_containing(MARKER, roots) == []  # ...and no plaintext anywhere
+    assert streamed(client, r.json()["id"]) == data
+
+
+def test_the_disk_scan_would_catch_django_default_handlers(client, temp_dirs, settings):
+    # Control: with Django's default handlers the same upload spills plaintext into a temp file, and the
+    # scan above finds it. Without this, a scan that cannot see temp files would pass vacuously.
+    settings.FILE_UPLOAD_HANDLERS = [
+        "django.core.files.uploadhandler.MemoryFileUploadHandler",
+        "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+    ]
+    data = marked_plaintext(3 * 1024 * 1024 + 12345)
+    multipart(client, data, name="secret.txt", content_type="text/plain")
+    assert files_containing(MARKER, temp_dirs) != []

@@ -1,0 +1,154 @@
+"""Start-up configuration (DESIGN §10): production refuses to start without its secrets; development runs
+with none. Each case imports the settings in a fresh interpreter, as a deploy would. Also the first admin
+account (``manage.py bootstrap_admin``)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+SETUP = "import django; django.setup(); from django.conf import settings; print('DEBUG', settings.DEBUG)"
+# Variables settings.py reads; a case starts from none of them so the developer's shell cannot leak in.
+READ_BY_SETTINGS = (
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "DJANGO_CSRF_TRUSTED_ORIGINS",
+    "DATABASE_URL",
+    "BLOB_STORAGE_DIR",
+    "BLOB_SEGMENT_SIZE",
+    "BLOB_MAX_UPLOAD_BYTES",
+    "BLOB_GC_GRACE_MINUTES",
+    "KEY_PROVIDER",
+    "BLOB_MASTER_KEYS",
+    "BLOB_MASTER_KEY_FILE",
+    "KMS_HEALTH_TTL_SECONDS",
+    "ERPHUB_VAR_DIR",
+    "DJANGO_SUPERUSER_USERNAME",
+    "DJANGO_SUPERUSER_PASSWORD",
+    "DJANGO_SUPERUSER_EMAIL",
+)
+
+
+def start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in READ_BY_SETTINGS}
+    clean.update(DJANGO_SETTINGS_MODULE="erphub.settings", ERPHUB_VAR_DIR=str(tmp_path / "var"), **env)
+    return subprocess.run(
+        [sys.executable, "-c", SETUP],
+        cwd=BASE_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def master_keys() -> str:
+    return "mk-prod-1:" + base64.b64encode(os.urandom(32)).decode()
+
+
+def test_production_without_a_secret_key_refuses_to_start(tmp_path):
+    result = start(tmp_path, DJANGO_DEBUG="false", BLOB_MASTER_KEYS=master_keys())
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=false" in result.stderr
+    assert not (tmp_path / "var" / "secret_key").exists()  # nothing invented in production
+
+
+def test_production_without_a_master_key_refuses_to_start(tmp_path):
+    result = start(tmp_path, DJANGO_DEBUG="false", DJANGO_SECRET_KEY="s" * 50)
+    assert result.returncode != 0
+    assert "needs an explicit master key: set BLOB_MASTER_KEYS or BLOB_MASTER_KEY_FILE" in result.stderr
+
+
+@pytest.mark.parametrize("key_source", ["env", "file"])
+def test_production_with_secret_and_master_key_starts(tmp_path, key_source):
+    env = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50}
+    if key_source == "env":
+        env["BLOB_MASTER_KEYS"] = master_keys()
+    else:
+        env["BLOB_MASTER_KEY_FILE"] = str(tmp_path / "master.key")
+    result = start(tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG False" in result.stdout
+    assert not (tmp_path / "master.key").exists()  # production never creates a key file
+
+
+def test_development_needs_no_configuration(tmp_path):
+    result = start(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "DEBUG True" in result.stdout
+    secret = tmp_path / "var" / "secret_key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    generated = secret.read_text()
+    assert len(generated) >= 50
+    assert start(tmp_path).returncode == 0
+    assert secret.read_text() == generated  # kept across restarts
+
+
+def test_an_invalid_boolean_is_refused_with_the_fix(tmp_path):
+    result = start(tmp_path, DJANGO_DEBUG="maybe")
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG='maybe' is not a boolean; use true or false." in result.stderr
+
+
+# --- bootstrap_admin ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def bootstrap() -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("bootstrap_admin", stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.mark.django_db
+def test_bootstrap_creates_admin_with_a_generated_password_printed_once(settings, fast_hashing):
+    settings.BOOTSTRAP_SUPERUSER = {"USERNAME": "admin", "PASSWORD": None, "EMAIL": ""}
+    out, _err = bootstrap()
+    assert "Created admin account 'admin'." in out
+    prefix = "Generated password (shown once, store it now): "
+    [line] = [line for line in out.splitlines() if line.startswith(prefix)]
+    password = line.removeprefix(prefix)
+    assert len(password) >= 20
+    user = get_user_model().objects.get(username="admin")
+    assert user.is_superuser
+    assert user.is_staff
+    assert user.check_password(password)
+
+    out, err = bootstrap()
+    assert out == ""  # not printed again
+    assert "exists already" in err
+    assert get_user_model().objects.filter(is_superuser=True).count() == 1
+    user.refresh_from_db()
+    assert user.check_password(password)  # and not reset
+
+
+@pytest.mark.django_db
+def test_bootstrap_respects_the_configured_password(settings, fast_hashing):
+    settings.BOOTSTRAP_SUPERUSER = {
+        "USERNAME": "root-admin",
+        "PASSWORD": "Corr3ct-Horse!",
+        "EMAIL": "ops@example.com",
+    }
+    out, _err = bootstrap()
+    assert "Corr3ct-Horse!" not in out
+    assert "Generated password" not in out
+    user = get_user_model().objects.get(username="root-admin")
+    assert user.email == "ops@example.com"
+    assert user.check_password("Corr3ct-Horse!")
