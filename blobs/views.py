@@ -26,7 +26,7 @@ from erphub.errors import error_response
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import LengthRequired, NoFileUploaded
+from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
 from .models import Blob
 from .ranges import if_range_allows, parse_range
 from .selectors import blob_get_for_user
@@ -147,7 +147,23 @@ def _raw_filename(request: HttpRequest) -> str | None:
     return None
 
 
-def _raw_body(request: HttpRequest) -> BinaryIO:
+class _RequestBody:
+    """The upload's input stream. A read that fails (the client went away mid-body: gunicorn's
+    NoMoreData, Django's UnreadablePostError — both OSError) is the client's error, not a server fault."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except OSError:
+            raise InvalidUpload(
+                "The request body ended before it was complete; nothing was stored."
+            ) from None
+
+
+def _raw_body(request: HttpRequest) -> _RequestBody:
     """The request body as a stream, read to EOF whatever its framing.
 
     With Content-Length, Django's request stream is bounded by it. Without (a chunked body), Django would
@@ -156,12 +172,12 @@ def _raw_body(request: HttpRequest) -> BinaryIO:
     past the request would block. A chunked body on any other server is refused, never stored empty.
     """
     if request.META.get("CONTENT_LENGTH"):
-        return request  # type: ignore[return-value]  # HttpRequest.read() is bounded by Content-Length
+        return _RequestBody(request)  # type: ignore[arg-type]  # HttpRequest.read() is bounded by it
     if request.META.get("wsgi.input_terminated"):
-        return request.META["wsgi.input"]
+        return _RequestBody(request.META["wsgi.input"])
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         raise LengthRequired()
-    return io.BytesIO()  # RFC 9112 §6.3: no Content-Length and no Transfer-Encoding = an empty body
+    return _RequestBody(io.BytesIO())  # RFC 9112 §6.3: no Content-Length, no Transfer-Encoding: empty
 
 
 class BlobCollectionView(View):
@@ -185,7 +201,7 @@ class BlobCollectionView(View):
             declared = request.META.get("CONTENT_LENGTH")
             blob = blob_create(
                 owner=request.user,
-                stream=_raw_body(request),
+                stream=_raw_body(request),  # type: ignore[arg-type]
                 expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=_raw_filename(request),
                 content_type=request.META.get("CONTENT_TYPE"),

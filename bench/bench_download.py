@@ -1,0 +1,614 @@
+"""Download benchmark: encrypted blob stream vs Django FileResponse, under a real gunicorn (not a test).
+
+    .venv/bin/python bench/bench_download.py                      # the full run: 1 GiB, RSS with 2 GiB
+    .venv/bin/python bench/bench_download.py --size-mib 64 --rss-size-mib 128 --runs 3 --ttfb-reps 20
+
+Starts three gunicorn servers (gthread, 2 workers x 4 threads) on loopback ports, each with the same fresh
+var dir and SQLite database under /tmp:
+
+- ``ours``: the product (erphub.settings), ``--no-sendfile`` as ``make run`` serves it;
+- ``(a)``: bench/settings_bench.py, Django FileResponse of the same plaintext with gunicorn's sendfile;
+- ``(b)``: the same settings, FileResponse with ``block_size = 1 MiB`` under ``--no-sendfile``.
+
+It imports a ``--size-mib`` blob with ``manage.py blobs_import``, then measures with curl
+(``-w '%{speed_download} %{time_starttransfer}'``), ``--runs`` runs interleaved, median MB/s (10**6 bytes
+per second); the time to first byte of 1-byte ranges at offset 0 and at the last byte of the blob; and the
+server's RSS (master + workers, VmRSS from /proc) before and after uploading a ``--rss-size-mib`` file
+through ``POST /secure/files/`` (raw body streamed from disk) and downloading it. Prints markdown tables.
+Every temporary file lives under one directory in /tmp, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+HOST = "127.0.0.1"
+USERNAME = "admin"
+
+# Variables erphub/settings.py (or gunicorn) reads: none leaks from the caller's environment into the servers.
+_SERVER_ENV_PREFIXES = (
+    "DATABASE_", "ERPHUB_", "BLOB_", "DJANGO_", "KEY_PROVIDER", "KMS_", "AWS_", "AZURE_", "GOOGLE_",
+    "VAULT_", "REDIS_", "PROMETHEUS_", "FEATURE_", "TRUSTED_PROXIES", "METRICS_", "GUNICORN_",
+    "WEB_CONCURRENCY",
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- servers ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def pids(self) -> list[int]:
+        pids = [self.proc.pid]
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+            pids.extend(int(pid) for pid in task.read_text().split())
+        return pids
+
+    def rss_bytes(self) -> int:
+        """Sum of VmRSS over the master and its workers."""
+        total = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+            if match:
+                total += int(match.group(1)) * 1024
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the master and its workers so far."""
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: exactly this master and its workers
+            self.proc.wait(timeout=30)
+
+
+def server_env(var_dir: Path, *, plain_file: Path, password: str) -> dict[str, str]:
+    env = {
+        name: value for name, value in os.environ.items()
+        if not name.startswith(_SERVER_ENV_PREFIXES) and name not in {"HOST", "PORT"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="erphub.settings",
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        ERPHUB_VAR_DIR=str(var_dir),
+        DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}",
+        BLOB_STORAGE_DIR=str(var_dir / "blobs"),
+        BLOB_MASTER_KEYS=f"bench-1:{base64.b64encode(os.urandom(32)).decode()}",
+        KEY_PROVIDER="local",
+        ERPHUB_BENCH_PLAIN_FILE=str(plain_file),
+        DJANGO_SUPERUSER_USERNAME=USERNAME,
+        DJANGO_SUPERUSER_PASSWORD=password,
+        DJANGO_SUPERUSER_EMAIL="admin@example.invalid",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def gunicorn_command() -> list[str]:
+    script = Path(sys.executable).with_name("gunicorn")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
+
+
+def start_server(name: str, env: dict[str, str], work: Path, *, settings: str, sendfile: bool) -> Server:
+    port = free_port()
+    command = [
+        *gunicorn_command(), "erphub.wsgi:application",
+        "--worker-class", "gthread", "--workers", "2", "--threads", "4",
+        "--bind", f"{HOST}:{port}", "--timeout", "300", "--graceful-timeout", "5",
+        "--no-control-socket",  # else gunicorn 27 binds ~/.gunicorn/gunicorn.ctl, shared machine-wide
+        "--error-logfile", "-",
+    ]
+    if not sendfile:
+        command.append("--no-sendfile")
+    log_path = work / f"gunicorn-{name}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": settings}, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return Server(name, port, proc, log_path)
+
+
+def wait_healthy(server: Server, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name}: gunicorn exited:\n{server.log_path.read_text()[-3000:]}")
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            with conn.getresponse() as response:
+                response.read()
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    tail = server.log_path.read_text()[-3000:]
+    raise RuntimeError(f"{server.name}: not healthy after {timeout:.0f} s:\n{tail}")
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+# --- HTTP helpers -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    port: int
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def _request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+                 blocksize: int = 8192) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=600, blocksize=blocksize)
+        try:
+            headers = dict(headers or {})
+            if self.cookies:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            conn.request(method, path, body=body, headers=headers)
+            with conn.getresponse() as response:
+                for header in response.headers.get_all("Set-Cookie") or ():
+                    jar: SimpleCookie = SimpleCookie()
+                    jar.load(header)
+                    self.cookies.update({name: morsel.value for name, morsel in jar.items()})
+                return response.status, response.read()
+        finally:
+            conn.close()
+
+    def login(self, password: str) -> None:
+        status, page = self._request("GET", "/admin/login/")
+        match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        if status != 200 or not match:
+            raise RuntimeError(f"login page: {status}")
+        form = urlencode({"csrfmiddlewaretoken": match.group(1).decode(), "username": USERNAME,
+                          "password": password, "next": "/admin/"})
+        status, _ = self._request("POST", "/admin/login/?next=/admin/", body=form,
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+        if status != 302 or "sessionid" not in self.cookies:
+            raise RuntimeError(f"login failed: {status}")
+
+    def upload_raw(self, path: Path) -> dict:
+        """POST the file as a raw body with Content-Length, streamed from disk 1 MiB at a time."""
+        with path.open("rb") as handle:
+            status, body = self._request(
+                "POST", f"/secure/files/?filename={path.name}", body=handle, blocksize=MIB,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(path.stat().st_size),
+                    "X-CSRFToken": self.cookies["csrftoken"],
+                },
+            )
+        if status != 201:
+            raise RuntimeError(f"upload failed: {status} {body[:300]!r}")
+        return json.loads(body)
+
+
+@dataclass(frozen=True)
+class CurlResult:
+    speed: float  # bytes per second
+    ttfb: float  # seconds
+    size: int
+    status: int
+
+
+def curl(url: str, *, cookie: str | None = None, byte_range: str | None = None) -> CurlResult:
+    command = ["curl", "--silent", "--show-error", "--noproxy", "*", "-o", "/dev/null",
+               "-w", "%{speed_download} %{time_starttransfer} %{size_download} %{http_code}"]
+    if cookie:
+        command += ["-b", cookie]
+    if byte_range:
+        command += ["-r", byte_range]
+    done = subprocess.run([*command, url], capture_output=True, text=True, check=True)
+    speed, ttfb, size, status = done.stdout.split()
+    return CurlResult(float(speed), float(ttfb), int(size), int(status))
+
+
+# --- measurements -------------------------------------------------------------------------------------------
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+
+def cpu_busy(interval: float = 0.5) -> float:
+    """Share of the machine's CPU time spent busy over ``interval`` (all processes, all CPUs)."""
+    total0, idle0 = _cpu_times()
+    time.sleep(interval)
+    total1, idle1 = _cpu_times()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class Quiet:
+    """Waits before each measurement until the machine is idle: other people's test suites on the same
+    2 vCPUs halve every number otherwise. Counts the measurements that started on a busy machine."""
+
+    def __init__(self, limit: float = 0.10, max_wait: float = 180.0, others_limit: float = 0.25,
+                 retries: int = 3) -> None:
+        self.limit, self.max_wait = limit, max_wait
+        self.others_limit, self.retries = others_limit, retries
+        self.noisy = 0
+        self.discarded = 0
+        self.waited = 0.0
+
+    @contextmanager
+    def watch(self, server: Server) -> Iterator[list[float]]:
+        """Yields a one-item list that receives, after the block, the CPU (in cores) that processes other
+        than ``server`` and our child processes (curl) used meanwhile — softirq time of loopback included."""
+        result = [0.0]
+        tick = os.sysconf("SC_CLK_TCK")
+        total0, idle0 = _cpu_times()
+        server0 = server.cpu_seconds()
+        child0 = os.times()
+        wall0 = time.monotonic()
+        yield result
+        wall = time.monotonic() - wall0
+        total1, idle1 = _cpu_times()
+        child1 = os.times()
+        busy = ((total1 - total0) - (idle1 - idle0)) / tick
+        ours = (server.cpu_seconds() - server0) + (child1.children_user - child0.children_user) + (
+            child1.children_system - child0.children_system)
+        result[0] = max(0.0, busy - ours) / max(wall, 1e-6)
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + self.max_wait
+        started = time.monotonic()
+        while (busy := cpu_busy()) > self.limit:
+            if time.monotonic() > deadline:
+                self.noisy += 1
+                log(f"machine still {busy:.0%} busy after {self.max_wait:.0f} s; measuring anyway")
+                break
+            time.sleep(2)
+        self.waited += time.monotonic() - started
+
+
+def write_random(path: Path, size: int) -> None:
+    with path.open("wb") as handle:
+        remaining = size
+        while remaining:
+            n = min(remaining, 8 * MIB)
+            handle.write(os.urandom(n))
+            remaining -= n
+
+
+@dataclass
+class Approach:
+    label: str
+    url: str
+    cookie: str | None
+    server: Server
+    speeds: list[float] = field(default_factory=list)
+    ttfbs: list[float] = field(default_factory=list)
+
+    @property
+    def mbps(self) -> float:
+        return statistics.median(self.speeds) / 1e6
+
+
+def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet) -> None:
+    for approach in approaches:  # warm-up: page cache, imports, DEK cache
+        result = curl(approach.url, cookie=approach.cookie)
+        if result.status != 200 or result.size != size:
+            raise RuntimeError(f"{approach.label}: warm-up got {result.status}, {result.size} bytes")
+    for run in range(runs):
+        shift = run % len(approaches)  # rotate who goes first
+        order = approaches[shift:] + approaches[:shift]
+        for approach in order:
+            for attempt in range(1, quiet.retries + 2):
+                quiet.wait()
+                with quiet.watch(approach.server) as others:
+                    result = curl(approach.url, cookie=approach.cookie)
+                if result.status != 200 or result.size != size:
+                    raise RuntimeError(f"{approach.label}: got {result.status}, {result.size} bytes")
+                log(f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s "
+                    f"(other processes: {others[0]:.2f} cores)")
+                if others[0] <= quiet.others_limit or attempt > quiet.retries:
+                    break
+                quiet.discarded += 1
+                log("  discarded: something else ran during the measurement; again")
+            approach.speeds.append(result.speed)
+            approach.ttfbs.append(result.ttfb)
+
+
+def ttfb_ranges(url: str, cookie: str, *, size: int, reps: int, quiet: Quiet) -> tuple[float, float]:
+    near_end = f"{size - 1}-{size - 1}"
+    starts: list[float] = []
+    ends: list[float] = []
+    for rep in range(reps):
+        if rep % 20 == 0:
+            quiet.wait()
+        for spec, bucket in (("0-0", starts), (near_end, ends)):
+            result = curl(url, cookie=cookie, byte_range=spec)
+            if result.status != 206 or result.size != 1:
+                raise RuntimeError(f"range {spec}: got {result.status}, {result.size} bytes")
+            bucket.append(result.ttfb)
+    return statistics.median(starts), statistics.median(ends)
+
+
+@contextmanager
+def rss_sampler(server: Server, interval: float = 0.05) -> Iterator[list[int]]:
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(server.rss_bytes())
+            stop.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def cpu_capacity() -> str:
+    """AES-256-GCM decryption of 1 MiB buffers in 1 and in 2 threads (it releases the GIL): a quick check
+    that both vCPUs were really there. On a shared host the second one sometimes is not, which halves
+    every throughput number; a run is only comparable to the anchors when 2 threads give ~2x."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    nonce = os.urandom(12)
+    ciphertext = aead.encrypt(nonce, os.urandom(MIB), None)
+    rounds = 200
+
+    def work(out: list[float]) -> None:
+        started = time.perf_counter()
+        for _ in range(rounds):
+            aead.decrypt(nonce, ciphertext, None)
+        out.append(rounds * MIB / (time.perf_counter() - started) / 1e9)
+
+    one: list[float] = []
+    work(one)
+    two: list[float] = []
+    threads = [threading.Thread(target=work, args=(two,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return f"{one[0]:.1f} GB/s in 1 thread, {sum(two):.1f} GB/s in 2"
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import cryptography
+    import django
+    import gunicorn
+
+    curl_version = subprocess.run(["curl", "--version"], capture_output=True, text=True, check=True).stdout
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "gunicorn": gunicorn.__version__,
+        "cryptography": cryptography.__version__,
+        "curl": curl_version.split()[1],
+        "load average at the end": Path("/proc/loadavg").read_text().split()[0],
+    }
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="blob size for throughput and TTFB (MiB)")
+    parser.add_argument("--rss-size-mib", type=int, default=2048, help="uploaded, then downloaded, for RSS")
+    parser.add_argument("--runs", type=int, default=5, help="interleaved throughput runs per approach")
+    parser.add_argument("--ttfb-reps", type=int, default=200, help="1-byte range requests per offset")
+    parser.add_argument("--segment-size", type=int, default=None, help="BLOB_SEGMENT_SIZE (default: app's)")
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        print("curl is required", file=sys.stderr)
+        return 2
+
+    size, rss_size = args.size_mib * MIB, args.rss_size_mib * MIB
+    work = Path(tempfile.mkdtemp(prefix="erphub-bench-", dir="/tmp"))
+    servers: list[Server] = []
+    try:
+        var_dir = work / "var"
+        var_dir.mkdir()
+        plain = work / f"plain-{args.size_mib}mib.bin"
+        password = secrets.token_urlsafe(18)
+        env = server_env(var_dir, plain_file=plain, password=password)
+        if args.segment_size:
+            env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
+        log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
+        write_random(plain, size)
+        manage(env, "migrate", "--noinput", "--verbosity", "0")
+        manage(env, "createsuperuser", "--noinput")
+        log("blobs_import")
+        started = time.perf_counter()
+        blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+        import_seconds = time.perf_counter() - started
+
+        ours = start_server("ours", env, work, settings="erphub.settings", sendfile=False)
+        servers.append(ours)
+        plain_sendfile = start_server("a", env, work, settings="bench.settings_bench", sendfile=True)
+        servers.append(plain_sendfile)
+        plain_1mib = start_server("b", env, work, settings="bench.settings_bench", sendfile=False)
+        servers.append(plain_1mib)
+        for server in servers:
+            wait_healthy(server)
+        rss_fresh = ours.rss_bytes()
+        session = Session(ours.port)
+        session.login(password)
+        cookie = f"sessionid={session.cookies['sessionid']}"
+        stream_url = ours.url(f"/secure/files/{blob_id}/stream")
+
+        approaches = [
+            Approach("(a) FileResponse, gunicorn sendfile (plaintext)",
+                     plain_sendfile.url("/bench/plain"), None, plain_sendfile),
+            Approach("(b) FileResponse block_size 1 MiB, --no-sendfile (plaintext)",
+                     plain_1mib.url("/bench/plain-1mib"), None, plain_1mib),
+            Approach("ours: encrypted stream, --no-sendfile", stream_url, cookie, ours),
+        ]
+        quiet = Quiet()
+        capacity_before = cpu_capacity()
+        log(f"throughput: {args.runs} interleaved runs of {args.size_mib} MiB")
+        throughput(approaches, size=size, runs=args.runs, quiet=quiet)
+
+        log(f"TTFB: {args.ttfb_reps} x 1-byte ranges at offset 0 and at {size - 1}")
+        ttfb_start, ttfb_end = ttfb_ranges(stream_url, cookie, size=size, reps=args.ttfb_reps, quiet=quiet)
+
+        log(f"RSS: upload then download {args.rss_size_mib} MiB")
+        big = work / f"rss-{args.rss_size_mib}mib.bin"
+        write_random(big, rss_size)
+        quiet.wait()
+        rss_before = ours.rss_bytes()
+        with rss_sampler(ours) as samples:
+            started = time.perf_counter()
+            created = session.upload_raw(big)
+            upload_seconds = time.perf_counter() - started
+            if created["size"] != rss_size:
+                raise RuntimeError(f"uploaded {created['size']} bytes, sent {rss_size}")
+            rss_after_upload = ours.rss_bytes()
+            big_download = curl(ours.url(f"/secure/files/{created['id']}/stream"), cookie=cookie)
+            if big_download.status != 200 or big_download.size != rss_size:
+                raise RuntimeError(f"2 GiB download: {big_download.status}, {big_download.size} bytes")
+        rss_after = ours.rss_bytes()
+        rss_peak = max([*samples, rss_after])
+
+        facts = machine_facts()
+        facts["AES-GCM capacity before / after"] = f"{capacity_before} / {cpu_capacity()}"
+        report(args, facts, approaches, import_seconds=import_seconds, ttfb=(ttfb_start, ttfb_end),
+               rss=(rss_fresh, rss_before, rss_after_upload, rss_after, rss_peak),
+               upload_mbps=rss_size / upload_seconds / 1e6, big_download_mbps=big_download.speed / 1e6,
+               size=size, quiet=quiet)
+        return 0
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(
+    args: argparse.Namespace, facts: dict[str, str], approaches: list[Approach], *, import_seconds: float,
+    ttfb: tuple[float, float], rss: tuple[int, ...], upload_mbps: float, big_download_mbps: float, size: int,
+    quiet: Quiet,
+) -> None:
+    a, b, ours = approaches
+    print(f"## Download benchmark: {args.size_mib} MiB, {args.runs} interleaved runs, median\n")
+    print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    print(f"Throughput runs discarded and repeated because other processes used > {quiet.others_limit} cores "
+          f"meanwhile: {quiet.discarded}; measurements started on a busy machine (> {quiet.limit:.0%} CPU): "
+          f"{quiet.noisy}; waited {quiet.waited:.0f} s for quiet in all.\n")
+    print("| approach | MB/s (median) | min–max | ratio to (a) | ratio to (b) | TTFB median |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for approach in approaches:
+        lo, hi = min(approach.speeds) / 1e6, max(approach.speeds) / 1e6
+        print(f"| {approach.label} | {approach.mbps:,.0f} | {lo:,.0f}–{hi:,.0f} "
+              f"| {approach.mbps / a.mbps:.2f} | {approach.mbps / b.mbps:.2f} "
+              f"| {statistics.median(approach.ttfbs) * 1e3:.1f} ms |")
+    start, end = ttfb
+    mib = 1 / MIB
+    fresh, before, after_upload, after, peak = rss
+    paired = statistics.median(o / p for o, p in zip(ours.speeds, b.speeds, strict=True))
+    print("\n| measure | value | target | met |\n|---|--:|--:|---|")
+    print(f"| encrypted / (b), median of per-run ratios | {paired:.2f} | ≥ 0.80 "
+          f"| {'yes' if paired >= 0.8 else 'NO'} |")
+    print(f"| encrypted / (b) | {ours.mbps / b.mbps:.2f} | ≥ 0.80 "
+          f"| {'yes' if ours.mbps >= 0.8 * b.mbps else 'NO'} |")
+    print(f"| encrypted vs django-encrypted-files anchor 2,184 MB/s | {ours.mbps:,.0f} MB/s | > 2,184 "
+          f"| {'yes' if ours.mbps > 2184 else 'NO'} |")
+    print(f"| TTFB 1-byte range at 0 | {start * 1e3:.2f} ms | | |")
+    print(f"| TTFB 1-byte range at {size - 1} | {end * 1e3:.2f} ms | | |")
+    print(f"| TTFB ratio end / start | {end / start:.2f} | ≤ 1.2 | {'yes' if end / start <= 1.2 else 'NO'} |")
+    print(f"| RSS fresh server (master + 2 workers) | {fresh * mib:,.1f} MiB | | |")
+    print(f"| RSS before {args.rss_size_mib} MiB upload+download | {before * mib:,.1f} MiB | | |")
+    print(f"| RSS after upload | {after_upload * mib:,.1f} MiB | | |")
+    print(f"| RSS after download | {after * mib:,.1f} MiB | | |")
+    print(f"| RSS growth (after − before) | {(after - before) * mib:,.1f} MiB | < 64 MiB "
+          f"| {'yes' if after - before < 64 * MIB else 'NO'} |")
+    print(f"| RSS peak growth (sampled every 50 ms) | {(peak - before) * mib:,.1f} MiB | < 64 MiB "
+          f"| {'yes' if peak - before < 64 * MIB else 'NO'} |")
+    print(f"| upload {args.rss_size_mib} MiB raw body (http.client, 1 MiB writes) "
+          f"| {upload_mbps:,.0f} MB/s | | |")
+    print(f"| download {args.rss_size_mib} MiB (curl) | {big_download_mbps:,.0f} MB/s | | |")
+    print(f"| blobs_import {args.size_mib} MiB | {size / import_seconds / 1e6:,.0f} MB/s | | |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

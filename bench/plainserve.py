@@ -1,0 +1,39 @@
+"""Plaintext FileResponse baselines for bench/bench_download.py (the anchors in performance-anchors.md).
+
+The URLconf of bench/settings_bench.py only: no auth, one fixed file, never part of the product's URLs.
+
+- ``/bench/plain``: Django's FileResponse as is. Under gunicorn's default (sendfile on) the file goes out
+  through ``wsgi.file_wrapper`` and ``socket.sendfile``: anchor (a).
+- ``/bench/plain-1mib``: the same with ``block_size = 1 MiB``; run under ``--no-sendfile`` it is the
+  plaintext Python copy loop: anchor (b).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import FileResponse, HttpRequest
+from django.urls import path
+
+from erphub import health
+
+
+def _open() -> FileResponse:
+    # The response closes the file when the server is done with it.
+    return FileResponse(open(settings.BENCH_PLAIN_FILE, "rb"), content_type="application/octet-stream")
+
+
+def plain(request: HttpRequest) -> FileResponse:
+    return _open()
+
+
+def plain_1mib(request: HttpRequest) -> FileResponse:
+    response = _open()
+    response.block_size = 1 << 20  # Django's default is 4 KiB: ~0.5 GB/s without sendfile
+    return response
+
+
+urlpatterns = [
+    path("bench/plain", plain),
+    path("bench/plain-1mib", plain_1mib),
+    path("health", health.health),
+]
