@@ -50,6 +50,17 @@ def _isolated_blob_environment(
     health.reset()
 
 
+@pytest.fixture
+def master_key_missing(settings, tmp_path):
+    """The local provider's master key file (``gone.key``) is missing and may not be created."""
+    settings.KMS_PROVIDERS = {
+        "local": {
+            "BACKEND": "kms.providers.local.LocalKeyProvider",
+            "OPTIONS": {"keys": None, "key_file": str(tmp_path / "gone.key"), "create_if_missing": False},
+        }
+    }
+
+
 def _uses_django(request: pytest.FixtureRequest) -> bool:
     # Pure-core tests (crypto, ranges, ...) import nothing from Django and need none of this.
     module = request.module.__name__

@@ -21,17 +21,12 @@ Every temporary file lives under one directory in /tmp, removed at the end.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
-import http.client
-import json
 import os
 import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,21 +36,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root, for blobs.tests
+
+from blobs.tests.liveserver import Gunicorn, manage, prepare_database, server_env
+from blobs.tests.liveserver import Session as LiveSession
+
 MIB = 1 << 20
-HOST = "127.0.0.1"
 USERNAME = "admin"
-
-# Variables erphub/settings.py (or gunicorn) reads: none leaks from the caller's environment into the servers.
-_SERVER_ENV_PREFIXES = (
-    "DATABASE_", "ERPHUB_", "BLOB_", "DJANGO_", "KEY_PROVIDER", "KMS_", "AWS_", "AZURE_", "GOOGLE_",
-    "VAULT_", "REDIS_", "PROMETHEUS_", "FEATURE_", "TRUSTED_PROXIES", "METRICS_", "GUNICORN_",
-    "WEB_CONCURRENCY",
-)
 
 
 def log(message: str) -> None:
@@ -65,27 +54,9 @@ def log(message: str) -> None:
 # --- servers ------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}{path}"
-
+class Server(Gunicorn):
     def pids(self) -> list[int]:
-        pids = [self.proc.pid]
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            pids.extend(int(pid) for pid in task.read_text().split())
-        return pids
+        return [self.proc.pid, *self.worker_pids()]
 
     def rss_bytes(self) -> int:
         """Sum of VmRSS over the master and its workers."""
@@ -111,148 +82,38 @@ class Server:
             ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: exactly this master and its workers
-            self.proc.wait(timeout=30)
-
-
-def server_env(var_dir: Path, *, plain_file: Path, password: str) -> dict[str, str]:
-    env = {
-        name: value for name, value in os.environ.items()
-        if not name.startswith(_SERVER_ENV_PREFIXES) and name not in {"HOST", "PORT"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="erphub.settings",
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        ERPHUB_VAR_DIR=str(var_dir),
-        DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}",
-        BLOB_STORAGE_DIR=str(var_dir / "blobs"),
-        BLOB_MASTER_KEYS=f"bench-1:{base64.b64encode(os.urandom(32)).decode()}",
-        KEY_PROVIDER="local",
-        ERPHUB_BENCH_PLAIN_FILE=str(plain_file),
-        DJANGO_SUPERUSER_USERNAME=USERNAME,
-        DJANGO_SUPERUSER_PASSWORD=password,
-        DJANGO_SUPERUSER_EMAIL="admin@example.invalid",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def gunicorn_command() -> list[str]:
-    script = Path(sys.executable).with_name("gunicorn")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
-
 
 def start_server(name: str, env: dict[str, str], work: Path, *, settings: str, sendfile: bool) -> Server:
-    port = free_port()
-    command = [
-        *gunicorn_command(), "erphub.wsgi:application",
-        "--worker-class", "gthread", "--workers", "2", "--threads", "4",
-        "--bind", f"{HOST}:{port}", "--timeout", "300", "--graceful-timeout", "5",
-        "--no-control-socket",  # else gunicorn 27 binds ~/.gunicorn/gunicorn.ctl, shared machine-wide
-        "--error-logfile", "-",
-    ]
-    if not sendfile:
-        command.append("--no-sendfile")
-    log_path = work / f"gunicorn-{name}.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": settings}, stdin=subprocess.DEVNULL,
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    return Server(name, port, proc, log_path)
-
-
-def wait_healthy(server: Server, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name}: gunicorn exited:\n{server.log_path.read_text()[-3000:]}")
-        conn = http.client.HTTPConnection(HOST, server.port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            with conn.getresponse() as response:
-                response.read()
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        finally:
-            conn.close()
-        time.sleep(0.1)
-    tail = server.log_path.read_text()[-3000:]
-    raise RuntimeError(f"{server.name}: not healthy after {timeout:.0f} s:\n{tail}")
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-        check=False,
+    return Server.start(
+        {**env, "DJANGO_SETTINGS_MODULE": settings},
+        work / f"gunicorn-{name}.log",
+        timeout=300,
+        sendfile=sendfile,
+        name=name,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 # --- HTTP helpers -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Session:
-    port: int
-    cookies: dict[str, str] = field(default_factory=dict)
-
-    def _request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
-                 blocksize: int = 8192) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=600, blocksize=blocksize)
-        try:
-            headers = dict(headers or {})
-            if self.cookies:
-                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-            conn.request(method, path, body=body, headers=headers)
-            with conn.getresponse() as response:
-                for header in response.headers.get_all("Set-Cookie") or ():
-                    jar: SimpleCookie = SimpleCookie()
-                    jar.load(header)
-                    self.cookies.update({name: morsel.value for name, morsel in jar.items()})
-                return response.status, response.read()
-        finally:
-            conn.close()
-
-    def login(self, password: str) -> None:
-        status, page = self._request("GET", "/admin/login/")
-        match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-        if status != 200 or not match:
-            raise RuntimeError(f"login page: {status}")
-        form = urlencode({"csrfmiddlewaretoken": match.group(1).decode(), "username": USERNAME,
-                          "password": password, "next": "/admin/"})
-        status, _ = self._request("POST", "/admin/login/?next=/admin/", body=form,
-                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
-        if status != 302 or "sessionid" not in self.cookies:
-            raise RuntimeError(f"login failed: {status}")
-
+class Session(LiveSession):
     def upload_raw(self, path: Path) -> dict:
         """POST the file as a raw body with Content-Length, streamed from disk 1 MiB at a time."""
         with path.open("rb") as handle:
-            status, body = self._request(
-                "POST", f"/secure/files/?filename={path.name}", body=handle, blocksize=MIB,
+            reply = self.request(
+                "POST",
+                f"/secure/files/?filename={path.name}",
+                body=handle,
+                blocksize=MIB,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(path.stat().st_size),
                     "X-CSRFToken": self.cookies["csrftoken"],
                 },
             )
-        if status != 201:
-            raise RuntimeError(f"upload failed: {status} {body[:300]!r}")
-        return json.loads(body)
+        if reply.status != 201:
+            raise RuntimeError(f"upload failed: {reply.status} {reply.body[:300]!r}")
+        return reply.json()
 
 
 @dataclass(frozen=True)
@@ -264,8 +125,17 @@ class CurlResult:
 
 
 def curl(url: str, *, cookie: str | None = None, byte_range: str | None = None) -> CurlResult:
-    command = ["curl", "--silent", "--show-error", "--noproxy", "*", "-o", "/dev/null",
-               "-w", "%{speed_download} %{time_starttransfer} %{size_download} %{http_code}"]
+    command = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--noproxy",
+        "*",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download} %{time_starttransfer} %{size_download} %{http_code}",
+    ]
     if cookie:
         command += ["-b", cookie]
     if byte_range:
@@ -295,8 +165,9 @@ class Quiet:
     """Waits before each measurement until the machine is idle: other people's test suites on the same
     2 vCPUs halve every number otherwise. Counts the measurements that started on a busy machine."""
 
-    def __init__(self, limit: float = 0.10, max_wait: float = 180.0, others_limit: float = 0.25,
-                 retries: int = 3) -> None:
+    def __init__(
+        self, limit: float = 0.10, max_wait: float = 180.0, others_limit: float = 0.25, retries: int = 3
+    ) -> None:
         self.limit, self.max_wait = limit, max_wait
         self.others_limit, self.retries = others_limit, retries
         self.noisy = 0
@@ -318,8 +189,11 @@ class Quiet:
         total1, idle1 = _cpu_times()
         child1 = os.times()
         busy = ((total1 - total0) - (idle1 - idle0)) / tick
-        ours = (server.cpu_seconds() - server0) + (child1.children_user - child0.children_user) + (
-            child1.children_system - child0.children_system)
+        ours = (
+            (server.cpu_seconds() - server0)
+            + (child1.children_user - child0.children_user)
+            + (child1.children_system - child0.children_system)
+        )
         result[0] = max(0.0, busy - ours) / max(wall, 1e-6)
 
     def wait(self) -> None:
@@ -372,8 +246,10 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
                     result = curl(approach.url, cookie=approach.cookie)
                 if result.status != 200 or result.size != size:
                     raise RuntimeError(f"{approach.label}: got {result.status}, {result.size} bytes")
-                log(f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s "
-                    f"(other processes: {others[0]:.2f} cores)")
+                log(
+                    f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s "
+                    f"(other processes: {others[0]:.2f} cores)"
+                )
                 if others[0] <= quiet.others_limit or attempt > quiet.retries:
                     break
                 quiet.discarded += 1
@@ -492,13 +368,13 @@ def main() -> int:
         var_dir.mkdir()
         plain = work / f"plain-{args.size_mib}mib.bin"
         password = secrets.token_urlsafe(18)
-        env = server_env(var_dir, plain_file=plain, password=password)
+        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+        env["ERPHUB_BENCH_PLAIN_FILE"] = str(plain)
         if args.segment_size:
             env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
         log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
         write_random(plain, size)
-        manage(env, "migrate", "--noinput", "--verbosity", "0")
-        manage(env, "createsuperuser", "--noinput")
+        prepare_database(env)
         log("blobs_import")
         started = time.perf_counter()
         blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
@@ -511,18 +387,26 @@ def main() -> int:
         plain_1mib = start_server("b", env, work, settings="bench.settings_bench", sendfile=False)
         servers.append(plain_1mib)
         for server in servers:
-            wait_healthy(server)
+            server.wait_until_healthy()
         rss_fresh = ours.rss_bytes()
-        session = Session(ours.port)
-        session.login(password)
+        session = Session(ours, timeout=600)
+        session.login(USERNAME, password)
         cookie = f"sessionid={session.cookies['sessionid']}"
         stream_url = ours.url(f"/secure/files/{blob_id}/stream")
 
         approaches = [
-            Approach("(a) FileResponse, gunicorn sendfile (plaintext)",
-                     plain_sendfile.url("/bench/plain"), None, plain_sendfile),
-            Approach("(b) FileResponse block_size 1 MiB, --no-sendfile (plaintext)",
-                     plain_1mib.url("/bench/plain-1mib"), None, plain_1mib),
+            Approach(
+                "(a) FileResponse, gunicorn sendfile (plaintext)",
+                plain_sendfile.url("/bench/plain"),
+                None,
+                plain_sendfile,
+            ),
+            Approach(
+                "(b) FileResponse block_size 1 MiB, --no-sendfile (plaintext)",
+                plain_1mib.url("/bench/plain-1mib"),
+                None,
+                plain_1mib,
+            ),
             Approach("ours: encrypted stream, --no-sendfile", stream_url, cookie, ours),
         ]
         quiet = Quiet()
@@ -553,46 +437,72 @@ def main() -> int:
 
         facts = machine_facts()
         facts["AES-GCM capacity before / after"] = f"{capacity_before} / {cpu_capacity()}"
-        report(args, facts, approaches, import_seconds=import_seconds, ttfb=(ttfb_start, ttfb_end),
-               rss=(rss_fresh, rss_before, rss_after_upload, rss_after, rss_peak),
-               upload_mbps=rss_size / upload_seconds / 1e6, big_download_mbps=big_download.speed / 1e6,
-               size=size, quiet=quiet)
+        report(
+            args,
+            facts,
+            approaches,
+            import_seconds=import_seconds,
+            ttfb=(ttfb_start, ttfb_end),
+            rss=(rss_fresh, rss_before, rss_after_upload, rss_after, rss_peak),
+            upload_mbps=rss_size / upload_seconds / 1e6,
+            big_download_mbps=big_download.speed / 1e6,
+            size=size,
+            quiet=quiet,
+        )
         return 0
     finally:
         for server in servers:
-            server.stop()
+            server.stop(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 
 def report(
-    args: argparse.Namespace, facts: dict[str, str], approaches: list[Approach], *, import_seconds: float,
-    ttfb: tuple[float, float], rss: tuple[int, ...], upload_mbps: float, big_download_mbps: float, size: int,
+    args: argparse.Namespace,
+    facts: dict[str, str],
+    approaches: list[Approach],
+    *,
+    import_seconds: float,
+    ttfb: tuple[float, float],
+    rss: tuple[int, ...],
+    upload_mbps: float,
+    big_download_mbps: float,
+    size: int,
     quiet: Quiet,
 ) -> None:
     a, b, ours = approaches
     print(f"## Download benchmark: {args.size_mib} MiB, {args.runs} interleaved runs, median\n")
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
-    print(f"Throughput runs discarded and repeated because other processes used > {quiet.others_limit} cores "
-          f"meanwhile: {quiet.discarded}; measurements started on a busy machine (> {quiet.limit:.0%} CPU): "
-          f"{quiet.noisy}; waited {quiet.waited:.0f} s for quiet in all.\n")
+    print(
+        f"Throughput runs discarded and repeated because other processes used > {quiet.others_limit} cores "
+        f"meanwhile: {quiet.discarded}; measurements started on a busy machine (> {quiet.limit:.0%} CPU): "
+        f"{quiet.noisy}; waited {quiet.waited:.0f} s for quiet in all.\n"
+    )
     print("| approach | MB/s (median) | min–max | ratio to (a) | ratio to (b) | TTFB median |")
     print("|---|--:|--:|--:|--:|--:|")
     for approach in approaches:
         lo, hi = min(approach.speeds) / 1e6, max(approach.speeds) / 1e6
-        print(f"| {approach.label} | {approach.mbps:,.0f} | {lo:,.0f}–{hi:,.0f} "
-              f"| {approach.mbps / a.mbps:.2f} | {approach.mbps / b.mbps:.2f} "
-              f"| {statistics.median(approach.ttfbs) * 1e3:.1f} ms |")
+        print(
+            f"| {approach.label} | {approach.mbps:,.0f} | {lo:,.0f}–{hi:,.0f} "
+            f"| {approach.mbps / a.mbps:.2f} | {approach.mbps / b.mbps:.2f} "
+            f"| {statistics.median(approach.ttfbs) * 1e3:.1f} ms |"
+        )
     start, end = ttfb
     mib = 1 / MIB
     fresh, before, after_upload, after, peak = rss
     paired = statistics.median(o / p for o, p in zip(ours.speeds, b.speeds, strict=True))
     print("\n| measure | value | target | met |\n|---|--:|--:|---|")
-    print(f"| encrypted / (b), median of per-run ratios | {paired:.2f} | ≥ 0.80 "
-          f"| {'yes' if paired >= 0.8 else 'NO'} |")
-    print(f"| encrypted / (b) | {ours.mbps / b.mbps:.2f} | ≥ 0.80 "
-          f"| {'yes' if ours.mbps >= 0.8 * b.mbps else 'NO'} |")
-    print(f"| encrypted vs django-encrypted-files anchor 2,184 MB/s | {ours.mbps:,.0f} MB/s | > 2,184 "
-          f"| {'yes' if ours.mbps > 2184 else 'NO'} |")
+    print(
+        f"| encrypted / (b), median of per-run ratios | {paired:.2f} | ≥ 0.80 "
+        f"| {'yes' if paired >= 0.8 else 'NO'} |"
+    )
+    print(
+        f"| encrypted / (b) | {ours.mbps / b.mbps:.2f} | ≥ 0.80 "
+        f"| {'yes' if ours.mbps >= 0.8 * b.mbps else 'NO'} |"
+    )
+    print(
+        f"| encrypted vs django-encrypted-files anchor 2,184 MB/s | {ours.mbps:,.0f} MB/s | > 2,184 "
+        f"| {'yes' if ours.mbps > 2184 else 'NO'} |"
+    )
     print(f"| TTFB 1-byte range at 0 | {start * 1e3:.2f} ms | | |")
     print(f"| TTFB 1-byte range at {size - 1} | {end * 1e3:.2f} ms | | |")
     print(f"| TTFB ratio end / start | {end / start:.2f} | ≤ 1.2 | {'yes' if end / start <= 1.2 else 'NO'} |")
@@ -600,12 +510,18 @@ def report(
     print(f"| RSS before {args.rss_size_mib} MiB upload+download | {before * mib:,.1f} MiB | | |")
     print(f"| RSS after upload | {after_upload * mib:,.1f} MiB | | |")
     print(f"| RSS after download | {after * mib:,.1f} MiB | | |")
-    print(f"| RSS growth (after − before) | {(after - before) * mib:,.1f} MiB | < 64 MiB "
-          f"| {'yes' if after - before < 64 * MIB else 'NO'} |")
-    print(f"| RSS peak growth (sampled every 50 ms) | {(peak - before) * mib:,.1f} MiB | < 64 MiB "
-          f"| {'yes' if peak - before < 64 * MIB else 'NO'} |")
-    print(f"| upload {args.rss_size_mib} MiB raw body (http.client, 1 MiB writes) "
-          f"| {upload_mbps:,.0f} MB/s | | |")
+    print(
+        f"| RSS growth (after − before) | {(after - before) * mib:,.1f} MiB | < 64 MiB "
+        f"| {'yes' if after - before < 64 * MIB else 'NO'} |"
+    )
+    print(
+        f"| RSS peak growth (sampled every 50 ms) | {(peak - before) * mib:,.1f} MiB | < 64 MiB "
+        f"| {'yes' if peak - before < 64 * MIB else 'NO'} |"
+    )
+    print(
+        f"| upload {args.rss_size_mib} MiB raw body (http.client, 1 MiB writes) "
+        f"| {upload_mbps:,.0f} MB/s | | |"
+    )
     print(f"| download {args.rss_size_mib} MiB (curl) | {big_download_mbps:,.0f} MB/s | | |")
     print(f"| blobs_import {args.size_mib} MiB | {size / import_seconds / 1e6:,.0f} MB/s | | |")
 

@@ -8,297 +8,79 @@ Clients are the standard library's ``http.client`` and raw sockets, plus ``curl`
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
-import os
 import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import urlencode
 
 import pytest
 
 from blobs.crypto import StreamParams
+from blobs.tests.liveserver import Gunicorn, Reply, ServerError, prepare_database, server_env
+from blobs.tests.liveserver import Session as LiveSession
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 SEGMENT_SIZE = 65536
 PARAMS = StreamParams(segment_size=SEGMENT_SIZE)
 SIZE = 3 * 1024 * 1024 + 123  # ~49 segments of 64 KiB, the last one short
 READY_TIMEOUT = 30.0
-POLL_INTERVAL = 0.1
 HTTP_TIMEOUT = 30.0
-
-# Variables erphub/settings.py (or gunicorn) reads: none leaks from the test environment into the server.
-_SERVER_ENV_PREFIXES = (
-    "DATABASE_",
-    "ERPHUB_",
-    "BLOB_",
-    "DJANGO_",
-    "KEY_PROVIDER",
-    "KMS_",
-    "AWS_",
-    "AZURE_",
-    "GOOGLE_",
-    "VAULT_",
-    "REDIS_",
-    "PROMETHEUS_",
-    "FEATURE_",
-    "TRUSTED_PROXIES",
-    "METRICS_",
-    "GUNICORN_",
-    "WEB_CONCURRENCY",
-)
-_SERVER_ENV_NAMES = {"HOST", "PORT"}
 
 
 # --- the server ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    host: str
-    port: int
-    proc: subprocess.Popen[bytes]
+@dataclass(kw_only=True)
+class Server(Gunicorn):
     storage_dir: Path
-    log_path: Path
     username: str
     password: str
-
-    def log_tail(self, limit: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return "<no log>"
-
-    def worker_pids(self) -> set[int]:
-        """The master's children (its workers), from /proc."""
-        children: set[int] = set()
-        for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
-            children.update(int(pid) for pid in task.read_text().split())
-        return children
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _server_env(var_dir: Path, storage_dir: Path, username: str, password: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(_SERVER_ENV_PREFIXES) and name not in _SERVER_ENV_NAMES
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="erphub.settings",
-        DJANGO_DEBUG="false",  # production code paths: generic errors, no debug pages
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        ERPHUB_VAR_DIR=str(var_dir),
-        DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}",
-        BLOB_STORAGE_DIR=str(storage_dir),
-        BLOB_MASTER_KEYS=f"e2e-1:{base64.b64encode(os.urandom(32)).decode()}",
-        BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE),
-        KEY_PROVIDER="local",
-        DJANGO_SUPERUSER_USERNAME=username,
-        DJANGO_SUPERUSER_PASSWORD=password,
-        DJANGO_SUPERUSER_EMAIL="admin@example.invalid",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _gunicorn_command() -> list[str]:
-    script = Path(sys.executable).with_name("gunicorn")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
-
-
-def _wait_until_healthy(server: Server) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.proc.returncode}:\n{server.log_tail()}")
-        conn = http.client.HTTPConnection(server.host, server.port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            with conn.getresponse() as response:
-                response.read()
-                if response.status == 200:
-                    return
-                last_error = f"status {response.status}"
-        except OSError as exc:
-            last_error = repr(exc)
-        finally:
-            conn.close()
-        time.sleep(POLL_INTERVAL)
-    pytest.fail(f"gunicorn not healthy after {READY_TIMEOUT:.0f} s ({last_error}):\n{server.log_tail()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)  # gunicorn's graceful shutdown: the master stops its workers
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        # The server has its own session: its process group is exactly this master and its workers.
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var_dir = tmp_path_factory.mktemp("e2e-var")
-    storage_dir = var_dir / "blobs"
     username, password = "e2e-admin", secrets.token_urlsafe(18)
-    env = _server_env(var_dir, storage_dir, username, password)
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    for args in (["migrate", "--noinput", "--verbosity", "0"], ["createsuperuser", "--noinput"]):
-        done = subprocess.run(
-            [*manage, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-
-    host, port = "127.0.0.1", _free_port()
-    log_path = var_dir / "gunicorn.log"
-    command = [
-        *_gunicorn_command(),
-        "erphub.wsgi:application",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        "2",
-        "--threads",
-        "4",
-        "--bind",
-        f"{host}:{port}",
-        "--no-sendfile",
-        "--timeout",
-        "120",
-        "--graceful-timeout",
-        "5",
-        "--access-logfile",
-        "-",
-        "--error-logfile",
-        "-",
-        # gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, shared by every server on the machine.
-        "--no-control-socket",
-    ]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    srv = Server(host, port, proc, storage_dir, log_path, username, password)
+    env = server_env(
+        var_dir, username=username, password=password, key_id="e2e-1", BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE)
+    )
+    prepare_database(env)
+    srv = Server.start(
+        env,
+        var_dir / "gunicorn.log",
+        timeout=120,
+        access_log=True,
+        name="e2e",
+        storage_dir=Path(env["BLOB_STORAGE_DIR"]),
+        username=username,
+        password=password,
+    )
     try:
-        _wait_until_healthy(srv)
+        try:
+            srv.wait_until_healthy(READY_TIMEOUT)
+        except ServerError as exc:
+            pytest.fail(str(exc))
         yield srv
     finally:
-        _stop(proc)
+        srv.stop()
 
 
 # --- a small cookie-keeping client --------------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-class Session:
-    """A logged-in browser, minus the browser: session and CSRF cookies over ``http.client``."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.cookies: dict[str, str] = {}
-
-    def connection(self, timeout: float = HTTP_TIMEOUT) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.server.host, self.server.port, timeout=timeout)
-
-    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = dict(extra or {})
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        return headers
-
-    def keep_cookies(self, response: http.client.HTTPResponse) -> None:
-        for header in response.headers.get_all("Set-Cookie") or ():
-            jar: SimpleCookie = SimpleCookie()
-            jar.load(header)
-            for name, morsel in jar.items():
-                self.cookies[name] = morsel.value
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: object = None,
-        headers: dict[str, str] | None = None,
-        **kwargs: object,
-    ) -> Reply:
-        conn = self.connection()
-        try:
-            conn.request(method, path, body=body, headers=self.headers(headers), **kwargs)
-            with conn.getresponse() as response:
-                self.keep_cookies(response)
-                return Reply(response.status, response.headers, response.read())
-        finally:
-            conn.close()
-
-    def csrf_headers(self) -> dict[str, str]:
-        return {"X-CSRFToken": self.cookies["csrftoken"]}
-
-    def login(self) -> None:
-        page = self.request("GET", "/admin/login/")
-        assert page.status == 200, page.body[:500]
-        match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.body)
-        assert match, "no CSRF token in the login form"
-        form = urlencode(
-            {
-                "csrfmiddlewaretoken": match.group(1).decode(),
-                "username": self.server.username,
-                "password": self.server.password,
-                "next": "/admin/",
-            }
-        )
-        reply = self.request(
-            "POST",
-            "/admin/login/?next=/admin/",
-            body=form,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        assert reply.status == 302, reply.body[:500]
-        assert "sessionid" in self.cookies
-
+class Session(LiveSession):
     def upload_multipart(self, data: bytes, filename: str) -> Reply:
         boundary = f"e2e-{uuid.uuid4().hex}"
         body = b"".join(
@@ -333,8 +115,8 @@ def plaintext_start(segment: int) -> int:
 
 @pytest.fixture(scope="module")
 def session(server: Server) -> Session:
-    client = Session(server)
-    client.login()
+    client = Session(server, timeout=HTTP_TIMEOUT)
+    client.login(server.username, server.password)
     return client
 
 
@@ -644,7 +426,7 @@ def _raw_post(server: Server, session: Session, head: str, body: bytes) -> bytes
     """POST a body that ends early: the client half-closes mid-body. Returns whatever comes back."""
     sock = socket.create_connection((server.host, server.port), timeout=HTTP_TIMEOUT)
     try:
-        cookies = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+        cookies = session.headers()["Cookie"]
         request = (
             f"POST /secure/files/?filename=truncated.bin HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
             f"Cookie: {cookies}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n{head}\r\n"

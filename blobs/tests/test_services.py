@@ -4,7 +4,6 @@ Every failure path ends the same way: no row and no object (DESIGN §5, issue "n
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -40,7 +39,6 @@ SEGMENT = 128  # plaintext per segment: 112 (the first: 72)
 
 @pytest.fixture(autouse=True)
 def small_segments(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": SEGMENT, "READ_CHUNK_BYTES": 100}
 
 
@@ -69,36 +67,6 @@ def read_all(blob: Blob) -> bytes:
 def assert_nothing_stored() -> None:
     assert Blob.objects.count() == 0
     assert stored_files() == []
-
-
-class FailingFile(io.FileIO):
-    """A real file whose write() fails with ENOSPC once ``room`` bytes are used (the disk filling up)."""
-
-    room = 0
-
-    def write(self, data):
-        allowed = min(len(data), max(type(self).room, 0))
-        if allowed == 0 and len(data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        type(self).room -= allowed
-        return super().write(bytes(memoryview(data)[:allowed]))
-
-
-@pytest.fixture
-def disk_full(monkeypatch):
-    real_fdopen = os.fdopen
-
-    def fdopen(fd, mode="r", buffering=-1, *args, **kwargs):
-        if mode == "wb" and buffering == 0:  # the storage writer's unbuffered object file
-            return FailingFile(fd, "wb", closefd=True)
-        return real_fdopen(fd, mode, buffering, *args, **kwargs)
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
-
-    def configure(room: int) -> None:
-        FailingFile.room = room
-
-    return configure
 
 
 # --- create -------------------------------------------------------------------------------------------------

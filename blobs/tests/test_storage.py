@@ -4,7 +4,6 @@ readiness, and the disk filling up mid-write (fault injected at the OS file boun
 from __future__ import annotations
 
 import errno
-import io
 import os
 from pathlib import Path
 
@@ -39,39 +38,6 @@ def part(store: FileSystemBlobStore, name: str = NAME) -> Path:
 
 def all_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
-
-
-class FailingFile(io.FileIO):
-    """A real file whose write() fails like the kernel does once ``room`` bytes are used."""
-
-    room = 0
-    errno_code = errno.ENOSPC
-
-    def write(self, data):
-        allowed = min(len(data), max(self.room, 0))
-        if allowed == 0 and len(data):
-            raise OSError(self.errno_code, os.strerror(self.errno_code))
-        type(self).room -= allowed
-        return super().write(bytes(memoryview(data)[:allowed]))
-
-
-@pytest.fixture
-def disk_full(monkeypatch):
-    """Unbuffered binary files opened with os.fdopen (what the writer uses) fail after ``room`` bytes."""
-    real_fdopen = os.fdopen
-
-    def fdopen(fd, mode="r", buffering=-1, *args, **kwargs):
-        if mode == "wb" and buffering == 0:
-            return FailingFile(fd, "wb", closefd=True)
-        return real_fdopen(fd, mode, buffering, *args, **kwargs)
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
-
-    def configure(room: int, code: int = errno.ENOSPC) -> None:
-        FailingFile.room = room
-        FailingFile.errno_code = code
-
-    return configure
 
 
 # --- writer -------------------------------------------------------------------------------------------------

@@ -3,11 +3,9 @@ path, the error mapping, and the promise that plaintext never reaches disk (DESI
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -30,7 +28,6 @@ MARKER = b"PLAINTEXT-NEVER-ON-DISK:"
 
 @pytest.fixture(autouse=True)
 def fast_setup(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 4096}
 
 
@@ -325,16 +322,6 @@ def test_multipart_with_huge_declared_length_is_413(client, small_limit):
 # --- key service and storage down ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def master_key_missing(settings, tmp_path):
-    settings.KMS_PROVIDERS = {
-        "local": {
-            "BACKEND": "kms.providers.local.LocalKeyProvider",
-            "OPTIONS": {"keys": None, "key_file": str(tmp_path / "gone.key"), "create_if_missing": False},
-        }
-    }
-
-
 def test_master_key_missing_is_503_with_retry_after_for_multipart(client, master_key_missing):
     r = multipart(client, pattern(5000))
     assert r.status_code == 503
@@ -351,30 +338,8 @@ def test_master_key_missing_is_503_for_raw_body(client, master_key_missing):
     assert_nothing_stored()
 
 
-@pytest.fixture
-def disk_full(monkeypatch):
-    """The storage writer's unbuffered object file fails with ENOSPC after 5000 bytes (disk filling up)."""
-    real_fdopen = os.fdopen
-
-    class FullFile(io.FileIO):
-        room = 5000
-
-        def write(self, data):
-            allowed = min(len(data), type(self).room)
-            if not allowed:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            type(self).room -= allowed
-            return super().write(bytes(memoryview(data)[:allowed]))
-
-    def fdopen(fd, mode="r", buffering=-1, *args, **kwargs):
-        if mode == "wb" and buffering == 0:
-            return FullFile(fd, "wb", closefd=True)
-        return real_fdopen(fd, mode, buffering, *args, **kwargs)
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
-
-
 def test_disk_full_mid_multipart_upload_is_507_with_nothing_stored(client, disk_full):
+    disk_full(room=5000)  # the storage writer's object file fails with ENOSPC after 5000 bytes
     r = multipart(client, pattern(50_000))
     assert r.status_code == 507
     assert r.json()["code"] == "storage_full"
@@ -382,6 +347,7 @@ def test_disk_full_mid_multipart_upload_is_507_with_nothing_stored(client, disk_
 
 
 def test_disk_full_mid_raw_upload_is_507_with_nothing_stored(client, disk_full):
+    disk_full(room=5000)
     r = client.post(f"{URL}?filename=x.bin", data=pattern(50_000), content_type="application/octet-stream")
     assert r.status_code == 507
     assert_nothing_stored()

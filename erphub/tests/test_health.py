@@ -26,16 +26,6 @@ def wrap_calls(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def master_key_missing(settings, tmp_path):
-    settings.KMS_PROVIDERS = {
-        "local": {
-            "BACKEND": "kms.providers.local.LocalKeyProvider",
-            "OPTIONS": {"keys": None, "key_file": str(tmp_path / "gone.key"), "create_if_missing": False},
-        }
-    }
-
-
 def test_health_is_200_json():
     r = Client().get("/health")
     assert r.status_code == 200

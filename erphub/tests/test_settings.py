@@ -106,11 +106,6 @@ def test_an_invalid_boolean_is_refused_with_the_fix(tmp_path):
 # --- bootstrap_admin ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def bootstrap() -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("bootstrap_admin", stdout=out, stderr=err)
@@ -118,7 +113,7 @@ def bootstrap() -> tuple[str, str]:
 
 
 @pytest.mark.django_db
-def test_bootstrap_creates_admin_with_a_generated_password_printed_once(settings, fast_hashing):
+def test_bootstrap_creates_admin_with_a_generated_password_printed_once(settings):
     settings.BOOTSTRAP_SUPERUSER = {"USERNAME": "admin", "PASSWORD": None, "EMAIL": ""}
     out, _err = bootstrap()
     assert "Created admin account 'admin'." in out
@@ -140,7 +135,7 @@ def test_bootstrap_creates_admin_with_a_generated_password_printed_once(settings
 
 
 @pytest.mark.django_db
-def test_bootstrap_respects_the_configured_password(settings, fast_hashing):
+def test_bootstrap_respects_the_configured_password(settings):
     settings.BOOTSTRAP_SUPERUSER = {
         "USERNAME": "root-admin",
         "PASSWORD": "Corr3ct-Horse!",
