@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -28,11 +29,15 @@ from kms.registry import default_alias, get_provider
 from . import crypto
 from .conf import blob_setting
 from .disposition import normalize_content_type, safe_filename
-from .exceptions import BlobIntegrityError, InvalidUpload, UploadTooLarge
+from .exceptions import BlobIntegrityError, InvalidUpload, StorageUnavailable, UploadTooLarge
 from .models import Blob
 from .storage import BlobStore, BlobWriter, blob_store
 
 logger = logging.getLogger(__name__)
+
+
+# What object_name() produces: the only names blobs_gc may delete.
+OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}")
 
 
 def object_name(blob_id: uuid.UUID) -> str:
@@ -263,7 +268,16 @@ def blob_delete(*, blob: Blob) -> None:
     object without a row, which ``blobs_gc`` removes; never a row without its object."""
     with transaction.atomic():
         Blob.objects.filter(pk=blob.pk).delete_rows()
-        transaction.on_commit(lambda: blob_store(blob.storage_alias).delete(blob.storage_name))
+        transaction.on_commit(lambda: _remove_object(blob))
+
+
+def _remove_object(blob: Blob) -> None:
+    # The row is gone and committed: the delete has happened. An object that cannot be removed now is an
+    # orphan for blobs_gc, not a failure to report to the caller.
+    try:
+        blob_store(blob.storage_alias).delete(blob.storage_name)
+    except StorageUnavailable as exc:
+        logger.warning("blob %s: object not removed (%s); blobs_gc will remove it", blob.pk, exc.detail)
 
 
 @dataclass(frozen=True)
@@ -273,7 +287,8 @@ class VerifyResult:
 
 
 def blob_verify(*, blob: Blob) -> VerifyResult:
-    """Decrypt every segment and compare the plaintext SHA-256 with the row (KMS errors propagate)."""
+    """Decrypt every segment and compare the plaintext SHA-256 with the row. A missing or unreadable
+    object is a failed verification; a key service that is down is not (KmsError propagates)."""
     try:
         reader = blob_open(blob=blob)
         digest = hashlib.sha256()
@@ -283,6 +298,8 @@ def blob_verify(*, blob: Blob) -> VerifyResult:
             size += len(chunk)
     except BlobIntegrityError:
         return VerifyResult(ok=False, detail="the object does not authenticate")
+    except StorageUnavailable as exc:
+        return VerifyResult(ok=False, detail=f"the object cannot be read: {exc.detail}")
     if size != blob.size:
         return VerifyResult(ok=False, detail=f"decrypted {size} bytes, row says {blob.size}")
     if not hmac.compare_digest(digest.hexdigest(), blob.sha256):
@@ -304,17 +321,31 @@ class GcResult:
 
 
 def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
-    """Remove ``pending``/``failed`` rows older than the grace period with their objects, and objects
-    (or partial uploads) that no row names — what a crash (kill -9) mid-upload leaves behind."""
+    """Remove ``pending``/``failed`` rows with their objects, and objects (or partial uploads) that no row
+    names — what a crash (kill -9) mid-upload leaves behind — once idle for longer than ``older_than``.
+
+    An upload is idle when neither its row's creation nor its object's last write is recent, so a long
+    upload that is still writing is never cut off. The row goes first, and only while still pending: an
+    upload claimed at the same moment keeps its object.
+    """
     cutoff = (now or timezone.now()) - older_than
-    stale = Blob.objects.filter(state__in=[Blob.State.PENDING, Blob.State.FAILED], created_at__lt=cutoff)
+    stale = list(
+        Blob.objects.filter(state__in=[Blob.State.PENDING, Blob.State.FAILED], created_at__lt=cutoff)
+        .order_by()
+        .values_list("pk", "state", "storage_alias", "storage_name")
+    )
     rows = 0
-    for blob in stale.iterator():
-        blob_store(blob.storage_alias).delete(blob.storage_name)
-        rows += Blob.objects.filter(pk=blob.pk, state=blob.state).delete_rows()
+    for pk, state, alias, name in stale:
+        store = blob_store(alias)
+        written = store.last_modified(name)
+        if written is not None and written >= cutoff.timestamp():
+            continue  # still being written
+        if Blob.objects.filter(pk=pk, state=state).delete_rows():
+            rows += 1
+            store.delete(name)
     aliases = {
         blob_setting("STORAGE_ALIAS"),
-        *Blob.objects.values_list("storage_alias", flat=True).distinct(),
+        *Blob.objects.order_by().values_list("storage_alias", flat=True).distinct(),
     }
     objects = 0
     for alias in sorted(aliases):
@@ -330,13 +361,14 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
 
 
 def _remove_orphans(store: BlobStore, batch: list[tuple[str, float]], cutoff: float) -> int:
-    old = {name: name.removesuffix(".part") for name, mtime in batch if mtime < cutoff}
-    known = set(
-        Blob.objects.filter(storage_name__in=set(old.values())).values_list("storage_name", flat=True)
-    )
-    removed = 0
-    for base in old.values():
-        if base not in known:
-            store.delete(base)
-            removed += 1
-    return removed
+    # Only names this module makes: anything else under the storage root (an operator's file, a key
+    # file or database put there by mistake) is not ours to delete.
+    newest: dict[str, float] = {}
+    for name, mtime in batch:
+        if OBJECT_NAME.fullmatch(name):
+            newest[name] = max(mtime, newest.get(name, mtime))
+    idle = {name for name, mtime in newest.items() if mtime < cutoff}
+    known = set(Blob.objects.filter(storage_name__in=idle).values_list("storage_name", flat=True))
+    for name in idle - known:
+        store.delete(name)
+    return len(idle - known)

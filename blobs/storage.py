@@ -69,8 +69,13 @@ class BlobStore(abc.ABC):
         """Remove the object and any partial upload of it; missing is fine."""
 
     @abc.abstractmethod
+    def last_modified(self, name: str) -> float | None:
+        """When the object or its partial upload was last written (POSIX time); None if neither exists."""
+
+    @abc.abstractmethod
     def iter_objects(self) -> Iterator[tuple[str, float]]:
-        """Every object and partial upload as (name, modification time), for garbage collection."""
+        """Every object and partial upload as (object name, modification time), for garbage collection.
+        A partial upload is listed under the name it will have once committed."""
 
     @abc.abstractmethod
     def check(self) -> None:
@@ -180,6 +185,18 @@ class FileSystemBlobStore(BlobStore):
             except OSError as exc:
                 raise _translate_os_error(exc) from exc
 
+    def last_modified(self, name: str) -> float | None:
+        path = self._path(name)
+        times = []
+        for candidate in (path, path.with_name(path.name + self.PART_SUFFIX)):
+            try:
+                times.append(candidate.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _translate_os_error(exc) from exc
+        return max(times, default=None)
+
     def iter_objects(self) -> Iterator[tuple[str, float]]:
         root = Path(self.storage.location)
         if not root.exists():
@@ -191,7 +208,7 @@ class FileSystemBlobStore(BlobStore):
                     mtime = path.stat().st_mtime
                 except FileNotFoundError:
                     continue
-                yield path.relative_to(root).as_posix(), mtime
+                yield path.relative_to(root).as_posix().removesuffix(self.PART_SUFFIX), mtime
 
     def check(self) -> None:
         root = Path(self.storage.location)

@@ -4,6 +4,7 @@ progress and logs on stderr, inclusive ranges, re-runs skip, failures exit non-z
 from __future__ import annotations
 
 import io
+import os
 import stat
 import sys
 from datetime import timedelta
@@ -253,7 +254,10 @@ def pending(owner, *, minutes_old: int) -> Blob:
     upload = BlobUpload(owner=owner, filename="p", content_type=None)
     upload.write(b"left behind")
     upload.finish()
-    Blob.objects.filter(pk=upload.blob.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_old))
+    then = timezone.now() - timedelta(minutes=minutes_old)
+    Blob.objects.filter(pk=upload.blob.pk).update(created_at=then)
+    stored = Path(blob_store(upload.blob.storage_alias).storage.path(upload.blob.storage_name))
+    os.utime(stored, (then.timestamp(), then.timestamp()))  # last written when it was created
     return upload.blob
 
 

@@ -19,6 +19,7 @@ from blobs.exceptions import BlobIntegrityError, InvalidUpload, StorageFull, Upl
 from blobs.models import Blob
 from blobs.services import (
     BlobUpload,
+    GcResult,
     blob_claim,
     blob_create,
     blob_delete,
@@ -404,6 +405,7 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     Blob.objects.filter(pk=failed.pk).update(
         state=Blob.State.FAILED, created_at=timezone.now() - timedelta(hours=2)
     )
+    age(object_path(failed), two_hours)
 
     young = pending_upload(owner, b"still uploading").blob
 
@@ -430,6 +432,33 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     assert object_path(young).exists()
     assert read_all(ready_old) == b"ready and old"
     assert blobs_gc(older_than=timedelta(minutes=60)) == type(result)(rows=0, objects=0)
+
+
+def test_gc_keeps_a_long_upload_that_is_still_writing(owner):
+    upload = BlobUpload(owner=owner, filename="big", content_type=None)
+    upload.write(pattern(10_000))
+    Blob.objects.filter(pk=upload.blob.pk).update(created_at=timezone.now() - timedelta(hours=3))
+    # Started three hours ago, but its partial object was written just now: not a leftover.
+    assert blobs_gc(older_than=timedelta(minutes=60)) == GcResult(rows=0, objects=0)
+    upload.write(pattern(100))
+    blob = upload.finish()
+    assert Blob.objects.get(pk=blob.pk).state == Blob.State.PENDING
+    assert object_path(blob).exists()
+    upload.abort()
+
+
+def test_gc_never_deletes_files_it_did_not_name(owner):
+    foreign = [
+        storage_root() / "master.key",
+        storage_root() / "db.sqlite3",
+        storage_root() / "ab" / "notes.txt",
+    ]
+    for path in foreign:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not a blob object")
+        age(path, 5 * 3600)
+    assert blobs_gc(older_than=timedelta(minutes=1)).objects == 0
+    assert all(path.exists() for path in foreign)
 
 
 def test_gc_with_an_injected_clock(owner):

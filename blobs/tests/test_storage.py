@@ -177,14 +177,14 @@ def test_delete_removes_an_in_progress_part(store):
     writer.abort()
 
 
-def test_iter_objects_lists_objects_and_parts(store):
+def test_iter_objects_lists_objects_and_parts_under_their_final_names(store):
     assert list(store.iter_objects()) == []  # root does not exist yet
     put(store, b"a", name="aa/bb/one")
     put(store, b"b", name="cc/dd/two")
     pending = store.writer("ee/ff/three")
     pending.write(b"c")
     listed = dict(store.iter_objects())
-    assert set(listed) == {"aa/bb/one", "cc/dd/two", "ee/ff/three.part"}
+    assert set(listed) == {"aa/bb/one", "cc/dd/two", "ee/ff/three"}
     assert listed["aa/bb/one"] == pytest.approx(final(store, "aa/bb/one").stat().st_mtime)
     pending.abort()
     assert set(dict(store.iter_objects())) == {"aa/bb/one", "cc/dd/two"}
