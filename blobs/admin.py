@@ -41,7 +41,10 @@ FORMAT_FIELDS = (
 
 class BlobAddForm(forms.ModelForm):
     # The global upload handler has already encrypted the file by the time this form sees it.
-    file = forms.FileField(help_text="Encrypted as it uploads; plaintext never touches the server's disk.")
+    file = forms.FileField(
+        allow_empty_file=True,  # a 0-byte file is a valid blob, as through the API
+        help_text="Encrypted as it uploads; plaintext never touches the server's disk.",
+    )
 
     class Meta:
         model = Blob
@@ -61,7 +64,8 @@ class BlobAdmin(admin.ModelAdmin):
     search_fields = ("filename", "=id", "owner__username", "=sha256", "=legacy_id")
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
-    actions = ["verify_integrity", "delete_selected_blobs"]
+    # Django's delete_selected stays: it asks for confirmation and deletes through delete_queryset below.
+    actions = ["verify_integrity"]
     autocomplete_fields = ()
     raw_id_fields = ("owner",)
 
@@ -111,19 +115,6 @@ class BlobAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:
         for blob in queryset:
             blob_delete(blob=blob)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)  # Django's bulk delete is a bare queryset.delete()
-        return actions
-
-    @admin.action(description="Delete selected blobs (row, key and object)", permissions=["delete"])
-    def delete_selected_blobs(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:
-        count = 0
-        for blob in queryset:
-            blob_delete(blob=blob)
-            count += 1
-        self.message_user(request, f"Deleted {count} blob(s).", messages.SUCCESS)
 
     @admin.action(description="Verify integrity (decrypt and check SHA-256)", permissions=["view"])
     def verify_integrity(self, request: HttpRequest, queryset: QuerySet[Blob]) -> None:

@@ -6,4 +6,5 @@ class BlobsConfig(AppConfig):
     verbose_name = "Secure blobs"
 
     def ready(self) -> None:
-        from . import storage  # noqa: F401  (setting_changed receiver resets storage adapters)
+        # System checks for BLOBS; setting_changed receiver that resets storage adapters.
+        from . import checks, storage  # noqa: F401

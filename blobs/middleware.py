@@ -11,9 +11,9 @@ from erphub.errors import domain_error_response
 from kms.exceptions import KmsError
 
 from .conf import blob_setting
-from .exceptions import BlobError, UploadTooLarge
+from .exceptions import BlobError, StorageUnavailable, UploadTooLarge
 from .ranges import RangeNotSatisfiable
-from .uploadhandler import ERROR_ATTR, discard_unclaimed
+from .uploadhandler import ERROR_ATTR, discard_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +34,23 @@ class BlobErrorMiddleware:
             and int(declared) > limit + MULTIPART_OVERHEAD
         ):
             # Refuse before reading a byte: RFC 9110 §15.5.14.
-            response: HttpResponse = domain_error_response(UploadTooLarge(limit=limit))
-            response["Connection"] = "close"
-            return response
+            return domain_error_response(UploadTooLarge(limit=limit))
         try:
-            response = self.get_response(request)
-        finally:
-            # Whatever the view did, encrypted uploads it did not claim are removed now, not at GC time.
-            discard_unclaimed(request)
+            response: HttpResponse = self.get_response(request)
+        except BaseException:
+            discard_uploads(request, claimed_too=False)
+            raise
         error = getattr(request, ERROR_ATTR, None)
+        # Encrypted uploads the view did not claim are removed now, not at GC time. When the handler
+        # stopped the body, the answer says nothing was stored: the files the view claimed from the part
+        # that did arrive go too, so a client that retries does not end up with duplicates.
+        discard_uploads(request, claimed_too=error is not None)
         if error is not None:
-            # The upload handler stopped the body (too large, KMS or storage down): that is the answer,
-            # whichever view or middleware happened to trigger the parse.
+            # The handler's error is the answer (too large, KMS or storage down), whichever view or
+            # middleware happened to trigger the parse.
+            if isinstance(error, KmsError | StorageUnavailable):
+                logger.warning("upload refused: %s", error)
             response = domain_error_response(error)
-            if isinstance(error, UploadTooLarge):
-                response["Connection"] = "close"
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:

@@ -8,6 +8,7 @@ aborts the connection: unauthenticated plaintext is never sent and nothing is pa
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from django.utils.crypto import salted_hmac
 from .disposition import INLINE_SAFE_TYPES, content_disposition
 from .exceptions import BlobIntegrityError
 from .models import Blob
-from .ranges import ByteRange, plan_multipart
-from .services import BlobReader, blob_open
+from .ranges import ByteRange, iter_multipart, plan_multipart
+from .services import blob_open
 
 logger = logging.getLogger(__name__)
 
@@ -96,24 +97,6 @@ class GuardedBody:
             closeable.close()
 
 
-def _multipart_chunks(
-    reader: BlobReader,
-    parts: tuple[tuple[bytes, ByteRange], ...],
-    epilogue: bytes,
-    primed: bytes | None,
-    first: Iterator[bytes],
-) -> Iterator[bytes]:
-    for index, (preamble, part) in enumerate(parts):
-        yield preamble
-        if index == 0:
-            if primed:
-                yield primed
-            yield from first
-        else:
-            yield from reader.iter_range(part.start, part.stop)
-    yield epilogue
-
-
 def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBody:
     """Open the blob and prepare its body for ``ranges`` (None = the whole representation).
 
@@ -142,8 +125,14 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBod
         )
     # RFC 9110 §14.6: several ranges go out as multipart/byteranges, each part with its Content-Range.
     plan = plan_multipart(ranges, size=blob.size, content_type=blob.content_type)
-    first_part = reader.iter_range(plan.parts[0][1].start, plan.parts[0][1].stop)
+    first_range = plan.parts[0][1]
+    first_part = reader.iter_range(first_range.start, first_range.stop)
     primed = next(first_part, None)
-    chunks = _multipart_chunks(reader, plan.parts, plan.epilogue, primed, first_part)
-    body = GuardedBody(None, chunks, blob_id=blob.pk, also_close=(first_part,))
+
+    def read(part: ByteRange) -> Iterator[bytes]:
+        if part is first_range:
+            return itertools.chain([primed] if primed else [], first_part)
+        return reader.iter_range(part.start, part.stop)
+
+    body = GuardedBody(None, iter_multipart(plan, read), blob_id=blob.pk, also_close=(first_part,))
     return StreamBody(206, plan.content_length, plan.content_type, None, body)

@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from kms.exceptions import KmsError
 
 from .exceptions import BlobError
-from .services import BlobUpload
+from .services import BlobUpload, blob_delete
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,15 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._abort()
 
 
-def discard_unclaimed(request: HttpRequest) -> int:
-    """Remove the encrypted uploads of this request that no view claimed. Returns how many."""
+def discard_uploads(request: HttpRequest, *, claimed_too: bool) -> int:
+    """Remove this request's encrypted uploads that no view claimed — and, with ``claimed_too``, the
+    claimed ones as well (the request failed as a whole). Returns how many were removed."""
     removed = 0
     for upload in getattr(request, UPLOADS_ATTR, ()):
         if upload.blob.state == upload.blob.State.PENDING:
             upload.abort()
+            removed += 1
+        elif claimed_too:
+            blob_delete(blob=upload.blob)
             removed += 1
     return removed

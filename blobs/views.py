@@ -103,6 +103,9 @@ class BlobStreamView(View):
         )
         if outcome == 304:
             response: HttpResponse = HttpResponseNotModified()
+            # RFC 9110 §8.6: a 304 may carry Content-Length only if it equals the 200's; without this,
+            # CommonMiddleware would add "0".
+            response["Content-Length"] = str(rep.size)
             _validator_headers(response, rep)
             return response
         if outcome == 412:

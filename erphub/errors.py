@@ -4,9 +4,13 @@ everything outside DRF both build their responses here, so every error has the s
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+import re
+from typing import Any
 
-from blobs.exceptions import BlobError
+from django.http import HttpRequest, JsonResponse
+from django.views.debug import SafeExceptionReporterFilter
+
+from blobs.exceptions import BlobError, UploadTooLarge
 from blobs.ranges import RangeNotSatisfiable
 from kms.exceptions import KmsError
 
@@ -24,6 +28,11 @@ def error_response(
 
 
 def domain_error_response(exc: DomainError) -> JsonResponse:
+    if isinstance(exc, UploadTooLarge):
+        # The rest of the body is not read: close the connection rather than parse it as a next request.
+        return error_response(
+            exc.status_code, detail=exc.detail, code=exc.code, headers={"Connection": "close"}
+        )
     if isinstance(exc, BlobError):
         return error_response(exc.status_code, detail=exc.detail, code=exc.code)
     if isinstance(exc, KmsError):
@@ -43,3 +52,23 @@ def domain_error_response(exc: DomainError) -> JsonResponse:
             headers={"Content-Range": exc.content_range},
         )
     raise TypeError(f"not a domain error: {type(exc).__name__}")
+
+
+class KeyMaterialReporterFilter(SafeExceptionReporterFilter):
+    """Error pages and error reports never show key material or plaintext.
+
+    Django's default filter hides only variables named in ``@sensitive_variables`` and only when DEBUG is
+    off; a traceback through the crypto code would otherwise print data keys (``ikm``, ``data_key``) and
+    plaintext buffers from every frame. This filter cleanses such variables in every frame, always.
+    """
+
+    sensitive_names = re.compile(r"key|ikm|secret|pass|token|plain|data|chunk|buf|pending|raw|view", re.I)
+
+    def is_active(self, request: HttpRequest | None) -> bool:
+        return True
+
+    def get_traceback_frame_variables(self, request: HttpRequest | None, tb_frame: Any) -> Any:
+        return [
+            (name, self.cleansed_substitute if self.sensitive_names.search(name) else value)
+            for name, value in super().get_traceback_frame_variables(request, tb_frame)
+        ]

@@ -209,13 +209,16 @@ BLOBS = {
     "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
 }
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)
 
 # Production hardening: only when not in development.
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,9 @@
 
 A readiness probe must not call a KMS each time: every wrap/unwrap the application does counts as
 evidence, and only when none is recent enough does a probe pay for one real round-trip. Failures are
-remembered briefly too, so a probe storm against a dead KMS costs one call per interval.
+remembered briefly too, so a probe storm against a dead KMS costs one call per interval. Probes that
+arrive together while the result is stale wait for one round-trip (single-flight per alias) rather than
+each making their own.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.conf import settings
-
 from .base import DATA_KEY_BYTES
+from .conf import kms_setting
 from .exceptions import KmsError
 from .registry import get_provider
 
 FAILURE_TTL_SECONDS = 5.0
 _lock = threading.Lock()
 _results: dict[str, tuple[float, bool, str]] = {}  # alias -> (monotonic time, ok, message)
+_flights: dict[str, threading.Lock] = {}  # alias -> held while one probe makes the round-trip
 
 
 @dataclass(frozen=True)
@@ -48,23 +50,37 @@ def round_trip(alias: str) -> str:
     return wrapped.key_ref
 
 
-def provider_health(alias: str, *, clock: Callable[[], float] = time.monotonic) -> ProviderHealth:
-    now = clock()
+def _fresh(alias: str, now: float) -> ProviderHealth | None:
     with _lock:
         cached = _results.get(alias)
+    if cached is None:
+        return None
+    at, ok, detail = cached
+    ttl = kms_setting("KMS_HEALTH_TTL_SECONDS") if ok else FAILURE_TTL_SECONDS
+    if now - at < ttl:
+        return ProviderHealth(alias=alias, ok=ok, age_seconds=now - at, detail=detail)
+    return None
+
+
+def provider_health(alias: str, *, clock: Callable[[], float] = time.monotonic) -> ProviderHealth:
+    cached = _fresh(alias, clock())
     if cached is not None:
-        at, ok, detail = cached
-        ttl = settings.KMS_HEALTH_TTL_SECONDS if ok else FAILURE_TTL_SECONDS
-        if now - at < ttl:
-            return ProviderHealth(alias=alias, ok=ok, age_seconds=now - at, detail=detail)
-    try:
-        round_trip(alias)
-    except KmsError as exc:
-        result = (clock(), False, str(exc))
-    else:
-        result = (clock(), True, "ok")
+        return cached
     with _lock:
-        _results[alias] = result
+        flight = _flights.setdefault(alias, threading.Lock())
+    with flight:
+        # Another probe may have finished the round-trip while this one waited for the flight.
+        cached = _fresh(alias, clock())
+        if cached is not None:
+            return cached
+        try:
+            round_trip(alias)
+        except KmsError as exc:
+            result = (clock(), False, str(exc))
+        else:
+            result = (clock(), True, "ok")
+        with _lock:
+            _results[alias] = result
     return ProviderHealth(alias=alias, ok=result[1], age_seconds=0.0, detail=result[2])
 
 

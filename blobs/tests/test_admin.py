@@ -107,17 +107,16 @@ def test_changelist_with_search_and_filters(admin_client, alice, bob):
     assert "holiday.jpg" not in admin_client.get(CHANGELIST, {"state__exact": "pending"}).content.decode()
 
 
-def test_default_delete_selected_is_not_offered(admin_client, alice):
-    make_blob(alice)
-    html = admin_client.get(CHANGELIST).content.decode()
-    assert 'value="delete_selected_blobs"' in html
-    assert 'value="verify_integrity"' in html
-    assert 'value="delete_selected"' not in html
-
-
-def test_posting_the_default_delete_selected_deletes_nothing(admin_client, alice):
+def test_bulk_delete_asks_for_confirmation_first(admin_client, alice):
     blob = make_blob(alice)
-    admin_client.post(CHANGELIST, {"action": "delete_selected", "_selected_action": [blob.pk], "post": "yes"})
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert 'value="delete_selected"' in html
+    assert 'value="verify_integrity"' in html
+    r = admin_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [blob.pk], "index": 0}
+    )
+    assert r.status_code == 200
+    assert "Are you sure you want to delete the selected blob?" in r.content.decode()
     assert Blob.objects.filter(pk=blob.pk).exists()
     assert object_path(blob).exists()
 
@@ -242,14 +241,15 @@ def test_bulk_delete_action_removes_rows_and_objects(admin_client, alice, django
         r = admin_client.post(
             CHANGELIST,
             {
-                "action": "delete_selected_blobs",
+                "action": "delete_selected",
                 "_selected_action": [b.pk for b in doomed],
                 "index": 0,
+                "post": "yes",  # Django's confirmation page answered
             },
             follow=True,
         )
     assert r.status_code == 200
-    assert "Deleted 3 blob(s)." in messages_of(r)
+    assert "Successfully deleted 3 blobs." in messages_of(r)
     assert list(Blob.objects.all()) == [keep]
     assert stored_files() == [object_path(keep)]
 
@@ -283,6 +283,26 @@ def test_verify_action_reports_a_tampered_blob(admin_client, alice):
     assert f"bad.bin ({bad.pk}): FAILED — the object does not authenticate" in msgs
     assert "1 blob(s) verified OK." in msgs
     assert not any("good.bin" in m for m in msgs)
+
+
+def test_verify_action_reports_a_missing_object_and_goes_on(admin_client, alice):
+    lost = make_blob(alice, pattern(1000), filename="lost.bin")
+    good = make_blob(alice, pattern(900), filename="good.bin")
+    object_path(lost).unlink()
+    r = verify(admin_client, [lost, good])
+    assert r.status_code == 200
+    msgs = messages_of(r)
+    assert any(m.startswith(f"lost.bin ({lost.pk}): FAILED — the object cannot be read") for m in msgs)
+    assert "1 blob(s) verified OK." in msgs
+
+
+def test_add_view_accepts_an_empty_file(admin_client, admin_user):
+    r = admin_client.post(
+        ADD, {"file": SimpleUploadedFile("empty.txt", b""), "owner": admin_user.pk, "_save": "Save"}
+    )
+    assert r.status_code == 302
+    blob = Blob.objects.get()
+    assert (blob.state, blob.size) == (Blob.State.READY, 0)
 
 
 def test_verify_action_reports_a_missing_key(admin_client, alice, settings, tmp_path):

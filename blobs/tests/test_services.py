@@ -468,3 +468,54 @@ def test_gc_with_an_injected_clock(owner):
     assert blobs_gc(older_than=timedelta(minutes=60), now=later).rows == 1
     assert not Blob.objects.filter(pk=leftover.pk).exists()
     assert stored_files() == []
+
+
+def test_delete_succeeds_when_the_object_cannot_be_removed(
+    blob, monkeypatch, django_capture_on_commit_callbacks, caplog
+):
+    from blobs.exceptions import StorageUnavailable
+    from blobs.storage import FileSystemBlobStore
+
+    def broken_delete(self, name):
+        raise StorageUnavailable("disk went away")
+
+    monkeypatch.setattr(FileSystemBlobStore, "delete", broken_delete)  # fault at the storage boundary
+    with django_capture_on_commit_callbacks(execute=True):
+        blob_delete(blob=blob)
+    assert not Blob.objects.filter(pk=blob.pk).exists()
+    assert object_path(blob).exists()  # an orphan for blobs_gc, not an error for the caller
+    assert "blobs_gc will remove it" in caplog.text
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_error_pages_never_show_a_data_key(blob, settings, debug):
+
+    from django.utils.html import escape
+
+    from blobs.services import _unwrap_data_key
+
+    settings.DEBUG = debug  # `make run` serves with DEBUG on: its error pages must be safe too
+    path = object_path(blob)
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0xFF  # a bad header fails inside the format code, after the key was unwrapped
+    path.write_bytes(bytes(raw))
+    html = _error_page_of(lambda: blob_open(blob=blob), BlobIntegrityError)
+    data_key = _unwrap_data_key(blob)
+    assert "Decryptor" in html  # the format code's frame is on the page...
+    assert "ikm" in html
+    # ...but not the key: neither as hex nor as the start of its (pretty-printed, escaped) bytes repr.
+    assert data_key.hex() not in html
+    assert escape(repr(data_key[:8])[2:-1]) not in html
+
+
+def _error_page_of(call, exc_type) -> str:
+    import sys
+
+    from django.test import RequestFactory
+    from django.views.debug import ExceptionReporter
+
+    try:
+        call()
+    except exc_type:
+        return ExceptionReporter(RequestFactory().get("/"), *sys.exc_info()).get_traceback_html()
+    pytest.fail("expected an error")

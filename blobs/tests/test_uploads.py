@@ -313,6 +313,21 @@ def test_multipart_file_over_the_limit_is_413_with_nothing_stored(client, small_
     assert_nothing_stored()
 
 
+def test_413_after_a_claimed_file_means_nothing_stored(
+    client, small_limit, django_capture_on_commit_callbacks
+):
+    # The first file fits and is claimed by the view; a later part overflows the limit. The answer says
+    # nothing was stored, so the claimed file must go too (a client that retries gets no duplicate).
+    files = {
+        "file": SimpleUploadedFile("small.bin", b"0123456789"),
+        "other": SimpleUploadedFile("big.bin", pattern(20_000)),
+    }
+    with django_capture_on_commit_callbacks(execute=True):  # the test's transaction stands for autocommit
+        r = client.post(URL, files)
+    assert r.status_code == 413
+    assert_nothing_stored()
+
+
 def test_multipart_with_huge_declared_length_is_413(client, small_limit):
     r = multipart(client, pattern(100_000))
     assert r.status_code == 413

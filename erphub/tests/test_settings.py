@@ -1,10 +1,11 @@
 """Start-up configuration (DESIGN §10): production refuses to start without its secrets; development runs
-with none. Each case imports the settings in a fresh interpreter, as a deploy would. Also the first admin
-account (``manage.py bootstrap_admin``)."""
+with none, and without a usable master key neither ``manage.py check`` nor the WSGI app starts. Each case runs
+in a fresh interpreter, as a deploy would. Also the first admin account (``manage.py bootstrap_admin``)."""
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import stat
@@ -40,11 +41,14 @@ READ_BY_SETTINGS = (
 )
 
 
-def start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def start(
+    tmp_path: Path, *, argv: tuple[str, ...] = ("-c", SETUP), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``python *argv`` in the checkout with only ``env`` (plus a throwaway var dir) configured."""
     clean = {k: v for k, v in os.environ.items() if k not in READ_BY_SETTINGS}
     clean.update(DJANGO_SETTINGS_MODULE="erphub.settings", ERPHUB_VAR_DIR=str(tmp_path / "var"), **env)
     return subprocess.run(
-        [sys.executable, "-c", SETUP],
+        [sys.executable, *argv],
         cwd=BASE_DIR,
         env=clean,
         capture_output=True,
@@ -101,6 +105,66 @@ def test_an_invalid_boolean_is_refused_with_the_fix(tmp_path):
     result = start(tmp_path, DJANGO_DEBUG="maybe")
     assert result.returncode != 0
     assert "DJANGO_DEBUG='maybe' is not a boolean; use true or false." in result.stderr
+
+
+# --- production without a usable master key: `manage.py check` and the WSGI app refuse ----------------------
+
+PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50}
+CHECK = ("manage.py", "check")
+IMPORT_WSGI = ("-c", "import erphub.wsgi; print('booted')")
+
+
+def test_check_fails_in_production_when_the_key_file_is_missing(tmp_path):
+    missing = tmp_path / "nonexistent" / "master.key"
+    result = start(tmp_path, argv=CHECK, BLOB_MASTER_KEY_FILE=str(missing), **PRODUCTION)
+    assert result.returncode != 0
+    assert "kms.E003" in result.stderr
+    assert f"Master key file {missing} cannot be read" in result.stderr
+    assert not missing.exists()  # checking never invents a key in production
+
+
+def test_check_fails_in_production_when_the_env_keys_are_garbage(tmp_path):
+    result = start(tmp_path, argv=CHECK, BLOB_MASTER_KEYS="garbage", **PRODUCTION)
+    assert result.returncode != 0
+    assert "kms.E003" in result.stderr
+    assert "BLOB_MASTER_KEYS: entry 1 is not 'id:base64key'" in result.stderr
+
+
+@pytest.mark.parametrize("key_source", ["env", "file"])
+def test_check_passes_in_production_with_a_valid_key(tmp_path, key_source):
+    env = dict(PRODUCTION)
+    if key_source == "env":
+        env["BLOB_MASTER_KEYS"] = master_keys()
+    else:
+        key_file = tmp_path / "master.key"
+        key_file.write_text(master_keys() + "\n")
+        env["BLOB_MASTER_KEY_FILE"] = str(key_file)
+    result = start(tmp_path, argv=CHECK, **env)
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_wsgi_app_refuses_to_boot_without_a_usable_master_key(tmp_path):
+    # gunicorn imports erphub.wsgi and runs no system checks of its own.
+    missing = tmp_path / "nonexistent" / "master.key"
+    result = start(tmp_path, argv=IMPORT_WSGI, BLOB_MASTER_KEY_FILE=str(missing), **PRODUCTION)
+    assert result.returncode != 0
+    assert "booted" not in result.stdout
+    assert "ImproperlyConfigured" in result.stderr
+    assert "kms.E003" in result.stderr
+    assert f"Master key file {missing} cannot be read" in result.stderr
+
+
+def test_the_wsgi_app_boots_with_a_valid_master_key(tmp_path):
+    result = start(tmp_path, argv=IMPORT_WSGI, BLOB_MASTER_KEYS=master_keys(), **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "booted" in result.stdout
+
+
+def test_there_is_no_asgi_entry_point():
+    # Under ASGI Django reads a synchronous StreamingHttpResponse into memory: whole blobs in RAM.
+    assert not (BASE_DIR / "erphub" / "asgi.py").exists()
+    assert importlib.util.find_spec("erphub.asgi") is None
 
 
 # --- bootstrap_admin ----------------------------------------------------------------------------------------

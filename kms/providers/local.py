@@ -2,7 +2,8 @@
 
 Master keys come from ``BLOB_MASTER_KEYS`` (``id:base64key,...``) or a key file with one ``id:base64key``
 per line (mode 0600). The first key is active; the others still unwrap, so adding a key never strands old
-blobs. A wrap is AES-256-GCM with a random 96-bit nonce and the blob's context as associated data:
+blobs; a running process picks up a key added to the file when it first meets a blob wrapped under it.
+A wrap is AES-256-GCM with a random 96-bit nonce and the blob's context as associated data:
 ``nonce(12) || ciphertext || tag(16)``. The recorded key reference is the key id.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
 import threading
@@ -93,6 +95,13 @@ def add_key_to_file(path: Path) -> str:
 
 
 class LocalKeyProvider(KeyProvider):
+    """Master keys loaded once, on first use; re-read once when a blob names a key this process lacks.
+
+    ``local_master_key --add`` in another process prepends a key to the file while workers run. A worker
+    that meets a blob wrapped under that key re-reads the key source once (under a lock, so a burst of such
+    requests costs one read) and retries; if the re-read fails, the keys it already had stay in use.
+    """
+
     options = frozenset({"keys", "key_file", "create_if_missing"})
 
     def __init__(
@@ -109,34 +118,51 @@ class LocalKeyProvider(KeyProvider):
         self._key_file = Path(key_file) if key_file else None
         self._create = create_if_missing
         self._lock = threading.Lock()
-        self._keys: dict[str, AESGCM] | None = None
-        self._active: str | None = None
+        # (keys by id, active id), swapped as one value so a reader never sees a half-updated pair.
+        self._state: tuple[dict[str, AESGCM], str] | None = None
+
+    def _read(self, *, create: bool) -> tuple[dict[str, AESGCM], str]:
+        if self._inline:
+            parsed = parse_keys(self._inline, source="BLOB_MASTER_KEYS")
+        elif self._key_file is not None:
+            if create:
+                create_key_file(self._key_file)
+            try:
+                text = self._key_file.read_text()
+            except OSError as exc:
+                raise KeyUnavailable(
+                    f"Master key file {self._key_file} cannot be read ({exc.strerror}). Set "
+                    "BLOB_MASTER_KEYS or BLOB_MASTER_KEY_FILE, or restore the file from backup.",
+                    provider=self.alias,
+                ) from None
+            parsed = parse_keys(text, source=str(self._key_file))
+        else:
+            raise KeyUnavailable("No local master key is configured.", provider=self.alias)
+        return {key_id: AESGCM(key) for key_id, key in parsed}, parsed[0][0]
 
     def _load(self) -> tuple[dict[str, AESGCM], str]:
-        if self._keys is not None and self._active is not None:
-            return self._keys, self._active
+        state = self._state
+        if state is not None:
+            return state
         with self._lock:
-            if self._keys is None:
-                if self._inline:
-                    parsed = parse_keys(self._inline, source="BLOB_MASTER_KEYS")
-                elif self._key_file is not None:
-                    if self._create:
-                        create_key_file(self._key_file)
-                    try:
-                        text = self._key_file.read_text()
-                    except OSError as exc:
-                        raise KeyUnavailable(
-                            f"Master key file {self._key_file} cannot be read ({exc.strerror}). Set "
-                            "BLOB_MASTER_KEYS or BLOB_MASTER_KEY_FILE, or restore the file from backup.",
-                            provider=self.alias,
-                        ) from None
-                    parsed = parse_keys(text, source=str(self._key_file))
-                else:
-                    raise KeyUnavailable("No local master key is configured.", provider=self.alias)
-                self._active = parsed[0][0]
-                self._keys = {key_id: AESGCM(key) for key_id, key in parsed}
-        assert self._active is not None
-        return self._keys, self._active
+            if self._state is None:
+                self._state = self._read(create=self._create)
+            return self._state
+
+    def _reload_for(self, key_ref: str) -> dict[str, AESGCM]:
+        """Re-read the key source because ``key_ref`` is unknown; a failed re-read keeps the old keys."""
+        with self._lock:
+            assert self._state is not None
+            if key_ref not in self._state[0] and self._key_file is not None and not self._inline:
+                # A file that is gone or unreadable now: the keys already loaded are still right.
+                with contextlib.suppress(KeyUnavailable):
+                    self._state = self._read(create=False)
+            return self._state[0]
+
+    def _source(self) -> str:
+        if self._inline or self._key_file is None:
+            return "BLOB_MASTER_KEYS"
+        return f"the key file {self._key_file} (BLOB_MASTER_KEY_FILE)"
 
     def active_key_ref(self) -> str:
         return self._load()[1]
@@ -151,8 +177,11 @@ class LocalKeyProvider(KeyProvider):
         keys, _ = self._load()
         aead = keys.get(wrapped.key_ref)
         if aead is None:
+            aead = self._reload_for(wrapped.key_ref).get(wrapped.key_ref)
+        if aead is None:
             raise KeyNotFound(
-                f"Master key {wrapped.key_ref!r} is not configured; add it back to the key file.",
+                f"Master key {wrapped.key_ref!r} is not in {self._source()}. Restore it there from backup "
+                "and restart the app (docs/keys.md); never delete a key while a blob records it.",
                 provider=self.alias,
                 key_ref=wrapped.key_ref,
             )

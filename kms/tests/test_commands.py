@@ -26,6 +26,7 @@ def key_material(path) -> list[str]:
 
 @pytest.fixture
 def key_file(tmp_path, settings):
+    settings.DEBUG = True  # development, where `make run` creates the key (pytest-django turns DEBUG off)
     settings.BLOB_MASTER_KEYS = None
     path = tmp_path / "keys" / "master.key"
     settings.BLOB_MASTER_KEY_FILE = path
@@ -47,7 +48,36 @@ def test_create_makes_a_0600_file_once(key_file):
     assert key_file.read_text() == before
 
 
+def test_create_refuses_to_invent_a_key_in_production(key_file, settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError) as info:
+        run("--create")
+    message = str(info.value)
+    assert str(key_file) in message
+    assert "Restore the key file from backup" in message
+    assert "--allow-production" in message
+    assert not key_file.exists()
+
+
+def test_create_in_production_with_allow_production_makes_the_first_key(key_file, settings):
+    settings.DEBUG = False
+    _out, err = run("--create", "--allow-production")
+    assert "Created" in err
+    assert len(parse_keys(key_file.read_text(), source="t")) == 1
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_create_in_production_keeps_an_existing_file_without_the_flag(key_file, settings):
+    run("--create")
+    before = key_file.read_text()
+    settings.DEBUG = False
+    _out, err = run("--create")  # `make run` on an installed machine: nothing to invent, nothing to refuse
+    assert "Kept existing" in err
+    assert key_file.read_text() == before
+
+
 def test_create_with_explicit_file(tmp_path, settings):
+    settings.DEBUG = True
     settings.BLOB_MASTER_KEYS = f"mk-env:{base64.b64encode(os.urandom(32)).decode()}"
     target = tmp_path / "other.key"
     run("--create", "--file", str(target))  # --file wins even when keys come from the environment

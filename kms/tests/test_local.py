@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +105,88 @@ def test_unknown_key_ref_is_key_not_found(provider):
     assert info.value.key_ref == "mk-retired"
     assert info.value.provider == "local"
     assert "mk-retired" in str(info.value)
+    assert "Restore it there from backup and restart the app" in str(info.value)
+    assert "BLOB_MASTER_KEYS" in str(info.value)
+
+
+def test_a_running_provider_picks_up_a_key_added_by_another_process(tmp_path):
+    # Two providers over one file: a worker that loaded its keys before `local_master_key --add` ran, and
+    # a process started after it, which wraps new blobs under the new key.
+    key_file = tmp_path / "master.key"
+    assert create_key_file(key_file)
+    worker = LocalKeyProvider(alias="local", key_file=str(key_file))
+    old_id = worker.active_key_ref()
+    new_id = add_key_to_file(key_file)
+    restarted = LocalKeyProvider(alias="local", key_file=str(key_file))
+    data_key, ctx = os.urandom(32), context()
+    wrapped = restarted.wrap(data_key, context=ctx)
+    assert wrapped.key_ref == new_id
+    assert worker.active_key_ref() == old_id  # nothing re-read until a blob names an unknown key
+
+    assert worker.unwrap(wrapped, context=ctx) == data_key
+    assert worker.active_key_ref() == new_id  # the re-read file's first key is active from now on
+
+
+def test_concurrent_unwraps_of_a_new_key_reread_the_file_once(tmp_path, monkeypatch):
+    key_file = tmp_path / "master.key"
+    assert create_key_file(key_file)
+    worker = LocalKeyProvider(alias="local", key_file=str(key_file))
+    worker.active_key_ref()
+    add_key_to_file(key_file)
+    data_key, ctx = os.urandom(32), context()
+    wrapped = LocalKeyProvider(alias="local", key_file=str(key_file)).wrap(data_key, context=ctx)
+
+    reads: list[Path] = []
+    real_read_text = Path.read_text
+
+    def counting_read_text(self, *args, **kwargs):
+        reads.append(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    threads = 8
+    start = threading.Barrier(threads)
+
+    def unwrap() -> bytes:
+        start.wait()
+        return worker.unwrap(wrapped, context=ctx)
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda _: unwrap(), range(threads)))
+    assert results == [data_key] * threads
+    assert reads == [key_file]
+
+
+def test_a_key_missing_from_the_file_after_a_reread_is_key_not_found(tmp_path):
+    key_file = tmp_path / "master.key"
+    assert create_key_file(key_file)
+    provider = LocalKeyProvider(alias="local", key_file=str(key_file))
+    ctx = context()
+    wrapped = provider.wrap(os.urandom(32), context=ctx)
+    with pytest.raises(KeyNotFound) as info:
+        provider.unwrap(WrappedKey(wrapped.ciphertext, "mk-retired", wrapped.algorithm), context=ctx)
+    message = str(info.value)
+    assert f"'mk-retired' is not in the key file {key_file}" in message
+    assert "Restore it there from backup and restart the app" in message
+
+
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_a_failed_reread_keeps_the_keys_already_loaded(tmp_path, damage):
+    key_file = tmp_path / "master.key"
+    assert create_key_file(key_file)
+    provider = LocalKeyProvider(alias="local", key_file=str(key_file))
+    active = provider.active_key_ref()
+    data_key, ctx = os.urandom(32), context()
+    wrapped = provider.wrap(data_key, context=ctx)
+    if damage == "garbage":
+        key_file.write_text("half-written\n")
+    else:
+        key_file.unlink()
+    with pytest.raises(KeyNotFound):
+        provider.unwrap(WrappedKey(wrapped.ciphertext, "mk-unknown", wrapped.algorithm), context=ctx)
+    assert provider.unwrap(wrapped, context=ctx) == data_key
+    assert provider.active_key_ref() == active
+    assert provider.wrap(os.urandom(32), context=ctx).key_ref == active
 
 
 def test_old_key_still_unwraps_after_a_new_key_is_prepended(tmp_path):

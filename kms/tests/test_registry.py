@@ -141,3 +141,29 @@ def test_manage_py_check_fails_on_a_broken_provider(settings):
     settings.KMS_DEFAULT_PROVIDER = "local"
     with pytest.raises(SystemCheckError, match=r"kms\.E002"):
         call_command("check", tags=["kms"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"keys": "garbage"}, "BLOB_MASTER_KEYS: entry 1 is not 'id:base64key'"),
+        ({"keys": None, "key_file": "/nonexistent/master.key"}, "/nonexistent/master.key cannot be read"),
+        ({}, "No local master key is configured"),
+    ],
+    ids=["garbage-env-keys", "missing-key-file", "no-key-at-all"],
+)
+def test_system_check_e003_when_the_local_provider_cannot_load_its_keys(settings, options, message):
+    settings.KMS_PROVIDERS = {"local": {"BACKEND": LOCAL, "OPTIONS": options}}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    errors = checks.check_providers()
+    assert [(e.id, e.obj) for e in errors] == [("kms.E003", "local")]
+    assert message in errors[0].msg
+    with pytest.raises(SystemCheckError, match=r"kms\.E003"):
+        call_command("check", tags=["kms"])
+
+
+def test_system_check_loads_the_keys_of_every_configured_provider(settings):
+    # An old provider that still unwraps old blobs is checked too, not only the default.
+    settings.KMS_PROVIDERS = {"local": local_config(), "legacy": {"BACKEND": LOCAL, "OPTIONS": {"keys": "x"}}}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    assert [(e.id, e.obj) for e in checks.check_providers()] == [("kms.E003", "legacy")]

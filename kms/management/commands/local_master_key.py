@@ -1,6 +1,8 @@
 """Manage the local provider's master key file (DESIGN §4; docs/keys.md).
 
-``--create`` makes the file (0600) with one key unless it exists — what ``make run`` does.
+``--create`` makes the file (0600) with one key unless it exists — what ``make run`` does. In production
+(``DEBUG`` off) it refuses to make one without ``--allow-production``: a missing key file there is a lost key
+to restore from backup, and a new key would only strand every existing blob further.
 ``--add`` prepends a new active key; older keys stay in the file and keep unwrapping old blobs.
 Without options, lists the key ids (never the keys).
 """
@@ -25,14 +27,33 @@ class Command(BaseCommand):
         group.add_argument("--create", action="store_true", help="create the key file if it does not exist")
         group.add_argument("--add", action="store_true", help="prepend a new active key")
         parser.add_argument("--file", type=Path, default=None, help="key file (default BLOB_MASTER_KEY_FILE)")
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="with --create and DJANGO_DEBUG=false: deliberately create the first key of a new install",
+        )
 
-    def handle(self, *args: Any, create: bool, add: bool, file: Path | None, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        create: bool,
+        add: bool,
+        file: Path | None,
+        allow_production: bool,
+        **options: Any,
+    ) -> None:
         if settings.BLOB_MASTER_KEYS and file is None:
             self.stderr.write("BLOB_MASTER_KEYS is set: keys come from the environment, not a file.")
             return
         path = file or Path(settings.BLOB_MASTER_KEY_FILE)
         try:
             if create:
+                if not settings.DEBUG and not allow_production and not path.exists():
+                    raise CommandError(
+                        f"{path} does not exist and DJANGO_DEBUG=false: refusing to invent a master key in "
+                        "production. Restore the key file from backup (docs/keys.md), or pass "
+                        "--allow-production to create the first key of a new install deliberately."
+                    )
                 made = create_key_file(path)
                 self.stderr.write(f"{'Created' if made else 'Kept existing'} master key file {path} (0600).")
                 if made:
@@ -40,7 +61,9 @@ class Command(BaseCommand):
                 return
             if add:
                 key_id = add_key_to_file(path)
-                self.stderr.write(f"Added active master key {key_id}; restart the app to use it.")
+                self.stderr.write(
+                    f"Added active master key {key_id}; restart the app so new blobs are wrapped under it."
+                )
                 self.stdout.write(key_id)
                 return
             for index, (key_id, _key) in enumerate(parse_keys(path.read_text(), source=str(path))):

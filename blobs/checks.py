@@ -1,0 +1,43 @@
+"""System checks for the BLOBS settings: a value every upload or download would trip over fails
+``manage.py check`` (and start-up), not each request with a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+
+from . import crypto
+from .conf import blob_setting
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@checks.register("blobs")
+def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    segment_size = blob_setting("SEGMENT_SIZE")
+    try:
+        crypto.StreamParams(segment_size=segment_size)
+    except crypto.ParameterError as exc:
+        errors.append(
+            checks.Error(
+                f"BLOBS['SEGMENT_SIZE'] (BLOB_SEGMENT_SIZE) = {segment_size!r} is not a valid segment size: "
+                f"{exc}.",
+                hint="Use the default 1048576 (1 MiB) unless you have measured a reason not to.",
+                id="blobs.E001",
+            )
+        )
+    for name, env, error_id in (
+        ("MAX_UPLOAD_BYTES", "BLOB_MAX_UPLOAD_BYTES", "blobs.E002"),
+        ("MAX_RANGES", None, "blobs.E003"),
+    ):
+        value = blob_setting(name)
+        if not _positive_int(value):
+            source = f" ({env})" if env else ""
+            errors.append(
+                checks.Error(f"BLOBS[{name!r}]{source} = {value!r} must be a positive integer.", id=error_id)
+            )
+    return errors

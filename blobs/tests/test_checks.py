@@ -1,0 +1,60 @@
+"""System checks for BLOBS: values every upload would trip over fail `manage.py check`, not requests."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.checks import run_checks
+from django.test import override_settings
+
+
+def blob_errors(**overrides) -> list[tuple[str, str]]:
+    with override_settings(BLOBS={**settings.BLOBS, **overrides}):
+        return [(m.id, m.msg) for m in run_checks() if m.id and m.id.startswith("blobs.")]
+
+
+def test_the_shipped_settings_pass():
+    assert blob_errors() == []
+
+
+@pytest.mark.parametrize("segment_size", [4096, 1 << 20, (1 << 31) - 1])
+def test_segment_sizes_the_format_accepts_pass(segment_size):
+    assert blob_errors(SEGMENT_SIZE=segment_size) == []
+
+
+@pytest.mark.parametrize(
+    ("segment_size", "reason"),
+    [
+        (32, "segment_size must be > header_size + 16 = 56"),
+        (56, "segment_size must be > header_size + 16 = 56"),
+        (0, "segment_size must be > header_size + 16"),
+        (1 << 31, "segment_size must be <= 2147483647"),
+        ("1048576", "segment_size"),
+    ],
+)
+def test_e001_a_segment_size_the_format_rejects(segment_size, reason):
+    ((error_id, message),) = blob_errors(SEGMENT_SIZE=segment_size)
+    assert error_id == "blobs.E001"
+    assert f"BLOBS['SEGMENT_SIZE'] (BLOB_SEGMENT_SIZE) = {segment_size!r}" in message
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    ("name", "error_id", "env"),
+    [("MAX_UPLOAD_BYTES", "blobs.E002", " (BLOB_MAX_UPLOAD_BYTES)"), ("MAX_RANGES", "blobs.E003", "")],
+)
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "16", None])
+def test_a_non_positive_or_non_integer_limit(name, error_id, env, value):
+    assert blob_errors(**{name: value}) == [
+        (error_id, f"BLOBS[{name!r}]{env} = {value!r} must be a positive integer.")
+    ]
+
+
+@pytest.mark.parametrize("name", ["MAX_UPLOAD_BYTES", "MAX_RANGES"])
+def test_a_positive_limit_passes(name):
+    assert blob_errors(**{name: 1}) == []
+
+
+def test_each_mistake_is_reported_at_once():
+    ids = [error_id for error_id, _ in blob_errors(SEGMENT_SIZE=32, MAX_UPLOAD_BYTES=0, MAX_RANGES=-5)]
+    assert ids == ["blobs.E001", "blobs.E002", "blobs.E003"]
