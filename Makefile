@@ -36,8 +36,8 @@ migrate: install
 # Installs, migrates, creates the local master key (0600) and the first admin if missing, then serves with
 # gunicorn gthread workers (sync workers would cut long downloads at their timeout). Safe to re-run.
 run: install
-	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py local_master_key --create
+	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap_admin
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/)"

@@ -136,3 +136,36 @@ def test_env_keys_are_not_managed_as_a_file(key_file, settings):
 def test_create_and_add_are_exclusive(key_file):
     with pytest.raises(CommandError):
         run("--create", "--add")
+
+
+def test_first_production_key_can_be_created_although_checks_need_one(tmp_path):
+    # System checks load the keys (kms.E003 without one); the command that makes the first key must not
+    # depend on them. A real manage.py process, as an operator runs it.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    key_file = tmp_path / "keys" / "master.key"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "x" * 50,
+        "ERPHUB_VAR_DIR": str(tmp_path / "var"),
+        "BLOB_MASTER_KEY_FILE": str(key_file),
+    }
+    manage = [sys.executable, str(root / "manage.py")]
+    run = subprocess.run([*manage, "check"], env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "kms.E003" in run.stderr
+    run = subprocess.run(
+        [*manage, "local_master_key", "--create", "--allow-production"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Created master key file" in run.stderr
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
