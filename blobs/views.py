@@ -11,6 +11,7 @@ import re
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import (
     HttpRequest,
@@ -21,6 +22,7 @@ from django.http import (
 )
 from django.urls import reverse
 from django.views import View
+from django.views.generic import ListView
 
 from erphub.errors import error_response
 
@@ -29,7 +31,7 @@ from .conf import blob_setting
 from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
 from .models import Blob
 from .ranges import if_range_allows, parse_range
-from .selectors import blob_get_for_user
+from .selectors import blob_get_for_user, blob_list_for_user
 from .services import blob_claim, blob_create, blob_delete
 from .streaming import Representation, blob_open_stream, blob_representation
 from .uploadhandler import EncryptedUploadedFile
@@ -232,3 +234,13 @@ class BlobDetailView(View):
             return error_response(403, detail="You may not delete this file.", code="permission_denied")
         blob_delete(blob=blob)
         return HttpResponse(status=204)
+
+
+class MyFilesView(LoginRequiredMixin, ListView):
+    """``GET /files/``: the signed-in user's own files (never other owners', whatever their permissions)."""
+
+    template_name = "blobs/my_files.html"
+    paginate_by = 50
+
+    def get_queryset(self) -> Any:
+        return blob_list_for_user(user=self.request.user).filter(owner=self.request.user)

@@ -210,6 +210,7 @@ BLOBS = {
 }
 
 LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)
+LOGIN_REDIRECT_URL = "blobs:my-files"  # an owner's own files
 
 # Production hardening: only when not in development.
 SESSION_COOKIE_SECURE = not DEBUG

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from . import health
 
@@ -19,4 +20,5 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("", include("blobs.urls")),
+    path("", RedirectView.as_view(pattern_name="blobs:my-files"), name="home"),
 ]

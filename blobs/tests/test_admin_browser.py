@@ -94,6 +94,12 @@ def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp
     assert "quarterly report.pdf" in browser.page_source
     assert "293.0" in browser.page_source  # human size (293.0 KB) in the list
 
+    browser.get(f"{live_server.url}/files/")  # the owner's own page lists it too
+    assert browser.find_element(By.LINK_TEXT, "quarterly report.pdf").get_attribute("href").endswith(
+        f"/secure/files/{blob.pk}/stream"
+    )
+    browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "my-files.png"))
+
     browser.get(f"{live_server.url}/admin/blobs/blob/{blob.pk}/change/")
     browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "admin-change.png"))
     link = browser.find_element(By.LINK_TEXT, "Download").get_attribute("href")
