@@ -68,3 +68,19 @@ def _uses_django(request: pytest.FixtureRequest) -> bool:
 
 
 PURE_TEST_MODULES = ("test_crypto", "test_ranges", "test_conditional", "test_disposition", "test_bucketing")
+
+
+@pytest.fixture
+def counted_wraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count real LocalKeyProvider.wrap calls (the spy delegates to the real method)."""
+    from kms.providers.local import LocalKeyProvider
+
+    calls: list[str] = []
+    real_wrap = LocalKeyProvider.wrap
+
+    def spy(self, data_key, *, context):  # type: ignore[no-untyped-def]
+        calls.append(self.alias)
+        return real_wrap(self, data_key, context=context)
+
+    monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
+    return calls

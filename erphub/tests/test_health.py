@@ -7,23 +7,8 @@ from django.test import Client
 
 from blobs.tests.factories import make_blob, make_user
 from kms import health
-from kms.providers.local import LocalKeyProvider
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def wrap_calls(monkeypatch):
-    """Count real LocalKeyProvider.wrap calls (the spy delegates to the real method)."""
-    calls: list[str] = []
-    real_wrap = LocalKeyProvider.wrap
-
-    def spy(self, data_key, *, context):
-        calls.append(self.alias)
-        return real_wrap(self, data_key, context=context)
-
-    monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
-    return calls
 
 
 def test_health_is_200_json():
@@ -79,37 +64,37 @@ def test_ready_is_503_naming_storage_when_it_cannot_take_writes(settings, tmp_pa
     assert checks["kms"]["ok"] is True
 
 
-def test_ready_does_not_call_the_kms_on_every_probe(wrap_calls):
+def test_ready_does_not_call_the_kms_on_every_probe(counted_wraps):
     client = Client()
     for _ in range(5):
         assert client.get("/ready").status_code == 200
-    assert wrap_calls == ["local"]  # one round-trip, then the cached result
+    assert counted_wraps == ["local"]  # one round-trip, then the cached result
 
 
-def test_an_upload_counts_as_a_successful_round_trip(wrap_calls):
+def test_an_upload_counts_as_a_successful_round_trip(counted_wraps):
     make_blob(make_user("u"), b"data")
-    assert wrap_calls == ["local"]
+    assert counted_wraps == ["local"]
     r = Client().get("/ready")
     assert r.status_code == 200
-    assert wrap_calls == ["local"]  # the upload's wrap was evidence enough
+    assert counted_wraps == ["local"]  # the upload's wrap was evidence enough
 
 
-def test_a_stale_result_is_checked_again(wrap_calls, settings):
+def test_a_stale_result_is_checked_again(counted_wraps, settings):
     settings.KMS_HEALTH_TTL_SECONDS = 0
     client = Client()
     for _ in range(3):
         client.get("/ready")
-    assert len(wrap_calls) == 3
+    assert len(counted_wraps) == 3
 
 
-def test_a_failing_kms_is_not_hammered_by_probes(master_key_missing, wrap_calls):
+def test_a_failing_kms_is_not_hammered_by_probes(master_key_missing, counted_wraps):
     client = Client()
     for _ in range(5):
         assert client.get("/ready").status_code == 503
-    assert len(wrap_calls) == 1  # the failure is remembered briefly
+    assert len(counted_wraps) == 1  # the failure is remembered briefly
 
 
-def test_provider_health_with_an_injected_clock(wrap_calls, settings):
+def test_provider_health_with_an_injected_clock(counted_wraps, settings):
     settings.KMS_HEALTH_TTL_SECONDS = 60
     now = [1000.0]
 
@@ -121,13 +106,13 @@ def test_provider_health_with_an_injected_clock(wrap_calls, settings):
     cached = health.provider_health("local", clock=clock)
     assert cached.ok
     assert cached.age_seconds == pytest.approx(59)
-    assert len(wrap_calls) == 1
+    assert len(counted_wraps) == 1
     now[0] += 2
     assert health.provider_health("local", clock=clock).age_seconds == 0
-    assert len(wrap_calls) == 2
+    assert len(counted_wraps) == 2
 
 
-def test_recovery_after_the_failure_ttl(master_key_missing, wrap_calls, settings):
+def test_recovery_after_the_failure_ttl(master_key_missing, counted_wraps, settings):
     now = [0.0]
 
     def clock() -> float:
@@ -136,7 +121,7 @@ def test_recovery_after_the_failure_ttl(master_key_missing, wrap_calls, settings
     assert not health.provider_health("local", clock=clock).ok
     now[0] += health.FAILURE_TTL_SECONDS - 0.1
     assert not health.provider_health("local", clock=clock).ok
-    assert len(wrap_calls) == 1
+    assert len(counted_wraps) == 1
     settings.KMS_PROVIDERS = {
         "local": {
             "BACKEND": "kms.providers.local.LocalKeyProvider",
@@ -145,4 +130,4 @@ def test_recovery_after_the_failure_ttl(master_key_missing, wrap_calls, settings
     }
     now[0] += 0.2
     assert health.provider_health("local", clock=clock).ok
-    assert len(wrap_calls) == 2
+    assert len(counted_wraps) == 2

@@ -13,7 +13,7 @@ PROBES = 8
 
 
 @pytest.fixture
-def wrap_calls(monkeypatch):
+def held_wraps(monkeypatch):
     """Real LocalKeyProvider.wrap calls, counted. The first one waits until every probe has started, so the
     others arrive while its round-trip is in flight."""
     calls: list[str] = []
@@ -55,37 +55,30 @@ def probe_together(clock) -> list[health.ProviderHealth]:
     return results
 
 
-def test_concurrent_probes_make_one_round_trip(wrap_calls):
-    calls, clock = wrap_calls
+def test_concurrent_probes_make_one_round_trip(held_wraps):
+    calls, clock = held_wraps
     results = probe_together(clock)
     assert calls == ["local"]
     assert all(r.ok for r in results)
 
 
-def test_concurrent_probes_of_a_failing_provider_make_one_round_trip(wrap_calls, settings, tmp_path):
+def test_concurrent_probes_of_a_failing_provider_make_one_round_trip(held_wraps, settings, tmp_path):
     settings.KMS_PROVIDERS = {
         "local": {
             "BACKEND": "kms.providers.local.LocalKeyProvider",
             "OPTIONS": {"key_file": str(tmp_path / "gone.key")},
         }
     }
-    calls, clock = wrap_calls
+    calls, clock = held_wraps
     results = probe_together(clock)
     assert calls == ["local"]
     assert not any(r.ok for r in results)
     assert all("gone.key" in r.detail for r in results)
 
 
-def test_the_ttl_has_a_default_when_the_setting_is_absent(settings, monkeypatch):
+def test_the_ttl_has_a_default_when_the_setting_is_absent(settings, counted_wraps):
     del settings.KMS_HEALTH_TTL_SECONDS
-    calls: list[str] = []
-    real_wrap = LocalKeyProvider.wrap
-
-    def spy(self, data_key, *, context):
-        calls.append(self.alias)
-        return real_wrap(self, data_key, context=context)
-
-    monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
+    calls = counted_wraps
     now = [0.0]
     assert health.provider_health("local", clock=lambda: now[0]).ok
     now[0] += 59
