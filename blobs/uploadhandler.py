@@ -13,8 +13,8 @@ answers with that error (413, 503, 507) once.
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
@@ -23,6 +23,7 @@ from django.http import HttpRequest
 from kms.exceptions import KmsError
 
 from .exceptions import BlobError
+from .models import Blob
 from .services import BlobUpload, blob_delete
 
 logger = logging.getLogger(__name__)
@@ -35,14 +36,12 @@ class EncryptedUploadedFile(UploadedFile):
     """What ``request.FILES`` holds: a reference to an encrypted ``pending`` blob, never plaintext."""
 
     def __init__(self, upload: BlobUpload, *, name: str, content_type: str | None, charset: str | None):
-        import io
-
         # An empty file object: reading an encrypted upload back as plaintext is not possible by design.
         super().__init__(io.BytesIO(), name, content_type, upload.size, charset)
         self.upload = upload
 
     @property
-    def blob(self) -> Any:
+    def blob(self) -> Blob:
         return self.upload.blob
 
 
