@@ -14,7 +14,6 @@ answers with that error (413, 503, 507) once.
 from __future__ import annotations
 
 import io
-import logging
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
@@ -25,8 +24,6 @@ from kms.exceptions import KmsError
 from .exceptions import BlobError
 from .models import Blob
 from .services import BlobUpload, blob_delete
-
-logger = logging.getLogger(__name__)
 
 UPLOADS_ATTR = "_blob_uploads"
 ERROR_ATTR = "_blob_upload_error"
