@@ -32,6 +32,19 @@ def _isolated_blob_environment(
                 "directory_permissions_mode": 0o700,
             },
         },
+        "audit_checkpoints": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root / "audit-checkpoints")},
+        },
+    }
+    # A fresh checkpoint signing key per test, never the developer's var/ one.
+    settings.AUDIT = {
+        **settings.AUDIT,
+        "SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SIGNING_KEY_FILE": None,
+        "SIGNING_KEY_CREATE": False,
+        "VERIFY_PUBLIC_KEYS": [],
+        "TRUSTED_PROXIES": [],
     }
     key = base64.b64encode(os.urandom(32)).decode()
     settings.KMS_PROVIDERS = {

@@ -12,7 +12,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, connections, router, transaction
@@ -21,10 +22,11 @@ from django.utils import timezone
 
 from .actors import Actor
 from .canonical import CanonicalizationError, canonicalize
-from .chain import GENESIS, event_hash, format_timestamp
+from .chain import GENESIS, HASHED_FIELDS, VerifyReport, event_hash, format_timestamp, verify_chain
+from .checkpoints import ANCHOR, CHECKPOINT, Checkpoint, load_checkpoints, write_checkpoint
 from .conf import audit_setting
 from .context import RequestContext, current_context
-from .exceptions import AuditDetailsInvalid
+from .exceptions import AuditDetailsInvalid, CheckpointError
 from .metrics import AUDIT_EVENTS, AUDIT_WRITE_FAILURES
 from .models import AuditEvent
 from .remote import client_address, parse_networks, sanitize_request_id
@@ -239,3 +241,90 @@ def _lost(fields: Mapping[str, Any], error: Exception) -> None:
         error,
         json.dumps(dict(fields), ensure_ascii=False, sort_keys=True, default=str),
     )
+
+
+# --- verification and checkpoints --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """What ``audit_verify`` found: the chain report plus the checkpoints it relied on or rejected."""
+
+    report: VerifyReport
+    start: Checkpoint | None
+    checkpoints: int
+    rejected: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+
+def _chain_values(start_sequence: int) -> Iterator[dict[str, Any]]:
+    rows = (
+        AuditEvent.objects.filter(sequence__gte=start_sequence)
+        .order_by("sequence")
+        .values(*HASHED_FIELDS, "hash")
+    )
+    return rows.iterator(chunk_size=2000)
+
+
+def audit_chain_status(*, full: bool = False) -> ChainStatus:
+    """Recompute the chain from the last trusted (signature-checked) checkpoint, or with ``full`` from the
+    oldest event (sequence 1, or the anchor a purge left). Every trusted checkpoint in the walked range must
+    match; a checkpoint beyond the newest event means events were removed from the end."""
+    trusted, rejected = load_checkpoints()
+    first = AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True).first()
+    start: Checkpoint | None = None
+    if full or not trusted:
+        if first is not None and first != 1:
+            anchors = [p for p in trusted if p.kind == ANCHOR and p.sequence == first]
+            if not anchors:
+                report = VerifyReport(
+                    ok=False,
+                    checked=0,
+                    first_bad_sequence=1,
+                    reason="events before the oldest are missing "
+                    "and no signed anchor checkpoint accounts for them",
+                )
+                return ChainStatus(report, None, len(trusted), tuple(rejected))
+            start = anchors[-1]
+    else:
+        start = trusted[-1]
+    newest = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+    if start is not None and start.sequence > newest:
+        report = VerifyReport(
+            ok=False,
+            checked=0,
+            first_bad_sequence=newest + 1,
+            reason=f"events up to signed checkpoint #{start.sequence} are missing",
+        )
+        return ChainStatus(report, start, len(trusted), tuple(rejected))
+    report = verify_chain(
+        _chain_values(start.sequence if start else 1),
+        start=start.anchor if start else None,
+        checkpoints=[p.anchor for p in trusted if start is None or p.sequence >= start.sequence],
+    )
+    return ChainStatus(report, start, len(trusted), tuple(rejected))
+
+
+def audit_checkpoint(*, kind: str = CHECKPOINT, actor: Actor) -> Checkpoint:
+    """Sign the newest event — after checking the chain up to it, so a forged chain is never signed."""
+    status = audit_chain_status()
+    if not status.ok:
+        raise CheckpointError(
+            f"The chain does not verify at sequence {status.report.first_bad_sequence} "
+            f"({status.report.reason}); no checkpoint written."
+        )
+    last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
+    if last is None:
+        raise CheckpointError("The audit log is empty; nothing to checkpoint.")
+    point = write_checkpoint(kind=kind, sequence=last[0], hash=last[1], now=timezone.now())
+    audit_record(
+        action=f"audit.{kind}",
+        actor=actor,
+        target_type="audit_event",
+        target_id=str(point.sequence),
+        details={"hash": point.hash, "name": point.name, "key_id": point.key_id},
+    )
+    return point
