@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -251,6 +252,9 @@ X_FRAME_OPTIONS = "DENY"
 # Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
 
+_AUDIT_LOG_STREAM = {"stdout": "ext://sys.stdout", "stderr": "ext://sys.stderr"}[
+    _env("AUDIT_LOG_STREAM", "stderr" if Path(sys.argv[0]).name == "manage.py" else "stdout") or "stdout"
+]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -260,8 +264,9 @@ LOGGING = {
     },
     "handlers": {
         "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
-        # Audit events, one JSON object per line on stdout, for central logging (ELK, Splunk, CloudWatch).
-        "audit_stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "bare"},
+        # Audit events, one JSON object per line, for central logging (ELK, Splunk, CloudWatch): stdout for
+        # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
+        "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
     },
     "loggers": {"audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
