@@ -75,7 +75,7 @@ ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")  
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")  # comma list of scheme://host[:port]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "erphub.apps.ErphubAdminConfig",  # django.contrib.admin, gated by roles (erphub/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
