@@ -29,9 +29,6 @@ class RoleAdminAuthenticationForm(AdminAuthenticationForm):
 
 
 class ErphubAdminSite(admin.AdminSite):
-    site_header = "ERP Hub — Secure Blob Streaming"
-    site_title = "ERP Hub"
-    index_title = "Administration"
     login_form = RoleAdminAuthenticationForm
 
     def has_permission(self, request: HttpRequest) -> bool:
