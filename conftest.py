@@ -45,9 +45,12 @@ def _isolated_blob_environment(
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.FILE_UPLOAD_TEMP_DIR = str(root / "upload-tmp")
     (root / "upload-tmp").mkdir()
+    from django.core.cache import cache
+
     from kms import health
 
     health.reset()
+    cache.clear()  # throttle counters (uploads, failed logins) must not leak from one test into the next
 
 
 @pytest.fixture
@@ -67,7 +70,14 @@ def _uses_django(request: pytest.FixtureRequest) -> bool:
     return not any(module.endswith(name) for name in PURE_TEST_MODULES)
 
 
-PURE_TEST_MODULES = ("test_crypto", "test_ranges", "test_conditional", "test_disposition", "test_bucketing")
+PURE_TEST_MODULES = (
+    "test_crypto",
+    "test_ranges",
+    "test_conditional",
+    "test_disposition",
+    "test_digest",
+    "test_bucketing",
+)
 
 
 @pytest.fixture

@@ -172,10 +172,15 @@ STREAM_RESPONSE_HEADERS = {
         },
     ),
     head=extend_schema(
+        operation_id="secure_files_stream_head",
         tags=["files"],
         summary="Headers of the download, from the database (no key unwrap, no read)",
         parameters=[BLOB_ID],
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="Headers only.")},
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
+            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
+            **error_responses(401, 404, 412),
+        },
     ),
 )
 class BlobStreamView(BrowserLoginMixin, APIView):
@@ -443,6 +448,7 @@ def _legacy_headers() -> dict[str, str]:
 @extend_schema(
     tags=["legacy"],
     summary="The retired download endpoint: always 410 Gone",
+    deprecated=True,
     description=(
         'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
         "a file was imported under this legacy id and you may see it; otherwise the answer is the same "

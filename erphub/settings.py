@@ -282,6 +282,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "DEFAULT_GENERATOR_CLASS": "erphub.schema.SchemaGenerator",  # documents HEAD where a view has its own
     "ENUM_NAME_OVERRIDES": {},
 }
 
