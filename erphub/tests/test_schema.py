@@ -146,6 +146,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(live, tmp_pa
         "--generation-database",
         "none",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:] + server.log_tail()
     assert "passed" in done.stdout.lower()
