@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
-from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
@@ -434,9 +433,8 @@ class BlobDetailView(BrowserLoginMixin, APIView):
 
 
 def _legacy_headers() -> dict[str, str]:
-    conf = settings.LEGACY_API
-    deprecated = datetime.fromisoformat(conf["DEPRECATED_AT"]).astimezone(UTC)
-    sunset = datetime.fromisoformat(conf["SUNSET_AT"]).astimezone(UTC)
+    deprecated = datetime.fromisoformat(blob_setting("LEGACY_DEPRECATED_AT")).astimezone(UTC)
+    sunset = datetime.fromisoformat(blob_setting("LEGACY_SUNSET_AT")).astimezone(UTC)
     return {
         # RFC 9745 §2: Deprecation is an RFC 9651 Date ("@" + Unix seconds); RFC 8594 §3: Sunset is an
         # HTTP-date.
