@@ -8,27 +8,41 @@ caller's transaction commits, so callers record last, just before their transact
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from django.db import DatabaseError, connections, router, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from .actors import Actor
-from .canonical import CanonicalizationError, canonicalize
-from .chain import GENESIS, HASHED_FIELDS, VerifyReport, event_hash, format_timestamp, verify_chain
-from .checkpoints import ANCHOR, CHECKPOINT, Checkpoint, load_checkpoints, write_checkpoint
+from .canonical import CanonicalizationError, canonical_bytes, canonicalize
+from .chain import GENESIS, HASHED_FIELDS, Anchor, VerifyReport, event_hash, format_timestamp, verify_chain
+from .checkpoints import (
+    ANCHOR,
+    CHECKPOINT,
+    Checkpoint,
+    key_id,
+    load_checkpoints,
+    sign,
+    signing_key,
+    trusted_public_keys,
+    write_checkpoint,
+)
 from .conf import audit_setting
 from .context import RequestContext, current_context
-from .exceptions import AuditDetailsInvalid, CheckpointError
+from .exceptions import AuditDetailsInvalid, CheckpointError, PurgeRefused
 from .metrics import AUDIT_EVENTS, AUDIT_WRITE_FAILURES
-from .models import AuditEvent
+from .models import AuditEvent, LegalHold, PurgeAnchor, PurgePermit
 from .remote import client_address, parse_networks, sanitize_request_id
 
 logger = logging.getLogger(__name__)
@@ -39,6 +53,9 @@ event_logger = logging.getLogger("audit")
 ADVISORY_LOCK_KEY = int.from_bytes(b"audit", "big")
 
 TRUNCATED_MARKER = "_truncated"
+
+# The clock events are stamped with (tests that need old events replace it; STYLE.md: injectable clock).
+now: Callable[[], datetime] = timezone.now
 
 
 def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -142,7 +159,7 @@ def _append(fields: dict[str, Any]) -> AuditEvent:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
         last = AuditEvent.objects.using(using).order_by("-sequence").values_list("sequence", "hash").first()
         sequence, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        event = AuditEvent(sequence=sequence, timestamp=timezone.now(), prev_hash=prev_hash, **fields)
+        event = AuditEvent(sequence=sequence, timestamp=now(), prev_hash=prev_hash, **fields)
         event.hash = event_hash(event.chain_fields())
         event.save(using=using)
         transaction.on_commit(lambda: _emit(event), using=using)
@@ -278,7 +295,9 @@ def audit_chain_status(*, full: bool = False) -> ChainStatus:
     start: Checkpoint | None = None
     if full or not trusted:
         if first is not None and first != 1:
-            anchors = [p for p in trusted if p.kind == ANCHOR and p.sequence == first]
+            # After a purge the contiguous chain resumes at the newest anchor; events below it that a legal
+            # hold kept are islands, each still carrying its own hash, and are not walked.
+            anchors = [p for p in trusted if p.kind == ANCHOR and p.sequence >= first]
             if not anchors:
                 report = VerifyReport(
                     ok=False,
@@ -328,3 +347,208 @@ def audit_checkpoint(*, kind: str = CHECKPOINT, actor: Actor) -> Checkpoint:
         details={"hash": point.hash, "name": point.name, "key_id": point.key_id},
     )
     return point
+
+
+def legal_hold_create(
+    *,
+    actor: Actor,
+    reason: str,
+    target_type: str = "",
+    target_id: str = "",
+    since: Any = None,
+    until: Any = None,
+) -> LegalHold:
+    """Place a hold: events it covers are never purged. Holds are append-only; the hold is audited."""
+    if not (target_type or since or until):
+        raise ValueError("a legal hold names a target type or a time range")
+    with transaction.atomic():
+        hold = LegalHold.objects.create(
+            created_by=actor.name,
+            reason=reason,
+            target_type=target_type,
+            target_id=target_id,
+            since=since,
+            until=until,
+        )
+        audit_record(
+            action="audit.legal_hold",
+            actor=actor,
+            target_type="legal_hold",
+            target_id=str(hold.pk),
+            details={
+                "reason": reason,
+                "target_type": target_type,
+                "target_id": target_id,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+        )
+    return hold
+
+
+# --- retention purge and export ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    anchor: Checkpoint | None
+    deleted: int
+    held: int
+    cutoff: datetime
+
+
+_HELD = """EXISTS (SELECT 1 FROM audit_legalhold h
+    WHERE (h.target_type = '' OR h.target_type = e.target_type)
+      AND (h.target_id = '' OR h.target_id = e.target_id)
+      AND (h.since IS NULL OR e.timestamp >= h.since)
+      AND (h.until IS NULL OR e.timestamp <= h.until))"""
+
+
+def audit_purge(*, before: datetime, actor: Actor, dry_run: bool = False) -> PurgeResult:
+    """The only deletion path (DESIGN §8): events older than ``before`` and the retention period, below a
+    new anchor, not under a legal hold. The anchor is signed and stored outside the database first, so the
+    chain can be verified from it afterwards; then the anchor row, the permit and the deletion go in one
+    transaction, which the database trigger checks row by row."""
+    retention = audit_setting("RETENTION_DAYS")
+    oldest_allowed = now() - timedelta(days=retention)
+    if before > oldest_allowed:
+        raise PurgeRefused(
+            f"Events younger than the retention period ({retention} days) are kept: --before must be "
+            f"{oldest_allowed:%Y-%m-%d %H:%M:%S} UTC or earlier."
+        )
+    candidates = AuditEvent.objects.filter(timestamp__lt=before)
+    newest = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
+    if newest is None or not candidates.exists():
+        return PurgeResult(anchor=None, deleted=0, held=0, cutoff=before)
+    keep = (
+        AuditEvent.objects.filter(timestamp__gte=before).order_by("sequence").values_list("sequence", "hash")
+    )
+    anchor_sequence, anchor_hash = keep.first() or newest  # the oldest kept event (the newest if all are old)
+    below = candidates.filter(sequence__lt=anchor_sequence)
+    if dry_run:
+        return PurgeResult(anchor=None, deleted=below.count(), held=0, cutoff=before)
+    status = audit_chain_status(full=True)
+    if not status.ok:
+        raise PurgeRefused(
+            f"The chain does not verify at sequence {status.report.first_bad_sequence}; nothing purged."
+        )
+    point = write_checkpoint(kind=ANCHOR, sequence=anchor_sequence, hash=anchor_hash, now=now())
+    using = router.db_for_write(AuditEvent)
+    connection = connections[using]
+    table = AuditEvent._meta.db_table
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        PurgeAnchor.objects.using(using).create(
+            sequence=anchor_sequence, hash=anchor_hash, cutoff=before, retention_days=retention
+        )
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL erphub.audit_purge = 'on'")
+        permit = PurgePermit.objects.using(using).create()
+        params = [anchor_sequence, connection.ops.adapt_datetimefield_value(before)]
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {table} e WHERE e.sequence < %s AND e.timestamp < %s AND {_HELD}",  # noqa: S608
+            params,
+        )
+        held = cursor.fetchone()[0]
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT e.id FROM {table} e "  # noqa: S608
+            f"WHERE e.sequence < %s AND e.timestamp < %s AND NOT {_HELD})",
+            params,
+        )
+        deleted = cursor.rowcount
+        PurgePermit.objects.using(using).filter(pk=permit.pk).delete()
+        audit_record(
+            action="audit.purge",
+            actor=actor,
+            target_type="audit_event",
+            target_id=str(anchor_sequence),
+            details={
+                "before": format_timestamp(before),
+                "retention_days": retention,
+                "anchor": point.name,
+                "deleted": deleted,
+                "held": held,
+            },
+        )
+    return PurgeResult(anchor=point, deleted=deleted, held=held, cutoff=before)
+
+
+def audit_export(
+    *, since: datetime | None, until: datetime | None, sink: Any, actor: Actor
+) -> dict[str, Any]:
+    """Write the events with ``since <= timestamp < until`` to ``sink`` (binary) as JSON lines, and return
+    a manifest — range, count, first and last sequence and hash, the file's SHA-256 — signed like a
+    checkpoint, so an export can be checked on its own: its lines chain from ``first_prev_hash``."""
+    events = AuditEvent.objects.order_by("sequence")
+    if since is not None:
+        events = events.filter(timestamp__gte=since)
+    if until is not None:
+        events = events.filter(timestamp__lt=until)
+    digest = hashlib.sha256()
+    count = 0
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    for event in events.iterator(chunk_size=2000):
+        record = event_record(event)
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        sink.write(line)
+        digest.update(line)
+        count += 1
+        first = first or record
+        last = record
+    key = signing_key()
+    payload = {
+        "version": 1,
+        "kind": "export",
+        "since": format_timestamp(since) if since else None,
+        "until": format_timestamp(until) if until else None,
+        "count": count,
+        "first_sequence": first["sequence"] if first else None,
+        "last_sequence": last["sequence"] if last else None,
+        "first_prev_hash": first["prev_hash"] if first else None,
+        "first_hash": first["hash"] if first else None,
+        "last_hash": last["hash"] if last else None,
+        "sha256": digest.hexdigest(),
+        "exported_at": format_timestamp(now()),
+        "key_id": key_id(key.public_key()),
+    }
+    manifest = {"payload": payload, "signature": sign(payload, key)}
+    audit_record(
+        action="audit.export",
+        actor=actor,
+        target_type="audit_event",
+        details={
+            name: payload[name]
+            for name in ("since", "until", "count", "first_sequence", "last_sequence", "sha256")
+        },
+    )
+    return manifest
+
+
+def verify_export(*, lines: Iterator[bytes], manifest: dict[str, Any]) -> VerifyReport:
+    """Check an export on its own: the manifest's signature (a trusted key), the file's SHA-256 and
+    count, and the chain inside it from ``first_prev_hash``."""
+    keys = trusted_public_keys()
+    payload = manifest.get("payload", {})
+    public = keys.get(payload.get("key_id", ""))
+    if public is None:
+        return VerifyReport(ok=False, checked=0, reason="the manifest is signed by an unknown key")
+    try:
+        public.verify(base64.b64decode(manifest.get("signature", "")), canonical_bytes(payload))
+    except (InvalidSignature, ValueError):
+        return VerifyReport(ok=False, checked=0, reason="the manifest's signature does not verify")
+    digest = hashlib.sha256()
+    events = []
+    for line in lines:
+        digest.update(line)
+        events.append(json.loads(line))
+    if not hmac.compare_digest(digest.hexdigest(), payload["sha256"]) or len(events) != payload["count"]:
+        return VerifyReport(ok=False, checked=0, reason="the file differs from its manifest")
+    if not events:
+        return VerifyReport(ok=True, checked=0)
+    start_sequence = events[0]["sequence"]
+    report = verify_chain(events, start=Anchor(sequence=start_sequence, hash=events[0]["hash"]))
+    if report.ok and events[0]["prev_hash"] != payload["first_prev_hash"]:
+        return VerifyReport(
+            ok=False, checked=0, first_bad_sequence=start_sequence, reason="the first link differs"
+        )
+    return report
