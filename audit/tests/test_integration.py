@@ -255,3 +255,38 @@ def test_role_membership_and_permission_changes_are_recorded():
     assert added.target_id == str(user.pk)
     assert added.details == {"role": "Auditors-test"}
     assert removed.target_id == str(user.pk)
+
+
+def test_jwt_issue_refresh_revoke_and_failure_are_recorded_without_tokens():
+    user = make_user("jay")
+    c = Client()
+    bad = c.post(
+        reverse("token-obtain"),
+        {"username": "jay", "password": "wrong-password-1"},
+        content_type="application/json",
+    )
+    assert bad.status_code == 401
+    pair = c.post(
+        reverse("token-obtain"), {"username": "jay", "password": PASSWORD}, content_type="application/json"
+    ).json()
+    refreshed = c.post(
+        reverse("token-refresh"), {"refresh": pair["refresh"]}, content_type="application/json"
+    ).json()
+    assert (
+        c.post(
+            reverse("token-blacklist"), {"refresh": refreshed["refresh"]}, content_type="application/json"
+        ).status_code
+        == 200
+    )
+    replay = c.post(reverse("token-refresh"), {"refresh": pair["refresh"]}, content_type="application/json")
+    assert replay.status_code == 401
+    issued = events("auth.token_issue")
+    assert [(e.outcome, e.actor) for e in issued] == [("denied", "anonymous"), ("success", "jay")]
+    assert events("auth.login_failed")[0].details == {"username": "jay"}
+    refresh = events("auth.token_refresh")
+    assert [(e.outcome, e.actor_id) for e in refresh] == [("success", str(user.pk)), ("denied", "")]
+    (revoke,) = events("auth.token_revoke")
+    assert revoke.actor == "jay"
+    everything = str([e.chain_fields() for e in events()])
+    for secret in (pair["access"], pair["refresh"], refreshed["refresh"], PASSWORD, "wrong-password-1"):
+        assert secret not in everything
