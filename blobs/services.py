@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.context import current_actor
+from audit.sealed import seal
 from audit.services import audit_record
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.health import record_success
@@ -173,7 +174,9 @@ def _mark_ready(
 
 def _blob_details(blob: Blob) -> dict[str, object]:
     return {
-        "filename": blob.filename,
+        # File names can be personal data: sealed with the product's envelope encryption (audit/sealed.py);
+        # the audit chain covers the ciphertext, auditors with KMS access can unseal it.
+        "filename": seal("filename", blob.filename),
         "size": blob.size,
         "owner": blob.owner.get_username(),
         "owner_id": str(blob.owner_id),

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from audit.chain import verify_chain
 from audit.models import AuditEvent
+from audit.sealed import unseal
 from blobs.exceptions import BlobIntegrityError
 from blobs.models import Blob
 from blobs.services import blob_delete, blob_verify
@@ -81,7 +82,8 @@ def test_upload_through_the_api_is_recorded_with_the_request(client, owner):
     assert event.remote_addr == "192.0.2.10"
     assert event.user_agent == "pytest-agent/1.0"
     assert event.details["size"] == 5
-    assert event.details["filename"] == "a.txt"
+    assert "a.txt" not in str(event.details)  # sealed: the chain covers the ciphertext
+    assert unseal("filename", event.details["filename"]) == "a.txt"
 
 
 def test_a_full_download_records_start_and_success_end(client, blob):
