@@ -21,7 +21,10 @@ EACH = 25
 def _env(database_url: str, var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "ERPHUB_", "DJANGO_"))}
     env.update(
-        DATABASE_URL=database_url, ERPHUB_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="erphub.settings"
+        DATABASE_URL=database_url,
+        ERPHUB_VAR_DIR=str(var_dir),
+        DJANGO_SETTINGS_MODULE="erphub.settings",
+        AUDIT_LOG_STREAM="stderr",  # the appenders' stdout is their result
     )
     return env
 
