@@ -23,7 +23,14 @@ def check_audit_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         problems.append(
             Error(f"STORAGES has no {alias!r} alias for audit checkpoints.", hint="Add one.", id="audit.E002")
         )
-    database = settings.DATABASES["default"]
+    problems.extend(database_problems(settings.DATABASES["default"]))
+    if audit_setting("RETENTION_DAYS") < 1:
+        problems.append(Error("AUDIT RETENTION_DAYS must be at least 1.", id="audit.E004"))
+    return problems
+
+
+def database_problems(database: Any) -> list[Any]:
+    problems: list[Any] = []
     engine = database.get("ENGINE", "")
     if engine.endswith("sqlite3") and database.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
         problems.append(

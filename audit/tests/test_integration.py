@@ -292,3 +292,39 @@ def test_jwt_issue_refresh_revoke_and_failure_are_recorded_without_tokens():
     everything = str([e.chain_fields() for e in events()])
     for secret in (pair["access"], pair["refresh"], refreshed["refresh"], PASSWORD, "wrong-password-1"):
         assert secret not in everything
+
+
+def test_a_jwt_download_is_attributed_to_the_token_user(blob, owner):
+    c = Client()
+    pair = c.post(
+        reverse("token-obtain"), {"username": "owner", "password": PASSWORD}, content_type="application/json"
+    )
+    access = pair.json()["access"]
+    response = c.get(stream(blob), headers={"Authorization": f"Bearer {access}"})
+    b"".join(response.streaming_content)
+    close(response)
+    start, end = events("blob.download.start") + events("blob.download.end")
+    assert (start.actor, end.actor) == ("owner", "owner")
+    assert start.actor_id == str(owner.pk)
+
+
+def test_a_cli_plaintext_export_is_recorded(blob, tmp_path):
+    from django.core.management import call_command
+
+    call_command("blobs_export", str(blob.pk), "--range", "0-9", "-o", str(tmp_path / "out.bin"))
+    (event,) = events("blob.export")
+    assert event.actor.startswith("system:cli:")
+    assert event.details == {"range": [0, 9], "to": "file", "bytes": 10}
+
+
+def test_admin_actions_are_attributed_to_the_admin(blob):
+    boss = make_user("boss", perms=(), is_superuser=True)
+    c = Client()
+    c.force_login(boss)
+    response = c.post(
+        reverse("admin:blobs_blob_changelist"), {"action": "verify_integrity", "_selected_action": [blob.pk]}
+    )
+    assert response.status_code == 302
+    (verify,) = events("blob.verify")
+    assert verify.actor == "boss"
+    assert verify.request_id
