@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kms.base import DATA_KEY_BYTES, WrappedKey
+from kms.cache import dek_cache
 from kms.health import record_success
 from kms.registry import default_alias, get_provider
 
@@ -46,13 +47,23 @@ def object_name(blob_id: uuid.UUID) -> str:
     return f"{hexid[:2]}/{hexid[2:4]}/{hexid}"
 
 
-def _unwrap_data_key(blob: Blob) -> bytes:
-    wrapped = WrappedKey(
-        ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm
+def _wrapped_key(blob: Blob) -> WrappedKey:
+    return WrappedKey(ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm)
+
+
+def _unwrap_data_key(blob: Blob, *, cached: bool = False) -> bytes:
+    wrapped = _wrapped_key(blob)
+
+    def unwrap() -> bytes:
+        data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
+        record_success(blob.key_provider)
+        return data_key
+
+    if not cached:
+        return unwrap()
+    return dek_cache().get_or_unwrap(
+        alias=blob.key_provider, wrapped=wrapped, context=blob.key_context, unwrap=unwrap
     )
-    data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
-    record_success(blob.key_provider)
-    return data_key
 
 
 class BlobUpload:
@@ -238,8 +249,12 @@ class BlobReader:
             raw.close()
 
 
-def blob_open(*, blob: Blob) -> BlobReader:
-    """Check the object against its row, unwrap the data key, read and check the header."""
+def blob_open(*, blob: Blob, cached: bool = False) -> BlobReader:
+    """Check the object against its row, unwrap the data key, read and check the header.
+
+    ``cached`` takes the data key from the process's data-key cache (kms.cache): the download path does;
+    verification, export and rotation unwrap through the KMS every time, so they prove the wrapped key.
+    """
     store = blob_store(blob.storage_alias)
     stored = store.size(blob.storage_name)
     if stored != blob.ciphertext_size:
@@ -247,7 +262,7 @@ def blob_open(*, blob: Blob) -> BlobReader:
             "blob %s: stored object is %d bytes, row expects %d", blob.pk, stored, blob.ciphertext_size
         )
         raise BlobIntegrityError()
-    data_key = _unwrap_data_key(blob)
+    data_key = _unwrap_data_key(blob, cached=cached)
     header_size = blob.params.header_size
     raw = store.open_range(blob.storage_name, 0, header_size)
     try:
