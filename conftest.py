@@ -67,7 +67,14 @@ def _uses_django(request: pytest.FixtureRequest) -> bool:
     return not any(module.endswith(name) for name in PURE_TEST_MODULES)
 
 
-PURE_TEST_MODULES = ("test_crypto", "test_ranges", "test_conditional", "test_disposition", "test_bucketing")
+PURE_TEST_MODULES = (
+    "test_crypto",
+    "test_ranges",
+    "test_conditional",
+    "test_disposition",
+    "test_bucketing",
+    "test_keyset",
+)
 
 
 @pytest.fixture

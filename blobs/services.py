@@ -352,6 +352,14 @@ def blob_open(*, blob: Blob, cached: bool = False) -> BlobReader:
     return BlobReader(blob=blob, store=store, decryptor=decryptor)
 
 
+def blob_export_data_key(*, blob: Blob) -> bytes:
+    """The blob's data key in clear, unwrapped through its provider (never the download cache).
+
+    For disaster recovery only (``blobs_export_key``): whoever holds it and the object can read the blob.
+    """
+    return _unwrap_data_key(blob)
+
+
 def blob_delete(*, blob: Blob) -> None:
     """Remove row (and with it the wrapped key), then the object. A crash in between leaves only an
     object without a row, which ``blobs_gc`` removes; never a row without its object."""
