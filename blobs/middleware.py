@@ -11,7 +11,8 @@ from erphub.errors import domain_error_response
 from kms.exceptions import KmsError
 
 from .conf import blob_setting
-from .exceptions import BlobError, StorageUnavailable, UploadTooLarge
+from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
+from .exceptions import BlobError, InvalidUpload, StorageUnavailable, UploadTooLarge
 from .ranges import RangeNotSatisfiable
 from .uploadhandler import ERROR_ATTR, discard_uploads
 
@@ -19,6 +20,40 @@ logger = logging.getLogger(__name__)
 
 # Multipart framing around a file: a declared body this much over the limit cannot fit under it.
 MULTIPART_OVERHEAD = 64 * 1024
+
+
+DIGEST_ATTR = "_blob_content_digest"
+
+
+def _digest_multipart(request: HttpRequest) -> HttpResponse | None:
+    """RFC 9530: a multipart upload's Content-Digest covers the whole multipart body, so hash the body as
+    the parser reads it — wherever that happens first (CSRF middleware, the admin, the view)."""
+    value = request.headers.get("Content-Digest")
+    if value is None or request.method != "POST" or request.content_type != "multipart/form-data":
+        return None
+    try:
+        expected = parse_content_digest(value)
+    except DigestError as exc:
+        return domain_error_response(InvalidUpload(f"{exc} Nothing was stored."))
+    if expected:
+        # Django reads the body only through request._stream (HttpRequest.read); wrapping it here, before
+        # anything has read a byte, sees exactly the content the client sent.
+        reader = DigestingReader(request._stream, tuple(expected))  # type: ignore[attr-defined]
+        request._stream = reader  # type: ignore[attr-defined]
+        setattr(request, DIGEST_ATTR, (expected, reader))
+    return None
+
+
+def verify_multipart_digest(request: HttpRequest) -> None:
+    """After the parser is done: read what it left (the epilogue) and compare. Raises InvalidUpload."""
+    pending = getattr(request, DIGEST_ATTR, None)
+    if pending is None:
+        return
+    expected, reader = pending
+    while reader.read(1 << 16):
+        pass
+    if not digests_match(expected, reader.digests()):
+        raise InvalidUpload("The content does not match its Content-Digest; nothing was stored.")
 
 
 class BlobErrorMiddleware:
@@ -35,6 +70,8 @@ class BlobErrorMiddleware:
         ):
             # Refuse before reading a byte: RFC 9110 §15.5.14.
             return domain_error_response(UploadTooLarge(limit=limit))
+        if (refused := _digest_multipart(request)) is not None:
+            return refused
         try:
             response: HttpResponse = self.get_response(request)
         except BaseException:

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -29,6 +29,7 @@ from kms.registry import default_alias, get_provider
 
 from . import crypto
 from .conf import blob_setting
+from .digest import DigestingReader, digests_match
 from .disposition import normalize_content_type, safe_filename
 from .exceptions import BlobIntegrityError, InvalidUpload, StorageUnavailable, UploadTooLarge
 from .models import Blob
@@ -253,13 +254,18 @@ def blob_create(
     expected_sha256: str | None = None,
     expected_size: int | None = None,
     max_bytes: int | None = None,
+    content_digest: Mapping[str, bytes] | None = None,
 ) -> Blob:
     """Encrypt ``stream`` (read to EOF, chunked bodies included) into a new ``ready`` blob.
 
     ``expected_size`` is the length the sender declared (Content-Length): a stream that ends before it
-    (a client that went away) stores nothing rather than a truncated file.
+    (a client that went away) stores nothing rather than a truncated file. ``content_digest`` holds the
+    digests a client sent (RFC 9530 ``Content-Digest``, ``{"sha-256": bytes}``): a mismatch stores nothing.
     """
     chunk_size = blob_setting("READ_CHUNK_BYTES")
+    reader: DigestingReader | None = None
+    if content_digest:
+        stream = reader = DigestingReader(stream, tuple(content_digest))  # type: ignore[assignment]
     upload = BlobUpload(
         owner=owner,
         filename=filename,
@@ -275,6 +281,8 @@ def blob_create(
             raise InvalidUpload(
                 f"The body ended after {upload.size} of {expected_size} declared bytes; nothing was stored."
             )
+        if reader is not None and content_digest and not digests_match(content_digest, reader.digests()):
+            raise InvalidUpload("The content does not match its Content-Digest; nothing was stored.")
         blob = upload.finish()
         if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
             raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")

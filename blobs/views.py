@@ -1,37 +1,55 @@
 """HTTP views for blobs: thin — parse, call one service or selector, build the response.
 
-Session authentication for now (the owner, or a user with ``blobs.view_any_blob``); the DRF API with
-JWT builds on the same services. Domain exceptions propagate to ``BlobErrorMiddleware``.
+The API (DESIGN §6) is DRF: JWT or session authentication, one exception handler
+(``erphub.errors.api_exception_handler``) for the ``{"detail", "code"}`` body. The stream view answers
+with the file whatever ``Accept`` says (DRF would otherwise 406 ``Accept: video/*``). Object-level rules
+live in the selectors: a blob the caller may not see is a 404, exactly like a missing one.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
+from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-    HttpResponseNotModified,
-    JsonResponse,
-    StreamingHttpResponse,
-)
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.urls import reverse
-from django.views import View
+from django.utils.http import http_date as format_http_date
 from django.views.generic import ListView
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, generics, permissions
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
 
 from erphub.errors import error_response
+from erphub.schema import ErrorSerializer, error_responses
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
+from .digest import DigestError, parse_content_digest
 from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
+from .filters import BlobFilter
+from .middleware import verify_multipart_digest
 from .models import Blob
 from .ranges import if_range_allows, parse_range
 from .selectors import blob_get_for_user, blob_list_for_user
+from .serializers import BlobSerializer
 from .services import blob_claim, blob_create, blob_delete
 from .streaming import Representation, blob_open_stream, blob_representation
 from .uploadhandler import EncryptedUploadedFile
@@ -45,29 +63,55 @@ STREAM_HEADERS = {
     "Content-Security-Policy": "sandbox",
 }
 
-
-def _not_authenticated(request: HttpRequest) -> HttpResponse:
-    if "text/html" in request.headers.get("Accept", ""):
-        return redirect_to_login(request.get_full_path())
-    return error_response(
-        401,
-        detail="Authentication credentials were not provided.",
-        code="not_authenticated",
-        headers={"WWW-Authenticate": 'Session realm="erphub"'},
-    )
+BLOB_ID = OpenApiParameter("blob_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The file's id.")
 
 
-def blob_json(blob: Blob) -> dict[str, Any]:
-    return {
-        "id": str(blob.id),
-        "filename": blob.filename,
-        "content_type": blob.content_type,
-        "size": blob.size,
-        "sha256": blob.sha256,
-        "created": blob.created_at.isoformat(),
-        "owner": blob.owner.get_username(),
-        "stream_url": reverse("blobs:stream", args=[blob.id]),
-    }
+class BrowserLoginMixin:
+    """A browser that is not logged in is sent to the login page; API clients get the 401."""
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        request: Request = self.request  # type: ignore[attr-defined]
+        if (
+            isinstance(exc, exceptions.NotAuthenticated)
+            and request.method in {"GET", "HEAD"}
+            and "text/html" in request.headers.get("Accept", "")
+            and "Authorization" not in request.headers
+        ):
+            return redirect_to_login(request.get_full_path())
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+
+class FileNegotiation(BaseContentNegotiation):
+    """The body is the file whatever ``Accept`` asks for (a download manager's ``video/*`` included):
+    never 406. Errors are rendered as JSON."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+    ) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class RawBodyParser(BaseParser):
+    """Accepts any other media type without reading a byte: the view streams raw bodies itself.
+
+    DRF parses ``request.POST`` when SessionAuthentication runs its CSRF check; without a parser for the
+    upload's own type that check would answer 415, and a parser that read the body would buffer the file.
+    """
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
+        return DataAndFiles({}, {})
+
+
+class UploadThrottle(UserRateThrottle):
+    """Per-user upload rate (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["uploads"]``), counted in the
+    default cache — shared by every worker when ``REDIS_URL`` is set."""
+
+    scope = "uploads"
 
 
 def _validator_headers(response: HttpResponse, rep: Representation) -> None:
@@ -77,20 +121,76 @@ def _validator_headers(response: HttpResponse, rep: Representation) -> None:
         response[name] = value
 
 
-class BlobStreamView(View):
+STREAM_RESPONSE_HEADERS = {
+    name: OpenApiResponse(OpenApiTypes.STR, description=text)
+    for name, text in {
+        "ETag": "Strong validator for If-Range / If-None-Match.",
+        "Last-Modified": "HTTP-date.",
+        "Accept-Ranges": "Always `bytes`.",
+        "Content-Disposition": "attachment (or inline for safe types) with an RFC 6266 filename*.",
+    }.items()
+}
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["files"],
+        summary="Download the plaintext, whole or in ranges (RFC 9110)",
+        description=(
+            "Streams the decrypted file. Every segment is authenticated before its bytes are sent.\n\n"
+            "* No `Range` (or an `If-Range` that does not match): `200` with the whole file.\n"
+            "* `Range: bytes=A-B`, `A-` or `-N` (suffix): `206` with `Content-Range: bytes A-B/size`.\n"
+            "* Several ranges: `206` `multipart/byteranges` (more than 16 ranges: the whole file).\n"
+            "* No range overlaps the file: `416` with `Content-Range: bytes */size`.\n"
+            "* A syntactically invalid `Range` is ignored (`200`), as RFC 9110 §14.2 requires.\n"
+            "* `If-None-Match` / `If-Modified-Since`: `304`; `If-Match` / `If-Unmodified-Since`: `412`.\n\n"
+            "`Accept` is not negotiated: the body is the file (no `406`)."
+        ),
+        parameters=[
+            BLOB_ID,
+            OpenApiParameter(
+                "Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="e.g. `bytes=0-1023`."
+            ),
+            OpenApiParameter(
+                "If-Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="ETag or date."
+            ),
+            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            OpenApiParameter("If-Unmodified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The whole file (in its own content type)."
+            ),
+            (206, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="One range (with Content-Range), or several as multipart/byteranges.",
+            ),
+            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
+            **error_responses(401, 404, 412, 416, 500, 503),
+        },
+    ),
+    head=extend_schema(
+        tags=["files"],
+        summary="Headers of the download, from the database (no key unwrap, no read)",
+        parameters=[BLOB_ID],
+        responses={(200, "application/octet-stream"): OpenApiResponse(description="Headers only.")},
+    ),
+)
+class BlobStreamView(BrowserLoginMixin, APIView):
     """``GET``/``HEAD /secure/files/{id}/stream``: RFC 9110 ranges and conditional requests."""
 
     http_method_names = ["get", "head", "options"]
+    content_negotiation_class = FileNegotiation
 
-    def get(self, request: HttpRequest, blob_id: str) -> HttpResponse:
+    def get(self, request: Request, blob_id: str) -> HttpResponse:
         return self._respond(request, blob_id, head=False)
 
-    def head(self, request: HttpRequest, blob_id: str) -> HttpResponse:
+    def head(self, request: Request, blob_id: str) -> HttpResponse:
         return self._respond(request, blob_id, head=True)
 
-    def _respond(self, request: HttpRequest, blob_id: str, *, head: bool) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return _not_authenticated(request)
+    def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponse:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
         rep = blob_representation(blob=blob)
         # RFC 9110 §13.2.2: preconditions are evaluated before Range.
@@ -185,55 +285,210 @@ def _raw_body(request: HttpRequest) -> _RequestBody:
     return _RequestBody(io.BytesIO())  # RFC 9112 §6.3: no Content-Length, no Transfer-Encoding: empty
 
 
-class BlobCollectionView(View):
-    """``POST /secure/files/``: multipart ``file`` or a raw body; streamed into the encryptor."""
+UPLOAD_PARAMETERS = [
+    OpenApiParameter(
+        "filename",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="Raw bodies: the file's name (else taken from Content-Disposition).",
+    ),
+    OpenApiParameter(
+        "Content-Disposition",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="Raw bodies: `attachment; filename*=UTF-8''name` names the file.",
+    ),
+    OpenApiParameter(
+        "Content-Digest",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="RFC 9530, e.g. `sha-256=:<base64>:` — verified over the request content; a mismatch "
+        "stores nothing (400).",
+    ),
+]
 
-    http_method_names = ["post", "options"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return _not_authenticated(request)
+@extend_schema_view(
+    get=extend_schema(
+        tags=["files"],
+        summary="List the files you may see",
+        responses={200: BlobSerializer(many=True), **error_responses(400, 401, 404)},
+    ),
+    post=extend_schema(
+        tags=["files"],
+        summary="Upload a file: multipart field `file`, or the raw body",
+        description=(
+            "Encrypted as it arrives; plaintext never reaches disk. Send multipart/form-data with a `file` "
+            "field, or the file itself as the body with its own Content-Type (Content-Length or chunked)."
+        ),
+        parameters=UPLOAD_PARAMETERS,
+        request={
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            },
+            "application/octet-stream": {"type": "string", "format": "binary"},
+        },
+        responses={201: BlobSerializer, **error_responses(400, 401, 403, 411, 413, 429, 503, 507)},
+    ),
+)
+class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
+    """``GET /secure/files/`` (paginated, filtered) and ``POST /secure/files/`` (upload)."""
+
+    serializer_class = BlobSerializer
+    filterset_class = BlobFilter
+    parser_classes = [MultiPartParser, FormParser, RawBodyParser]
+    http_method_names = ["get", "post", "options"]
+
+    def get_queryset(self) -> Any:
+        return (
+            blob_list_for_user(user=self.request.user).select_related("owner").order_by("-created_at", "-id")
+        )
+
+    def get_throttles(self) -> list[Any]:
+        # Checked before the body is read: a throttled upload costs us no encryption and no storage.
+        return [UploadThrottle()] if self.request.method == "POST" else []
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def post(self, request: Request) -> Response:
         if not request.user.has_perm("blobs.add_blob"):
-            return error_response(403, detail="You may not upload files.", code="permission_denied")
-        if request.content_type == "multipart/form-data":
-            upload = request.FILES.get("file")
+            raise exceptions.PermissionDenied("You may not upload files.")
+        # Bodies are read from Django's request, not through DRF's parsers: the global upload handler
+        # has encrypted multipart files as they arrived, and raw bodies are streamed into the encryptor.
+        django_request = request._request
+        content_type = django_request.content_type
+        if content_type == "multipart/form-data":
+            upload = django_request.FILES.get("file")
             if not isinstance(upload, EncryptedUploadedFile):
                 raise NoFileUploaded()
+            verify_multipart_digest(django_request)
             blob = blob_claim(upload=upload.upload, owner=request.user)
-        elif request.content_type == "application/x-www-form-urlencoded" or not request.content_type:
+        elif content_type == "application/x-www-form-urlencoded" or not content_type:
             raise NoFileUploaded()
         else:
-            declared = request.META.get("CONTENT_LENGTH")
+            declared = django_request.META.get("CONTENT_LENGTH")
             blob = blob_create(
                 owner=request.user,
-                stream=_raw_body(request),  # type: ignore[arg-type]
+                stream=_raw_body(django_request),  # type: ignore[arg-type]
                 expected_size=int(declared) if declared and declared.isdigit() else None,
-                filename=_raw_filename(request),
-                content_type=request.META.get("CONTENT_TYPE"),
+                filename=_raw_filename(django_request),
+                content_type=django_request.META.get("CONTENT_TYPE"),
+                content_digest=_content_digest(django_request),
             )
-        response = JsonResponse(blob_json(blob), status=201)
-        response["Location"] = reverse("blobs:detail", args=[blob.id])
-        return response
+        return Response(
+            BlobSerializer(blob).data,
+            status=201,
+            headers={"Location": reverse("blobs:detail", args=[blob.id])},
+        )
 
 
-class BlobDetailView(View):
-    """``GET``/``DELETE /secure/files/{id}/``: metadata, and deletion of row, wrapped key and object."""
+def _content_digest(request: HttpRequest) -> dict[str, bytes] | None:
+    value = request.headers.get("Content-Digest")
+    if value is None:
+        return None
+    try:
+        return parse_content_digest(value) or None
+    except DigestError as exc:
+        raise InvalidUpload(f"{exc} Nothing was stored.") from None
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=["files"],
+        summary="A file's metadata",
+        parameters=[BLOB_ID],
+        responses={200: BlobSerializer, **error_responses(401, 404)},
+    ),
+    delete=extend_schema(
+        tags=["files"],
+        summary="Delete a file: its row, wrapped key and stored object",
+        parameters=[BLOB_ID],
+        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
+    ),
+)
+class BlobDetailView(BrowserLoginMixin, APIView):
+    """``GET``/``DELETE /secure/files/{id}/``."""
 
     http_method_names = ["get", "delete", "options"]
 
-    def get(self, request: HttpRequest, blob_id: str) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return _not_authenticated(request)
-        return JsonResponse(blob_json(blob_get_for_user(user=request.user, blob_id=blob_id)))
+    def get(self, request: Request, blob_id: str) -> Response:
+        return Response(BlobSerializer(blob_get_for_user(user=request.user, blob_id=blob_id)).data)
 
-    def delete(self, request: HttpRequest, blob_id: str) -> HttpResponse:
-        if not request.user.is_authenticated:
-            return _not_authenticated(request)
+    def delete(self, request: Request, blob_id: str) -> Response:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
+        # Seeing someone else's file (view_any_blob) does not make it yours to delete. A 403 leaks
+        # nothing here: the caller may already see the file.
         if blob.owner_id != request.user.pk and not request.user.has_perm("blobs.delete_blob"):
-            return error_response(403, detail="You may not delete this file.", code="permission_denied")
+            raise exceptions.PermissionDenied("You may not delete this file.")
         blob_delete(blob=blob)
-        return HttpResponse(status=204)
+        return Response(status=204)
+
+
+def _legacy_headers() -> dict[str, str]:
+    conf = settings.LEGACY_API
+    deprecated = datetime.fromisoformat(conf["DEPRECATED_AT"]).astimezone(UTC)
+    sunset = datetime.fromisoformat(conf["SUNSET_AT"]).astimezone(UTC)
+    return {
+        # RFC 9745 §2: Deprecation is an RFC 9651 Date ("@" + Unix seconds); RFC 8594 §3: Sunset is an
+        # HTTP-date.
+        "Deprecation": f"@{int(deprecated.timestamp())}",
+        "Sunset": format_http_date(sunset.timestamp()),
+    }
+
+
+@extend_schema(
+    tags=["legacy"],
+    summary="The retired download endpoint: always 410 Gone",
+    description=(
+        'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
+        "a file was imported under this legacy id and you may see it; otherwise the answer is the same "
+        "whether or not the id ever existed."
+    ),
+    parameters=[OpenApiParameter("legacy_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
+    responses={
+        410: OpenApiResponse(
+            ErrorSerializer,
+            description="Gone; see the Deprecation, Sunset and Link headers.",
+            examples=[
+                OpenApiExample(
+                    "gone",
+                    value={"detail": "This endpoint is deprecated. Use /secure/files API.", "code": "gone"},
+                )
+            ],
+        ),
+        **error_responses(401),
+    },
+    auth=[{"jwtAuth": []}, {"cookieAuth": []}, {}],
+)
+class LegacyFileView(APIView):
+    """``GET /legacy/files/{id}``: ``410 Gone`` for everyone; the successor link only for who may see it."""
+
+    permission_classes = [permissions.AllowAny]
+    content_negotiation_class = FileNegotiation
+    http_method_names = ["get", "head", "options"]
+
+    def get(self, request: Request, legacy_id: str) -> HttpResponse:
+        headers = _legacy_headers()
+        links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
+        blob = (
+            blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
+            if len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length
+            else None
+        )
+        if blob is not None:
+            links.insert(0, f'<{reverse("blobs:detail", args=[blob.id])}>; rel="successor-version"')
+        headers["Link"] = ", ".join(links)
+        response = error_response(
+            410, detail="This endpoint is deprecated. Use /secure/files API.", code="gone", headers=headers
+        )
+        # The Link differs by caller: shared caches must not hand one caller's answer to another.
+        response["Cache-Control"] = "private, no-store"
+        response["Vary"] = "Authorization, Cookie"
+        return response
 
 
 class MyFilesView(LoginRequiredMixin, ListView):

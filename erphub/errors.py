@@ -4,11 +4,16 @@ everything outside DRF both build their responses here, so every error has the s
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
+from rest_framework import exceptions
 
 from blobs.exceptions import BlobError, UploadTooLarge
 from blobs.ranges import RangeNotSatisfiable
@@ -16,11 +21,21 @@ from kms.exceptions import KmsError
 
 DomainError = BlobError | KmsError | RangeNotSatisfiable
 
+logger = logging.getLogger(__name__)
+
 
 def error_response(
-    status: int, *, detail: str, code: str, headers: dict[str, str] | None = None
+    status: int,
+    *,
+    detail: str,
+    code: str,
+    headers: dict[str, str] | None = None,
+    errors: dict[str, Any] | None = None,
 ) -> JsonResponse:
-    response = JsonResponse({"detail": detail, "code": code}, status=status)
+    body: dict[str, Any] = {"detail": detail, "code": code}
+    if errors:
+        body["errors"] = errors  # per-field messages of a 400, beside the one-line summary
+    response = JsonResponse(body, status=status)
     response["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response[name] = value
@@ -52,6 +67,90 @@ def domain_error_response(exc: DomainError) -> JsonResponse:
             headers={"Content-Range": exc.content_range},
         )
     raise TypeError(f"not a domain error: {type(exc).__name__}")
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``[(field path, message, code)]`` from DRF's nested ``ErrorDetail`` structures."""
+    if isinstance(detail, dict):
+        out = []
+        for name, value in detail.items():
+            out += _flatten(value, f"{prefix}.{name}" if prefix else str(name))
+        return out
+    if isinstance(detail, list):
+        return [item for value in detail for item in _flatten(value, prefix)]
+    return [(prefix, str(detail), getattr(detail, "code", None) or "invalid")]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    """DRF's EXCEPTION_HANDLER: domain errors and DRF's own exceptions as ``{"detail", "code"}``.
+
+    Returns ``None`` for anything else, so DRF re-raises it and it stays a real 500 (logged, with the
+    generic body of :func:`server_error`), never a 200 or a traceback for the client.
+    """
+    if isinstance(exc, BlobError | KmsError | RangeNotSatisfiable):
+        if isinstance(exc, KmsError):
+            logger.warning("key service error: %s", exc)
+        return domain_error_response(exc)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    headers: dict[str, str] = {}
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(math.ceil(exc.wait))  # type: ignore[attr-defined]
+    if isinstance(exc, exceptions.ValidationError):
+        items = _flatten(exc.detail)
+        summary = "; ".join(f"{field}: {message}" if field else message for field, message, _ in items)
+        return error_response(
+            400,
+            detail=summary or "Invalid input.",
+            code="invalid",
+            headers=headers,
+            errors=exc.detail if isinstance(exc.detail, dict) else None,
+        )
+    detail = exc.detail
+    if isinstance(detail, dict) and "detail" in detail:
+        # simplejwt's InvalidToken: {"detail", "code", "messages"} — the messages would echo token claims.
+        code = str(detail.get("code") or exc.default_code)
+        detail = detail["detail"]
+    else:
+        code = str(getattr(detail, "code", None) or exc.default_code)
+    return error_response(exc.status_code, detail=str(detail), code=code, headers=headers)
+
+
+def _wants_html(request: HttpRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and not request.path.startswith(("/secure/", "/api/", "/legacy/"))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: the same JSON body as every other error; nothing about the failure itself."""
+    if _wants_html(request):
+        return defaults.server_error(request)
+    return error_response(500, detail="A server error occurred.", code="server_error")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404`` for URLs no view matched (views raise domain errors instead)."""
+    if _wants_html(request):
+        return defaults.page_not_found(request, exception)
+    return error_response(404, detail="Not found.", code="not_found")
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _wants_html(request):
+        return defaults.permission_denied(request, exception)
+    return error_response(403, detail="You do not have permission to do this.", code="permission_denied")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _wants_html(request):
+        return defaults.bad_request(request, exception)
+    return error_response(400, detail="Bad request.", code="bad_request")
 
 
 class KeyMaterialReporterFilter(SafeExceptionReporterFilter):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -75,13 +76,18 @@ ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")  
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")  # comma list of scheme://host[:port]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "erphub.apps.ErphubAdminConfig",  # django.contrib.admin, gated by roles (erphub/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",  # refresh rotation + logout (POST /api/token/blacklist/)
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files: no CDN, strict CSP
     "erphub",
     "kms",
     "blobs",
@@ -213,6 +219,82 @@ BLOBS = {
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
     "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
+}
+
+# --- Cache ---------------------------------------------------------------------------------------------
+# Shared state between workers (login/upload throttles; later flag versions) — never data keys, which stay
+# in process memory. Without REDIS_URL each process has its own cache: fine for one `make run` process,
+# meaningless for throttles across several workers, which is why production should set it.
+REDIS_URL = _env("REDIS_URL")  # e.g. redis://127.0.0.1:6379/0
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Authentication and the API ------------------------------------------------------------------------
+# Every login path (admin, /accounts/login/, POST /api/token/) goes through authenticate(): the backend
+# refuses while an account/address pair is locked out after repeated failures (erphub/login_throttle.py).
+AUTHENTICATION_BACKENDS = ["erphub.login_throttle.ThrottledModelBackend"]
+LOGIN_THROTTLE = {
+    "FAILURES": _env_int("LOGIN_THROTTLE_FAILURES", 10),  # failed logins per username+address per window
+    "WINDOW_SECONDS": _env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900),  # and how long the lockout lasts
+}
+
+REST_FRAMEWORK = {
+    # JWT first: its WWW-Authenticate makes unauthenticated API calls 401 (not 403), RFC 6750 §3.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",  # the browser and the admin (CSRF enforced)
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "blobs.pagination.BlobPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "EXCEPTION_HANDLER": "erphub.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "uploads": _env("UPLOAD_THROTTLE_RATE", "120/min"),  # per user, shared through the cache
+    },
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_env_int("JWT_ACCESS_MINUTES", 5)),  # minutes, not hours
+    "REFRESH_TOKEN_LIFETIME": timedelta(hours=_env_int("JWT_REFRESH_HOURS", 24)),
+    "ROTATE_REFRESH_TOKENS": True,  # each refresh returns a new refresh token...
+    "BLACKLIST_AFTER_ROTATION": True,  # ...and the old one stops working (replay is refused)
+    "UPDATE_LAST_LOGIN": True,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": _env("JWT_SIGNING_KEY", SECRET_KEY),  # rotate separately from DJANGO_SECRET_KEY if set
+    "AUDIENCE": "erphub",
+    "ISSUER": "erphub",
+    "LEEWAY": 10,  # seconds of clock skew tolerated
+    "CHECK_USER_IS_ACTIVE": True,  # a deactivated user's tokens stop working at once
+    "CHECK_REVOKE_TOKEN": True,  # tokens carry a hash of the password hash: a password change revokes them
+    "USER_ID_FIELD": "id",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ERP Hub — Secure Blob Streaming API",
+    "DESCRIPTION": (
+        "Files encrypted at rest (AES-256-GCM streaming, per-file data keys) and streamed back with "
+        "RFC 9110 ranges. Authenticate with a JWT from POST /api/token/ (Authorization: Bearer …) or a "
+        "browser session."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# Seed §5.2: the old download endpoint answers 410 Gone with RFC 9745 Deprecation and RFC 8594 Sunset.
+LEGACY_API = {
+    "DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),  # when /legacy/ was deprecated
+    "SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),  # when it goes away entirely
 }
 
 LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)

@@ -2,8 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import health
+from . import health, tokens
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,8 +18,21 @@ urlpatterns = [
     ),
     # POST only (Django's LogoutView), so a link or an <img> elsewhere cannot log anyone out.
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    path("api/token/", tokens.TokenObtainView.as_view(), name="token-obtain"),
+    path("api/token/refresh/", tokens.TokenRefreshView.as_view(), name="token-refresh"),
+    path("api/token/blacklist/", tokens.TokenBlacklistView.as_view(), name="token-blacklist"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The split view serves its JavaScript as a file: no inline script, so a strict CSP holds. Swagger
+    # UI's own files come from drf-spectacular-sidecar through our static files, never a CDN.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("", include("blobs.urls")),
     path("", RedirectView.as_view(pattern_name="blobs:my-files"), name="home"),
 ]
+
+# Errors outside any view get the same JSON body as the API's (browsers asking for HTML get pages).
+handler400 = "erphub.errors.bad_request"
+handler403 = "erphub.errors.permission_denied"
+handler404 = "erphub.errors.not_found"
+handler500 = "erphub.errors.server_error"

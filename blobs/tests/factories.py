@@ -6,7 +6,7 @@ import io
 import itertools
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 
 from blobs.models import Blob
 from blobs.services import blob_create
@@ -14,13 +14,22 @@ from blobs.services import blob_create
 _counter = itertools.count()
 
 
-def make_user(username: str | None = None, *, perms: tuple[str, ...] = ("add_blob",), **extra):
+def make_user(
+    username: str | None = None,
+    *,
+    perms: tuple[str, ...] = ("add_blob",),
+    roles: tuple[str, ...] = (),
+    **extra,
+):
+    """A user with blob permissions (``perms``, codenames in ``blobs``) and/or roles (group names)."""
     User = get_user_model()
     user = User.objects.create_user(
         username=username or f"user{next(_counter)}", password="pw-123456!", **extra
     )
     for codename in perms:
         user.user_permissions.add(Permission.objects.get(content_type__app_label="blobs", codename=codename))
+    for role in roles:
+        user.groups.add(Group.objects.get(name=role))  # the groups exist: post_migrate synced them
     return User.objects.get(pk=user.pk)  # fresh instance: permission cache empty
 
 

@@ -1,0 +1,1 @@
+ROLE_PERMISSIONS = {"Auditors": ["blobs.fly_blob"]}

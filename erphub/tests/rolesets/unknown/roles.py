@@ -1,0 +1,1 @@
+ROLE_PERMISSIONS = {"Wizards": ["blobs.add_blob"]}

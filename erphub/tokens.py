@@ -1,0 +1,76 @@
+"""JWT endpoints (simplejwt): obtain, refresh with rotation, blacklist (logout).
+
+Access tokens live minutes (``SIMPLE_JWT``); a refresh returns a new refresh token and blacklists the
+old one, so a stolen refresh token works once at most. A deactivated user is refused by every endpoint
+and by ``JWTAuthentication`` at once; a password change revokes every token (``CHECK_REVOKE_TOKEN``).
+``flushexpiredtokens`` (simplejwt's command) removes expired blacklist rows: deploy/ runs it on a schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework_simplejwt import views as jwt_views
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+
+from . import login_throttle
+from .schema import error_responses
+
+
+class RefreshSerializer(TokenRefreshSerializer):
+    def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
+        try:
+            return super().validate(attrs)
+        except get_user_model().DoesNotExist:
+            # simplejwt looks the user up with .get(): a deleted user's token would be a 500.
+            raise exceptions.AuthenticationFailed(
+                "No active account found for the given token.", "no_active_account"
+            ) from None
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Bearer token for `Authorization`; lives minutes.")
+    refresh = serializers.CharField(
+        help_text="Exchange at /api/token/refresh/; revoke at /api/token/blacklist/."
+    )
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="Log in: a JWT access/refresh pair",
+    responses={200: TokenPairSerializer, **error_responses(400, 401, 429)},
+)
+class TokenObtainView(jwt_views.TokenObtainPairView):
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        username = request.data.get("username") if hasattr(request.data, "get") else None
+        address = login_throttle.client_address(request)
+        if isinstance(username, str) and login_throttle.is_locked_out(username=username, address=address):
+            # The backend would refuse anyway; say so honestly here, where a 429 can carry Retry-After.
+            raise exceptions.Throttled(wait=login_throttle.throttle_setting("WINDOW_SECONDS"))
+        response = super().post(request, *args, **kwargs)
+        if isinstance(username, str):
+            login_throttle.clear(username=username, address=address)
+        return response
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="Exchange a refresh token for a new pair (the old refresh token stops working)",
+    responses={200: TokenPairSerializer, **error_responses(400, 401)},
+)
+class TokenRefreshView(jwt_views.TokenRefreshView):
+    serializer_class = RefreshSerializer  # type: ignore[assignment]
+
+
+@extend_schema(
+    tags=["auth"],
+    summary="Log out: revoke a refresh token",
+    responses={200: OpenApiResponse(description="Revoked."), **error_responses(400, 401)},
+)
+class TokenBlacklistView(jwt_views.TokenBlacklistView):
+    pass
