@@ -46,6 +46,8 @@ class KeyRotation(models.Model):
 
     class Meta:
         ordering = ["-finished_at", "-pk"]
+        verbose_name = "key rotation"
+        verbose_name_plural = "key status and rotations"  # the admin's menu entry for the key status page
         # Written by the commands only: no add/change/delete permissions to hand out.
         default_permissions = ("view",)
         permissions = [("view_key_status", "Can view the key status page")]
