@@ -34,10 +34,9 @@ def client(owner):
 
 def download(client, blob, **headers) -> tuple[int, bytes]:
     response = client.get(reverse("blobs:stream", args=[blob.pk]), headers=headers)
-    try:
-        data = b"".join(response.streaming_content) if response.streaming else response.content
-    finally:
-        response.close()
+    # Reading the streaming body to the end closes it (the test client wraps it); an explicit close() would
+    # fire request_finished again and close the test's database connection.
+    data = b"".join(response.streaming_content) if response.streaming else response.content
     return response.status_code, data
 
 
