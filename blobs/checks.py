@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.core import checks
@@ -39,5 +40,19 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             source = f" ({env})" if env else ""
             errors.append(
                 checks.Error(f"BLOBS[{name!r}]{source} = {value!r} must be a positive integer.", id=error_id)
+            )
+    for name in ("LEGACY_DEPRECATED_AT", "LEGACY_SUNSET_AT"):
+        value = blob_setting(name)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            errors.append(
+                checks.Error(
+                    f"BLOBS[{name!r}] ({name}) = {value!r} is not an ISO 8601 date-time with a time zone.",
+                    hint="For example 2027-01-01T00:00:00Z.",
+                    id="blobs.E004",
+                )
             )
     return errors

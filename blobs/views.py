@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
-from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
@@ -172,10 +171,15 @@ STREAM_RESPONSE_HEADERS = {
         },
     ),
     head=extend_schema(
+        operation_id="secure_files_stream_head",
         tags=["files"],
         summary="Headers of the download, from the database (no key unwrap, no read)",
         parameters=[BLOB_ID],
-        responses={(200, "application/octet-stream"): OpenApiResponse(description="Headers only.")},
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
+            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
+            **error_responses(401, 404, 412),
+        },
     ),
 )
 class BlobStreamView(BrowserLoginMixin, APIView):
@@ -429,9 +433,8 @@ class BlobDetailView(BrowserLoginMixin, APIView):
 
 
 def _legacy_headers() -> dict[str, str]:
-    conf = settings.LEGACY_API
-    deprecated = datetime.fromisoformat(conf["DEPRECATED_AT"]).astimezone(UTC)
-    sunset = datetime.fromisoformat(conf["SUNSET_AT"]).astimezone(UTC)
+    deprecated = datetime.fromisoformat(blob_setting("LEGACY_DEPRECATED_AT")).astimezone(UTC)
+    sunset = datetime.fromisoformat(blob_setting("LEGACY_SUNSET_AT")).astimezone(UTC)
     return {
         # RFC 9745 §2: Deprecation is an RFC 9651 Date ("@" + Unix seconds); RFC 8594 §3: Sunset is an
         # HTTP-date.
@@ -443,6 +446,7 @@ def _legacy_headers() -> dict[str, str]:
 @extend_schema(
     tags=["legacy"],
     summary="The retired download endpoint: always 410 Gone",
+    deprecated=True,
     description=(
         'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
         "a file was imported under this legacy id and you may see it; otherwise the answer is the same "

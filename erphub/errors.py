@@ -102,6 +102,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
         headers["WWW-Authenticate"] = auth_header
     if getattr(exc, "wait", None) is not None:
         headers["Retry-After"] = str(math.ceil(exc.wait))  # type: ignore[attr-defined]
+    request = context.get("request")
+    if isinstance(exc, exceptions.Throttled) and request is not None and request.method in {"POST", "PUT"}:
+        # Refused before the body was read: close rather than parse the rest of it as a next request.
+        headers["Connection"] = "close"
     if isinstance(exc, exceptions.ValidationError):
         items = _flatten(exc.detail)
         summary = "; ".join(f"{field}: {message}" if field else message for field, message, _ in items)

@@ -219,6 +219,9 @@ BLOBS = {
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
     "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
+    # Seed §5.2: /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
+    "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
+    "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
 }
 
 # --- Cache ---------------------------------------------------------------------------------------------
@@ -288,13 +291,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "DEFAULT_GENERATOR_CLASS": "erphub.schema.SchemaGenerator",  # documents HEAD where a view has its own
     "ENUM_NAME_OVERRIDES": {},
-}
-
-# Seed §5.2: the old download endpoint answers 410 Gone with RFC 9745 Deprecation and RFC 8594 Sunset.
-LEGACY_API = {
-    "DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),  # when /legacy/ was deprecated
-    "SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),  # when it goes away entirely
 }
 
 LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)

@@ -8,6 +8,7 @@ and by ``JWTAuthentication`` at once; a password change revokes every token (``C
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -16,7 +17,10 @@ from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework_simplejwt import views as jwt_views
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from . import login_throttle
 from .schema import error_responses
@@ -25,12 +29,28 @@ from .schema import error_responses
 class RefreshSerializer(TokenRefreshSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
+            self._check_not_revoked(attrs["refresh"])
             return super().validate(attrs)
         except get_user_model().DoesNotExist:
             # simplejwt looks the user up with .get(): a deleted user's token would be a 500.
             raise exceptions.AuthenticationFailed(
                 "No active account found for the given token.", "no_active_account"
             ) from None
+
+    def _check_not_revoked(self, raw: str) -> None:
+        """simplejwt checks the password-hash claim on access tokens only; a refresh token stolen before a
+        password change would otherwise keep minting new access tokens."""
+        try:
+            refresh = self.token_class(raw)
+        except TokenError as exc:
+            raise InvalidToken(str(exc)) from None
+        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
+        if user_id is None:
+            raise InvalidToken("Token contained no recognizable user identification.")
+        user = get_user_model().objects.get(**{jwt_settings.USER_ID_FIELD: user_id})
+        claim = str(refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM, ""))
+        if not hmac.compare_digest(claim, get_md5_hash_password(user.password)):
+            raise InvalidToken("Token has been revoked.")
 
 
 class TokenPairSerializer(serializers.Serializer):

@@ -58,3 +58,15 @@ def test_a_positive_limit_passes(name):
 def test_each_mistake_is_reported_at_once():
     ids = [error_id for error_id, _ in blob_errors(SEGMENT_SIZE=32, MAX_UPLOAD_BYTES=0, MAX_RANGES=-5)]
     assert ids == ["blobs.E001", "blobs.E002", "blobs.E003"]
+
+
+@pytest.mark.parametrize("value", ["next year", "2027-01-01", "2027-13-01T00:00:00Z", None])
+@pytest.mark.parametrize("name", ["LEGACY_DEPRECATED_AT", "LEGACY_SUNSET_AT"])
+def test_e004_legacy_dates_must_be_iso_with_a_zone(name, value):
+    errors = blob_errors(**{name: value})
+    assert [e[0] for e in errors] == ["blobs.E004"]
+    assert name in errors[0][1]
+
+
+def test_e004_accepts_a_zoned_date():
+    assert blob_errors(LEGACY_SUNSET_AT="2030-06-30T12:00:00+02:00") == []

@@ -297,20 +297,38 @@ def test_head_has_length_and_no_body(session, blob, data):
         conn.close()
 
 
-def _raw_get(server: Server, session: Session, path: str) -> socket.socket:
+def _raw_get(server: Server, auth: str, path: str) -> socket.socket:
     sock = socket.create_connection((server.host, server.port), timeout=HTTP_TIMEOUT)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
-        f"Cookie: sessionid={session.cookies['sessionid']}\r\n\r\n"
-    )
+    request = f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n{auth}\r\n"
     sock.sendall(request.encode())
     return sock
 
 
-def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data):
+@pytest.fixture(scope="module")
+def access_token(server: Server) -> str:
+    """A JWT for the same admin, from ``POST /api/token/`` on the live server."""
+    reply = LiveSession(server, timeout=HTTP_TIMEOUT).request(
+        "POST",
+        "/api/token/",
+        body=json.dumps({"username": server.username, "password": server.password}),
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 200, reply.body[:300]
+    return reply.json()["access"]
+
+
+@pytest.fixture(params=["session", "jwt"])
+def auth(request, session: Session) -> str:
+    """Header lines authenticating a raw request: the browser session (with its CSRF token) or a JWT."""
+    if request.param == "jwt":
+        return f"Authorization: Bearer {request.getfixturevalue('access_token')}\r\n"
+    return f"Cookie: {session.headers()['Cookie']}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n"
+
+
+def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):
     workers = server.worker_pids()
     for _ in range(3):
-        sock = _raw_get(server, session, stream_path(blob["id"]))
+        sock = _raw_get(server, auth, stream_path(blob["id"]))
         try:
             received = 0
             while received < 256 * 1024:
@@ -422,14 +440,13 @@ def test_range_starting_in_tampered_segment_is_an_error_before_any_body(session,
 # --- uploads cut short --------------------------------------------------------------------------------------
 
 
-def _raw_post(server: Server, session: Session, head: str, body: bytes) -> bytes:
+def _raw_post(server: Server, auth: str, head: str, body: bytes) -> bytes:
     """POST a body that ends early: the client half-closes mid-body. Returns whatever comes back."""
     sock = socket.create_connection((server.host, server.port), timeout=HTTP_TIMEOUT)
     try:
-        cookies = session.headers()["Cookie"]
         request = (
             f"POST /secure/files/?filename=truncated.bin HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
-            f"Cookie: {cookies}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n{head}\r\n"
+            f"{auth}{head}\r\n"
         )
         sock.sendall(request.encode() + body)
         sock.shutdown(socket.SHUT_WR)
@@ -449,15 +466,15 @@ def _stored_objects(server: Server) -> set[Path]:
     "framing",
     ["content-length", "chunked", "multipart"],
 )
-def test_truncated_upload_is_not_stored(server, session, data, framing):
+def test_truncated_upload_is_not_stored(server, session, data, framing, auth):
     before = _stored_objects(server)
     sent = data[:300_000]
     octets = "Content-Type: application/octet-stream\r\n"
     if framing == "content-length":
-        answer = _raw_post(server, session, f"{octets}Content-Length: {len(data)}\r\n", sent)
+        answer = _raw_post(server, auth, f"{octets}Content-Length: {len(data)}\r\n", sent)
     elif framing == "chunked":  # no last chunk (0 CRLF CRLF): the body never ended
         answer = _raw_post(
-            server, session, f"{octets}Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (len(sent), sent)
+            server, auth, f"{octets}Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (len(sent), sent)
         )
     else:
         preamble = (
@@ -467,7 +484,7 @@ def test_truncated_upload_is_not_stored(server, session, data, framing):
         declared = len(preamble) + len(data) + len(b"\r\n--cut--\r\n")
         answer = _raw_post(
             server,
-            session,
+            auth,
             f"Content-Type: multipart/form-data; boundary=cut\r\nContent-Length: {declared}\r\n",
             preamble + sent,
         )

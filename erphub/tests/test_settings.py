@@ -38,6 +38,7 @@ READ_BY_SETTINGS = (
     "DJANGO_SUPERUSER_USERNAME",
     "DJANGO_SUPERUSER_PASSWORD",
     "DJANGO_SUPERUSER_EMAIL",
+    "REDIS_URL",
 )
 
 
@@ -211,3 +212,15 @@ def test_bootstrap_respects_the_configured_password(settings):
     user = get_user_model().objects.get(username="root-admin")
     assert user.email == "ops@example.com"
     assert user.check_password("Corr3ct-Horse!")
+
+
+def test_redis_url_makes_the_default_cache_shared(tmp_path):
+    code = (
+        "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default'])"
+    )
+    shared = start(tmp_path, argv=("-c", code), REDIS_URL="redis://127.0.0.1:6379/7")
+    assert shared.returncode == 0, shared.stderr
+    assert "RedisCache" in shared.stdout
+    assert "redis://127.0.0.1:6379/7" in shared.stdout
+    local = start(tmp_path, argv=("-c", code))
+    assert "LocMemCache" in local.stdout

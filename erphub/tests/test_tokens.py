@@ -1,0 +1,168 @@
+"""JWT endpoints: obtain, use, refresh with rotation, blacklist; expired, malformed and revoked tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import jwt
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+from blobs.tests.factories import make_blob, make_user
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "pw-123456!"
+OBTAIN = reverse("token-obtain")
+REFRESH = reverse("token-refresh")
+BLACKLIST = reverse("token-blacklist")
+COLLECTION = reverse("blobs:collection")
+
+
+@pytest.fixture
+def user():
+    return make_user("carol", perms=())
+
+
+def obtain(username="carol", password=PASSWORD, **extra):
+    return Client().post(
+        OBTAIN, {"username": username, "password": password}, content_type="application/json", **extra
+    )
+
+
+def bearer(token) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def test_obtain_and_use_a_token(user):
+    blob = make_blob(user)
+    response = obtain()
+    assert response.status_code == 200
+    pair = response.json()
+    assert set(pair) == {"access", "refresh"}
+    claims = jwt.decode(pair["access"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] <= 15 * 60  # access tokens live minutes
+    assert claims["aud"] == "erphub"
+    assert bearer(pair["access"]).get(reverse("blobs:detail", args=[blob.pk])).status_code == 200
+
+
+def test_wrong_password_is_401_without_saying_which_part_was_wrong(user):
+    wrong = obtain(password="nope")
+    unknown = obtain(username="nobody")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert wrong.json()["code"] == "no_active_account"
+
+
+def test_refresh_rotates_and_the_old_refresh_token_is_dead(user):
+    pair = obtain().json()
+    first = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh"] != pair["refresh"]
+    assert bearer(rotated["access"]).get(COLLECTION).status_code == 200
+    replay = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert replay.status_code == 401
+    assert replay.json()["code"] == "token_not_valid"
+    again = Client().post(REFRESH, {"refresh": rotated["refresh"]}, content_type="application/json")
+    assert again.status_code == 200
+
+
+def test_blacklist_is_logout(user):
+    pair = obtain().json()
+    out = Client().post(BLACKLIST, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert out.status_code == 200
+    assert BlacklistedToken.objects.count() == 1
+    after = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert after.status_code == 401
+
+
+def test_expired_access_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(minutes=1))
+    response = bearer(token).get(COLLECTION)
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+    assert "messages" not in response.json()  # simplejwt's detail list would echo the token's claims
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-jwt",
+        "a.b.c",
+        jwt.encode(
+            {"user_id": "1", "token_type": "access", "aud": "erphub"},
+            "a-different-signing-key-of-32-bytes!",
+            algorithm="HS256",
+        ),
+        jwt.encode({"user_id": "1", "token_type": "access"}, "", algorithm="none"),
+    ],
+    ids=["garbage", "three-parts", "foreign-signature", "alg-none"],
+)
+def test_malformed_or_forged_tokens_are_401(user, token):
+    response = bearer(token).get(COLLECTION)
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_a_refresh_token_is_not_an_access_token(user):
+    assert bearer(RefreshToken.for_user(user)).get(COLLECTION).status_code == 401
+
+
+def test_a_password_change_revokes_tokens(user):
+    pair = obtain().json()
+    user.set_password("a-new-password-1")
+    user.save()
+    assert bearer(pair["access"]).get(COLLECTION).status_code == 401
+    assert (
+        Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json").status_code
+        == 401
+    )
+
+
+def test_deactivated_user_is_refused_everywhere(user):
+    pair = obtain().json()
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    assert bearer(pair["access"]).get(COLLECTION).status_code == 401
+    assert (
+        Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json").status_code
+        == 401
+    )
+    assert obtain().status_code == 401
+
+
+def test_a_deleted_users_refresh_token_is_401_not_500(user):
+    pair = obtain().json()
+    OutstandingToken.objects.filter(user=user).delete()  # what deleting a user cascades to
+    get_user_model().objects.filter(pk=user.pk).delete()
+    response = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("payload", [{}, {"username": "carol"}, {"refresh": ""}])
+def test_missing_fields_are_400_naming_them(user, payload):
+    for url in (OBTAIN, REFRESH, BLACKLIST):
+        response = Client().post(url, payload, content_type="application/json")
+        assert response.status_code in {400, 401}
+        if response.status_code == 400:
+            assert response.json()["code"] == "invalid"
+            assert response.json()["detail"].split(":")[0] in {"username", "password", "refresh"}
+
+
+def test_flushexpiredtokens_removes_expired_rows(user):
+    pair = obtain().json()
+    Client().post(BLACKLIST, {"refresh": pair["refresh"]}, content_type="application/json")
+    live = RefreshToken.for_user(user)  # outstanding, not expired
+    OutstandingToken.objects.exclude(jti=live["jti"]).update(
+        expires_at=OutstandingToken.objects.get(jti=live["jti"]).created_at - timedelta(days=1)
+    )
+    call_command("flushexpiredtokens")
+    assert list(OutstandingToken.objects.values_list("jti", flat=True)) == [live["jti"]]
+    assert BlacklistedToken.objects.count() == 0
