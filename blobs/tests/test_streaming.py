@@ -71,9 +71,10 @@ def test_a_hot_blob_costs_one_unwrap_then_none(client, owner, counted_unwraps):
     assert counted_unwraps == ["local:mk-test-1"]
 
 
-def test_ten_hot_blobs_cost_ten_unwraps_for_a_thousand_downloads(client, owner, counted_unwraps):
+def test_ten_hot_blobs_cost_ten_unwraps_however_many_downloads(client, owner, counted_unwraps):
+    # bench/bench_kms.py measures the 1,000-download figure; 200 show the same shape here.
     blobs = [make_blob(owner, pattern(300, seed=i)) for i in range(10)]
-    for n in range(1000):
+    for n in range(200):
         status, body = download(client, blobs[n % 10], Range="bytes=0-9")
         assert (status, body) == (206, pattern(10, seed=n % 10))
     assert len(counted_unwraps) == 10
@@ -138,3 +139,49 @@ def test_a_tampered_wrapped_key_is_not_served_from_the_cache(client, owner):
     Blob.objects.filter(pk=other.pk).update(wrapped_key=bytes(blob.wrapped_key))
     status, _body = download(client, other)
     assert status == 503
+
+
+def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_unwraps):
+    """Eight threads open the same cold blob at once: the first unwrap is held until every thread has asked
+    the cache, so all of them miss together, and still the provider is called once."""
+    import threading
+
+    from blobs.services import blob_open
+    from kms.cache import DataKeyCache
+
+    blob = make_blob(owner, pattern(900))
+    threads = 8
+    arrived = threading.Condition()
+    asked: list[int] = []
+    real_get = DataKeyCache.get_or_unwrap
+    spy_unwrap = LocalKeyProvider.unwrap  # counts into counted_unwraps
+
+    def asking(self, **kwargs):
+        with arrived:
+            asked.append(1)
+            arrived.notify_all()
+        return real_get(self, **kwargs)
+
+    def held(self, wrapped, *, context):
+        with arrived:
+            if not arrived.wait_for(lambda: len(asked) == threads, timeout=30):
+                raise AssertionError("not every download asked the cache")
+        return spy_unwrap(self, wrapped, context=context)
+
+    monkeypatch.setattr(DataKeyCache, "get_or_unwrap", asking)
+    monkeypatch.setattr(LocalKeyProvider, "unwrap", held)
+    results: list[bytes | BaseException] = [b""] * threads
+
+    def read(i: int) -> None:
+        try:
+            results[i] = b"".join(blob_open(blob=blob, cached=True).iter_all())
+        except BaseException as exc:
+            results[i] = exc
+
+    workers = [threading.Thread(target=read, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert results == [pattern(900)] * threads
+    assert counted_unwraps == ["local:mk-test-1"]
