@@ -205,6 +205,12 @@ KMS_PROVIDERS = {
 }
 KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
 KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
+# Unwrapped data keys cached in process memory for downloads (never Redis; DESIGN §4). Any 0 turns it off.
+KMS_DEK_CACHE = {
+    "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
+    "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
+    "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+}
 
 # --- Blobs -------------------------------------------------------------------------------------------
 BLOBS = {
