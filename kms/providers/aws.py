@@ -122,6 +122,10 @@ class AwsKmsKeyProvider(KeyProvider):
             return fn()
         except botocore.exceptions.ClientError as exc:
             raise self._translate(exc, unwrapping=unwrapping) from None
+        except botocore.exceptions.SSLError:
+            raise KeyUnavailable(
+                "AWS KMS's TLS certificate did not verify (AWS_CA_BUNDLE?).", provider=self.alias
+            ) from None
         except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
             # Connect/read timeouts, refused or reset connections (botocore wraps urllib3's errors).
             raise KeyUnavailable(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -68,6 +69,25 @@ def open_payload(payload: bytes, context: Mapping[str, str]) -> bytes | None:
     if not hmac.compare_digest(digest, hashlib.sha256(encode_context(context)).digest()):
         return None
     return data_key
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether a transport error is a certificate failure (permanent), not a network blip.
+
+    azure-core wraps requests' SSLError, which wraps urllib3's, which wraps ssl's: walk the chain.
+    """
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        pending.extend((getattr(current, "inner_exception", None), current.__cause__, current.__context__))
+        pending.extend(current.args)
+    return False
 
 
 def _credential(alias: str, credential: Any) -> Any:
@@ -170,6 +190,10 @@ class AzureKeyVaultKeyProvider(KeyProvider):
         try:
             return fn()
         except (ServiceRequestError, ServiceResponseError) as exc:
+            if _tls_failure(exc):
+                raise KeyUnavailable(
+                    "Azure Key Vault's TLS certificate did not verify.", provider=self.alias
+                ) from None
             # Connection refused/reset, connect or read timeout.
             raise KeyUnavailable(
                 f"Azure Key Vault did not answer ({type(exc).__name__}).", provider=self.alias, transient=True

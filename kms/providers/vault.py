@@ -104,6 +104,10 @@ class VaultTransitKeyProvider(KeyProvider):
             raise KeyUnavailable(
                 f"Vault Transit is unavailable ({type(exc).__name__}).", provider=self.alias, transient=True
             ) from None
+        except requests.exceptions.SSLError:
+            raise KeyUnavailable(
+                "Vault's TLS certificate did not verify (VAULT_CACERT?).", provider=self.alias
+            ) from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise KeyUnavailable(
                 f"Vault did not answer ({type(exc).__name__}).", provider=self.alias, transient=True

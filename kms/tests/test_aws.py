@@ -1,0 +1,49 @@
+"""AWS specifics beyond the contract: boto3's standard configuration, the key reference format."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kms.providers.aws import AwsKmsKeyProvider, make_key_ref, split_key_ref
+from kms.tests.conftest import make_backend
+
+
+def test_key_ref_carries_the_material_id_when_known():
+    arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert make_key_ref(arn, None) == arn
+    assert split_key_ref(arn) == (arn, None)
+    ref = make_key_ref(arn, "a" * 64)
+    assert ref == f"{arn}#material={'a' * 64}"
+    assert split_key_ref(ref) == (arn, "a" * 64)
+
+
+@pytest.fixture
+def aws(request):
+    backend = make_backend("aws", request)
+    yield backend
+    backend.close()
+
+
+def test_aws_endpoint_url_kms_from_the_environment_is_honoured(aws, moto_server, monkeypatch):
+    # No endpoint_url option: botocore's own service-specific endpoint variable decides, as documented.
+    server, _proxy = moto_server
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", server.url)
+    options = {k: v for k, v in aws.options.items() if k != "endpoint_url"}
+    provider = AwsKmsKeyProvider(alias="aws", **options)
+    try:
+        context = {"blob_id": "b"}
+        data_key = os.urandom(32)
+        wrapped = provider.wrap(data_key, context=context)
+        assert wrapped.key_ref.startswith("arn:aws:kms:eu-west-1:")
+        assert provider.unwrap(wrapped, context=context) == data_key
+    finally:
+        provider.close()
+
+
+def test_botocore_retries_are_off(aws):
+    provider = aws.provider()
+    config = provider._client.meta.config
+    assert config.retries["total_max_attempts"] == 1
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 2.0)
