@@ -7,9 +7,11 @@ with InvalidCiphertextException).
 
 Key reference: the key ARN that ``Encrypt`` reports, so an alias (``alias/erphub``) moved to a new key
 later does not strand old blobs: ``Decrypt`` is told ``KeyId=<that ARN>`` and never "whatever the alias
-means now". AWS rotates key *material* inside one ARN and says which in ``KeyMaterialId``; where a response
-carries it (ReEncrypt's ``DestinationKeyMaterialId``) the reference is ``<arn>#material=<id>``. Decrypt
-needs only the ARN (the ciphertext names its material), so the suffix is informational.
+means now". AWS rotates key *material* inside one ARN (automatic or on-demand rotation) and keeps every
+material version; the ciphertext names its material, so Decrypt needs only the ARN. ``KeyMaterialId`` is
+returned by Decrypt, ReEncrypt and GenerateDataKey but not by Encrypt, so recording it would give blobs
+wrapped under the same material different references depending on how they were wrapped; the reference
+is the ARN alone, and a rewrap to the same ARN (after material rotation) keeps it (docs/keys.md).
 
 Rewrap is ``ReEncrypt`` from the recorded ARN to the configured key (the data key never leaves KMS).
 
@@ -39,7 +41,6 @@ except ImportError as exc:  # pragma: no cover - exercised by the missing-SDK ch
     ) from exc
 
 ALGORITHM = "SYMMETRIC_DEFAULT"
-MATERIAL_SEPARATOR = "#material="
 T = TypeVar("T")
 
 # Errors worth another attempt (AWS KMS API reference, "Common Errors" and each operation's errors).
@@ -61,16 +62,6 @@ _TRANSIENT_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NotFoundException"})
 _UNWRAP_CODES = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
-
-
-def split_key_ref(key_ref: str) -> tuple[str, str | None]:
-    """``<arn>[#material=<id>]`` -> (arn, material id or None)."""
-    arn, sep, material = key_ref.partition(MATERIAL_SEPARATOR)
-    return arn, (material or None) if sep else None
-
-
-def make_key_ref(arn: str, material_id: str | None) -> str:
-    return f"{arn}{MATERIAL_SEPARATOR}{material_id}" if material_id else arn
 
 
 class AwsKmsKeyProvider(KeyProvider):
@@ -164,14 +155,14 @@ class AwsKmsKeyProvider(KeyProvider):
             )
             return WrappedKey(
                 ciphertext=response["CiphertextBlob"],
-                key_ref=make_key_ref(response["KeyId"], response.get("KeyMaterialId")),
+                key_ref=response["KeyId"],  # always the ARN, whatever key_id (alias, id) says
                 algorithm=response.get("EncryptionAlgorithm", ALGORITHM),
             )
 
         return self._call("wrap", attempt)
 
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
-        arn, _material = split_key_ref(wrapped.key_ref)
+        arn = wrapped.key_ref
 
         def attempt() -> bytes:
             response = self._request(
@@ -189,7 +180,7 @@ class AwsKmsKeyProvider(KeyProvider):
         return self._call("unwrap", attempt)
 
     def rewrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> WrappedKey:
-        arn, _material = split_key_ref(wrapped.key_ref)
+        arn = wrapped.key_ref
 
         def attempt() -> WrappedKey:
             response = self._request(
@@ -206,7 +197,7 @@ class AwsKmsKeyProvider(KeyProvider):
             )
             return WrappedKey(
                 ciphertext=response["CiphertextBlob"],
-                key_ref=make_key_ref(response["KeyId"], response.get("DestinationKeyMaterialId")),
+                key_ref=response["KeyId"],
                 algorithm=response.get("DestinationEncryptionAlgorithm", ALGORITHM),
             )
 

@@ -186,7 +186,7 @@ def _aws_backend(moto_server, request: pytest.FixtureRequest) -> Backend:
         admin.update_alias(AliasName=key_alias, TargetKeyId=admin.create_key()["KeyMetadata"]["KeyId"])
 
     def missing(wrapped: WrappedKey) -> tuple[dict[str, Any], WrappedKey]:
-        arn = wrapped.key_ref.split("#", 1)[0]
+        arn = wrapped.key_ref
         return {}, WrappedKey(
             wrapped.ciphertext, arn.rsplit("/", 1)[0] + f"/{uuid.uuid4()}", wrapped.algorithm
         )

@@ -6,17 +6,8 @@ import os
 
 import pytest
 
-from kms.providers.aws import AwsKmsKeyProvider, make_key_ref, split_key_ref
+from kms.providers.aws import AwsKmsKeyProvider
 from kms.tests.conftest import make_backend
-
-
-def test_key_ref_carries_the_material_id_when_known():
-    arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    assert make_key_ref(arn, None) == arn
-    assert split_key_ref(arn) == (arn, None)
-    ref = make_key_ref(arn, "a" * 64)
-    assert ref == f"{arn}#material={'a' * 64}"
-    assert split_key_ref(ref) == (arn, "a" * 64)
 
 
 @pytest.fixture

@@ -63,3 +63,28 @@ def test_an_untrusted_certificate_is_refused_not_retried(vault, azure_fake):
     assert "TLS certificate" in str(info.value)
     assert not info.value.transient
     assert calls("vault", "wrap") - before == 1
+
+
+def test_the_shipped_policy_allows_exactly_what_the_provider_does(vault, bao_server):
+    # deploy/kms/vault/erphub-transit.hcl, with this test's key name, on the real OpenBao server.
+    from pathlib import Path
+
+    server, _proxy = bao_server
+    key = vault.options["key"]
+    hcl = (Path(__file__).resolve().parents[2] / "deploy/kms/vault/erphub-transit.hcl").read_text()
+    server.client.sys.create_or_update_policy(name=f"p-{key}", policy=hcl.replace("erphub-blobs", key))
+    token = server.client.auth.token.create(policies=[f"p-{key}"], ttl="10m")["auth"]["client_token"]
+
+    provider = vault.provider(token=token)
+    context = {"blob_id": "b"}
+    data_key = os.urandom(32)
+    wrapped = provider.wrap(data_key, context=context)
+    assert provider.unwrap(wrapped, context=context) == data_key
+    server.client.secrets.transit.rotate_key(name=key)
+    assert provider.rewrap(wrapped, context=context).key_ref == "vault:v2"
+
+    before = calls("vault", "wrap")
+    with pytest.raises(KeyUnavailable) as info:  # another key (and no upsert of a missing one)
+        vault.provider(token=token, key=f"{key}-other").wrap(data_key, context=context)
+    assert not info.value.transient
+    assert calls("vault", "wrap") - before == 1
