@@ -47,7 +47,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Full jitter: uniform in [0, min(max_delay, base_delay * 2**(retry-1))) before retry ``retry``."""
-        return self.random() * min(self.max_delay, self.base_delay * 2 ** (retry - 1))
+        return float(self.random() * min(self.max_delay, self.base_delay * 2 ** (retry - 1)))
 
 
 #: The local provider does no I/O worth retrying.

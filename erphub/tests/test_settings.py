@@ -266,6 +266,7 @@ def test_development_with_key_provider_aws_but_no_key_id_fails_the_check(tmp_pat
         ("hvac", "vault", "hvac"),
         ("boto3", "aws", "boto3"),
         ("google.cloud.kms_v1", "gcp", "google-cloud-kms"),
+        ("azure.keyvault.keys", "azure", "azure-keyvault-keys"),
     ],
 )
 def test_a_missing_sdk_fails_the_check_with_the_fix(tmp_path, module, provider, sdk):

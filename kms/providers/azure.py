@@ -151,6 +151,7 @@ class AzureKeyVaultKeyProvider(KeyProvider):
         self.vault_url = vault_url.rstrip("/")
         self.key_name = key_name
         timeouts, self.retry_policy = remote_settings(alias, remote)
+        self._owns_credential = credential is None  # DefaultAzureCredential holds sessions of its own
         self._credential = _credential(alias, credential)
         # Applied to every client: azure-core's retries off, our timeouts, TLS verification as configured.
         self._client_options: dict[str, Any] = {
@@ -170,6 +171,8 @@ class AzureKeyVaultKeyProvider(KeyProvider):
         for client in clients:
             client.close()
         self._keys.close()
+        if self._owns_credential:
+            self._credential.close()
 
     def _crypto_client(self, key_id: str) -> CryptographyClient:
         """One CryptographyClient per key version (it fetches the key's public half once, then reuses it)."""

@@ -71,3 +71,16 @@ def test_a_key_ref_from_another_vault_is_refused_without_a_call(azure):
             WrappedKey(b"x" * 256, "https://elsewhere.vault.azure.net/keys/k/0123", ALGORITHM), context={}
         )
     assert calls("azure", "unwrap") == before
+
+
+def test_the_default_credential_is_azure_identitys_and_is_closed_with_the_provider(azure_fake, monkeypatch):
+    # No credential option: DefaultAzureCredential, built without any network call, released on close.
+    from azure.identity import DefaultAzureCredential
+
+    from kms.providers.azure import AzureKeyVaultKeyProvider
+
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    provider = AzureKeyVaultKeyProvider(alias="azure", vault_url=azure_fake.url, key_name="k")
+    assert isinstance(provider._credential, DefaultAzureCredential)
+    provider.close()
