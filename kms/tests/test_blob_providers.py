@@ -72,3 +72,44 @@ def test_a_kms_outage_during_upload_stores_nothing(cloud_default):
     assert calls(cloud_default.alias, "wrap", "unavailable") - before == 3  # retried, then gave up
     assert Blob.objects.count() == 0
     assert stored_files() == []
+
+
+# --- over HTTP: a KMS outage is 503 + Retry-After, never a hang or a 500 ---------------------------------
+
+
+@pytest.fixture
+def http_client():
+    from django.test import Client
+
+    client = Client()
+    client.force_login(make_user("uploader"))
+    return client
+
+
+def test_an_upload_during_a_kms_outage_is_503_with_retry_after(cloud_default, http_client):
+    cloud_default.fail_next(50)
+    r = http_client.post(
+        "/secure/files/?filename=x.bin", data=pattern(5000), content_type="application/octet-stream"
+    )
+    cloud_default.fail_next(0)
+    assert r.status_code == 503
+    assert r.json()["code"] == "kms_unavailable"
+    assert r["Retry-After"].isdigit()
+    assert Blob.objects.count() == 0
+    assert stored_files() == []
+
+
+def test_a_download_during_a_kms_outage_is_503_and_works_again_after(cloud_default, http_client):
+    from django.contrib.auth import get_user_model
+
+    data = pattern(9000)
+    blob = make_blob(get_user_model().objects.get(username="uploader"), data)
+    registry.reset()  # a worker that has never unwrapped this blob
+    cloud_default.fail_next(50)
+    r = http_client.get(f"/secure/files/{blob.pk}/stream")
+    cloud_default.fail_next(0)
+    assert r.status_code == 503
+    assert r["Retry-After"].isdigit()
+    r = http_client.get(f"/secure/files/{blob.pk}/stream")
+    assert r.status_code == 200
+    assert b"".join(r.streaming_content) == data
