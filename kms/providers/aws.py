@@ -161,8 +161,16 @@ class AwsKmsKeyProvider(KeyProvider):
 
         return self._call("wrap", attempt)
 
+    def _source_arn(self, wrapped: WrappedKey) -> str:
+        if wrapped.algorithm != ALGORITHM or not wrapped.key_ref.startswith("arn:"):
+            raise UnwrapFailed(
+                f"Wrapped key {wrapped.key_ref!r} ({wrapped.algorithm}) is not an AWS KMS symmetric wrap.",
+                provider=self.alias,
+            )
+        return wrapped.key_ref
+
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
-        arn = wrapped.key_ref
+        arn = self._source_arn(wrapped)
 
         def attempt() -> bytes:
             response = self._request(
@@ -170,7 +178,7 @@ class AwsKmsKeyProvider(KeyProvider):
                     KeyId=arn,
                     CiphertextBlob=wrapped.ciphertext,
                     EncryptionContext=dict(context),
-                    EncryptionAlgorithm=wrapped.algorithm,
+                    EncryptionAlgorithm=ALGORITHM,
                 ),
                 unwrapping=True,
             )
@@ -180,7 +188,7 @@ class AwsKmsKeyProvider(KeyProvider):
         return self._call("unwrap", attempt)
 
     def rewrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> WrappedKey:
-        arn = wrapped.key_ref
+        arn = self._source_arn(wrapped)
 
         def attempt() -> WrappedKey:
             response = self._request(
@@ -188,7 +196,7 @@ class AwsKmsKeyProvider(KeyProvider):
                     CiphertextBlob=wrapped.ciphertext,
                     SourceKeyId=arn,
                     SourceEncryptionContext=dict(context),
-                    SourceEncryptionAlgorithm=wrapped.algorithm,
+                    SourceEncryptionAlgorithm=ALGORITHM,
                     DestinationKeyId=self.key_id,
                     DestinationEncryptionContext=dict(context),
                     DestinationEncryptionAlgorithm=ALGORITHM,

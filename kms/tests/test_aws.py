@@ -38,3 +38,15 @@ def test_botocore_retries_are_off(aws):
     config = provider._client.meta.config
     assert config.retries["total_max_attempts"] == 1
     assert (config.connect_timeout, config.read_timeout) == (1.0, 2.0)
+
+
+def test_a_row_that_is_not_an_aws_wrap_is_refused_without_a_call(aws):
+    from kms.base import WrappedKey
+    from kms.exceptions import UnwrapFailed
+    from kms.tests.conftest import calls
+
+    provider = aws.provider()
+    before = calls("aws", "unwrap")
+    with pytest.raises(UnwrapFailed):
+        provider.unwrap(WrappedKey(b"x" * 40, "mk-local-1", "AES-256-GCM"), context={"blob_id": "b"})
+    assert calls("aws", "unwrap") == before
