@@ -50,3 +50,28 @@ def test_a_row_that_is_not_an_aws_wrap_is_refused_without_a_call(aws):
     with pytest.raises(UnwrapFailed):
         provider.unwrap(WrappedKey(b"x" * 40, "mk-local-1", "AES-256-GCM"), context={"blob_id": "b"})
     assert calls("aws", "unwrap") == before
+
+
+def test_the_shipped_iam_policy_grants_what_the_provider_calls_bound_to_the_blob_context():
+    # moto does not evaluate IAM Resource/Condition, so the policy is checked against the code it serves:
+    # the operations the provider calls, and the encryption-context keys blobs and the health probe send.
+    import json
+    import uuid
+    from pathlib import Path
+
+    from blobs.models import Blob
+
+    policy = json.loads((Path(__file__).resolve().parents[2] / "deploy/kms/aws/iam-policy.json").read_text())
+    wrap_statement, describe_statement = policy["Statement"]
+    assert set(wrap_statement["Action"]) == {
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    }
+    allowed_keys = set(wrap_statement["Condition"]["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"])
+    assert set(Blob(id=uuid.uuid4()).key_context) <= allowed_keys
+    assert "purpose" in allowed_keys  # kms.health.round_trip's context
+    assert wrap_statement["Condition"]["Null"] == {"kms:EncryptionContextKeys": "false"}
+    assert describe_statement["Action"] == "kms:DescribeKey"
+    assert "*" not in wrap_statement["Resource"]
