@@ -90,6 +90,7 @@ PURE_TEST_MODULES = (
     "test_disposition",
     "test_digest",
     "test_bucketing",
+    "test_keyset",
     "test_canonical",
     "test_chain",
     "test_remote",
@@ -110,6 +111,47 @@ def counted_wraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
     return calls
+
+
+@pytest.fixture
+def counted_unwraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count real LocalKeyProvider.unwrap calls as ``alias:key_ref`` (the spy delegates to the real one)."""
+    from kms.providers.local import LocalKeyProvider
+
+    calls: list[str] = []
+    real_unwrap = LocalKeyProvider.unwrap
+
+    def spy(self, wrapped, *, context):  # type: ignore[no-untyped-def]
+        calls.append(f"{self.alias}:{wrapped.key_ref}")
+        return real_unwrap(self, wrapped, context=context)
+
+    monkeypatch.setattr(LocalKeyProvider, "unwrap", spy)
+    return calls
+
+
+@pytest.fixture
+def local_providers(settings):  # type: ignore[no-untyped-def]
+    """Configure local providers: ``local_providers({"local": ["mk-2", "mk-1"], "other": ["ok-1"]})``.
+
+    Each alias gets its master keys in order (the first is active); a key id keeps its key material across
+    calls, so re-configuring with a new id first is a rotation that keeps old blobs readable. The optional
+    ``default`` names the alias for new blobs (the first alias otherwise).
+    """
+    material: dict[str, str] = {}
+
+    def configure(aliases: dict[str, list[str]], *, default: str | None = None) -> None:
+        providers = {}
+        for alias, key_ids in aliases.items():
+            for key_id in key_ids:
+                material.setdefault(key_id, base64.b64encode(os.urandom(32)).decode())
+            providers[alias] = {
+                "BACKEND": "kms.providers.local.LocalKeyProvider",
+                "OPTIONS": {"keys": ",".join(f"{key_id}:{material[key_id]}" for key_id in key_ids)},
+            }
+        settings.KMS_PROVIDERS = providers
+        settings.KMS_DEFAULT_PROVIDER = default or next(iter(aliases))
+
+    return configure
 
 
 @pytest.fixture(autouse=True)

@@ -124,7 +124,9 @@ class CurlResult:
     status: int
 
 
-def curl(url: str, *, cookie: str | None = None, byte_range: str | None = None) -> CurlResult:
+def curl(
+    url: str, *, cookie: str | None = None, byte_range: str | None = None, headers: tuple[str, ...] = ()
+) -> CurlResult:
     command = [
         "curl",
         "--silent",
@@ -140,6 +142,8 @@ def curl(url: str, *, cookie: str | None = None, byte_range: str | None = None) 
         command += ["-b", cookie]
     if byte_range:
         command += ["-r", byte_range]
+    for header in headers:
+        command += ["-H", header]
     done = subprocess.run([*command, url], capture_output=True, text=True, check=True)
     speed, ttfb, size, status = done.stdout.split()
     return CurlResult(float(speed), float(ttfb), int(size), int(status))
@@ -223,6 +227,7 @@ class Approach:
     url: str
     cookie: str | None
     server: Server
+    headers: tuple[str, ...] = ()
     speeds: list[float] = field(default_factory=list)
     ttfbs: list[float] = field(default_factory=list)
 
@@ -233,7 +238,7 @@ class Approach:
 
 def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet) -> None:
     for approach in approaches:  # warm-up: page cache, imports, DEK cache
-        result = curl(approach.url, cookie=approach.cookie)
+        result = curl(approach.url, cookie=approach.cookie, headers=approach.headers)
         if result.status != 200 or result.size != size:
             raise RuntimeError(f"{approach.label}: warm-up got {result.status}, {result.size} bytes")
     for run in range(runs):
@@ -243,7 +248,7 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
             for attempt in range(1, quiet.retries + 2):
                 quiet.wait()
                 with quiet.watch(approach.server) as others:
-                    result = curl(approach.url, cookie=approach.cookie)
+                    result = curl(approach.url, cookie=approach.cookie, headers=approach.headers)
                 if result.status != 200 or result.size != size:
                     raise RuntimeError(f"{approach.label}: got {result.status}, {result.size} bytes")
                 log(

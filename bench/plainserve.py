@@ -6,6 +6,7 @@ The URLconf of bench/settings_bench.py only: no auth, one fixed file, never part
   through ``wsgi.file_wrapper`` and ``socket.sendfile``: anchor (a).
 - ``/bench/plain-1mib``: the same with ``block_size = 1 MiB``; run under ``--no-sendfile`` it is the
   plaintext Python copy loop: anchor (b).
+- ``/foundation/files/...``: the pre-DRF stream and raw-upload views (bench/foundationserve.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from django.http import FileResponse, HttpRequest
 from django.urls import path
 
 from erphub import health
+
+from .foundationserve import FoundationStreamView, FoundationUploadView
 
 
 def _open() -> FileResponse:
@@ -36,4 +39,7 @@ urlpatterns = [
     path("bench/plain", plain),
     path("bench/plain-1mib", plain_1mib),
     path("health", health.health),
+    # bench/bench_api.py: the foundation's views, for the DRF API's comparison.
+    path("foundation/files/", FoundationUploadView.as_view()),
+    path("foundation/files/<str:blob_id>/stream", FoundationStreamView.as_view()),
 ]

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count, Sum
+
+from kms.exceptions import KmsError
+from kms.registry import default_alias, get_provider
 
 from .exceptions import BlobNotFound
 from .models import Blob, BlobQuerySet
@@ -28,3 +34,74 @@ def blob_get_for_user(*, user: AbstractBaseUser | AnonymousUser, blob_id: uuid.U
         return blob_list_for_user(user=user).get(pk=key)
     except Blob.DoesNotExist:
         raise BlobNotFound() from None
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """Visible blobs under one (provider, key reference)."""
+
+    provider: str
+    key_ref: str
+    blobs: int
+    bytes: int
+    #: True when a rewrap would move them; None when the active key version is not known without a KMS call.
+    needs_rewrap: bool | None
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    active_provider: str
+    active_key_ref: str | None
+    #: Why the active key reference is unknown (the provider failed to load its keys), if it is.
+    active_error: str
+    usage: list[KeyUsage]
+
+    @property
+    def total_blobs(self) -> int:
+        return sum(u.blobs for u in self.usage)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(u.bytes for u in self.usage)
+
+    @property
+    def needs_rewrap_blobs(self) -> int:
+        return sum(u.blobs for u in self.usage if u.needs_rewrap)
+
+    @property
+    def needs_rewrap_bytes(self) -> int:
+        return sum(u.bytes for u in self.usage if u.needs_rewrap)
+
+    @property
+    def unknown_blobs(self) -> int:
+        return sum(u.blobs for u in self.usage if u.needs_rewrap is None)
+
+
+def blob_key_status() -> KeyStatus:
+    """Blobs per provider and key reference, and which need a rewrap to reach the active key (the key
+    status page). Makes no KMS call: a remote provider that cannot name its active version without one
+    leaves its own rows as unknown (``blobs_rewrap --dry-run`` asks it)."""
+    alias = default_alias()
+    error = ""
+    try:
+        active_ref = get_provider(alias).active_key_ref()
+    except (KmsError, ImproperlyConfigured) as exc:
+        active_ref, error = None, str(exc)
+    rows = (
+        Blob.objects.ready()
+        .order_by()
+        .values("key_provider", "key_ref")
+        .annotate(blobs=Count("pk"), bytes=Sum("size"))
+        .order_by("key_provider", "key_ref")
+    )
+    usage = []
+    for row in rows:
+        needs: bool | None
+        if row["key_provider"] != alias:
+            needs = True
+        elif active_ref is None:
+            needs = None
+        else:
+            needs = row["key_ref"] != active_ref
+        usage.append(KeyUsage(row["key_provider"], row["key_ref"], row["blobs"], row["bytes"] or 0, needs))
+    return KeyStatus(active_provider=alias, active_key_ref=active_ref, active_error=error, usage=usage)

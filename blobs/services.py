@@ -27,6 +27,7 @@ from audit.context import current_actor
 from audit.sealed import seal
 from audit.services import audit_record
 from kms.base import DATA_KEY_BYTES, WrappedKey
+from kms.cache import dek_cache
 from kms.health import record_success
 from kms.registry import default_alias, get_provider
 
@@ -42,22 +43,109 @@ logger = logging.getLogger(__name__)
 
 
 # What object_name() produces: the only names blobs_gc may delete.
-OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}")
+OBJECT_NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{32}(?:-[0-9a-f]{16})?")
 
 
-def object_name(blob_id: uuid.UUID) -> str:
-    """Storage name from the id alone (never user input), fanned out so no directory grows huge."""
+def object_name(blob_id: uuid.UUID, *, generation: str | None = None) -> str:
+    """Storage name from the id alone (never user input), fanned out so no directory grows huge.
+
+    Re-encryption writes a blob's new object beside the old one under a random ``generation`` (16 hex
+    digits), so downloads already reading the old object finish while the row moves to the new one.
+    """
     hexid = blob_id.hex
-    return f"{hexid[:2]}/{hexid[2:4]}/{hexid}"
+    suffix = f"-{generation}" if generation else ""
+    return f"{hexid[:2]}/{hexid[2:4]}/{hexid}{suffix}"
 
 
-def _unwrap_data_key(blob: Blob) -> bytes:
-    wrapped = WrappedKey(
-        ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm
+def _wrapped_key(blob: Blob) -> WrappedKey:
+    return WrappedKey(ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm)
+
+
+def _unwrap_data_key(blob: Blob, *, cached: bool = False) -> bytes:
+    wrapped = _wrapped_key(blob)
+
+    def unwrap() -> bytes:
+        data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
+        record_success(blob.key_provider)
+        return data_key
+
+    if not cached:
+        return unwrap()
+    return dek_cache().get_or_unwrap(
+        alias=blob.key_provider, wrapped=wrapped, context=blob.key_context, unwrap=unwrap
     )
-    data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
-    record_success(blob.key_provider)
-    return data_key
+
+
+def _new_data_key(blob_id: uuid.UUID) -> tuple[str, bytes, WrappedKey]:
+    """A fresh data key for one blob, wrapped by the active provider (a KMS failure raises here, before
+    anything is written). Never from the data-key cache: every new object gets its own key."""
+    alias = default_alias()
+    data_key = secrets.token_bytes(DATA_KEY_BYTES)
+    wrapped = get_provider(alias).wrap(data_key, context={"blob_id": str(blob_id)})
+    record_success(alias)
+    return alias, data_key, wrapped
+
+
+class _SealedObject:
+    """Plaintext in, one new encrypted object out under ``name``; size and SHA-256 counted.
+
+    The write path shared by uploads and re-encryption. Nothing is visible under ``name`` until ``commit``;
+    ``discard`` removes the object whether or not it was committed. Memory is O(segment size).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: BlobStore,
+        name: str,
+        blob_id: uuid.UUID,
+        data_key: bytes,
+        params: crypto.StreamParams,
+        max_bytes: int,
+    ) -> None:
+        self._store = store
+        self._name = name
+        self._params = params
+        self._max_bytes = max_bytes
+        self._writer: BlobWriter | None = store.writer(name)
+        self._encryptor = crypto.Encryptor(data_key, blob_id.bytes, params)
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._writer is None:
+            raise ValueError("write after commit or discard")
+        self.size += len(data)
+        if self.size > self._max_bytes:
+            raise UploadTooLarge(limit=self._max_bytes)
+        self._sha256.update(data)
+        ciphertext = self._encryptor.update(data)
+        if ciphertext:
+            self._writer.write(ciphertext)
+
+    def commit(self) -> str:
+        """Make the object visible under its name and check its length; returns the plaintext SHA-256."""
+        if self._writer is None:
+            raise ValueError("commit after commit or discard")
+        self._writer.write(self._encryptor.finalize())
+        self._writer.commit()
+        self._writer = None
+        stored = self._store.size(self._name)
+        expected = self._params.ciphertext_size(self.size)
+        if stored != expected:
+            raise BlobIntegrityError(f"Stored object is {stored} bytes, expected {expected}.")
+        return self._sha256.hexdigest()
+
+    def abort(self) -> None:
+        """Discard an uncommitted write. Safe to call more than once."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def discard(self) -> None:
+        """Remove the object, committed or not."""
+        self.abort()
+        self._store.delete(self._name)
 
 
 class BlobUpload:
@@ -80,11 +168,7 @@ class BlobUpload:
     ) -> None:
         blob_id = uuid.uuid4()
         params = crypto.StreamParams(segment_size=blob_setting("SEGMENT_SIZE"))
-        alias = default_alias()
-        data_key = secrets.token_bytes(DATA_KEY_BYTES)
-        wrapped = get_provider(alias).wrap(data_key, context={"blob_id": str(blob_id)})
-        record_success(alias)
-        self._max_bytes = blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes
+        alias, data_key, wrapped = _new_data_key(blob_id)
         self._store: BlobStore = blob_store(blob_setting("STORAGE_ALIAS"))
         self.blob = Blob.objects.create(
             id=blob_id,
@@ -103,48 +187,49 @@ class BlobUpload:
             import_source=import_source,
         )
         try:
-            self._writer: BlobWriter | None = self._store.writer(self.blob.storage_name)
+            self._sealed = _SealedObject(
+                store=self._store,
+                name=self.blob.storage_name,
+                blob_id=blob_id,
+                data_key=data_key,
+                params=params,
+                max_bytes=blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes,
+            )
         except BaseException:
             Blob.objects.filter(pk=blob_id).delete_rows()
             raise
-        self._encryptor = crypto.Encryptor(data_key, blob_id.bytes, params)
-        self._sha256 = hashlib.sha256()
-        self.size = 0
+        self._open = True
         self.finished = False
 
+    @property
+    def size(self) -> int:
+        return self._sealed.size
+
     def write(self, data: bytes) -> None:
-        if self._writer is None:
+        if not self._open:
             raise ValueError("write after finish or abort")
-        self.size += len(data)
-        if self.size > self._max_bytes:
-            raise UploadTooLarge(limit=self._max_bytes)
-        self._sha256.update(data)
-        ciphertext = self._encryptor.update(data)
-        if ciphertext:
-            self._writer.write(ciphertext)
+        self._sealed.write(data)
 
     def finish(self) -> Blob:
         """Commit the object and record size and hash; the row stays ``pending`` until claimed."""
-        if self._writer is None:
+        if not self._open:
             raise ValueError("finish after finish or abort")
-        self._writer.write(self._encryptor.finalize())
-        self._writer.commit()
-        self._writer = None
-        stored = self._store.size(self.blob.storage_name)
-        expected = self.blob.params.ciphertext_size(self.size)
-        if stored != expected:
-            raise BlobIntegrityError(f"Stored object is {stored} bytes, expected {expected}.")
-        self.blob.size = self.size
-        self.blob.sha256 = self._sha256.hexdigest()
+        self._open = False
+        try:
+            sha256 = self._sealed.commit()
+        except BaseException:
+            self._sealed.abort()
+            raise
+        self.blob.size = self._sealed.size
+        self.blob.sha256 = sha256
         self.blob.save(update_fields=["size", "sha256", "updated_at"])
         self.finished = True
         return self.blob
 
     def abort(self) -> None:
         """Remove everything this upload wrote. Safe to call more than once."""
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
+        self._open = False
+        self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
         if Blob.objects.filter(pk=self.blob.pk, state=Blob.State.PENDING).delete_rows():
             self._store.delete(self.blob.storage_name)
@@ -279,8 +364,12 @@ class BlobReader:
             raw.close()
 
 
-def blob_open(*, blob: Blob) -> BlobReader:
-    """Check the object against its row, unwrap the data key, read and check the header."""
+def blob_open(*, blob: Blob, cached: bool = False) -> BlobReader:
+    """Check the object against its row, unwrap the data key, read and check the header.
+
+    ``cached`` takes the data key from the process's data-key cache (kms.cache): the download path does;
+    verification, export and rotation unwrap through the KMS every time, so they prove the wrapped key.
+    """
     store = blob_store(blob.storage_alias)
     stored = store.size(blob.storage_name)
     if stored != blob.ciphertext_size:
@@ -288,7 +377,7 @@ def blob_open(*, blob: Blob) -> BlobReader:
             "blob %s: stored object is %d bytes, row expects %d", blob.pk, stored, blob.ciphertext_size
         )
         raise BlobIntegrityError()
-    data_key = _unwrap_data_key(blob)
+    data_key = _unwrap_data_key(blob, cached=cached)
     header_size = blob.params.header_size
     raw = store.open_range(blob.storage_name, 0, header_size)
     try:
@@ -302,6 +391,23 @@ def blob_open(*, blob: Blob) -> BlobReader:
     except crypto.IntegrityError as exc:
         raise BlobIntegrityError() from exc
     return BlobReader(blob=blob, store=store, decryptor=decryptor)
+
+
+def blob_export_data_key(*, blob: Blob, actor: Actor | None = None) -> bytes:
+    """The blob's data key in clear, unwrapped through its provider (never the download cache).
+
+    For disaster recovery only (``blobs_export_key``): whoever holds it and the object can read the blob.
+    Audited before the key is returned: if the event cannot be written, the key is not handed out.
+    """
+    data_key = _unwrap_data_key(blob)
+    audit_record(
+        action="blob.key_export",
+        actor=actor or current_actor(),
+        target_type="blob",
+        target_id=str(blob.pk),
+        details={"provider": blob.key_provider, "key_ref": blob.key_ref},
+    )
+    return data_key
 
 
 def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:

@@ -33,6 +33,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
@@ -111,6 +112,11 @@ class UploadThrottle(UserRateThrottle):
     default cache — shared by every worker when ``REDIS_URL`` is set."""
 
     scope = "uploads"
+
+    def get_rate(self) -> str | None:
+        # DRF binds THROTTLE_RATES when the module is imported; read it per request so override_settings
+        # (and a reloaded configuration) apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
 def _validator_headers(response: HttpResponse, rep: Representation) -> None:

@@ -46,6 +46,16 @@ def _env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+
+
 def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in (_env(name, default) or "").split(",") if item.strip()]
 
@@ -197,20 +207,38 @@ FILE_UPLOAD_HANDLERS = ["blobs.uploadhandler.EncryptingUploadHandler"]
 
 # --- Keys (DESIGN §4) --------------------------------------------------------------------------------
 _PROVIDER_ALIASES = {"kms": "aws"}  # the seed called AWS KMS "kms"
-KEY_PROVIDER = _PROVIDER_ALIASES.get(_env("KEY_PROVIDER", "local"), _env("KEY_PROVIDER", "local"))
+_KEY_PROVIDERS = ("local", "aws", "azure", "gcp", "vault")
+_key_provider_env = _env("KEY_PROVIDER", "local") or "local"
+KEY_PROVIDER = _PROVIDER_ALIASES.get(_key_provider_env, _key_provider_env)  # provider for new blobs
+if KEY_PROVIDER not in _KEY_PROVIDERS:
+    raise ImproperlyConfigured(
+        f"KEY_PROVIDER={_key_provider_env!r} is not one of {', '.join(_KEY_PROVIDERS)} (or kms, meaning aws)."
+    )
 
 BLOB_MASTER_KEYS = _env("BLOB_MASTER_KEYS")  # "id:base64key,..." — first is active
 _master_key_file_env = _env("BLOB_MASTER_KEY_FILE")
 BLOB_MASTER_KEY_FILE = Path(_master_key_file_env or VAR_DIR / "master.key")  # same format, one per line
-if not DEBUG and BLOB_MASTER_KEYS is None and _master_key_file_env is None:
+_master_key_set = BLOB_MASTER_KEYS is not None or _master_key_file_env is not None
+if not DEBUG and KEY_PROVIDER == "local" and not _master_key_set:
     raise ImproperlyConfigured(
         "Production (DJANGO_DEBUG=false) needs an explicit master key: set BLOB_MASTER_KEYS or "
         "BLOB_MASTER_KEY_FILE. Old blobs wrapped by the local provider stay readable only with their key."
     )
 
-KMS_PROVIDERS = {
-    # Always configured so blobs wrapped locally stay readable after KEY_PROVIDER moves to a cloud KMS.
-    "local": {
+# Our own timeouts and retries for every cloud provider (kms.retry): a KMS outage must cost a request
+# seconds, not the SDK defaults' minutes. Applied to each cloud alias below.
+_KMS_REMOTE_OPTIONS = {
+    "connect_timeout": _env_float("KMS_CONNECT_TIMEOUT", 2.0),  # seconds to connect (TCP + TLS)
+    "read_timeout": _env_float("KMS_READ_TIMEOUT", 5.0),  # seconds to wait for an answer
+    "max_attempts": _env_int("KMS_MAX_ATTEMPTS", 3),  # attempts per operation, transient errors only
+}
+
+KMS_PROVIDERS: dict[str, dict[str, object]] = {}
+# The local provider stays configured whenever it may hold old blobs' keys, so blobs wrapped locally stay
+# readable after KEY_PROVIDER moves to a cloud KMS. A production install that never had a master key has
+# no such blobs and needs no key file.
+if DEBUG or KEY_PROVIDER == "local" or _master_key_set:
+    KMS_PROVIDERS["local"] = {
         "BACKEND": "kms.providers.local.LocalKeyProvider",
         "OPTIONS": {
             "keys": BLOB_MASTER_KEYS,
@@ -218,10 +246,76 @@ KMS_PROVIDERS = {
             # Only development creates a key on first use; production refuses to invent one.
             "create_if_missing": DEBUG and BLOB_MASTER_KEYS is None,
         },
-    },
+    }
+
+# AWS KMS: boto3 reads its own standard variables too (credentials chain, AWS_ENDPOINT_URL_KMS).
+KMS_KEY_ID = _env("KMS_KEY_ID")  # key id, ARN or alias/NAME
+AWS_REGION = _env("AWS_REGION")  # else boto3's AWS_DEFAULT_REGION / shared config
+if KMS_KEY_ID:
+    KMS_PROVIDERS["aws"] = {
+        "BACKEND": "kms.providers.aws.AwsKmsKeyProvider",
+        "OPTIONS": {"key_id": KMS_KEY_ID, "region": AWS_REGION, **_KMS_REMOTE_OPTIONS},
+    }
+
+# Azure Key Vault: azure-identity's DefaultAzureCredential reads AZURE_CLIENT_ID, AZURE_TENANT_ID, ...
+AZURE_VAULT_URL = _env("AZURE_VAULT_URL")  # https://NAME.vault.azure.net
+AZURE_KEY_NAME = _env("AZURE_KEY_NAME")  # an RSA key in that vault
+if AZURE_VAULT_URL or AZURE_KEY_NAME:
+    KMS_PROVIDERS["azure"] = {
+        "BACKEND": "kms.providers.azure.AzureKeyVaultKeyProvider",
+        "OPTIONS": {"vault_url": AZURE_VAULT_URL, "key_name": AZURE_KEY_NAME, **_KMS_REMOTE_OPTIONS},
+    }
+
+# Google Cloud KMS: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity).
+KMS_KEY_NAME = _env("KMS_KEY_NAME")  # projects/P/locations/L/keyRings/R/cryptoKeys/K
+if KMS_KEY_NAME:
+    KMS_PROVIDERS["gcp"] = {
+        "BACKEND": "kms.providers.gcp.GcpKmsKeyProvider",
+        "OPTIONS": {"key_name": KMS_KEY_NAME, **_KMS_REMOTE_OPTIONS},
+    }
+
+# HashiCorp Vault / OpenBao Transit.
+VAULT_ADDR = _env("VAULT_ADDR")  # https://vault.example:8200
+VAULT_TOKEN = _env("VAULT_TOKEN")  # a token whose policy allows encrypt/decrypt/rewrap on the key
+VAULT_TRANSIT_KEY = _env("VAULT_TRANSIT_KEY")  # a transit key created with derived=true
+VAULT_TRANSIT_MOUNT = _env("VAULT_TRANSIT_MOUNT", "transit")  # where the transit engine is mounted
+VAULT_NAMESPACE = _env("VAULT_NAMESPACE")  # Vault Enterprise / OpenBao namespace, if any
+VAULT_CACERT = _env("VAULT_CACERT")  # CA bundle for the Vault server's TLS certificate, else system CAs
+if VAULT_ADDR or VAULT_TRANSIT_KEY:
+    KMS_PROVIDERS["vault"] = {
+        "BACKEND": "kms.providers.vault.VaultTransitKeyProvider",
+        "OPTIONS": {
+            "url": VAULT_ADDR,
+            "token": VAULT_TOKEN,
+            "key": VAULT_TRANSIT_KEY,
+            "mount": VAULT_TRANSIT_MOUNT,
+            "namespace": VAULT_NAMESPACE,
+            "verify": VAULT_CACERT or True,
+            **_KMS_REMOTE_OPTIONS,
+        },
+    }
+
+# Production fails here, not on the first upload, when the chosen provider lacks its variables.
+_PROVIDER_NEEDS = {
+    "aws": ("KMS_KEY_ID",),
+    "azure": ("AZURE_VAULT_URL", "AZURE_KEY_NAME"),
+    "gcp": ("KMS_KEY_NAME",),
+    "vault": ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_TRANSIT_KEY"),
 }
+_missing = [name for name in _PROVIDER_NEEDS.get(KEY_PROVIDER, ()) if _env(name) is None]
+if _missing and not DEBUG:
+    raise ImproperlyConfigured(
+        f"KEY_PROVIDER={_key_provider_env} needs {', '.join(_missing)} when DJANGO_DEBUG=false "
+        "(docs/keys.md)."
+    )
 KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
 KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
+# Unwrapped data keys cached in process memory for downloads (never Redis; DESIGN §4). Any 0 turns it off.
+KMS_DEK_CACHE = {
+    "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
+    "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
+    "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+}
 
 # --- Blobs -------------------------------------------------------------------------------------------
 BLOBS = {

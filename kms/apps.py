@@ -6,4 +6,4 @@ class KmsConfig(AppConfig):
     verbose_name = "Key management"
 
     def ready(self) -> None:
-        from . import checks, registry  # noqa: F401  (system checks; setting_changed receiver)
+        from . import cache, checks, registry  # noqa: F401  (system checks; setting_changed receivers)

@@ -8,20 +8,25 @@ EncryptionContext, GCP additional authenticated data, Vault derivation context, 
 AAD): unwrapping with another blob's context must fail.
 
 Providers are configured like STORAGES and built by ``kms.registry``; they raise only ``kms.exceptions``
-types. They must never log or repr key material.
+types. They must never log or repr key material. Every call a provider makes for wrap/unwrap/rewrap goes
+through ``KeyProvider._call`` (``kms.retry.call``): one place for timeouts' companion retry policy and for
+the ``kms_calls_total`` metric. A provider holding connections releases them in ``close``.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import retry
+
 DATA_KEY_BYTES = 32
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class KeyProvider(abc.ABC):
 
     #: Option names accepted in ``KMS_PROVIDERS[alias]["OPTIONS"]``; anything else is ImproperlyConfigured.
     options: ClassVar[frozenset[str]] = frozenset()
+    #: How ``_call`` attempts an operation; remote providers build theirs from their options.
+    retry_policy: retry.RetryPolicy = retry.SINGLE_ATTEMPT
 
     def __init__(self, *, alias: str, **options: Any) -> None:
         unknown = set(options) - self.options
@@ -69,6 +76,13 @@ class KeyProvider(abc.ABC):
     def active_key_ref(self) -> str | None:
         """The key reference new wraps will record, where it is known without a call (for status pages)."""
         return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook: only providers holding connections override it
+        """Release network connections (the registry calls it when settings change). Idempotent."""
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        """Run one operation (``wrap``, ``unwrap``, ``rewrap``) with retries, counted per attempt."""
+        return retry.call(fn, provider=self.alias, operation=operation, policy=self.retry_policy)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r}>"

@@ -15,9 +15,17 @@ class KmsError(Exception):
 
 
 class KeyUnavailable(KmsError):
-    """The provider or its key cannot be reached or is not configured (master key missing, KMS down)."""
+    """The provider or its key cannot be reached or is not configured (master key missing, KMS down).
+
+    ``transient`` marks failures worth another attempt (throttling, 5xx, timeouts, connection errors); the
+    shared retry policy (``kms.retry``) retries only those. Access denied or a disabled key are not transient.
+    """
 
     code = "kms_unavailable"
+
+    def __init__(self, message: str, *, provider: str | None = None, transient: bool = False) -> None:
+        super().__init__(message, provider=provider)
+        self.transient = transient
 
 
 class KeyNotFound(KmsError):

@@ -9,6 +9,7 @@ each making their own.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import threading
 import time
@@ -45,7 +46,7 @@ def round_trip(alias: str) -> str:
     probe = secrets.token_bytes(DATA_KEY_BYTES)
     context = {"purpose": "health-check"}
     wrapped = provider.wrap(probe, context=context)
-    if provider.unwrap(wrapped, context=context) != probe:
+    if not hmac.compare_digest(provider.unwrap(wrapped, context=context), probe):
         raise KmsError("Round-trip returned a different key.", provider=alias)
     return wrapped.key_ref
 

@@ -74,7 +74,10 @@ def _build(alias: str) -> KeyProvider:
 
 def reset() -> None:
     with _lock:
+        built = list(_providers.values())
         _providers.clear()
+    for provider in built:
+        provider.close()
 
 
 @receiver(setting_changed)

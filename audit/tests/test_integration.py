@@ -3,6 +3,8 @@ with the request's id, client address and user agent."""
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.signals import request_finished
@@ -328,3 +330,31 @@ def test_admin_actions_are_attributed_to_the_admin(blob):
     (verify,) = events("blob.verify")
     assert verify.actor == "boss"
     assert verify.request_id
+
+
+def test_rewrap_reencrypt_and_key_export_are_recorded(local_providers, owner):
+    from django.core.management import call_command
+
+    local_providers({"local": ["mk-1"]})
+    rotated = make_blob(owner, b"rotate me")
+    local_providers({"local": ["mk-2", "mk-1"]})  # a new active master key
+    call_command("blobs_rewrap", stdout=StringIO(), stderr=StringIO())
+    (rewrap,) = events("blob.rewrap")
+    assert rewrap.target_id == str(rotated.pk)
+    assert rewrap.details == {
+        "from": {"provider": "local", "key_ref": "mk-1"},
+        "to": {"provider": "local", "key_ref": "mk-2"},
+    }
+    call_command("blobs_reencrypt", stdout=StringIO(), stderr=StringIO())
+    (reencrypt,) = events("blob.reencrypt")
+    assert reencrypt.details["to"]["key_ref"] == "mk-2"
+    out = StringIO()
+    call_command(
+        "blobs_export_key", str(rotated.pk), "--acknowledge-key-exposure", stdout=out, stderr=StringIO()
+    )
+    (export,) = events("blob.key_export")
+    assert export.actor.startswith("system:cli:")
+    keyset = out.getvalue()
+    assert keyset.strip()
+    assert keyset.strip() not in str(export.chain_fields())
+    assert verify_chain(chain_rows()).ok

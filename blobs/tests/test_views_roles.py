@@ -95,7 +95,8 @@ def read_body(response) -> bytes:
 
 
 def everything_said(response) -> str:
-    headers = "\n".join(f"{k}: {v}" for k, v in response.items())
+    # X-Request-ID is random hex (audit/middleware.py): it may contain "4321" by chance and says nothing.
+    headers = "\n".join(f"{k}: {v}" for k, v in response.items() if k != "X-Request-ID")
     return headers + "\n" + read_body(response).decode("latin-1")
 
 

@@ -34,6 +34,20 @@ READ_BY_SETTINGS = (
     "BLOB_MASTER_KEYS",
     "BLOB_MASTER_KEY_FILE",
     "KMS_HEALTH_TTL_SECONDS",
+    "KMS_KEY_ID",
+    "AWS_REGION",
+    "AZURE_VAULT_URL",
+    "AZURE_KEY_NAME",
+    "KMS_KEY_NAME",
+    "VAULT_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_TRANSIT_KEY",
+    "VAULT_TRANSIT_MOUNT",
+    "VAULT_NAMESPACE",
+    "VAULT_CACERT",
+    "KMS_CONNECT_TIMEOUT",
+    "KMS_READ_TIMEOUT",
+    "KMS_MAX_ATTEMPTS",
     "ERPHUB_VAR_DIR",
     "DJANGO_SUPERUSER_USERNAME",
     "DJANGO_SUPERUSER_PASSWORD",
@@ -166,6 +180,108 @@ def test_there_is_no_asgi_entry_point():
     # Under ASGI Django reads a synchronous StreamingHttpResponse into memory: whole blobs in RAM.
     assert not (BASE_DIR / "erphub" / "asgi.py").exists()
     assert importlib.util.find_spec("erphub.asgi") is None
+
+
+# --- key providers from the seed's variables (DESIGN §10) ---------------------------------------------------
+
+PROVIDERS = (
+    "import django; django.setup(); from django.conf import settings; "
+    "print('PROVIDERS', ','.join(settings.KMS_PROVIDERS)); print('DEFAULT', settings.KMS_DEFAULT_PROVIDER)"
+)
+CLOUD_ENV = {
+    "KMS_KEY_ID": "alias/erphub",
+    "AWS_REGION": "eu-west-1",
+    "AZURE_VAULT_URL": "https://erphub.vault.azure.net",
+    "AZURE_KEY_NAME": "blob-kek",
+    "KMS_KEY_NAME": "projects/p/locations/europe-west1/keyRings/erphub/cryptoKeys/blob-kek",
+    "VAULT_ADDR": "https://vault.example:8200",
+    "VAULT_TOKEN": "s.not-a-real-token",
+    "VAULT_TRANSIT_KEY": "erphub-blobs",
+}
+
+
+def test_production_with_key_provider_aws_but_no_key_id_refuses_to_start(tmp_path):
+    result = start(tmp_path, KEY_PROVIDER="aws", AWS_REGION="eu-west-1", **PRODUCTION)
+    assert result.returncode != 0
+    assert "KEY_PROVIDER=aws needs KMS_KEY_ID when DJANGO_DEBUG=false" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("provider", "missing"),
+    [
+        ("azure", "AZURE_VAULT_URL, AZURE_KEY_NAME"),
+        ("gcp", "KMS_KEY_NAME"),
+        ("vault", "VAULT_ADDR, VAULT_TOKEN"),
+    ],
+)
+def test_production_refuses_a_cloud_provider_without_its_variables(tmp_path, provider, missing):
+    env = {"VAULT_TRANSIT_KEY": "k"} if provider == "vault" else {}
+    result = start(tmp_path, KEY_PROVIDER=provider, **env, **PRODUCTION)
+    assert result.returncode != 0
+    assert f"KEY_PROVIDER={provider} needs {missing}" in result.stderr
+
+
+def test_the_seeds_kms_means_aws_and_production_needs_no_master_key_then(tmp_path):
+    env = {"KEY_PROVIDER": "kms", "KMS_KEY_ID": "alias/erphub", "AWS_REGION": "eu-west-1", **PRODUCTION}
+    result = start(tmp_path, argv=("-c", PROVIDERS), **env)
+    assert result.returncode == 0, result.stderr
+    assert "PROVIDERS aws\n" in result.stdout  # never had a master key: no local blobs to read
+    assert "DEFAULT aws" in result.stdout
+    result = start(tmp_path, argv=CHECK, **env)  # building the client needs no call to AWS
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_cloud_alias_is_configured_from_its_variables_and_local_stays(tmp_path):
+    result = start(tmp_path, argv=("-c", PROVIDERS), KEY_PROVIDER="vault", **CLOUD_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "PROVIDERS local,aws,azure,gcp,vault" in result.stdout
+    assert "DEFAULT vault" in result.stdout
+    result = start(tmp_path, argv=CHECK, KEY_PROVIDER="vault", **CLOUD_ENV)
+    assert result.returncode == 0, result.stderr
+
+
+def test_production_moving_from_local_to_a_cloud_kms_keeps_the_local_keys(tmp_path):
+    env = {"KEY_PROVIDER": "gcp", "BLOB_MASTER_KEYS": master_keys(), **CLOUD_ENV, **PRODUCTION}
+    result = start(tmp_path, argv=("-c", PROVIDERS), **env)
+    assert result.returncode == 0, result.stderr
+    assert "PROVIDERS local,aws,azure,gcp,vault" in result.stdout
+    assert "DEFAULT gcp" in result.stdout
+
+
+def test_an_unknown_key_provider_is_refused(tmp_path):
+    result = start(tmp_path, KEY_PROVIDER="hsm")
+    assert result.returncode != 0
+    assert "KEY_PROVIDER='hsm' is not one of local, aws, azure, gcp, vault" in result.stderr
+
+
+def test_development_with_key_provider_aws_but_no_key_id_fails_the_check(tmp_path):
+    result = start(tmp_path, argv=CHECK, KEY_PROVIDER="aws")
+    assert result.returncode != 0
+    assert "kms.E001" in result.stderr
+    assert "'aws'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "provider", "sdk"),
+    [
+        ("hvac", "vault", "hvac"),
+        ("boto3", "aws", "boto3"),
+        ("google.cloud.kms_v1", "gcp", "google-cloud-kms"),
+        ("azure.keyvault.keys", "azure", "azure-keyvault-keys"),
+    ],
+)
+def test_a_missing_sdk_fails_the_check_with_the_fix(tmp_path, module, provider, sdk):
+    # The SDK is blocked in the child interpreter (sys.modules[name] = None makes its import fail).
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; "
+        "from django.core.management import execute_from_command_line; "
+        "execute_from_command_line(['manage.py', 'check'])"
+    )
+    result = start(tmp_path, argv=("-c", code), KEY_PROVIDER=provider, **CLOUD_ENV)
+    assert result.returncode != 0
+    assert "kms.E002" in result.stderr
+    assert sdk in result.stderr
+    assert "pip install -r requirements.txt" in result.stderr
 
 
 # --- bootstrap_admin ----------------------------------------------------------------------------------------

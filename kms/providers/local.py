@@ -168,12 +168,18 @@ class LocalKeyProvider(KeyProvider):
         return self._load()[1]
 
     def wrap(self, data_key: bytes, *, context: Mapping[str, str]) -> WrappedKey:
+        return self._call("wrap", lambda: self._wrap(data_key, context))
+
+    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
+        return self._call("unwrap", lambda: self._unwrap(wrapped, context))
+
+    def _wrap(self, data_key: bytes, context: Mapping[str, str]) -> WrappedKey:
         keys, active = self._load()
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = keys[active].encrypt(nonce, data_key, encode_context(context))
         return WrappedKey(ciphertext=nonce + sealed, key_ref=active, algorithm=ALGORITHM)
 
-    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
+    def _unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
         keys, _ = self._load()
         aead = keys.get(wrapped.key_ref)
         if aead is None:

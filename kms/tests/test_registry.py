@@ -167,3 +167,52 @@ def test_system_check_loads_the_keys_of_every_configured_provider(settings):
     settings.KMS_PROVIDERS = {"local": local_config(), "legacy": {"BACKEND": LOCAL, "OPTIONS": {"keys": "x"}}}
     settings.KMS_DEFAULT_PROVIDER = "local"
     assert [(e.id, e.obj) for e in checks.check_providers()] == [("kms.E003", "legacy")]
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "missing"),
+    [
+        ("kms.providers.aws.AwsKmsKeyProvider", {"region": "eu-west-1"}, "KMS_KEY_ID"),
+        ("kms.providers.azure.AzureKeyVaultKeyProvider", {"key_name": "k"}, "AZURE_VAULT_URL"),
+        ("kms.providers.gcp.GcpKmsKeyProvider", {}, "KMS_KEY_NAME"),
+        ("kms.providers.vault.VaultTransitKeyProvider", {"url": "http://127.0.0.1:1"}, "VAULT_TOKEN"),
+    ],
+    ids=["aws", "azure", "gcp", "vault"],
+)
+def test_a_cloud_provider_without_its_required_option_is_e002_naming_the_variable(
+    settings, backend, options, missing
+):
+    settings.KMS_PROVIDERS = {"local": local_config(), "cloud": {"BACKEND": backend, "OPTIONS": options}}
+    settings.KMS_DEFAULT_PROVIDER = "local"
+    errors = checks.check_providers()
+    assert [(e.id, e.obj) for e in errors] == [("kms.E002", "cloud")]
+    assert missing in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "kms.providers.aws.AwsKmsKeyProvider",
+        "kms.providers.azure.AzureKeyVaultKeyProvider",
+        "kms.providers.gcp.GcpKmsKeyProvider",
+        "kms.providers.vault.VaultTransitKeyProvider",
+    ],
+)
+def test_cloud_providers_refuse_unknown_options(settings, backend):
+    settings.KMS_PROVIDERS = {"cloud": {"BACKEND": backend, "OPTIONS": {"retries": 99}}}
+    with pytest.raises(ImproperlyConfigured) as info:
+        registry.get_provider("cloud")
+    assert "'retries'" in str(info.value)
+    assert "read_timeout" in str(info.value)  # the accepted ones are listed
+
+
+def test_test_only_transport_options_are_warned_about(settings):
+    settings.KMS_PROVIDERS = {
+        "local": local_config(),
+        "vault": {"BACKEND": "kms.providers.vault.VaultTransitKeyProvider", "OPTIONS": {"verify": False}},
+    }
+    warnings = checks.check_transport_security()
+    assert [(w.id, w.obj) for w in warnings] == [("kms.W001", "vault")]
+    assert "verify=False" in warnings[0].msg
+    settings.KMS_PROVIDERS = {"local": local_config()}
+    assert checks.check_transport_security() == []

@@ -1,0 +1,97 @@
+"""What blobs_rewrap and blobs_reencrypt share: the batch loop, progress, counts, the run record.
+
+DESIGN §10 conventions: counts on stdout, the progress bar and per-blob failures on stderr, a non-zero exit
+naming the failed blob ids. A run is recorded (kms.KeyRotation) however it ends, interrupted included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from tqdm import tqdm
+
+from blobs.exceptions import BlobError
+from blobs.models import Blob, BlobQuerySet
+from blobs.rotation import Outcome, RotationTarget, iter_batches
+from kms.exceptions import KmsError
+from kms.models import KeyRotation
+from kms.services import cli_actor, key_rotation_record
+
+# Failures of one blob that the run reports and goes on from; anything else is a bug and stops the run.
+ROW_ERRORS = (KmsError, BlobError, ImproperlyConfigured)
+MAX_IDS_SHOWN = 50
+
+
+class RotationCommand(BaseCommand):
+    kind: str = ""
+    verb: str = ""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--batch-size", type=int, default=100, metavar="N", help="rows read per query (default 100)"
+        )
+
+    def run_rotation(
+        self,
+        *,
+        queryset: BlobQuerySet,
+        target: RotationTarget,
+        batch_size: int,
+        selection: str,
+        already: int,
+        work: Callable[[Blob], Outcome],
+    ) -> None:
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        started = timezone.now()
+        total = queryset.count()
+        counts: Counter[str] = Counter()
+        failed: list[uuid.UUID] = []
+        outcome = KeyRotation.Outcome.INTERRUPTED
+        try:
+            with tqdm(total=total, unit="blob", file=self.stderr._out, disable=None) as bar:
+                for batch in iter_batches(queryset, batch_size=batch_size):
+                    for blob in batch:
+                        try:
+                            counts[work(blob).value] += 1
+                        except ROW_ERRORS as exc:
+                            failed.append(blob.pk)
+                            self.stderr.write(f"FAILED {blob.pk}: {exc}")
+                        bar.update(1)
+            outcome = KeyRotation.Outcome.FAILED if failed else KeyRotation.Outcome.COMPLETED
+        finally:
+            key_rotation_record(
+                kind=self.kind,
+                outcome=outcome,
+                started_at=started,
+                finished_at=timezone.now(),
+                actor=cli_actor(),
+                target_provider=target.alias,
+                target_key_ref=target.key_ref,
+                selection=selection,
+                examined=sum(counts.values()) + len(failed),
+                changed=counts[Outcome.CHANGED.value],
+                skipped=already + counts[Outcome.SKIPPED.value] + counts[Outcome.CONFLICT.value],
+                failed=len(failed),
+            )
+        self.stdout.write(f"target\t{target.alias}\t{target.key_ref}")
+        self.stdout.write(f"{self.verb}\t{counts[Outcome.CHANGED.value]}")
+        self.stdout.write(f"already on target\t{already + counts[Outcome.SKIPPED.value]}")
+        self.stdout.write(f"changed meanwhile (skipped)\t{counts[Outcome.CONFLICT.value]}")
+        self.stdout.write(f"failed\t{len(failed)}")
+        if failed:
+            shown = ", ".join(str(pk) for pk in failed[:MAX_IDS_SHOWN])
+            more = f" and {len(failed) - MAX_IDS_SHOWN} more" if len(failed) > MAX_IDS_SHOWN else ""
+            raise CommandError(f"{len(failed)} blob(s) failed: {shown}{more}. Re-run to retry them.")
+
+    def target_or_error(self, make: Callable[[], RotationTarget]) -> RotationTarget:
+        try:
+            return make()
+        except (KmsError, ImproperlyConfigured) as exc:
+            raise CommandError(f"The target key provider is not usable: {exc}") from None
+

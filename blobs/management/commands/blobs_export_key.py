@@ -1,0 +1,58 @@
+"""Print one blob's data key as a Tink JSON keyset: disaster recovery without this application
+(docs/disaster-recovery.md). Key administrators only; refuses without ``--acknowledge-key-exposure``.
+
+The keyset goes to stdout alone (redirect it to a file on an offline machine); the warning and what else a
+Tink implementation needs (the associated data, the object's location) go to stderr.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from blobs.keyset import tink_json_keyset
+from blobs.models import Blob
+from blobs.services import blob_export_data_key
+from kms.exceptions import KmsError
+
+FLAG = "--acknowledge-key-exposure"
+
+
+class Command(BaseCommand):
+    help = "Print a blob's data key as a Tink JSON keyset (disaster recovery). Needs " + FLAG + "."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("blob_id")
+        parser.add_argument(
+            FLAG,
+            action="store_true",
+            dest="acknowledged",
+            help="I understand this prints the blob's data key in clear",
+        )
+
+    def handle(self, *args: Any, blob_id: str, acknowledged: bool, **options: Any) -> None:
+        warning = (
+            f"WARNING: this prints the data key of blob {blob_id} in clear. Anyone holding it and the stored "
+            "object can read the file. Keep it offline, never in a ticket or chat; when done, run "
+            "`manage.py blobs_reencrypt` for this blob's key reference if the keyset may have leaked."
+        )
+        self.stderr.write(warning)
+        if not acknowledged:
+            raise CommandError(f"Refusing to print a data key without {FLAG}.")
+        try:
+            blob = Blob.objects.ready().get(pk=uuid.UUID(blob_id))
+        except (ValueError, Blob.DoesNotExist):
+            raise CommandError(f"No ready blob with id {blob_id!r}.") from None
+        try:
+            data_key = blob_export_data_key(blob=blob)
+        except (KmsError, ImproperlyConfigured) as exc:
+            raise CommandError(f"The data key of blob {blob.pk} cannot be unwrapped: {exc}") from None
+        self.stdout.write(tink_json_keyset(data_key, blob.params))
+        self.stderr.write(
+            f"associated data: the blob id's 16 raw bytes, hex {blob.pk.bytes.hex()}\n"
+            f"object: storage {blob.storage_alias!r}, name {blob.storage_name!r} "
+            f"({blob.ciphertext_size} bytes; plaintext {blob.size} bytes, SHA-256 {blob.sha256})"
+        )

@@ -1,0 +1,180 @@
+"""Key rotation for blobs, in the two strengths of DESIGN §4.
+
+- **Rewrap**: the same data key, wrapped again under the target provider's active key version. Nothing in
+  storage changes. Same provider: ``provider.rewrap`` (server-side where the KMS has it, so the data key
+  never leaves it); another provider: unwrap with the old, wrap with the new.
+- **Re-encrypt**: a new data key and a new object under a new storage name; the row moves to it in one
+  update, and the old object is removed only once that update has committed.
+
+Every row changes in its own transaction with a compare-and-swap on the values it was read with, so a
+concurrent change (another rotation, a delete) is never overwritten: the row is reported as changed
+meanwhile and a re-run picks it up if it still needs work. Runs are resumable because each finished row is
+committed and skipped next time.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.context import current_actor
+from audit.services import audit_record
+from kms.base import DATA_KEY_BYTES
+from kms.registry import default_alias, get_provider
+
+from .conf import blob_setting
+from .exceptions import BlobIntegrityError
+from .models import Blob, BlobQuerySet
+from .services import _new_data_key, _remove_object, _SealedObject, _wrapped_key, blob_open, object_name
+from .storage import blob_store
+
+
+class Outcome(enum.Enum):
+    CHANGED = "changed"
+    SKIPPED = "skipped"  # already on the target key
+    CONFLICT = "conflict"  # the row changed (or went) while this one was being worked on
+
+
+@dataclass(frozen=True)
+class RotationTarget:
+    alias: str
+    key_ref: str
+
+
+def rotation_target(*, alias: str | None = None) -> RotationTarget:
+    """The provider and exact key reference new wraps get. A remote KMS that reports its key version only
+    in a wrap response costs one throwaway wrap here, once per run. Raises KmsError / ImproperlyConfigured."""
+    alias = alias or default_alias()
+    provider = get_provider(alias)
+    key_ref = provider.active_key_ref()
+    if key_ref is None:
+        probe = provider.wrap(secrets.token_bytes(DATA_KEY_BYTES), context={"purpose": "rotation-probe"})
+        key_ref = probe.key_ref
+    return RotationTarget(alias=alias, key_ref=key_ref)
+
+
+def blobs_needing_rewrap(*, target: RotationTarget) -> BlobQuerySet:
+    """Visible blobs whose data key is not wrapped by the target's key (pending uploads are left to finish
+    with the key they were given; a later run picks them up)."""
+    return Blob.objects.ready().exclude(Q(key_provider=target.alias) & Q(key_ref=target.key_ref))
+
+
+def iter_batches(queryset: BlobQuerySet, *, batch_size: int) -> Iterator[list[Blob]]:
+    """Keyset pagination by primary key: rows that stay (failed ones) are not met twice, rows that change
+    are not skipped, and each batch is a fresh query, so a long run never holds a cursor open."""
+    last: uuid.UUID | None = None
+    while True:
+        page = queryset.order_by("pk")
+        if last is not None:
+            page = page.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].pk
+
+
+def _unchanged(blob: Blob) -> BlobQuerySet:
+    # The compare-and-swap: the row still has the key and object this run read.
+    return Blob.objects.filter(
+        pk=blob.pk,
+        key_provider=blob.key_provider,
+        key_ref=blob.key_ref,
+        wrapped_key=bytes(blob.wrapped_key),
+        storage_alias=blob.storage_alias,
+        storage_name=blob.storage_name,
+    )
+
+
+def _audit_rotation(action: str, blob: Blob, actor: Actor | None, **new: str) -> None:
+    # In the row's transaction: a rotated key is never without its audit event (DESIGN §8).
+    audit_record(
+        action=action,
+        actor=actor or current_actor(),
+        target_type="blob",
+        target_id=str(blob.pk),
+        details={"from": {"provider": blob.key_provider, "key_ref": blob.key_ref}, "to": new},
+    )
+
+
+def blob_rewrap(*, blob: Blob, target: RotationTarget, actor: Actor | None = None) -> Outcome:
+    """Wrap ``blob``'s data key under ``target``. Raises KmsError when a provider fails (row unchanged)."""
+    if blob.key_provider == target.alias and blob.key_ref == target.key_ref:
+        return Outcome.SKIPPED
+    old = _wrapped_key(blob)
+    provider = get_provider(target.alias)
+    if blob.key_provider == target.alias:
+        new = provider.rewrap(old, context=blob.key_context)
+    else:
+        data_key = get_provider(blob.key_provider).unwrap(old, context=blob.key_context)
+        new = provider.wrap(data_key, context=blob.key_context)
+    with transaction.atomic():
+        swapped = _unchanged(blob).update(
+            wrapped_key=new.ciphertext,
+            key_provider=target.alias,
+            key_ref=new.key_ref,
+            key_algorithm=new.algorithm,
+            updated_at=timezone.now(),
+        )
+        if swapped:
+            _audit_rotation("blob.rewrap", blob, actor, provider=target.alias, key_ref=new.key_ref)
+    return Outcome.CHANGED if swapped else Outcome.CONFLICT
+
+
+def blob_reencrypt(*, blob: Blob, actor: Actor | None = None) -> Outcome:
+    """Give ``blob`` a new data key (wrapped by the active provider) and a new object.
+
+    The plaintext is streamed from the old object through the same write path as uploads into a new
+    object under a new name, checked against the row's size and SHA-256, and only then does the row move
+    to it. Downloads already reading the old object finish (it is removed after the row commits; an open
+    file stays readable), new downloads read the new one. Any failure leaves the row and the old object as
+    they were and removes the new object. Raises KmsError, BlobError.
+    """
+    reader = blob_open(blob=blob)
+    store = blob_store(blob_setting("STORAGE_ALIAS"))
+    name = object_name(blob.pk, generation=secrets.token_hex(8))
+    alias, data_key, wrapped = _new_data_key(blob.pk)
+    sealed = _SealedObject(
+        store=store,
+        name=name,
+        blob_id=blob.pk,
+        data_key=data_key,
+        params=blob.params,
+        max_bytes=blob.size,
+    )
+    try:
+        for chunk in reader.iter_all():
+            sealed.write(chunk)
+        sha256 = sealed.commit()
+        if sealed.size != blob.size or not hmac.compare_digest(sha256, blob.sha256):
+            raise BlobIntegrityError("The re-encrypted content differs from the row's size or SHA-256.")
+        with transaction.atomic():
+            swapped = _unchanged(blob).update(
+                storage_alias=store.alias,
+                storage_name=name,
+                wrapped_key=wrapped.ciphertext,
+                key_provider=alias,
+                key_ref=wrapped.key_ref,
+                key_algorithm=wrapped.algorithm,
+                updated_at=timezone.now(),
+            )
+            if swapped:
+                _audit_rotation("blob.reencrypt", blob, actor, provider=alias, key_ref=wrapped.key_ref)
+                # `blob` still names the old object: removed once the new row is durable, never before.
+                transaction.on_commit(lambda: _remove_object(blob))
+    except BaseException:
+        sealed.discard()
+        raise
+    if not swapped:
+        sealed.discard()
+        return Outcome.CONFLICT
+    return Outcome.CHANGED
