@@ -358,3 +358,16 @@ def test_rewrap_reencrypt_and_key_export_are_recorded(local_providers, owner):
     assert keyset.strip()
     assert keyset.strip() not in str(export.chain_fields())
     assert verify_chain(chain_rows()).ok
+
+
+def test_refused_upload_and_delete_are_recorded_as_denied(blob):
+    viewer = make_user("viewer", perms=("view_any_blob",))
+    c = Client()
+    c.force_login(viewer)
+    assert c.delete(reverse("blobs:detail", args=[blob.pk])).status_code == 403
+    (denied,) = events("blob.delete")
+    assert (denied.outcome, denied.actor, denied.target_id) == ("denied", "viewer", str(blob.pk))
+    refused = c.post(reverse("blobs:collection"), data=b"x", content_type="text/plain")
+    assert refused.status_code == 403
+    (upload,) = [e for e in events("blob.upload") if e.outcome == "denied"]
+    assert upload.actor == "viewer"
