@@ -70,3 +70,48 @@ def test_the_app_role_appends_but_cannot_change_or_purge():
         finally:
             cursor.execute("RESET ROLE")
     assert AuditEvent.objects.filter(action="as.app").count() == 1
+
+
+def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL roles")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit import services
+    from audit.models import PurgeAnchor
+
+    long_ago = timezone.now() - timedelta(days=4000)
+    monkeypatch.setattr(services, "now", lambda: long_ago)
+    old = audit_record(action="old", actor=Actor.system("test"))
+    monkeypatch.setattr(services, "now", timezone.now)
+    anchor = audit_record(action="new", actor=Actor.system("test"))
+    PurgeAnchor.objects.create(
+        sequence=anchor.sequence, hash=anchor.hash, cutoff=timezone.now(), retention_days=365
+    )
+    purger, app = f"purger_{secrets.token_hex(3)}", f"erphub_app_{secrets.token_hex(3)}"
+    name = connection.settings_dict["NAME"]
+    sql = (
+        role_sql(app)
+        .replace("BEGIN;", "")
+        .replace("COMMIT;", "")
+        .replace("DATABASE erphub", f"DATABASE {name}")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        cursor.execute(f"CREATE ROLE {purger} NOLOGIN IN ROLE erphub_audit_purge")
+        cursor.execute(f"SET ROLE {purger}")
+        try:
+            with pytest.raises(DatabaseError), transaction.atomic():  # the switch is still required
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [old.sequence])
+            with transaction.atomic():
+                cursor.execute("SET LOCAL erphub.audit_purge = 'on'")
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [old.sequence])
+            # The switch stays on for the rest of this (test) transaction; the anchor's event still never goes.
+            with pytest.raises(DatabaseError), transaction.atomic():
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [anchor.sequence])
+        finally:
+            cursor.execute("RESET ROLE")
+    assert not AuditEvent.objects.filter(sequence=old.sequence).exists()
+    assert AuditEvent.objects.filter(sequence=anchor.sequence).exists()
