@@ -108,7 +108,7 @@ def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):
             with transaction.atomic():
                 cursor.execute("SET LOCAL erphub.audit_purge = 'on'")
                 cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [old.sequence])
-            # The switch stays on for the rest of this (test) transaction; the anchor's event still never goes.
+            # The switch stays on for the rest of this test transaction; the anchor's event never goes.
             with pytest.raises(DatabaseError), transaction.atomic():
                 cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [anchor.sequence])
         finally:
