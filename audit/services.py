@@ -1,9 +1,10 @@
 """Writing the audit log (DESIGN §8). Other apps call ``audit_record`` and ``audit_record_after`` only.
 
 Appends are serialized so that the chain never forks: PostgreSQL takes a transaction-scoped advisory lock;
-SQLite's write lock is taken at BEGIN (``transaction_mode="IMMEDIATE"`` in settings), so the read of the
-last event and the insert after it cannot interleave with another writer. Either lock is held until the
-caller's transaction commits, so callers record last, just before their transaction ends.
+SQLite's write lock is taken at BEGIN (``transaction_mode="IMMEDIATE"`` in settings; audit-only
+transactions first queue on a file lock, see ``_sqlite_writer_queue``), so the read of the last event and
+the insert after it cannot interleave with another writer. Either lock is held until the caller's
+transaction commits, so callers record last, just before their transaction ends.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ now: Callable[[], datetime] = timezone.now
 def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """The details exactly as they will be stored and hashed.
 
-    Not JSON data (sets, datetimes, bytes, NaN, integers beyond 2**53, lone surrogates, NUL characters,
+    Not JSON data (sets, datetimes, bytes, NaN, integers a double cannot hold, lone surrogates, NUL characters,
     which PostgreSQL's jsonb refuses): ``AuditDetailsInvalid``, nothing written. Larger than
     ``MAX_DETAILS_BYTES`` as canonical JSON: replaced by ``{"_truncated": true, "bytes": n, "sha256": ...}``
     so that the event is still written and the original can be matched against another copy.
