@@ -65,8 +65,8 @@ now: Callable[[], datetime] = timezone.now
 def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """The details exactly as they will be stored and hashed.
 
-    Not JSON data (sets, datetimes, bytes, NaN, integers a double cannot hold, lone surrogates, NUL characters,
-    which PostgreSQL's jsonb refuses): ``AuditDetailsInvalid``, nothing written. Larger than
+    Not JSON data (sets, datetimes, bytes, NaN, integers a double cannot hold, lone surrogates, NUL
+    characters, which PostgreSQL's jsonb refuses): ``AuditDetailsInvalid``, nothing written. Larger than
     ``MAX_DETAILS_BYTES`` as canonical JSON: replaced by ``{"_truncated": true, "bytes": n, "sha256": ...}``
     so that the event is still written and the original can be matched against another copy.
     """
