@@ -444,6 +444,11 @@ LOGGING = {
     },
     "loggers": {"audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # azure-core logs every Key Vault request and response (key URLs included) at INFO: one multi-line
+        # record per KMS call. Our own kms_calls_total and warnings say what operators need.
+        "azure": {"level": "WARNING"},
+    },
 }
 
 # The first admin account `make run` creates (manage.py bootstrap); a generated password is printed once.

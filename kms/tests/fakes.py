@@ -245,6 +245,9 @@ class AzureKeyVaultFake:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the second waits for the client's
+            # delayed ACK (~40 ms on Linux) on every keep-alive request. Key Vault itself has no such stall.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass

@@ -5,13 +5,18 @@
 - ``FaultProxy``: a TCP proxy in front of either; the next N connections get a canned HTTP error (throttling,
   503) instead of being forwarded, so the real SDK sees a real failed response and our retry policy acts.
 - ``BlackHole``: accepts connections and never answers (a hung KMS), for the bounded-timeout case.
+- ``Backend`` and ``local_backend``, ``aws_backend``, ``vault_backend``, ``gcp_backend``, ``azure_backend``:
+  one provider on a fresh key of a running server, with its ``KMS_PROVIDERS`` entry. Plain functions, no
+  pytest, so ``bench/bench_kms.py`` starts and configures the same servers as the contract suite.
 
 Every server binds 127.0.0.1 only, and waits are polls with a deadline, never sleeps.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,10 +25,28 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kms.base import KeyProvider, WrappedKey
+
+if TYPE_CHECKING:
+    from kms.tests.fakes import AzureKeyVaultFake, GcpKmsFake
 
 REQUIRED = os.environ.get("REQUIRE_KMS_SERVERS") == "1"
+AZURE_TOKEN = "erphub-test-bearer-token"
+# boto3's standard chain, satisfied from the environment; never the instance metadata service or a profile.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+AWS_UNSET = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS")
 
 
 def free_port(*, pair: bool = False) -> int:
@@ -298,3 +321,170 @@ def http_error(status: int, reason: str, body: bytes, content_type: str = "appli
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+# --- backends: one provider on a fresh key of a running server ------------------------------------------
+
+THROTTLED = http_error(
+    400,
+    "Bad Request",
+    json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode(),
+    "application/x-amz-json-1.1",
+)
+VAULT_503 = http_error(503, "Service Unavailable", b'{"errors":["Vault is sealed"]}')
+
+
+@dataclass
+class Backend:
+    """One provider under test, on a fresh key. ``config`` is its KMS_PROVIDERS entry."""
+
+    name: str
+    alias: str
+    backend_path: str
+    options: dict[str, Any]
+    rotate_key: Callable[[], None]
+    fail_next: Callable[[int], None] | None = None
+    missing_key: Callable[[WrappedKey], tuple[dict[str, Any], WrappedKey]] | None = None
+    hung_options: Callable[[int], dict[str, Any]] | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    _built: list[KeyProvider] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"BACKEND": self.backend_path, "OPTIONS": dict(self.options)}
+
+    def provider(self, **overrides: Any) -> KeyProvider:
+        from django.utils.module_loading import import_string
+
+        provider = import_string(self.backend_path)(alias=self.alias, **{**self.options, **overrides})
+        self._built.append(provider)
+        return provider
+
+    def close(self) -> None:
+        for provider in self._built:
+            provider.close()
+        for cleanup in self.cleanups:
+            cleanup()
+
+
+def local_backend() -> Backend:
+    keys = [f"mk-{uuid.uuid4().hex[:8]}:{base64.b64encode(os.urandom(32)).decode()}"]
+    backend = Backend(
+        name="local",
+        alias="local",
+        backend_path="kms.providers.local.LocalKeyProvider",
+        options={"keys": keys[0]},
+        rotate_key=lambda: None,
+    )
+
+    def rotate() -> None:
+        keys.insert(0, f"mk-{uuid.uuid4().hex[:8]}:{base64.b64encode(os.urandom(32)).decode()}")
+        backend.options["keys"] = ",".join(keys)
+
+    backend.rotate_key = rotate
+    backend.missing_key = lambda w: ({}, WrappedKey(w.ciphertext, "mk-retired", w.algorithm))
+    return backend
+
+
+def aws_backend(server: MotoServer, proxy: FaultProxy | None = None, **remote: Any) -> Backend:
+    """A fresh key behind a fresh alias on moto's server; the provider talks through ``proxy`` if given.
+    boto3 takes its credentials from the environment: set ``AWS_TEST_ENV`` first."""
+    import boto3
+
+    admin = boto3.client("kms", region_name="eu-west-1", endpoint_url=server.url)
+    key_alias = f"alias/erphub-{uuid.uuid4().hex[:8]}"
+    admin.create_alias(AliasName=key_alias, TargetKeyId=admin.create_key()["KeyMetadata"]["KeyId"])
+
+    def rotate() -> None:
+        # AWS rotates material inside one ARN; moving to a new key is pointing the alias at another key.
+        admin.update_alias(AliasName=key_alias, TargetKeyId=admin.create_key()["KeyMetadata"]["KeyId"])
+
+    def missing(wrapped: WrappedKey) -> tuple[dict[str, Any], WrappedKey]:
+        arn = wrapped.key_ref
+        return {}, WrappedKey(
+            wrapped.ciphertext, arn.rsplit("/", 1)[0] + f"/{uuid.uuid4()}", wrapped.algorithm
+        )
+
+    endpoint = proxy.url if proxy else server.url
+    return Backend(
+        name="aws",
+        alias="aws",
+        backend_path="kms.providers.aws.AwsKmsKeyProvider",
+        options={"key_id": key_alias, "region": "eu-west-1", "endpoint_url": endpoint, **remote},
+        rotate_key=rotate,
+        fail_next=(lambda n: proxy.fail_next(n, THROTTLED)) if proxy else None,
+        missing_key=missing,
+        hung_options=lambda port: {"endpoint_url": f"http://127.0.0.1:{port}"},
+        cleanups=[admin.close],
+    )
+
+
+def vault_backend(server: BaoServer, proxy: FaultProxy | None = None, **remote: Any) -> Backend:
+    """A fresh derived Transit key on the OpenBao dev server; through ``proxy`` if given."""
+    key = f"erphub-{uuid.uuid4().hex[:8]}"
+    server.client.secrets.transit.create_key(name=key, derived=True)
+    return Backend(
+        name="vault",
+        alias="vault",
+        backend_path="kms.providers.vault.VaultTransitKeyProvider",
+        options={
+            "url": proxy.url if proxy else server.url,
+            "token": server.token,
+            "key": key,
+            "mount": "transit",
+            **remote,
+        },
+        rotate_key=lambda: server.client.secrets.transit.rotate_key(name=key),
+        fail_next=(lambda n: proxy.fail_next(n, VAULT_503)) if proxy else None,
+        missing_key=lambda w: ({"key": f"missing-{uuid.uuid4().hex[:8]}"}, w),
+        hung_options=lambda port: {"url": f"http://127.0.0.1:{port}"},
+    )
+
+
+def gcp_backend(fake: GcpKmsFake, **remote: Any) -> Backend:
+    key_name = f"projects/erphub/locations/global/keyRings/blobs/cryptoKeys/k-{uuid.uuid4().hex[:8]}"
+    fake.create_key(key_name)
+
+    def missing(wrapped: WrappedKey) -> tuple[dict[str, Any], WrappedKey]:
+        ref = wrapped.key_ref.replace(key_name, key_name + "-gone")
+        return {}, WrappedKey(wrapped.ciphertext, ref, wrapped.algorithm)
+
+    return Backend(
+        name="gcp",
+        alias="gcp",
+        backend_path="kms.providers.gcp.GcpKmsKeyProvider",
+        options={"key_name": key_name, "endpoint": fake.endpoint, "insecure": True, **remote},
+        rotate_key=lambda: fake.rotate(key_name),
+        fail_next=fake.fail_next,
+        missing_key=missing,
+        hung_options=lambda port: {"endpoint": f"127.0.0.1:{port}"},
+    )
+
+
+def azure_backend(fake: AzureKeyVaultFake, **remote: Any) -> Backend:
+    from kms.tests.fakes import StaticTokenCredential
+
+    key_name = f"k-{uuid.uuid4().hex[:8]}"
+    fake.create_key(key_name)
+
+    def missing(wrapped: WrappedKey) -> tuple[dict[str, Any], WrappedKey]:
+        ref = wrapped.key_ref.rsplit("/", 1)[0] + "/" + os.urandom(16).hex()
+        return {}, WrappedKey(wrapped.ciphertext, ref, wrapped.algorithm)
+
+    return Backend(
+        name="azure",
+        alias="azure",
+        backend_path="kms.providers.azure.AzureKeyVaultKeyProvider",
+        options={
+            "vault_url": fake.url,
+            "key_name": key_name,
+            "credential": StaticTokenCredential(AZURE_TOKEN),
+            "verify": str(fake.cert_path),
+            "verify_challenge_resource": False,  # the fake lives on 127.0.0.1, not *.vault.azure.net
+            **remote,
+        },
+        rotate_key=lambda: fake.rotate(key_name),
+        fail_next=fake.fail_next,
+        missing_key=missing,
+        hung_options=lambda port: {"vault_url": f"https://127.0.0.1:{port}"},
+    )
