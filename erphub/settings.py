@@ -442,9 +442,9 @@ LOGGING = {
         # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
         "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
     },
-    "loggers": {"audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False}},
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
+        "audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False},
         # azure-core logs every Key Vault request and response (key URLs included) at INFO: one multi-line
         # record per KMS call. Our own kms_calls_total and warnings say what operators need.
         "azure": {"level": "WARNING"},

@@ -185,3 +185,14 @@ def test_actors():
     assert Actor.cli().name.startswith("system:cli:")
     with pytest.raises(ValueError, match="prefix"):
         Actor.system("system:x")
+
+
+def test_audit_lines_have_their_own_handler_and_bare_format():
+    # settings.LOGGING: one JSON object per line on the audit stream, not the root's "time level name" form.
+    audit_logger = logging.getLogger("audit")
+    assert audit_logger.propagate is False
+    # Only settings' own handler: pytest attaches its capture handlers (subclasses) beside it.
+    (handler,) = [h for h in audit_logger.handlers if type(h) is logging.StreamHandler]
+    assert handler.formatter is not None
+    assert handler.formatter._fmt == "%(message)s"
+    assert logging.getLogger("azure").level == logging.WARNING
