@@ -166,3 +166,50 @@ def test_checkpoint_refuses_to_sign_a_broken_chain(triggers_dropped):
 def test_empty_log_has_nothing_to_checkpoint():
     with pytest.raises(CommandError, match="empty"):
         run("audit_checkpoint")
+
+
+def test_development_creates_the_signing_key_file_0600(settings, tmp_path):
+    path = tmp_path / "keys" / "audit_signing.key"
+    settings.AUDIT = {
+        **settings.AUDIT,
+        "SIGNING_KEY": None,
+        "SIGNING_KEY_FILE": str(path),
+        "SIGNING_KEY_CREATE": True,
+    }
+    record(1)
+    run("audit_checkpoint")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert run("audit_verify").startswith("ok: ")
+
+
+def test_production_without_a_signing_key_says_how_to_fix_it(settings, tmp_path):
+    missing = tmp_path / "missing.key"
+    settings.AUDIT = {
+        **settings.AUDIT,
+        "SIGNING_KEY": None,
+        "SIGNING_KEY_FILE": str(missing),
+        "SIGNING_KEY_CREATE": False,
+    }
+    record(1)
+    with pytest.raises(CommandError, match="AUDIT_SIGNING_KEY"):
+        run("audit_checkpoint")
+    assert not missing.exists()
+
+
+def test_checkpoints_of_an_older_key_stay_trusted_through_its_public_key(settings):
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from audit.checkpoints import signing_key
+
+    record(2)
+    run("audit_checkpoint")
+    old_public = signing_key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    new_seed = base64.b64encode(bytes(range(32))).decode()
+    settings.AUDIT = {**settings.AUDIT, "SIGNING_KEY": new_seed}
+    err = StringIO()
+    call_command("audit_verify", stdout=StringIO(), stderr=err)
+    assert "unknown key" in err.getvalue()  # rotated away: the old checkpoint is not trusted...
+    settings.AUDIT = {**settings.AUDIT, "VERIFY_PUBLIC_KEYS": [base64.b64encode(old_public).decode()]}
+    assert "from checkpoint #2" in run("audit_verify")  # ...until its public key is listed
