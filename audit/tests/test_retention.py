@@ -166,3 +166,13 @@ def test_dates_without_zone_are_utc():
     from audit.management.commands._dates import parse_when
 
     assert parse_when("2026-01-31", "--x") == datetime(2026, 1, 31, tzinfo=UTC)
+
+
+def test_audit_verify_checks_an_export_file(tmp_path, history):
+    target = tmp_path / "all.jsonl"
+    run("audit_export", "-o", str(target))
+    assert run("audit_verify", "--export", str(target)).startswith(f"ok: {target}: 13 events")
+    lines = target.read_bytes().splitlines(keepends=True)
+    target.write_bytes(b"".join([*lines[:5], *lines[6:]]))  # one event left out
+    with pytest.raises(CommandError, match="does NOT verify"):
+        run("audit_verify", "--export", str(target))
