@@ -380,6 +380,38 @@ def auth(request, session: Session) -> str:
     return f"Cookie: {session.headers()['Cookie']}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n"
 
 
+def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
+    # 16 MiB: more than the server's socket buffer can absorb (tcp_wmem max 4 MiB), so the body cannot have
+    # been handed to the kernel whole before the client resets the connection.
+    big = deterministic(16 * 1024 * 1024, seed=99)
+    reply = session.upload_multipart(big, "big.bin")
+    assert reply.status == 201, reply.body[:300]
+    cookie = f"Cookie: {session.headers()['Cookie']}\r\nX-Request-ID: e2e-abort-1\r\n"
+    sock = _raw_get(server, cookie, stream_path(reply.json()["id"]))
+    try:
+        received = 0
+        while received < 256 * 1024:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 30
+    while True:
+        ends = [
+            r
+            for r in _audit_rows(server)
+            if r["request_id"] == "e2e-abort-1" and r["action"] == "blob.download.end"
+        ]
+        if ends or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (end,) = ends
+    assert end["outcome"] == "aborted"
+    assert 256 * 1024 <= end["details"]["bytes_sent"] < len(big)
+
+
 def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):
     workers = server.worker_pids()
     for _ in range(3):
