@@ -25,6 +25,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.actors import Actor
+from audit.context import current_actor
+from audit.services import audit_record
 from kms.base import DATA_KEY_BYTES
 from kms.registry import default_alias, get_provider
 
@@ -92,7 +95,18 @@ def _unchanged(blob: Blob) -> BlobQuerySet:
     )
 
 
-def blob_rewrap(*, blob: Blob, target: RotationTarget) -> Outcome:
+def _audit_rotation(action: str, blob: Blob, actor: Actor | None, **new: str) -> None:
+    # In the row's transaction: a rotated key is never without its audit event (DESIGN §8).
+    audit_record(
+        action=action,
+        actor=actor or current_actor(),
+        target_type="blob",
+        target_id=str(blob.pk),
+        details={"from": {"provider": blob.key_provider, "key_ref": blob.key_ref}, "to": new},
+    )
+
+
+def blob_rewrap(*, blob: Blob, target: RotationTarget, actor: Actor | None = None) -> Outcome:
     """Wrap ``blob``'s data key under ``target``. Raises KmsError when a provider fails (row unchanged)."""
     if blob.key_provider == target.alias and blob.key_ref == target.key_ref:
         return Outcome.SKIPPED
@@ -111,10 +125,12 @@ def blob_rewrap(*, blob: Blob, target: RotationTarget) -> Outcome:
             key_algorithm=new.algorithm,
             updated_at=timezone.now(),
         )
+        if swapped:
+            _audit_rotation("blob.rewrap", blob, actor, provider=target.alias, key_ref=new.key_ref)
     return Outcome.CHANGED if swapped else Outcome.CONFLICT
 
 
-def blob_reencrypt(*, blob: Blob) -> Outcome:
+def blob_reencrypt(*, blob: Blob, actor: Actor | None = None) -> Outcome:
     """Give ``blob`` a new data key (wrapped by the active provider) and a new object.
 
     The plaintext is streamed from the old object through the same write path as uploads into a new
@@ -152,6 +168,7 @@ def blob_reencrypt(*, blob: Blob) -> Outcome:
                 updated_at=timezone.now(),
             )
             if swapped:
+                _audit_rotation("blob.reencrypt", blob, actor, provider=alias, key_ref=wrapped.key_ref)
                 # `blob` still names the old object: removed once the new row is durable, never before.
                 transaction.on_commit(lambda: _remove_object(blob))
     except BaseException:

@@ -22,6 +22,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from audit.actors import Actor
+from audit.context import current_actor
+from audit.sealed import seal
+from audit.services import audit_record
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.health import record_success
@@ -231,16 +235,40 @@ class BlobUpload:
             self._store.delete(self.blob.storage_name)
 
 
-def _mark_ready(blob: Blob, *, owner: AbstractBaseUser, filename: str | None = None) -> Blob:
+def _mark_ready(
+    blob: Blob, *, owner: AbstractBaseUser, actor: Actor | None, filename: str | None = None
+) -> Blob:
     updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
     if filename is not None:
         updates["filename"] = safe_filename(filename)
     with transaction.atomic():
         claimed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).update(**updates)
-    if claimed != 1:
-        raise InvalidUpload("The upload was already claimed or has expired.")
-    blob.refresh_from_db()
+        if claimed != 1:
+            raise InvalidUpload("The upload was already claimed or has expired.")
+        blob.refresh_from_db()
+        # In the claim's transaction: a blob becomes visible only together with its audit event.
+        audit_record(
+            action="blob.upload",
+            actor=actor or current_actor(),
+            target_type="blob",
+            target_id=str(blob.pk),
+            details=_blob_details(blob),
+        )
     return blob
+
+
+def _blob_details(blob: Blob) -> dict[str, object]:
+    return {
+        # File names can be personal data: sealed with the product's envelope encryption (audit/sealed.py);
+        # the audit chain covers the ciphertext, auditors with KMS access can unseal it.
+        "filename": seal("filename", blob.filename),
+        "size": blob.size,
+        "owner": blob.owner.get_username(),
+        "owner_id": str(blob.owner_id),
+        "key_provider": blob.key_provider,
+        "key_ref": blob.key_ref,
+        "storage_alias": blob.storage_alias,
+    }
 
 
 def blob_create(
@@ -255,6 +283,7 @@ def blob_create(
     expected_size: int | None = None,
     max_bytes: int | None = None,
     content_digest: Mapping[str, bytes] | None = None,
+    actor: Actor | None = None,
 ) -> Blob:
     """Encrypt ``stream`` (read to EOF, chunked bodies included) into a new ``ready`` blob.
 
@@ -286,17 +315,21 @@ def blob_create(
         blob = upload.finish()
         if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
             raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")
-        return _mark_ready(blob, owner=owner)
+        return _mark_ready(blob, owner=owner, actor=actor)
     except BaseException:
         upload.abort()
         raise
 
 
-def blob_claim(*, upload: BlobUpload, owner: AbstractBaseUser, filename: str | None = None) -> Blob:
-    """Make a file that the upload handler encrypted visible, owned by ``owner``."""
+def blob_claim(
+    *, upload: BlobUpload, owner: AbstractBaseUser, filename: str | None = None, actor: Actor | None = None
+) -> Blob:
+    """Make a file that the upload handler encrypted visible, owned by ``owner``.
+
+    ``actor`` defaults to the signed-in user of the current request, else the command's OS user."""
     if not upload.finished:
         raise InvalidUpload("The upload did not complete.")
-    return _mark_ready(upload.blob, owner=owner, filename=filename)
+    return _mark_ready(upload.blob, owner=owner, actor=actor, filename=filename)
 
 
 class BlobReader:
@@ -360,19 +393,37 @@ def blob_open(*, blob: Blob, cached: bool = False) -> BlobReader:
     return BlobReader(blob=blob, store=store, decryptor=decryptor)
 
 
-def blob_export_data_key(*, blob: Blob) -> bytes:
+def blob_export_data_key(*, blob: Blob, actor: Actor | None = None) -> bytes:
     """The blob's data key in clear, unwrapped through its provider (never the download cache).
 
     For disaster recovery only (``blobs_export_key``): whoever holds it and the object can read the blob.
+    Audited before the key is returned: if the event cannot be written, the key is not handed out.
     """
-    return _unwrap_data_key(blob)
+    data_key = _unwrap_data_key(blob)
+    audit_record(
+        action="blob.key_export",
+        actor=actor or current_actor(),
+        target_type="blob",
+        target_id=str(blob.pk),
+        details={"provider": blob.key_provider, "key_ref": blob.key_ref},
+    )
+    return data_key
 
 
-def blob_delete(*, blob: Blob) -> None:
+def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
     """Remove row (and with it the wrapped key), then the object. A crash in between leaves only an
-    object without a row, which ``blobs_gc`` removes; never a row without its object."""
+    object without a row, which ``blobs_gc`` removes; never a row without its object. Audited in the
+    row's transaction."""
     with transaction.atomic():
-        Blob.objects.filter(pk=blob.pk).delete_rows()
+        deleted = Blob.objects.filter(pk=blob.pk).delete_rows()
+        audit_record(
+            action="blob.delete",
+            actor=actor or current_actor(),
+            target_type="blob",
+            target_id=str(blob.pk),
+            outcome="success" if deleted else "error",
+            details={**_blob_details(blob), **({} if deleted else {"error": "already deleted"})},
+        )
         transaction.on_commit(lambda: _remove_object(blob))
 
 
@@ -391,9 +442,23 @@ class VerifyResult:
     detail: str
 
 
-def blob_verify(*, blob: Blob) -> VerifyResult:
+def blob_verify(*, blob: Blob, actor: Actor | None = None) -> VerifyResult:
     """Decrypt every segment and compare the plaintext SHA-256 with the row. A missing or unreadable
-    object is a failed verification; a key service that is down is not (KmsError propagates)."""
+    object is a failed verification; a key service that is down is not (KmsError propagates). The result
+    is audited either way."""
+    result = _verify(blob)
+    audit_record(
+        action="blob.verify",
+        actor=actor or current_actor(),
+        target_type="blob",
+        target_id=str(blob.pk),
+        outcome="success" if result.ok else "error",
+        details={"ok": result.ok, "detail": result.detail},
+    )
+    return result
+
+
+def _verify(blob: Blob) -> VerifyResult:
     try:
         reader = blob_open(blob=blob)
         digest = hashlib.sha256()

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.utils.crypto import salted_hmac
 
+from audit.actors import Actor
+from audit.context import current_actor, current_context
+from audit.services import audit_record, audit_record_after
+
 from .disposition import INLINE_SAFE_TYPES, content_disposition
-from .exceptions import BlobIntegrityError
+from .exceptions import BlobError, BlobIntegrityError
 from .models import Blob
 from .ranges import ByteRange, iter_multipart, plan_multipart
 from .services import blob_open
@@ -62,28 +68,64 @@ class StreamBody:
     chunks: Iterator[bytes]
 
 
+# How a download ended: told to ``on_end`` once, with the plaintext bytes sent.
+SUCCESS, ABORTED, ERROR = "success", "aborted", "error"
+
+
 class GuardedBody:
     """The response iterator. ``close`` (called by the WSGI server, even if iteration never started)
-    releases every open storage read; an authentication failure mid-stream aborts the connection."""
+    releases every open storage read; an authentication failure mid-stream aborts the connection.
+
+    ``on_end(outcome, bytes_sent)`` is called exactly once: ``success`` when the body was exhausted,
+    ``aborted`` when the server closed it before that (the client went away: ``GeneratorExit``, or
+    ``close()`` before iteration started), ``error`` when reading or decrypting failed."""
 
     def __init__(
-        self, first: bytes | None, rest: Iterator[bytes], *, blob_id: object, also_close: tuple = ()
+        self,
+        first: bytes | None,
+        rest: Iterator[bytes],
+        *,
+        blob_id: object,
+        also_close: tuple = (),
+        on_end: Callable[[str, int], None] | None = None,
     ):
         self._rest = rest
         self._also_close = also_close
+        self._on_end = on_end
+        self.bytes_sent = 0
         self._gen = self._run(first, rest, blob_id)
 
-    @staticmethod
-    def _run(first: bytes | None, rest: Iterator[bytes], blob_id: object) -> Iterator[bytes]:
+    def _run(self, first: bytes | None, rest: Iterator[bytes], blob_id: object) -> Iterator[bytes]:
         try:
             if first:
+                self.bytes_sent += len(first)
                 yield first
-            yield from rest
+            for chunk in rest:
+                self.bytes_sent += len(chunk)
+                yield chunk
         except BlobIntegrityError:
             # Headers are gone already: the only honest move is to abort the connection (the WSGI server
             # does when the iterator raises). Log without any plaintext.
             logger.error("blob %s: segment failed authentication mid-stream; connection aborted", blob_id)
+            self._end(ERROR)
             raise
+        except GeneratorExit:
+            self._end(ABORTED)
+            raise
+        except Exception:
+            self._end(ERROR)
+            raise
+        self._end(SUCCESS)
+
+    def _end(self, outcome: str) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(outcome, self.bytes_sent)
+
+    def discard(self) -> None:
+        """Close without recording an end (the download never started)."""
+        self._on_end = None
+        self.close()
 
     def __iter__(self) -> GuardedBody:
         return self
@@ -92,17 +134,83 @@ class GuardedBody:
         return next(self._gen)
 
     def close(self) -> None:
-        self._gen.close()
-        for closeable in (self._rest, *self._also_close):
-            closeable.close()
+        try:
+            self._gen.close()
+            for closeable in (self._rest, *self._also_close):
+                closeable.close()
+        finally:
+            self._end(ABORTED)  # closed before iteration started or finished (no-op if already ended)
 
 
-def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBody:
-    """Open the blob and prepare its body for ``ranges`` (None = the whole representation).
+def _download_audit(
+    blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None
+) -> tuple[dict[str, Any], Callable[[str, int], None]]:
+    """The download's start details and the callback that records its end (DESIGN §8: one insert when
+    the stream starts, one when it ends, the end written after the fact with retries)."""
+    who = actor or current_actor()
+    context = current_context()  # the body runs after the middleware has returned: capture it now
+    started = time.monotonic()
+    details: dict[str, Any] = {
+        "ranges": None if not ranges else [[r.start, r.stop - 1] for r in ranges],
+        "size": blob.size,
+    }
+
+    def on_end(outcome: str, bytes_sent: int) -> None:
+        audit_record_after(
+            action="blob.download.end",
+            actor=who,
+            target_type="blob",
+            target_id=str(blob.pk),
+            outcome=outcome,
+            details={
+                **details,
+                "bytes_sent": bytes_sent,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+            context=context,
+        )
+
+    return {"actor": who, "context": context, "details": details}, on_end
+
+
+def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None = None) -> StreamBody:
+    """Open the blob and prepare its body for ``ranges`` (None = the whole representation), audited:
+    a start event now, an end event (success, aborted or error, with the bytes sent) when the body ends.
 
     Raises before any byte is sent if the key cannot be unwrapped, the object's length disagrees with
-    the row, or the first needed segment does not authenticate.
+    the row, or the first needed segment does not authenticate (audited as an error).
     """
+    start, on_end = _download_audit(blob, ranges, actor)
+    try:
+        body = _open_stream(blob, ranges, on_end)
+    except BlobError as exc:
+        audit_record(
+            action="blob.download.start",
+            target_type="blob",
+            target_id=str(blob.pk),
+            outcome="error",
+            **{**start, "details": {**start["details"], "error": exc.code}},
+        )
+        raise
+    try:
+        audit_record(
+            action="blob.download.start",
+            target_type="blob",
+            target_id=str(blob.pk),
+            **{
+                **start,
+                "details": {**start["details"], "status": body.status, "length": body.content_length},
+            },
+        )
+    except BaseException:
+        body.chunks.discard()  # type: ignore[attr-defined]  # no audit event, no download
+        raise
+    return body
+
+
+def _open_stream(
+    blob: Blob, ranges: list[ByteRange] | None, on_end: Callable[[str, int], None]
+) -> StreamBody:
     # The download path: a hot blob's data key comes from the process's cache, not a KMS call (DESIGN §4).
     reader = blob_open(blob=blob, cached=True)
     if not ranges:
@@ -112,7 +220,9 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBod
                 pass
         whole = reader.iter_range(0, blob.size)
         first = next(whole, None)
-        return StreamBody(200, blob.size, blob.content_type, None, GuardedBody(first, whole, blob_id=blob.pk))
+        return StreamBody(
+            200, blob.size, blob.content_type, None, GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end)
+        )
     if len(ranges) == 1:
         (only,) = ranges
         part = reader.iter_range(only.start, only.stop)
@@ -122,7 +232,7 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBod
             only.length,
             blob.content_type,
             only.content_range(blob.size),
-            GuardedBody(first, part, blob_id=blob.pk),
+            GuardedBody(first, part, blob_id=blob.pk, on_end=on_end),
         )
     # RFC 9110 §14.6: several ranges go out as multipart/byteranges, each part with its Content-Range.
     plan = plan_multipart(ranges, size=blob.size, content_type=blob.content_type)
@@ -135,5 +245,7 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None) -> StreamBod
             return itertools.chain([primed] if primed else [], first_part)
         return reader.iter_range(part.start, part.stop)
 
-    body = GuardedBody(None, iter_multipart(plan, read), blob_id=blob.pk, also_close=(first_part,))
+    body = GuardedBody(
+        None, iter_multipart(plan, read), blob_id=blob.pk, also_close=(first_part,), on_end=on_end
+    )
     return StreamBody(206, plan.content_length, plan.content_type, None, body)

@@ -37,6 +37,8 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from audit.actors import Actor
+from audit.services import audit_record
 from erphub.errors import error_response
 from erphub.schema import ErrorSerializer, error_responses
 
@@ -366,6 +368,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
 
     def post(self, request: Request) -> Response:
         if not request.user.has_perm("blobs.add_blob"):
+            audit_record(action="blob.upload", actor=Actor.for_user(request.user), outcome="denied")
             raise exceptions.PermissionDenied("You may not upload files.")
         # Bodies are read from Django's request, not through DRF's parsers: the global upload handler
         # has encrypted multipart files as they arrived, and raw bodies are streamed into the encryptor.
@@ -433,6 +436,13 @@ class BlobDetailView(BrowserLoginMixin, APIView):
         # Seeing someone else's file (view_any_blob) does not make it yours to delete. A 403 leaks
         # nothing here: the caller may already see the file.
         if blob.owner_id != request.user.pk and not request.user.has_perm("blobs.delete_blob"):
+            audit_record(
+                action="blob.delete",
+                actor=Actor.for_user(request.user),
+                target_type="blob",
+                target_id=str(blob.pk),
+                outcome="denied",
+            )
             raise exceptions.PermissionDenied("You may not delete this file.")
         blob_delete(blob=blob)
         return Response(status=204)

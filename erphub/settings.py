@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -101,9 +102,13 @@ INSTALLED_APPS = [
     "erphub",
     "kms",
     "blobs",
+    "audit",
+    "auditlog",
 ]
 
 MIDDLEWARE = [
+    # First: every response, errors included, carries the X-Request-ID its audit events were written under.
+    "audit.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
@@ -115,6 +120,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # django-auditlog: who changed a configuration model, for its admin history (not the blob trail).
+    "auditlog.middleware.AuditlogMiddleware",
 ]
 
 ROOT_URLCONF = "erphub.urls"
@@ -179,6 +186,16 @@ STORAGES = {
         "OPTIONS": {
             "location": str(BLOB_STORAGE_DIR),
             "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
+    },
+    # Signed audit checkpoints, outside the database. Write-once in production: an S3 bucket with Object
+    # Lock in compliance mode (deploy/README.md); a local directory in development.
+    "audit_checkpoints": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {
+            "location": _env("AUDIT_CHECKPOINT_DIR", str(VAR_DIR / "audit-checkpoints")),
+            "file_permissions_mode": 0o400,
             "directory_permissions_mode": 0o700,
         },
     },
@@ -383,6 +400,20 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
 }
 
+# --- Audit (DESIGN §8) ---------------------------------------------------------------------------------
+_audit_key_file_env = _env("AUDIT_SIGNING_KEY_FILE")
+AUDIT = {
+    "TRUSTED_PROXIES": _env_list("TRUSTED_PROXIES", ""),  # CIDRs whose X-Forwarded-For is believed
+    "RETENTION_DAYS": _env_int("AUDIT_RETENTION_DAYS", 7 * 365 + 2),  # 7 years; purge never goes nearer
+    "MAX_DETAILS_BYTES": _env_int("AUDIT_MAX_DETAILS_BYTES", 16 * 1024),  # larger details become a digest
+    "CHECKPOINT_STORAGE": "audit_checkpoints",  # STORAGES alias for signed checkpoints
+    # Ed25519 checkpoint signing key (base64 seed), never in the database: a value or a file (0600).
+    "SIGNING_KEY": _env("AUDIT_SIGNING_KEY"),
+    "SIGNING_KEY_FILE": _audit_key_file_env or str(VAR_DIR / "audit_signing.key"),
+    "SIGNING_KEY_CREATE": DEBUG and _env("AUDIT_SIGNING_KEY") is None,  # development creates it on first use
+    "VERIFY_PUBLIC_KEYS": _env_list("AUDIT_VERIFY_PUBLIC_KEYS", ""),  # older keys' public halves (base64)
+}
+
 LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)
 LOGIN_REDIRECT_URL = "blobs:my-files"  # an owner's own files
 
@@ -395,13 +426,25 @@ X_FRAME_OPTIONS = "DENY"
 # Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
 
+_AUDIT_LOG_STREAM = {"stdout": "ext://sys.stdout", "stderr": "ext://sys.stderr"}[
+    _env("AUDIT_LOG_STREAM", "stderr" if Path(sys.argv[0]).name == "manage.py" else "stdout") or "stdout"
+]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "bare": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # Audit events, one JSON object per line, for central logging (ELK, Splunk, CloudWatch): stdout for
+        # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
+        "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
+    },
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
+        "audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False},
         # azure-core logs every Key Vault request and response (key URLs included) at INFO: one multi-line
         # record per KMS call. Our own kms_calls_total and warnings say what operators need.
         "azure": {"level": "WARNING"},

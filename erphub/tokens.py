@@ -22,8 +22,47 @@ from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from audit.actors import Actor
+from audit.services import audit_record
+
 from . import login_throttle
 from .schema import error_responses
+
+
+def _actor_from_token(raw: str) -> Actor:
+    """The user a token that was just accepted (or minted) here names."""
+    from rest_framework_simplejwt.state import token_backend
+
+    try:
+        user_id = token_backend.decode(raw, verify=True).get(jwt_settings.USER_ID_CLAIM)
+    except TokenError:
+        return Actor.anonymous()
+    user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+    return Actor.for_user(user) if user is not None else Actor(type="user", id=str(user_id), name="")
+
+
+def _audited(action: str, request: Request, call: Any) -> Response:
+    """Run the token view; record the outcome (never a token, never a password). A failed obtain is also
+    recorded by the auth signal (``auth.login_failed``) with the attempted username."""
+    try:
+        response: Response = call()
+    except exceptions.APIException as exc:
+        audit_record(
+            action=action,
+            actor=Actor.anonymous(),
+            target_type="token",
+            outcome="denied",
+            details={"code": str(exc.get_codes()) if hasattr(exc, "get_codes") else type(exc).__name__},
+            request=request,
+        )
+        raise
+    if response.status_code == 200:
+        data = response.data if isinstance(response.data, dict) else {}
+        sent = request.data if hasattr(request.data, "get") else {}
+        raw = data.get("access") or sent.get("refresh")  # logout answers {}: the revoked token names the user
+        actor = _actor_from_token(raw) if isinstance(raw, str) else Actor.anonymous()
+        audit_record(action=action, actor=actor, target_type="token", target_id=actor.id, request=request)
+    return response
 
 
 class RefreshSerializer(TokenRefreshSerializer):
@@ -72,7 +111,9 @@ class TokenObtainView(jwt_views.TokenObtainPairView):
         if isinstance(username, str) and login_throttle.is_locked_out(username=username, address=address):
             # The backend would refuse anyway; say so honestly here, where a 429 can carry Retry-After.
             raise exceptions.Throttled(wait=login_throttle.throttle_setting("WINDOW_SECONDS"))
-        response = super().post(request, *args, **kwargs)
+        response = _audited(
+            "auth.token_issue", request, lambda: super(TokenObtainView, self).post(request, *args, **kwargs)
+        )
         if isinstance(username, str):
             login_throttle.clear(username=username, address=address)
         return response
@@ -86,6 +127,13 @@ class TokenObtainView(jwt_views.TokenObtainPairView):
 class TokenRefreshView(jwt_views.TokenRefreshView):
     serializer_class = RefreshSerializer  # type: ignore[assignment]
 
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return _audited(
+            "auth.token_refresh",
+            request,
+            lambda: super(TokenRefreshView, self).post(request, *args, **kwargs),
+        )
+
 
 @extend_schema(
     tags=["auth"],
@@ -93,4 +141,9 @@ class TokenRefreshView(jwt_views.TokenRefreshView):
     responses={200: OpenApiResponse(description="Revoked."), **error_responses(400, 401)},
 )
 class TokenBlacklistView(jwt_views.TokenBlacklistView):
-    pass
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return _audited(
+            "auth.token_revoke",
+            request,
+            lambda: super(TokenBlacklistView, self).post(request, *args, **kwargs),
+        )

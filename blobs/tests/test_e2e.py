@@ -8,6 +8,7 @@ Clients are the standard library's ``http.client`` and raw sockets, plus ``curl`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -16,16 +17,20 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from audit.chain import verify_chain
 from blobs.crypto import StreamParams
 from blobs.tests.liveserver import Gunicorn, Reply, ServerError, prepare_database, server_env
 from blobs.tests.liveserver import Session as LiveSession
@@ -242,6 +247,56 @@ def test_parallel_ranges_reassemble(session, blob, data):
     assert b"".join(reply.body for reply in replies) == data
 
 
+def _audit_rows(server: Server) -> list[dict]:
+    """The server's audit log, read-only straight from its SQLite file, in the hashed form."""
+    db = server.storage_dir.parent / "db.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = [dict(row) for row in conn.execute("SELECT * FROM audit_auditevent ORDER BY sequence")]
+    for row in rows:
+        row["timestamp"] = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC)
+        row["details"] = json.loads(row["details"])
+    return rows
+
+
+def test_concurrent_range_requests_are_all_audited_in_one_valid_chain(server, session, blob, data):
+    # Both workers x 4 threads each write a start and an end event per request into one SQLite file:
+    # WAL + busy timeout + BEGIN IMMEDIATE queue them (DESIGN §8); none may fail with "database is locked".
+    requests = 48
+    size = len(data)
+
+    def fetch(n: int) -> tuple[int, Reply]:
+        start = (n * 65_537) % (size - 1000)
+        headers = {"Range": f"bytes={start}-{start + 999}", "X-Request-ID": f"e2e-audit-{n}"}
+        return start, session.request("GET", stream_path(blob["id"]), headers=headers)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(fetch, range(requests)))
+    for start, reply in replies:
+        assert reply.status == 206
+        assert reply.body == data[start : start + 1000]
+        assert reply.headers["X-Request-ID"].startswith("e2e-audit-")
+    # The end event is written when the server's body iterator finishes, which may be just after the client
+    # has read the last byte: poll for it.
+    deadline = time.monotonic() + 30
+    while True:
+        rows = _audit_rows(server)
+        ours = [r for r in rows if r["request_id"].startswith("e2e-audit-")]
+        ends = [r for r in ours if r["action"] == "blob.download.end"]
+        if len(ends) >= requests or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for n in range(requests):
+        mine = {(r["action"], r["outcome"]) for r in ours if r["request_id"] == f"e2e-audit-{n}"}
+        assert mine == {("blob.download.start", "success"), ("blob.download.end", "success")}, n
+    assert all(r["details"]["bytes_sent"] == 1000 for r in ends)
+    report = verify_chain(rows)
+    assert report.ok, report
+    log = server.log_path.read_text(errors="replace")
+    assert "database is locked" not in log
+    assert "AUDIT EVENT NOT WRITTEN" not in log
+
+
 def _multipart_parts(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
     match = re.search(r'boundary="?([^";]+)"?', content_type)
     assert match, content_type
@@ -323,6 +378,38 @@ def auth(request, session: Session) -> str:
     if request.param == "jwt":
         return f"Authorization: Bearer {request.getfixturevalue('access_token')}\r\n"
     return f"Cookie: {session.headers()['Cookie']}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n"
+
+
+def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
+    # 16 MiB: more than the server's socket buffer can absorb (tcp_wmem max 4 MiB), so the body cannot have
+    # been handed to the kernel whole before the client resets the connection.
+    big = deterministic(16 * 1024 * 1024, seed=99)
+    reply = session.upload_multipart(big, "big.bin")
+    assert reply.status == 201, reply.body[:300]
+    cookie = f"Cookie: {session.headers()['Cookie']}\r\nX-Request-ID: e2e-abort-1\r\n"
+    sock = _raw_get(server, cookie, stream_path(reply.json()["id"]))
+    try:
+        received = 0
+        while received < 256 * 1024:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+    deadline = time.monotonic() + 30
+    while True:
+        ends = [
+            r
+            for r in _audit_rows(server)
+            if r["request_id"] == "e2e-abort-1" and r["action"] == "blob.download.end"
+        ]
+        if ends or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (end,) = ends
+    assert end["outcome"] == "aborted"
+    assert 256 * 1024 <= end["details"]["bytes_sent"] < len(big)
 
 
 def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):

@@ -10,6 +10,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.actors import Actor
+from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob
 from blobs.ranges import RangeNotSatisfiable, parse_range
@@ -41,6 +43,11 @@ class Command(BaseCommand):
             if ranges is None:
                 raise CommandError(f"Invalid range {byte_range!r}; use A-B (inclusive), A- or -N.")
             start, stop = ranges[0].start, ranges[0].stop
+        # Plaintext leaving the system is a download: audited, whatever the outcome (DESIGN §8).
+        details = {
+            "range": [start, stop - 1] if stop > start else None,
+            "to": "stdout" if output == "-" else "file",
+        }
         try:
             reader = blob_open(blob=blob)
             if output == "-":
@@ -48,10 +55,25 @@ class Command(BaseCommand):
                 for chunk in reader.iter_range(start, stop):
                     sink.write(chunk)
                 sink.flush()
-                return
-            self._to_file(Path(output), reader.iter_range(start, stop))
+            else:
+                self._to_file(Path(output), reader.iter_range(start, stop))
         except (BlobError, KmsError) as exc:
+            audit_record_after(
+                action="blob.export",
+                actor=Actor.cli(),
+                target_type="blob",
+                target_id=str(blob.pk),
+                outcome="error",
+                details={**details, "error": getattr(exc, "code", type(exc).__name__)},
+            )
             raise CommandError(f"Export failed: {exc}") from exc
+        audit_record_after(
+            action="blob.export",
+            actor=Actor.cli(),
+            target_type="blob",
+            target_id=str(blob.pk),
+            details={**details, "bytes": stop - start},
+        )
 
     def _to_file(self, path: Path, chunks: Any) -> None:
         # Written beside the target and renamed, so a failed export never leaves a partial plaintext file.

@@ -1,0 +1,33 @@
+from django.apps import AppConfig
+
+
+class AuditConfig(AppConfig):
+    name = "audit"
+    verbose_name = "Audit log"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Login/failed-login and role-membership hooks (Django offers no service to call there).
+        from . import checks, receivers  # noqa: F401
+
+        register_config_history()
+
+
+def register_config_history() -> None:
+    """django-auditlog keeps field-level diffs of configuration models for the admin's history pages.
+    It is not the audit trail (that is AuditEvent): it answers "what did this role look like before?".
+    Roles now; the key and flag configuration models register here when they land."""
+    from auditlog.registry import auditlog
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    if not auditlog.contains(Group):
+        auditlog.register(Group, include_fields=["name", "permissions"], m2m_fields={"permissions"})
+    user_model = get_user_model()
+    if not auditlog.contains(user_model):
+        # Who holds which role and the account flags that gate access; never the password or last_login.
+        auditlog.register(
+            user_model,
+            include_fields=["groups", "is_active", "is_superuser", "is_staff"],
+            m2m_fields={"groups"},
+        )

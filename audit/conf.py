@@ -1,0 +1,28 @@
+"""The audit app's settings through one getter with documented defaults (settings.AUDIT overrides)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "MAX_DETAILS_BYTES": 16 * 1024,  # canonical JSON size above which details are replaced by a digest
+    "MAX_USER_AGENT": 512,  # longer User-Agent headers are cut (predictably, at this many characters)
+    "RETENTION_DAYS": 7 * 365 + 2,  # 7 years (SOC 2 / HIPAA retention); rows younger are never purged
+    "TRUSTED_PROXIES": (),  # CIDRs whose X-Forwarded-For is believed
+    "CHECKPOINT_STORAGE": "audit_checkpoints",  # STORAGES alias, write-once in production (S3 Object Lock)
+    "SIGNING_KEY_FILE": None,  # Ed25519 private key (base64 seed), never in the database
+    "SIGNING_KEY": None,  # the same as a value (base64 seed), e.g. from a secret store
+    "SIGNING_KEY_CREATE": False,  # development only: create the key file on first use
+    "VERIFY_PUBLIC_KEYS": (),  # extra base64 Ed25519 public keys trusted for checkpoints (old keys)
+    "AFTER_RETRIES": 3,  # attempts for events after the fact (a stream's end) before counting a failure
+    "AFTER_RETRY_DELAY": 0.05,  # seconds before the first retry; doubles each time
+    "DETAILS_ENCRYPTION_PROVIDER": None,  # KMS alias for encrypted detail fields (None = the default one)
+}
+
+
+def audit_setting(name: str) -> Any:
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown AUDIT setting {name!r}")
+    return getattr(settings, "AUDIT", {}).get(name, DEFAULTS[name])

@@ -1,0 +1,62 @@
+"""Export audit events as JSON lines, with a signed manifest (range, count, first/last hash, SHA-256)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from audit.actors import Actor
+from audit.exceptions import CheckpointError
+from audit.services import audit_export
+
+from ._dates import parse_when
+
+
+class Command(BaseCommand):
+    help = (
+        "Write events with SINCE <= time < UNTIL as JSON lines to -o FILE (manifest in FILE.manifest.json) "
+        "or to stdout (manifest on stderr)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--since", help="ISO 8601 date/time, inclusive (default: the oldest event)")
+        parser.add_argument("--until", help="ISO 8601 date/time, exclusive (default: now)")
+        parser.add_argument("-o", "--output", default="-", help="output file, or - for stdout (default)")
+
+    def handle(self, *args: Any, since: str | None, until: str | None, output: str, **options: Any) -> None:
+        start = parse_when(since, "--since") if since else None
+        end = parse_when(until, "--until") if until else None
+        if start and end and start >= end:
+            raise CommandError("--since must be before --until.")
+        try:
+            if output == "-":
+                manifest = audit_export(since=start, until=end, sink=sys.stdout.buffer, actor=Actor.cli())
+                sys.stdout.flush()
+                self.stderr.write(json.dumps(manifest, indent=2, sort_keys=True))
+                return
+            manifest = self._to_file(Path(output), start, end)
+        except CheckpointError as exc:
+            raise CommandError(exc.detail) from exc
+        payload = manifest["payload"]
+        self.stdout.write(
+            f"{payload['count']}\t{payload['first_sequence']}-{payload['last_sequence']}\t{output}"
+        )
+
+    def _to_file(self, path: Path, start: Any, end: Any) -> dict[str, Any]:
+        # Written beside the target and renamed: a failed export leaves no partial file that looks whole.
+        tmp = path.with_name(f".{path.name}.part")
+        manifest_path = path.with_name(path.name + ".manifest.json")
+        try:
+            with open(tmp, "wb") as sink:
+                manifest = audit_export(since=start, until=end, sink=sink, actor=Actor.cli())
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return manifest

@@ -1,0 +1,9 @@
+"""Audit metrics (prometheus_client; multiprocess mode works the same for counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+AUDIT_EVENTS = Counter("audit_events_total", "Audit events written", ["action", "outcome"])
+# An event after the fact (a stream's end) that could not be written even after retries. Alert on any.
+AUDIT_WRITE_FAILURES = Counter("audit_write_failures_total", "Audit events that could not be written")

@@ -1,0 +1,20 @@
+"""Audit test data, written through the real service."""
+
+from __future__ import annotations
+
+from audit.actors import Actor
+from audit.models import AuditEvent
+from audit.services import audit_record
+
+
+def record(n: int = 1, *, action: str = "test.event", **kwargs) -> list[AuditEvent]:
+    return [
+        audit_record(
+            action=action, actor=Actor.system("test"), target_type="thing", target_id=str(i), **kwargs
+        )
+        for i in range(n)
+    ]
+
+
+def chain_rows() -> list[dict]:
+    return [event.chain_fields() for event in AuditEvent.objects.order_by("sequence")]

@@ -1,0 +1,117 @@
+"""audit_db_role: the SQL it prints, run for real on PostgreSQL — the app role appends and reads the log
+and can neither change it nor purge it. Roles and grants are created inside the test's transaction
+(PostgreSQL's DDL is transactional), so the rollback removes them."""
+
+from __future__ import annotations
+
+import secrets
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+from audit.actors import Actor
+from audit.models import AuditEvent
+from audit.services import audit_record
+
+pytestmark = pytest.mark.django_db
+
+
+def role_sql(role: str) -> str:
+    out = StringIO()
+    call_command("audit_db_role", "--role", role, "--database", "erphub", stdout=out)
+    return out.getvalue()
+
+
+def test_the_sql_grants_select_and_insert_only_on_the_log():
+    sql = role_sql("erphub_app")
+    assert "GRANT SELECT, INSERT ON audit_auditevent TO erphub_app;" in sql
+    assert "REVOKE ALL ON audit_auditevent" in sql
+    statements = [line for line in sql.splitlines() if not line.startswith("--")]
+    assert not [line for line in statements if "OWNER TO" in line.upper()]  # never hands over ownership
+
+
+def test_bad_identifiers_are_refused():
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="identifier"):
+        role_sql("app; DROP TABLE x")
+
+
+def test_the_app_role_appends_but_cannot_change_or_purge():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL roles")
+    role = f"erphub_app_{secrets.token_hex(3)}"
+    sql = role_sql(role).replace("BEGIN;", "").replace("COMMIT;", "")
+    sql = sql.replace(
+        "GRANT CONNECT ON DATABASE erphub", f"GRANT CONNECT ON DATABASE {connection.settings_dict['NAME']}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        cursor.execute(f"SET ROLE {role}")
+        try:
+            event = audit_record(action="as.app", actor=Actor.system("test"))
+            assert AuditEvent.objects.filter(pk=event.pk).exists()
+            for statement in (
+                "UPDATE audit_auditevent SET actor = 'x'",
+                "DELETE FROM audit_auditevent",
+                "TRUNCATE audit_auditevent",
+                "DROP TRIGGER audit_auditevent_no_update ON audit_auditevent",
+            ):
+                with (
+                    pytest.raises(DatabaseError, match=r"permission denied|must be owner"),
+                    transaction.atomic(),
+                ):
+                    cursor.execute(statement)
+            # Not the owner nor in the purge role: even with the session switch, the trigger refuses.
+            with pytest.raises(DatabaseError), transaction.atomic():
+                cursor.execute("SET LOCAL erphub.audit_purge = 'on'; DELETE FROM audit_auditevent")
+        finally:
+            cursor.execute("RESET ROLE")
+    assert AuditEvent.objects.filter(action="as.app").count() == 1
+
+
+def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL roles")
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit import services
+    from audit.models import PurgeAnchor
+
+    long_ago = timezone.now() - timedelta(days=4000)
+    monkeypatch.setattr(services, "now", lambda: long_ago)
+    old = audit_record(action="old", actor=Actor.system("test"))
+    monkeypatch.setattr(services, "now", timezone.now)
+    anchor = audit_record(action="new", actor=Actor.system("test"))
+    PurgeAnchor.objects.create(
+        sequence=anchor.sequence, hash=anchor.hash, cutoff=timezone.now(), retention_days=365
+    )
+    purger, app = f"purger_{secrets.token_hex(3)}", f"erphub_app_{secrets.token_hex(3)}"
+    name = connection.settings_dict["NAME"]
+    sql = (
+        role_sql(app)
+        .replace("BEGIN;", "")
+        .replace("COMMIT;", "")
+        .replace("DATABASE erphub", f"DATABASE {name}")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        cursor.execute(f"CREATE ROLE {purger} NOLOGIN IN ROLE erphub_audit_purge")
+        cursor.execute(f"SET ROLE {purger}")
+        try:
+            with pytest.raises(DatabaseError), transaction.atomic():  # the switch is still required
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [old.sequence])
+            with transaction.atomic():
+                cursor.execute("SET LOCAL erphub.audit_purge = 'on'")
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [old.sequence])
+            # The switch stays on for the rest of this test transaction; the anchor's event never goes.
+            with pytest.raises(DatabaseError), transaction.atomic():
+                cursor.execute("DELETE FROM audit_auditevent WHERE sequence = %s", [anchor.sequence])
+        finally:
+            cursor.execute("RESET ROLE")
+    assert not AuditEvent.objects.filter(sequence=old.sequence).exists()
+    assert AuditEvent.objects.filter(sequence=anchor.sequence).exists()
