@@ -24,6 +24,8 @@ from django.core.exceptions import PermissionDenied
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from audit.services import request_context
+
 DEFAULTS = {"FAILURES": 10, "WINDOW_SECONDS": 900}
 
 
@@ -36,7 +38,11 @@ class LoginThrottled(PermissionDenied):
 
 
 def client_address(request: HttpRequest | None) -> str:
-    return (request.META.get("REMOTE_ADDR") or "") if request is not None else ""
+    """The client's address, believing X-Forwarded-For only from TRUSTED_PROXIES (the audit log's rule):
+    behind a load balancer REMOTE_ADDR is the balancer, and every user would share one lockout."""
+    if request is None:
+        return ""
+    return request_context(request).remote_addr
 
 
 def _key(username: str, address: str) -> str:

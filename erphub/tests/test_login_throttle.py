@@ -99,3 +99,33 @@ def test_with_redis_the_counter_is_shared_between_processes(dave, settings):
     finally:
         caches["default"].clear()
         caches["default"].close()
+
+
+def test_behind_a_trusted_proxy_the_real_client_address_counts(dave, settings):
+    settings.AUDIT = {**settings.AUDIT, "TRUSTED_PROXIES": ["10.9.0.0/16"]}
+
+    def via_proxy(password: str, client: str):
+        return Client().post(
+            reverse("token-obtain"),
+            {"username": "dave", "password": password},
+            content_type="application/json",
+            REMOTE_ADDR="10.9.0.5",
+            HTTP_X_FORWARDED_FOR=client,
+        )
+
+    for _ in range(3):
+        assert via_proxy("wrong", "203.0.113.7").status_code == 401
+    assert via_proxy(PASSWORD, "203.0.113.7").status_code == 429
+    # Another client behind the same balancer is not locked out by the first one's guessing.
+    assert via_proxy(PASSWORD, "198.51.100.2").status_code == 200
+    # An untrusted peer cannot pick its address with a forged header.
+    for _ in range(3):
+        token(Client(), "wrong", address="192.0.2.1")
+    forged = Client().post(
+        reverse("token-obtain"),
+        {"username": "dave", "password": PASSWORD},
+        content_type="application/json",
+        REMOTE_ADDR="192.0.2.1",
+        HTTP_X_FORWARDED_FOR="198.51.100.99",
+    )
+    assert forged.status_code == 429
