@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.rotation import (
     Outcome,
@@ -214,6 +215,15 @@ def test_rewrap_failure_names_the_blob_and_leaves_its_row(blobs, keys):
     assert (row.key_ref, bytes(row.wrapped_key)) == ("mk-1", bytes(tampered))
     record = KeyRotation.objects.get()
     assert (record.outcome, record.changed, record.failed, record.examined) == ("failed", 4, 1, 5)
+    # The audit log has the four rewraps, the failure (its row unchanged) and the run.
+    events = AuditEvent.objects.filter(action__startswith="blob.rewrap")
+    assert sorted(e.outcome for e in events) == ["error", "success", "success", "success", "success"]
+    failure = events.get(outcome="error")
+    assert (failure.target_id, failure.details["error"]) == (str(bad.pk), "UnwrapFailed")
+    assert failure.actor.startswith("system:cli:")
+    run_event = AuditEvent.objects.get(action="kms.rewrap_run")
+    assert run_event.outcome == "error"
+    assert (run_event.details["changed"], run_event.details["failed"]) == (4, 1)
 
 
 def test_rewrap_does_not_overwrite_a_concurrent_change(blobs, keys, monkeypatch):
@@ -261,6 +271,9 @@ def test_rewrap_records_the_run(blobs, keys):
     assert (record.examined, record.changed, record.skipped, record.failed) == (5, 5, 0, 0)
     assert record.actor.startswith("system:cli:")
     assert record.started_at <= record.finished_at
+    run_event = AuditEvent.objects.get(action="kms.rewrap_run")
+    assert (run_event.outcome, run_event.target_id) == ("success", "local:mk-2")
+    assert run_event.details["changed"] == 5
     with pytest.raises(TypeError):
         record.save()
     with pytest.raises(TypeError):

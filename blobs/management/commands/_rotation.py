@@ -15,6 +15,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
+from audit.actors import Actor
+from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob, BlobQuerySet
 from blobs.rotation import Outcome, RotationTarget, iter_batches
@@ -62,9 +64,31 @@ class RotationCommand(BaseCommand):
                         except ROW_ERRORS as exc:
                             failed.append(blob.pk)
                             self.stderr.write(f"FAILED {blob.pk}: {exc}")
+                            # The row is unchanged (its transaction rolled back), so this is after the fact.
+                            audit_record_after(
+                                action=f"blob.{self.kind}",
+                                actor=Actor.cli(),
+                                target_type="blob",
+                                target_id=str(blob.pk),
+                                outcome="error",
+                                details={"error": type(exc).__name__, "to_provider": target.alias},
+                            )
                         bar.update(1)
             outcome = KeyRotation.Outcome.FAILED if failed else KeyRotation.Outcome.COMPLETED
         finally:
+            audit_record_after(
+                action=f"kms.{self.kind}_run",
+                actor=Actor.cli(),
+                target_type="key",
+                target_id=f"{target.alias}:{target.key_ref or ''}",
+                outcome={"completed": "success", "failed": "error"}.get(str(outcome), "aborted"),
+                details={
+                    "selection": selection,
+                    "changed": counts[Outcome.CHANGED.value],
+                    "skipped": already + counts[Outcome.SKIPPED.value] + counts[Outcome.CONFLICT.value],
+                    "failed": len(failed),
+                },
+            )
             key_rotation_record(
                 kind=self.kind,
                 outcome=outcome,
