@@ -160,6 +160,9 @@ def main() -> int:
             for name in names[run % 2 :] + names[: run % 2]:
                 server, client, path, headers = targets[name]
                 for attempt in range(1, quiet.retries + 2):
+                    # Start each upload with no dirty pages left by the previous one: their write-back
+                    # would otherwise land on whichever upload runs next.
+                    os.sync()
                     quiet.wait()
                     before = server.rss_bytes()
                     own0 = os.times()
@@ -195,22 +198,35 @@ def main() -> int:
         for key, value in facts.items():
             print(f"| {key} | {value} |")
         base = approaches[0].mbps
-        print("\n| download | MB/s (median) | min–max | ratio to foundation |\n|---|--:|--:|--:|")
+        print(
+            "\n| download | MB/s (median) | min–max | ratio of medians | median of per-run ratios |"
+            "\n|---|--:|--:|--:|--:|"
+        )
         for approach in approaches:
             low, high = min(approach.speeds) / 1e6, max(approach.speeds) / 1e6
             ratio = approach.mbps / base
-            print(f"| {approach.label} | {approach.mbps:,.0f} | {low:,.0f}–{high:,.0f} | {ratio:.2f} |")
+            # Runs are interleaved, so run i of each approach met the same machine: pair them.
+            pairs = zip(approach.speeds, approaches[0].speeds, strict=True)
+            paired = statistics.median(a / b for a, b in pairs)
+            print(
+                f"| {approach.label} | {approach.mbps:,.0f} | {low:,.0f}–{high:,.0f} | {ratio:.2f} "
+                f"| {paired:.2f} |"
+            )
         up_base = statistics.median(uploads[names[1]]["mbps"])
         print(
-            "\n| upload (raw body) | MB/s (median) | ratio to foundation "
+            "\n| upload (raw body) | MB/s (median) | min–max | ratio of medians | median of per-run ratios "
             "| RSS growth after / peak (MiB, max) |"
-            "\n|---|--:|--:|--:|"
+            "\n|---|--:|--:|--:|--:|--:|"
         )
         for name in names:
             stats = uploads[name]
             mbps = statistics.median(stats["mbps"])
+            paired = statistics.median(
+                a / b for a, b in zip(stats["mbps"], uploads[names[1]]["mbps"], strict=True)
+            )
             print(
-                f"| {name} | {mbps:,.0f} | {mbps / up_base:.2f} | "
+                f"| {name} | {mbps:,.0f} | {min(stats['mbps']):,.0f}–{max(stats['mbps']):,.0f} | "
+                f"{mbps / up_base:.2f} | {paired:.2f} | "
                 f"{max(stats['rss_growth']):.1f} / {max(stats['rss_peak']):.1f} |"
             )
         print(
