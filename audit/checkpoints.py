@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
+from erphub.secret_files import create_secret_file
+
 from .canonical import canonical_bytes
 from .chain import Anchor, format_timestamp
 from .conf import audit_setting
@@ -96,14 +98,7 @@ def signing_key() -> Ed25519PrivateKey:
 
 def create_key_file(path: Path) -> bool:
     """A new random key in ``path`` (0600) unless it exists; returns whether it was created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
-    return True
+    return create_secret_file(path, base64.b64encode(os.urandom(32)).decode() + "\n")
 
 
 def trusted_public_keys() -> dict[str, Ed25519PublicKey]:

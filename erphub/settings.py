@@ -16,6 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from erphub.secret_files import create_secret_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -69,11 +71,7 @@ DEBUG = _env_bool("DJANGO_DEBUG", True)  # false = production: secrets below bec
 def _development_secret_key() -> str:
     """A per-checkout secret generated once into var/ (0600), so sessions survive restarts."""
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
+    create_secret_file(path, secrets.token_urlsafe(50))  # a no-op once it exists (or another process won)
     return path.read_text().strip()
 
 

@@ -23,6 +23,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from erphub.secret_files import create_secret_file
+
 from ..base import KeyProvider, WrappedKey, encode_context
 from ..exceptions import KeyNotFound, KeyUnavailable, UnwrapFailed
 
@@ -67,16 +69,7 @@ def parse_keys(text: str, *, source: str) -> list[tuple[str, bytes]]:
 
 def create_key_file(path: Path) -> bool:
     """Create ``path`` with one new key, mode 0600, unless it exists. Returns whether it was created."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(new_key_line() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
+    return create_secret_file(path, new_key_line() + "\n")
 
 
 def add_key_to_file(path: Path) -> str:
