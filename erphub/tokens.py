@@ -12,6 +12,7 @@ import hmac
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
@@ -20,7 +21,9 @@ from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.utils import get_md5_hash_password
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
 from audit.actors import Actor
 from audit.services import audit_record
@@ -65,31 +68,69 @@ def _audited(action: str, request: Request, call: Any) -> Response:
     return response
 
 
+def _is_unicode(text: str) -> bool:
+    """JSON can carry lone surrogates ("\\ud800"), which no database column or log line can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class RefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh, with three gaps closed.
+
+    - Replay: simplejwt checks the blacklist when it reads the token and blacklists it later with
+      ``get_or_create``, so concurrent requests with one refresh token all pass and each mints a new token
+      family. Here using a refresh token is one atomic claim — creating its ``BlacklistedToken`` (a
+      one-to-one row) — and every request but the one that created it is refused.
+    - Revocation: simplejwt checks the password-hash claim on access tokens only; a refresh token stolen
+      before a password change would keep minting access tokens.
+    - A deleted user: simplejwt's ``.get()`` would be a 500.
+    """
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
-            self._check_not_revoked(attrs["refresh"])
-            return super().validate(attrs)
-        except get_user_model().DoesNotExist:
-            # simplejwt looks the user up with .get(): a deleted user's token would be a 500.
-            raise exceptions.AuthenticationFailed(
-                "No active account found for the given token.", "no_active_account"
-            ) from None
-
-    def _check_not_revoked(self, raw: str) -> None:
-        """simplejwt checks the password-hash claim on access tokens only; a refresh token stolen before a
-        password change would otherwise keep minting new access tokens."""
-        try:
-            refresh = self.token_class(raw)
+            refresh = self.token_class(attrs["refresh"])  # signature, expiry, type, blacklist (a first pass)
         except TokenError as exc:
             raise InvalidToken(str(exc)) from None
         user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
         if user_id is None:
             raise InvalidToken("Token contained no recognizable user identification.")
-        user = get_user_model().objects.get(**{jwt_settings.USER_ID_FIELD: user_id})
+        user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+        if user is None or not jwt_settings.USER_AUTHENTICATION_RULE(user):
+            raise exceptions.AuthenticationFailed(
+                "No active account found for the given token.", "no_active_account"
+            )
         claim = str(refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM, ""))
         if not hmac.compare_digest(claim, get_md5_hash_password(user.password)):
             raise InvalidToken("Token has been revoked.")
+        self._claim(refresh, user)
+        data = {"access": str(refresh.access_token)}
+        # ROTATE_REFRESH_TOKENS and BLACKLIST_AFTER_ROTATION are on (settings): a new refresh token.
+        refresh.set_jti()
+        refresh.set_exp()
+        refresh.set_iat()
+        refresh.outstand()
+        data["refresh"] = str(refresh)
+        return data
+
+    @staticmethod
+    def _claim(refresh: RefreshToken, user: Any) -> None:
+        jti = refresh[jwt_settings.JTI_CLAIM]
+        try:
+            with transaction.atomic():
+                outstanding, _ = OutstandingToken.objects.get_or_create(
+                    jti=jti,
+                    defaults={
+                        "user": user,
+                        "token": str(refresh),
+                        "expires_at": datetime_from_epoch(refresh["exp"]),
+                    },
+                )
+                BlacklistedToken.objects.create(token=outstanding)
+        except IntegrityError:
+            raise InvalidToken("Token is blacklisted") from None
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -107,16 +148,16 @@ class TokenPairSerializer(serializers.Serializer):
 class TokenObtainView(jwt_views.TokenObtainPairView):
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         username = request.data.get("username") if hasattr(request.data, "get") else None
+        if isinstance(username, str) and not _is_unicode(username):
+            raise exceptions.ValidationError({"username": ["Not valid text."]})
         address = login_throttle.client_address(request)
         if isinstance(username, str) and login_throttle.is_locked_out(username=username, address=address):
             # The backend would refuse anyway; say so honestly here, where a 429 can carry Retry-After.
             raise exceptions.Throttled(wait=login_throttle.throttle_setting("WINDOW_SECONDS"))
-        response = _audited(
+        # A success clears the attempt count in the authentication backend.
+        return _audited(
             "auth.token_issue", request, lambda: super(TokenObtainView, self).post(request, *args, **kwargs)
         )
-        if isinstance(username, str):
-            login_throttle.clear(username=username, address=address)
-        return response
 
 
 @extend_schema(

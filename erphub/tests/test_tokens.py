@@ -166,3 +166,20 @@ def test_flushexpiredtokens_removes_expired_rows(user):
     call_command("flushexpiredtokens")
     assert list(OutstandingToken.objects.values_list("jti", flat=True)) == [live["jti"]]
     assert BlacklistedToken.objects.count() == 0
+
+
+def test_a_refresh_token_racing_itself_mints_one_family(user, monkeypatch):
+    """Concurrent refreshes with one token all get past the blacklist *read*; only the atomic claim (the
+    one-to-one BlacklistedToken row) may let exactly one through. Simulated deterministically: the second
+    request is made as if its read had happened before the first request's write."""
+    from rest_framework_simplejwt.tokens import BlacklistMixin
+
+    pair = obtain().json()
+    first = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert first.status_code == 200
+    monkeypatch.setattr(BlacklistMixin, "check_blacklist", lambda self: None)  # the racing request's view
+    second = Client().post(REFRESH, {"refresh": pair["refresh"]}, content_type="application/json")
+    assert second.status_code == 401
+    assert second.json()["code"] == "token_not_valid"
+    jti = jwt.decode(pair["refresh"], options={"verify_signature": False})["jti"]
+    assert BlacklistedToken.objects.filter(token__jti=jti).count() == 1
