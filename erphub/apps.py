@@ -9,7 +9,6 @@ class ErphubConfig(AppConfig):
     verbose_name = "ERP Hub"
 
     def ready(self) -> None:
-        from . import login_throttle  # noqa: F401  (connects its signal receivers)
         from .roles import on_post_migrate
 
         # Connected for every sender (erphub has no models, so it is never one); the handler picks the last.

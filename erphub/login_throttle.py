@@ -1,27 +1,28 @@
 """Failed-login throttling for every login path (admin, ``/accounts/login/``, ``POST /api/token/``).
 
-All three end in ``django.contrib.auth.authenticate()``, so the lock sits in the authentication backend:
-while a username has failed too often from one address, the backend refuses even the right password
-(``PermissionDenied`` makes ``authenticate()`` stop and report a failure). Failures are counted from
-Django's ``user_login_failed`` signal, which every failed ``authenticate()`` sends.
+All three end in ``django.contrib.auth.authenticate()``, so the lock sits in the authentication backend.
+It counts *attempts*, atomically, before the password is checked, and a success clears the count: counting
+failures after the (slow, deliberately) password hash would let every request already in flight through, so
+a burst of concurrent guesses would get as many tries as the server has threads. Past the limit the backend
+refuses even the right password (``PermissionDenied`` makes ``authenticate()`` stop and report a failure).
 
 Counters live in the default cache: with ``REDIS_URL`` that is shared by every worker and replica; a
 per-process cache would multiply the allowance by the number of processes. The key is a hash of the
-username (never the raw name in Redis) and the client address; the window is fixed from the first failure.
+username (never the raw name in Redis) and the client's address — its /64 for IPv6, which a client can
+otherwise rotate through; the window is fixed from the first attempt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.dispatch import receiver
 from django.http import HttpRequest
 
 from audit.services import request_context
@@ -45,22 +46,36 @@ def client_address(request: HttpRequest | None) -> str:
     return request_context(request).remote_addr
 
 
+def _network(address: str) -> str:
+    """The unit one client controls: the address itself for IPv4, its /64 for IPv6 (RFC 4291 §2.5.4)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _key(username: str, address: str) -> str:
-    digest = hashlib.sha256(f"{username.casefold()}\0{address}".encode()).hexdigest()
-    return f"erphub:login-failures:{digest}"
+    # surrogatepass: a JSON body can carry lone surrogates ("\ud800"); they must not crash the key.
+    raw = f"{username.casefold()}\0{_network(address)}".encode("utf-8", "surrogatepass")
+    return f"erphub:login-attempts:{hashlib.sha256(raw).hexdigest()}"
 
 
-def failures(*, username: str, address: str) -> int:
+def attempts(*, username: str, address: str) -> int:
     return int(cache.get(_key(username, address), 0))
 
 
 def is_locked_out(*, username: str, address: str) -> bool:
-    return failures(username=username, address=address) >= throttle_setting("FAILURES")
+    """Whether the next attempt would be refused."""
+    return attempts(username=username, address=address) >= throttle_setting("FAILURES")
 
 
-def record_failure(*, username: str, address: str) -> int:
+def record_attempt(*, username: str, address: str) -> int:
+    """Count one attempt; returns the count including it."""
     key = _key(username, address)
-    # add() starts the window only on the first failure; incr() is atomic on Redis.
+    # add() starts the window only on the first attempt; incr() is atomic on Redis (and under LocMem's lock).
     cache.add(key, 0, timeout=throttle_setting("WINDOW_SECONDS"))
     try:
         return cache.incr(key)
@@ -83,20 +98,12 @@ class ThrottledModelBackend(ModelBackend):
         self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kw: Any
     ) -> Any:
         name = username if username is not None else _username_of(kw)
-        if name is not None and is_locked_out(username=name, address=client_address(request)):
+        if name is None:
+            return None
+        address = client_address(request)
+        if record_attempt(username=name, address=address) > throttle_setting("FAILURES"):
             raise LoginThrottled()
-        return super().authenticate(request, username=username, password=password, **kw)
-
-
-@receiver(user_login_failed, dispatch_uid="erphub.login_throttle.failed")
-def _on_login_failed(
-    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kw: Any
-) -> None:
-    name = _username_of(credentials)
-    if name is not None:
-        record_failure(username=name, address=client_address(request))
-
-
-@receiver(user_logged_in, dispatch_uid="erphub.login_throttle.succeeded")
-def _on_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kw: Any) -> None:
-    clear(username=user.get_username(), address=client_address(request))
+        user = super().authenticate(request, username=username, password=password, **kw)
+        if user is not None:
+            clear(username=name, address=address)
+        return user

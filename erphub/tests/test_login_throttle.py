@@ -89,7 +89,7 @@ def test_with_redis_the_counter_is_shared_between_processes(dave, settings):
         # Another process (here: a plain Redis client) sees the same counter.
         raw = redis.Redis.from_url("redis://127.0.0.1:6379/11")
         try:
-            keys = [k for k in raw.keys("*") if b"login-failures" in k]
+            keys = [k for k in raw.keys("*") if b"login-attempts" in k]
             assert len(keys) == 1
             assert int(raw.get(keys[0])) == 3
             assert 0 < raw.ttl(keys[0]) <= 120
@@ -129,3 +129,39 @@ def test_behind_a_trusted_proxy_the_real_client_address_counts(dave, settings):
         HTTP_X_FORWARDED_FOR="198.51.100.99",
     )
     assert forged.status_code == 429
+
+
+def test_the_attempt_is_counted_before_the_password_is_checked(dave, monkeypatch):
+    """What makes a burst of concurrent guesses useless: each request takes its number before the slow
+    password hash, so only the first FAILURES of them ever reach it."""
+    from django.contrib.auth.backends import ModelBackend
+
+    seen: list[int] = []
+    real = ModelBackend.authenticate
+
+    def spy(self, request, username=None, password=None, **kw):
+        seen.append(login_throttle.attempts(username="dave", address="10.0.0.1"))
+        return real(self, request, username=username, password=password, **kw)
+
+    monkeypatch.setattr(ModelBackend, "authenticate", spy)
+    for _ in range(5):
+        token(Client(), "wrong")
+    assert seen == [1, 2, 3]  # the 4th and 5th never reached the password check
+
+
+@pytest.mark.parametrize(
+    ("other", "locked"),
+    [("2001:db8:0:0:ffff::9", True), ("2001:db8:0:1::1", False), ("10.0.0.1", False)],
+)
+def test_ipv6_clients_are_counted_per_64(dave, other, locked):
+    for _ in range(3):
+        token(Client(), "wrong", address="2001:db8::1")
+    assert (token(Client(), PASSWORD, address=other).status_code == 429) is locked
+
+
+def test_a_username_that_is_not_text_is_a_400(dave):
+    response = Client().post(
+        reverse("token-obtain"), '{"username": "\\ud800", "password": "x"}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("username:")
