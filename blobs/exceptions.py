@@ -49,6 +49,15 @@ class UploadTooLarge(BlobError):
         super().__init__(f"The upload exceeds the limit of {limit} bytes; nothing was stored.")
 
 
+class UploadThrottled(BlobError):
+    status_code = 429
+    code = "throttled"
+
+    def __init__(self, *, wait: float) -> None:
+        self.wait = wait
+        super().__init__(f"Too many uploads; try again in {int(wait) + 1} seconds. Nothing was stored.")
+
+
 class BlobIntegrityError(BlobError):
     """The stored object does not authenticate or does not match its row: never serve it."""
 

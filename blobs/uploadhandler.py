@@ -21,11 +21,14 @@ from django.http import HttpRequest
 
 from kms.exceptions import KmsError
 
-from .exceptions import BlobError
+from .exceptions import BlobError, UploadThrottled
 from .models import Blob
 from .services import BlobUpload, blob_delete
+from .throttling import upload_wait
 
 UPLOADS_ATTR = "_blob_uploads"
+#: The multipart field every upload form and the API use.
+UPLOAD_FIELD = "file"
 ERROR_ATTR = "_blob_upload_error"
 
 
@@ -81,6 +84,12 @@ class EncryptingUploadHandler(FileUploadHandler):
         user = getattr(self.request, "user", None)
         if user is None or not user.is_authenticated or not user.has_perm("blobs.add_blob"):
             raise SkipFile()  # nobody may store this: skip it without writing anything
+        # Only the one file any view claims is encrypted: each file costs a data key (a KMS call) and a
+        # stored object, so other fields and further files are skipped unread, not stored and discarded.
+        if field_name != UPLOAD_FIELD or self._uploads():
+            raise SkipFile()
+        if (wait := upload_wait(self.request)) is not None:
+            self._fail(UploadThrottled(wait=wait))
         try:
             self._upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
         except (BlobError, KmsError) as exc:

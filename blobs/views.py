@@ -33,8 +33,6 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from audit.actors import Actor
@@ -54,6 +52,7 @@ from .selectors import blob_get_for_user, blob_list_for_user
 from .serializers import BlobSerializer
 from .services import blob_claim, blob_create, blob_delete
 from .streaming import Representation, blob_open_stream, blob_representation
+from .throttling import UploadThrottle
 from .uploadhandler import EncryptedUploadedFile
 
 # Sent with every plaintext response, 200/206/304/HEAD alike (reference/http-ranges.md rows 1, 19 and
@@ -107,18 +106,6 @@ class RawBodyParser(BaseParser):
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
         return DataAndFiles({}, {})
-
-
-class UploadThrottle(UserRateThrottle):
-    """Per-user upload rate (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["uploads"]``), counted in the
-    default cache — shared by every worker when ``REDIS_URL`` is set."""
-
-    scope = "uploads"
-
-    def get_rate(self) -> str | None:
-        # DRF binds THROTTLE_RATES when the module is imported; read it per request so override_settings
-        # (and a reloaded configuration) apply.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
 
 def _validator_headers(response: HttpResponse, rep: Representation) -> None:
@@ -494,9 +481,11 @@ class LegacyFileView(APIView):
     def get(self, request: Request, legacy_id: str) -> HttpResponse:
         headers = _legacy_headers()
         links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
+        # An id no row can hold (too long, or a NUL PostgreSQL text refuses) is simply not found.
+        storable = len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length and "\x00" not in legacy_id
         blob = (
             blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
-            if len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length
+            if storable
             else None
         )
         if blob is not None:

@@ -15,7 +15,7 @@ from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
 from rest_framework import exceptions
 
-from blobs.exceptions import BlobError, UploadTooLarge
+from blobs.exceptions import BlobError, UploadThrottled, UploadTooLarge
 from blobs.ranges import RangeNotSatisfiable
 from kms.exceptions import KmsError
 
@@ -47,6 +47,14 @@ def domain_error_response(exc: DomainError) -> JsonResponse:
         # The rest of the body is not read: close the connection rather than parse it as a next request.
         return error_response(
             exc.status_code, detail=exc.detail, code=exc.code, headers={"Connection": "close"}
+        )
+    if isinstance(exc, UploadThrottled):
+        # Refused at the first file: close rather than read the rest of the body.
+        return error_response(
+            exc.status_code,
+            detail=exc.detail,
+            code=exc.code,
+            headers={"Retry-After": str(math.ceil(exc.wait)), "Connection": "close"},
         )
     if isinstance(exc, BlobError):
         return error_response(exc.status_code, detail=exc.detail, code=exc.code)

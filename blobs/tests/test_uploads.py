@@ -313,19 +313,34 @@ def test_multipart_file_over_the_limit_is_413_with_nothing_stored(client, small_
     assert_nothing_stored()
 
 
-def test_413_after_a_claimed_file_means_nothing_stored(
-    client, small_limit, django_capture_on_commit_callbacks
-):
-    # The first file fits and is claimed by the view; a later part overflows the limit. The answer says
-    # nothing was stored, so the claimed file must go too (a client that retries gets no duplicate).
+@pytest.fixture
+def blob_wraps(monkeypatch) -> list[str]:
+    """Blob ids whose data key LocalKeyProvider wrapped (not the audit log's own sealing key)."""
+    from kms.providers.local import LocalKeyProvider
+
+    wrapped: list[str] = []
+    real = LocalKeyProvider.wrap
+
+    def spy(self, data_key, *, context):
+        if "blob_id" in context:
+            wrapped.append(context["blob_id"])
+        return real(self, data_key, context=context)
+
+    monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
+    return wrapped
+
+
+def test_only_the_first_file_field_costs_a_data_key(client, blob_wraps):
+    # Every encrypted file costs a KMS wrap and a stored object: other fields and a second "file" are
+    # skipped unread, so one request cannot make the server do a hundred times the work it claims.
     files = {
         "file": SimpleUploadedFile("small.bin", b"0123456789"),
         "other": SimpleUploadedFile("big.bin", pattern(20_000)),
     }
-    with django_capture_on_commit_callbacks(execute=True):  # the test's transaction stands for autocommit
-        r = client.post(URL, files)
-    assert r.status_code == 413
-    assert_nothing_stored()
+    files.update({f"more{n}": SimpleUploadedFile(f"{n}.bin", b"x") for n in range(20)})
+    r = client.post(URL, files)
+    assert r.status_code == 201
+    assert blob_wraps == [str(Blob.objects.get(filename="small.bin").pk)]
 
 
 def test_multipart_with_huge_declared_length_is_413(client, small_limit):
@@ -443,6 +458,24 @@ def test_upload_parsed_for_another_view_is_discarded(csrf_client):
     r = c.post("/health", {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("c.bin", b"y" * 9000)})
     assert r.status_code == 405
     assert_nothing_stored()
+
+
+def test_a_throttled_session_upload_is_refused_before_any_encryption(csrf_client, settings, blob_wraps):
+    # With the token in the body, the CSRF check parses the multipart body before DRF's throttle runs:
+    # the upload handler asks the throttle itself, at the first file, before wrapping a data key.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"uploads": "1/min"}}
+    c, token = csrf_client
+    first = c.post(URL, {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("a.bin", b"a")})
+    assert first.status_code == 201
+    assert len(blob_wraps) == 1
+    for _ in range(3):
+        r = c.post(URL, {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("b.bin", pattern(9000))})
+        assert r.status_code == 429
+        assert r.json()["code"] == "throttled"
+        assert int(r["Retry-After"]) > 0
+        assert r["Connection"] == "close"
+    assert len(blob_wraps) == 1  # no data key was made for a refused upload
+    assert Blob.objects.count() == 1
 
 
 def test_over_limit_during_csrf_parse_is_413(csrf_client, small_limit):
