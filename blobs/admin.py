@@ -88,9 +88,15 @@ class BlobAdmin(admin.ModelAdmin):
             kwargs["form"] = BlobAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
+    @staticmethod
+    def may_choose_owner(request: HttpRequest) -> bool:
+        # Uploading (add_blob) puts files in your own account. Putting them in someone else's — and the
+        # owner field's id lookup, which tells whether a user id exists — is for who may manage anyone's.
+        return request.user.has_perm("blobs.change_blob")
+
     def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[str]:
         if obj is None:
-            return ["file", "owner"]
+            return ["file", "owner"] if self.may_choose_owner(request) else ["file"]
         return ["owner", "download", *FORMAT_FIELDS]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Blob | None = None) -> tuple[str, ...]:
@@ -104,7 +110,8 @@ class BlobAdmin(admin.ModelAdmin):
             # Only the owner is editable: ownership transfer goes through its service.
             blob_transfer_ownership(blob=obj, new_owner=form.cleaned_data["owner"])
             return
-        blob = blob_claim(upload=form.cleaned_data["file"].upload, owner=form.cleaned_data["owner"])
+        owner = form.cleaned_data["owner"] if self.may_choose_owner(request) else request.user
+        blob = blob_claim(upload=form.cleaned_data["file"].upload, owner=owner)
         for field in Blob._meta.concrete_fields:
             setattr(obj, field.attname, getattr(blob, field.attname))
         obj._state.adding = False

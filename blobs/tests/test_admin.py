@@ -326,3 +326,31 @@ def test_staff_without_a_role_cannot_see_the_admin(alice):
     client.force_login(make_user("clerk", perms=(), is_staff=True))
     make_blob(alice)
     assert client.get(CHANGELIST).status_code == 302  # to the admin login: is_staff alone grants nothing
+
+
+def test_an_uploader_without_manager_rights_cannot_plant_files_in_another_account(alice):
+    from erphub import roles
+
+    eve = Client()
+    eve.force_login(make_user("eve", perms=(), roles=(roles.BLOB_USERS, roles.AUDITORS)))
+    page = eve.get(ADD)
+    assert page.status_code == 200
+    assert 'name="owner"' not in page.content.decode()
+    r = eve.post(
+        ADD, {"file": SimpleUploadedFile("invoice.pdf", b"%PDF-1.7"), "owner": alice.pk, "_save": "Save"}
+    )
+    assert r.status_code == 302
+    assert Blob.objects.get().owner.username == "eve"
+
+
+def test_a_blob_manager_may_upload_for_someone_else(alice):
+    from erphub import roles
+
+    manager = Client()
+    manager.force_login(make_user("mgr", perms=(), roles=(roles.BLOB_MANAGERS,)))
+    assert 'name="owner"' in manager.get(ADD).content.decode()
+    r = manager.post(
+        ADD, {"file": SimpleUploadedFile("for-alice.txt", b"hi"), "owner": alice.pk, "_save": "Save"}
+    )
+    assert r.status_code == 302
+    assert Blob.objects.get().owner == alice
