@@ -13,7 +13,8 @@ def _positive_int(request: Request, name: str, *, maximum: int | None = None) ->
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) < 1 or (maximum is not None and int(raw) > maximum):
+    # isascii: str.isdigit() is also true for "²" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1 or (maximum is not None and int(raw) > maximum):
         limit = f" between 1 and {maximum}" if maximum is not None else ""
         raise exceptions.ValidationError({name: [f"Must be a whole number{limit}."]})
     return int(raw)

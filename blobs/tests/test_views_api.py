@@ -274,6 +274,8 @@ def test_managers_filter_by_owner(catalogue):
         ("page=abc", "page"),
         ("page_size=0", "page_size"),
         ("page_size=100000", "page_size"),
+        ("page_size=%C2%B2", "page_size"),  # "²": isdigit() but not int()
+        ("page=%C2%B2", "page"),
     ],
 )
 def test_invalid_query_parameters_are_400_naming_the_field(api, catalogue, query, field):

@@ -212,3 +212,11 @@ def test_inactive_users_tokens_stop_working_at_once():
     response = client.get(reverse("blobs:detail", args=[blob.pk]))
     assert response.status_code == 401
     assert response.json()["code"] in {"user_inactive", "authentication_failed"}
+
+
+@pytest.mark.parametrize("legacy_id", ["abc%00def", "x" * 300])
+def test_legacy_ids_no_row_can_hold_are_just_gone(legacy_id):
+    client = client_for("o", make_user("owner", perms=()), "jwt")
+    response = client.get(f"/legacy/files/{legacy_id}")
+    assert response.status_code == 410
+    assert 'rel="successor-version"' not in response["Link"]
