@@ -25,9 +25,10 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.context import current_actor
 from audit.sealed import seal
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_after
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
+from kms.exceptions import KmsError
 from kms.health import record_success
 from kms.registry import default_alias, get_provider
 
@@ -168,7 +169,19 @@ class BlobUpload:
     ) -> None:
         blob_id = uuid.uuid4()
         params = crypto.StreamParams(segment_size=blob_setting("SEGMENT_SIZE"))
-        alias, data_key, wrapped = _new_data_key(blob_id)
+        try:
+            alias, data_key, wrapped = _new_data_key(blob_id)
+        except KmsError as exc:
+            # Nothing was written; the refusal still belongs in the trail (the code, never the message).
+            audit_record_after(
+                action="blob.upload",
+                actor=current_actor(),
+                target_type="blob",
+                target_id=str(blob_id),
+                outcome="error",
+                details={"error": exc.code},
+            )
+            raise
         self._store: BlobStore = blob_store(blob_setting("STORAGE_ALIAS"))
         self.blob = Blob.objects.create(
             id=blob_id,

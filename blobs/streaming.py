@@ -21,6 +21,7 @@ from django.utils.crypto import salted_hmac
 from audit.actors import Actor
 from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
+from kms.exceptions import KmsError
 
 from .disposition import INLINE_SAFE_TYPES, content_disposition
 from .exceptions import BlobError, BlobIntegrityError
@@ -183,7 +184,10 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
     start, on_end = _download_audit(blob, ranges, actor)
     try:
         body = _open_stream(blob, ranges, on_end)
-    except BlobError as exc:
+    except (BlobError, KmsError) as exc:
+        # A key that will not unwrap (KMS down, or a wrapped key that fails authentication: tampering)
+        # is as much part of the trail as a corrupt object. Only the error's code: never its message,
+        # which can name key ids.
         audit_record(
             action="blob.download.start",
             target_type="blob",

@@ -7,6 +7,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from audit.models import AuditEvent
+from blobs.models import Blob
 from blobs.services import blob_verify
 from blobs.tests.factories import make_blob, make_user, pattern
 from kms.exceptions import KeyUnavailable
@@ -108,6 +110,35 @@ def test_kms_down_cached_blobs_keep_streaming_cold_ones_get_503(client, owner, k
     assert response.status_code == 503
     assert response["Retry-After"]
     assert response.json()["code"] == "kms_unavailable"
+    # The refused download is in the audit trail, with the error's code and nothing of its message.
+    event = AuditEvent.objects.filter(action="blob.download.start", target_id=str(cold.pk)).get()
+    assert (event.outcome, event.details["error"], event.actor) == ("error", "kms_unavailable", "owner")
+    assert "unreachable" not in str(event.details)
+
+
+def test_a_tampered_wrapped_key_is_audited_as_an_error(client, owner):
+    blob = make_blob(owner, b"secret")
+    tampered = bytearray(blob.wrapped_key)
+    tampered[-1] ^= 1
+    Blob.objects.filter(pk=blob.pk).update(wrapped_key=bytes(tampered))
+    response = client.get(reverse("blobs:stream", args=[blob.pk]))
+    assert response.status_code == 503
+    event = AuditEvent.objects.get(action="blob.download.start", target_id=str(blob.pk))
+    assert (event.outcome, event.details["error"]) == ("error", "kms_unwrap_failed")
+
+
+def test_an_upload_the_kms_refuses_is_audited_and_stores_nothing(client, owner, monkeypatch):
+    def down(self, data_key, *, context):
+        raise KeyUnavailable("KMS unreachable", provider=self.alias)
+
+    monkeypatch.setattr(LocalKeyProvider, "wrap", down)
+    response = client.post(
+        reverse("blobs:collection") + "?filename=x.bin", data=b"abc", content_type="application/octet-stream"
+    )
+    assert response.status_code == 503
+    assert not Blob.objects.exists()
+    event = AuditEvent.objects.get(action="blob.upload")
+    assert (event.outcome, event.details, event.actor) == ("error", {"error": "kms_unavailable"}, "owner")
 
 
 def test_a_failed_unwrap_is_not_cached_the_blob_streams_once_the_kms_is_back(
