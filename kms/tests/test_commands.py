@@ -11,7 +11,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from audit.models import AuditEvent
 from kms.providers.local import LocalKeyProvider, parse_keys
+
+pytestmark = pytest.mark.django_db  # key changes are audited
 
 
 def run(*args: str) -> tuple[str, str]:
@@ -96,6 +99,15 @@ def test_add_prepends_an_active_key_and_keeps_old_ones(key_file):
     for secret in key_material(key_file):
         assert secret not in out + err
     assert LocalKeyProvider(alias="local", key_file=str(key_file)).active_key_ref() == new_id
+    # Both changes are in the audit log: the key ids and the file, never a key.
+    events = list(AuditEvent.objects.filter(target_type="key").order_by("sequence"))
+    assert [(e.action, e.target_id) for e in events] == [
+        ("kms.master_key_create", f"local:{old_id}"),
+        ("kms.master_key_add", f"local:{new_id}"),
+    ]
+    assert all(e.actor.startswith("system:cli:") and e.details == {"file": str(key_file)} for e in events)
+    for secret in key_material(key_file):
+        assert all(secret not in str(e.details) for e in events)
 
 
 def test_list_shows_ids_and_roles_never_keys(key_file):

@@ -14,7 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 
+from audit.actors import Actor
+from audit.models import AuditEvent
+from audit.services import audit_record_after
 from kms.exceptions import KmsError
 from kms.providers.local import add_key_to_file, create_key_file, parse_keys
 
@@ -61,15 +65,36 @@ class Command(BaseCommand):
                 self.stderr.write(f"{'Created' if made else 'Kept existing'} master key file {path} (0600).")
                 if made:
                     self.stderr.write("Back it up now: blobs cannot be decrypted without it (docs/keys.md).")
+                    key_id = parse_keys(path.read_text(), source=str(path))[0][0]
+                    self._audit("kms.master_key_create", key_id=key_id, path=path)
                 return
             if add:
                 key_id = add_key_to_file(path)
                 self.stderr.write(
                     f"Added active master key {key_id}; restart the app so new blobs are wrapped under it."
                 )
+                self._audit("kms.master_key_add", key_id=key_id, path=path)
                 self.stdout.write(key_id)
                 return
             for index, (key_id, _key) in enumerate(parse_keys(path.read_text(), source=str(path))):
                 self.stdout.write(f"{key_id}\t{'active' if index == 0 else 'unwrap-only'}")
         except (OSError, KmsError) as exc:
             raise CommandError(f"{path}: {exc}") from exc
+
+    def _audit(self, action: str, *, key_id: str, path: Path) -> None:
+        """Key configuration changes are audited (the key id and file, never the key). The very first key
+        of a new install is made before ``migrate`` has created the audit log: that one is said, not lost."""
+        try:
+            migrated = AuditEvent._meta.db_table in connection.introspection.table_names()
+        except DatabaseError:
+            migrated = False
+        if not migrated:
+            self.stderr.write("The audit log is not migrated yet: this key change is not recorded in it.")
+            return
+        audit_record_after(
+            action=action,
+            actor=Actor.cli(),
+            target_type="key",
+            target_id=f"local:{key_id}",
+            details={"file": str(path)},
+        )
