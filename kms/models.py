@@ -50,7 +50,10 @@ class KeyRotation(models.Model):
         verbose_name_plural = "key status and rotations"  # the admin's menu entry for the key status page
         # Written by the commands only: no add/change/delete permissions to hand out.
         default_permissions = ("view",)
-        permissions = [("view_key_status", "Can view the key status page")]
+        permissions = [
+            ("view_key_status", "Can view the key status page"),
+            ("export_data_key", "Can export a blob's data key (blobs_export_key, disaster recovery)"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(finished_at__gte=models.F("started_at")), name="keyrotation_times"

@@ -3,5 +3,5 @@
 ROLE_PERMISSIONS = {
     # The key status page and the rotation history (kms.admin). The rotation commands themselves run from a
     # shell on the server, where the operator's access is the gate.
-    "Key administrators": ["kms.view_key_status"],
+    "Key administrators": ["kms.view_key_status", "kms.export_data_key"],
 }

@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from tink import cleartext_keyset_handle, streaming_aead
 
+from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.storage import blob_store
 from blobs.tests.factories import make_blob, make_user, pattern
@@ -141,6 +142,14 @@ def test_verify_nothing_to_verify():
 # --- blobs_export_key ---------------------------------------------------------------------------------------
 
 FLAG = "--acknowledge-key-exposure"
+AS = ("--as", "keyadmin")
+
+
+@pytest.fixture(autouse=True)
+def keyadmin(db):
+    from erphub import roles
+
+    return make_user("keyadmin", perms=(), roles=(roles.KEY_ADMINISTRATORS,))
 
 
 def tink_decrypt(keyset_json: str, blob: Blob) -> bytes:
@@ -160,7 +169,7 @@ def tink_decrypt(keyset_json: str, blob: Blob) -> bytes:
 def test_export_key_then_any_tink_decrypts_the_stored_object(owner, settings, size):
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 1 << 20}  # Tink's AES256_GCM_HKDF_1MB, the default
     blob = make_blob(owner, pattern(size))
-    out, err = run("blobs_export_key", str(blob.pk), FLAG)
+    out, err = run("blobs_export_key", str(blob.pk), FLAG, *AS)
     keyset = json.loads(out)
     assert keyset["key"][0]["outputPrefixType"] == "RAW"
     assert tink_decrypt(out, blob) == pattern(size)
@@ -170,7 +179,7 @@ def test_export_key_then_any_tink_decrypts_the_stored_object(owner, settings, si
 
 def test_export_key_with_small_segments(owner):
     blob = make_blob(owner, pattern(3000))
-    out, _ = run("blobs_export_key", str(blob.pk), FLAG)
+    out, _ = run("blobs_export_key", str(blob.pk), FLAG, *AS)
     assert tink_decrypt(out, blob) == pattern(3000)
 
 
@@ -182,13 +191,13 @@ def test_export_key_after_rewrap_and_reencrypt(owner, local_providers, django_ca
     with django_capture_on_commit_callbacks(execute=True):
         run("blobs_reencrypt")
     blob = Blob.objects.get(pk=blob.pk)
-    out, _ = run("blobs_export_key", str(blob.pk), FLAG)
+    out, _ = run("blobs_export_key", str(blob.pk), FLAG, *AS)
     assert tink_decrypt(out, blob) == pattern(900)
 
 
 def test_export_key_refuses_without_the_acknowledgement(owner):
     blob = make_blob(owner, b"secret")
-    out, err, message = run_failing("blobs_export_key", str(blob.pk))
+    out, err, message = run_failing("blobs_export_key", str(blob.pk), *AS)
     assert out == ""
     assert message == f"Refusing to print a data key without {FLAG}."
     assert "WARNING" in err
@@ -196,7 +205,7 @@ def test_export_key_refuses_without_the_acknowledgement(owner):
 
 @pytest.mark.parametrize("blob_id", ["00000000-0000-0000-0000-000000000000", "nope"])
 def test_export_key_unknown_blob(blob_id):
-    out, _err, message = run_failing("blobs_export_key", blob_id, FLAG)
+    out, _err, message = run_failing("blobs_export_key", blob_id, FLAG, *AS)
     assert out == ""
     assert message == f"No ready blob with id {blob_id!r}."
 
@@ -208,6 +217,26 @@ def test_export_key_with_the_kms_down_prints_nothing(owner, monkeypatch):
         raise KeyUnavailable("KMS unreachable", provider=self.alias)
 
     monkeypatch.setattr(LocalKeyProvider, "unwrap", down)
-    out, _err, message = run_failing("blobs_export_key", str(blob.pk), FLAG)
+    out, _err, message = run_failing("blobs_export_key", str(blob.pk), FLAG, *AS)
     assert out == ""
     assert message == f"The data key of blob {blob.pk} cannot be unwrapped: KMS unreachable"
+
+
+def test_export_key_is_audited_with_the_named_key_administrator(owner):
+    blob = make_blob(owner, b"secret")
+    run("blobs_export_key", str(blob.pk), FLAG, *AS)
+    event = AuditEvent.objects.get(action="blob.key_export")
+    assert (event.actor, event.outcome, event.target_id) == ("keyadmin", "success", str(blob.pk))
+
+
+@pytest.mark.parametrize("who", ["owner", "nobody", "retired-admin"])
+def test_export_key_refuses_anyone_but_an_active_key_administrator(owner, who):
+    from erphub import roles
+
+    make_user("retired-admin", perms=(), roles=(roles.KEY_ADMINISTRATORS,), is_active=False)
+    blob = make_blob(owner, b"secret")
+    out, _err, message = run_failing("blobs_export_key", str(blob.pk), FLAG, "--as", who)
+    assert out == ""
+    assert message.startswith(f"{who!r} is not an active key administrator")
+    event = AuditEvent.objects.get(action="blob.key_export")
+    assert (event.outcome, event.details) == ("denied", {"as": who})

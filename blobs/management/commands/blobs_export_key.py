@@ -1,5 +1,9 @@
 """Print one blob's data key as a Tink JSON keyset: disaster recovery without this application
-(docs/disaster-recovery.md). Key administrators only; refuses without ``--acknowledge-key-exposure``.
+(docs/disaster-recovery.md). Refuses without ``--acknowledge-key-exposure`` and ``--as USERNAME`` naming
+an active key administrator (``kms.export_data_key``), who is the event's actor in the audit log.
+
+Shell access to the app's environment already reaches the master key, so ``--as`` is accountability and a
+guard against the wrong person running this by habit, not authentication: the audit log says who asked.
 
 The keyset goes to stdout alone (redirect it to a file on an offline machine); the warning and what else a
 Tink implementation needs (the associated data, the object's location) go to stderr.
@@ -10,9 +14,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from audit.actors import Actor
+from audit.services import audit_record_after
 from blobs.keyset import tink_json_keyset
 from blobs.models import Blob
 from blobs.services import blob_export_data_key
@@ -27,13 +34,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("blob_id")
         parser.add_argument(
+            "--as",
+            dest="username",
+            required=True,
+            metavar="USERNAME",
+            help="the key administrator (kms.export_data_key) on whose behalf the key is exported",
+        )
+        parser.add_argument(
             FLAG,
             action="store_true",
             dest="acknowledged",
             help="I understand this prints the blob's data key in clear",
         )
 
-    def handle(self, *args: Any, blob_id: str, acknowledged: bool, **options: Any) -> None:
+    def handle(self, *args: Any, blob_id: str, acknowledged: bool, username: str, **options: Any) -> None:
         warning = (
             f"WARNING: this prints the data key of blob {blob_id} in clear. Anyone holding it and the stored "
             "object can read the file. Keep it offline, never in a ticket or chat; when done, run "
@@ -42,12 +56,25 @@ class Command(BaseCommand):
         self.stderr.write(warning)
         if not acknowledged:
             raise CommandError(f"Refusing to print a data key without {FLAG}.")
+        user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+        if user is None or not user.is_active or not user.has_perm("kms.export_data_key"):
+            audit_record_after(
+                action="blob.key_export",
+                actor=Actor.cli(),
+                target_type="blob",
+                target_id=blob_id[:64],
+                outcome="denied",
+                details={"as": username[:150]},
+            )
+            raise CommandError(
+                f"{username!r} is not an active key administrator (permission kms.export_data_key): refusing."
+            )
         try:
             blob = Blob.objects.ready().get(pk=uuid.UUID(blob_id))
         except (ValueError, Blob.DoesNotExist):
             raise CommandError(f"No ready blob with id {blob_id!r}.") from None
         try:
-            data_key = blob_export_data_key(blob=blob)
+            data_key = blob_export_data_key(blob=blob, actor=Actor.for_user(user))
         except (KmsError, ImproperlyConfigured) as exc:
             raise CommandError(f"The data key of blob {blob.pk} cannot be unwrapped: {exc}") from None
         self.stdout.write(tink_json_keyset(data_key, blob.params))
