@@ -293,7 +293,8 @@ if VAULT_ADDR or VAULT_TRANSIT_KEY:
         },
     }
 
-# Production fails here, not on the first upload, when the chosen provider lacks its variables.
+# Start-up fails here, not on the first upload, when the chosen provider lacks its variables (development
+# too: a KEY_PROVIDER that cannot wrap anything is a mistake whatever the mode).
 _PROVIDER_NEEDS = {
     "aws": ("KMS_KEY_ID",),
     "azure": ("AZURE_VAULT_URL", "AZURE_KEY_NAME"),
@@ -301,10 +302,10 @@ _PROVIDER_NEEDS = {
     "vault": ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_TRANSIT_KEY"),
 }
 _missing = [name for name in _PROVIDER_NEEDS.get(KEY_PROVIDER, ()) if _env(name) is None]
-if _missing and not DEBUG:
+if _missing:
     raise ImproperlyConfigured(
-        f"KEY_PROVIDER={_key_provider_env} needs {', '.join(_missing)} when DJANGO_DEBUG=false "
-        "(docs/keys.md)."
+        f"KEY_PROVIDER={_key_provider_env} needs {', '.join(_missing)} (docs/keys.md); "
+        "unset KEY_PROVIDER to use the local master key."
     )
 KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
 KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
