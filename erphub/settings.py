@@ -198,6 +198,23 @@ STORAGES = {
         },
     },
 }
+# Production keeps checkpoints in S3 (django-storages): a bucket with Object Lock in compliance mode and a
+# default retention, so every new object is locked on arrival (deploy/README.md). No per-object retention
+# parameters: the bucket's default applies without s3:PutObjectRetention, and a date computed here at start-up
+# would be stale for a long-running process. Region, credentials and AWS_ENDPOINT_URL_S3 come from boto3's
+# own AWS_* variables.
+_checkpoint_bucket = _env("AUDIT_CHECKPOINT_BUCKET")  # unset = the local directory above
+if _checkpoint_bucket:
+    STORAGES["audit_checkpoints"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": _checkpoint_bucket,
+            "location": _env("AUDIT_CHECKPOINT_PREFIX", "audit-checkpoints"),  # key prefix in the bucket
+            # A name is never reused: an existing key gets a new name instead of a new version.
+            "file_overwrite": False,
+            "object_parameters": {"ContentType": "application/json"},
+        },
+    }
 
 # Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,
 # the admin), so a per-view handler would come too late and plaintext would reach a temp file (DESIGN §5).

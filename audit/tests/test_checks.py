@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from audit.checks import check_audit_settings, database_problems
+import sys
+
+from audit.checks import check_audit_settings, checkpoint_storage_problems, database_problems
+
+S3 = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "b", "file_overwrite": False}}
+LOCAL = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": "/tmp/x"}}
 
 
 def ids(settings_problems) -> set[str]:
     return {problem.id for problem in settings_problems}
 
 
-def test_the_shipped_configuration_passes():
+def test_the_shipped_configuration_passes(settings):
+    settings.DEBUG = True  # development: checkpoints in a local directory are expected there
     assert check_audit_settings() == []
 
 
@@ -33,3 +39,20 @@ def test_sqlite_without_immediate_transactions_is_an_error():
 def test_retention_must_be_positive(settings):
     settings.AUDIT = {**settings.AUDIT, "RETENTION_DAYS": 0}
     assert "audit.E004" in ids(check_audit_settings())
+
+
+def test_local_checkpoints_in_production_are_a_warning(settings):
+    settings.DEBUG = False
+    assert "audit.W002" in ids(check_audit_settings())
+    [warning] = checkpoint_storage_problems(LOCAL, debug=False)
+    assert "not write-once" in warning.msg
+    assert "AUDIT_CHECKPOINT_BUCKET" in warning.hint
+    assert checkpoint_storage_problems(LOCAL, debug=True) == []
+    assert checkpoint_storage_problems(S3, debug=False) == []
+
+
+def test_a_missing_storage_sdk_is_an_error_with_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "storages.backends.s3", None)  # the import fails as if not installed
+    [error] = checkpoint_storage_problems(S3, debug=False)
+    assert error.id == "audit.E005"
+    assert "pip install -r requirements.txt" in error.hint

@@ -53,6 +53,9 @@ READ_BY_SETTINGS = (
     "DJANGO_SUPERUSER_PASSWORD",
     "DJANGO_SUPERUSER_EMAIL",
     "REDIS_URL",
+    "AUDIT_CHECKPOINT_DIR",
+    "AUDIT_CHECKPOINT_BUCKET",
+    "AUDIT_CHECKPOINT_PREFIX",
 )
 
 
@@ -154,7 +157,12 @@ def test_check_passes_in_production_with_a_valid_key(tmp_path, key_source):
         key_file = tmp_path / "master.key"
         key_file.write_text(master_keys() + "\n")
         env["BLOB_MASTER_KEY_FILE"] = str(key_file)
+    # Checkpoints in a local directory are not write-once: production is warned, not refused.
     result = start(tmp_path, argv=CHECK, **env)
+    assert result.returncode == 0, result.stderr
+    assert "audit.W002" in result.stderr
+    s3 = {"AUDIT_CHECKPOINT_BUCKET": "erphub-audit", "AWS_REGION": "eu-west-1"}
+    result = start(tmp_path, argv=CHECK, **s3, **env)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -339,3 +347,35 @@ def test_redis_url_makes_the_default_cache_shared(tmp_path):
     assert "redis://127.0.0.1:6379/7" in shared.stdout
     local = start(tmp_path, argv=("-c", code))
     assert "LocMemCache" in local.stdout
+
+
+# --- audit checkpoints in S3 (deploy/README.md) -------------------------------------------------------------
+
+CHECKPOINT_STORAGE = (
+    "import django; django.setup(); from django.conf import settings; "
+    "from django.core.files.storage import storages; "
+    "print('CONFIG', settings.STORAGES['audit_checkpoints']); "
+    "s = storages['audit_checkpoints']; print('CLASS', type(s).__module__, type(s).__name__); "
+    "print('S3', getattr(s, 'bucket_name', None), getattr(s, 'location', None), "
+    "getattr(s, 'file_overwrite', None))"
+)
+
+
+def test_a_checkpoint_bucket_selects_s3_storage_that_never_overwrites(tmp_path):
+    result = start(
+        tmp_path,
+        argv=("-c", CHECKPOINT_STORAGE),
+        AUDIT_CHECKPOINT_BUCKET="erphub-audit",
+        AUDIT_CHECKPOINT_PREFIX="prod/checkpoints",
+        AWS_REGION="eu-west-1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CLASS storages.backends.s3 S3Storage" in result.stdout
+    assert "S3 erphub-audit prod/checkpoints False" in result.stdout
+
+
+def test_without_a_checkpoint_bucket_checkpoints_stay_in_a_local_directory(tmp_path):
+    result = start(tmp_path, argv=("-c", CHECKPOINT_STORAGE), AUDIT_CHECKPOINT_DIR=str(tmp_path / "ckpt"))
+    assert result.returncode == 0, result.stderr
+    assert "CLASS django.core.files.storage.filesystem FileSystemStorage" in result.stdout
+    assert str(tmp_path / "ckpt") in result.stdout
