@@ -19,6 +19,7 @@ from blobs.exceptions import BlobIntegrityError
 from blobs.models import Blob
 from blobs.services import blob_delete, blob_verify
 from blobs.tests.factories import make_blob, make_user, pattern
+from erphub import roles
 
 from .factories import chain_rows
 
@@ -349,11 +350,18 @@ def test_rewrap_reencrypt_and_key_export_are_recorded(local_providers, owner):
     (reencrypt,) = events("blob.reencrypt")
     assert reencrypt.details["to"]["key_ref"] == "mk-2"
     out = StringIO()
+    make_user("kadmin", perms=(), roles=(roles.KEY_ADMINISTRATORS,))
     call_command(
-        "blobs_export_key", str(rotated.pk), "--acknowledge-key-exposure", stdout=out, stderr=StringIO()
+        "blobs_export_key",
+        str(rotated.pk),
+        "--as",
+        "kadmin",
+        "--acknowledge-key-exposure",
+        stdout=out,
+        stderr=StringIO(),
     )
     (export,) = events("blob.key_export")
-    assert export.actor.startswith("system:cli:")
+    assert export.actor == "kadmin"  # the key administrator named with --as
     keyset = out.getvalue()
     assert keyset.strip()
     assert keyset.strip() not in str(export.chain_fields())
