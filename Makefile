@@ -12,6 +12,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 THREADS ?= 4
+# prometheus_client multiprocess mode (DESIGN §9): the workers' metric files, emptied at every start.
+PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
 
 .PHONY: run test install install-dev lint migrate bench clean
 
@@ -40,8 +42,11 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap_admin
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/)"
-	exec $(BIN)/gunicorn erphub.wsgi:application --worker-class gthread --workers $(WORKERS) \
+	@# Files left by an earlier run would be summed into this one's counters.
+	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/, metrics at /metrics)"
+	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/gunicorn erphub.wsgi:application \
+		-c python:erphub.gunicorn_conf --worker-class gthread --workers $(WORKERS) \
 		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
 		--access-logfile - --no-sendfile --no-control-socket
 

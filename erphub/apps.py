@@ -9,6 +9,7 @@ class ErphubConfig(AppConfig):
     verbose_name = "ERP Hub"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (system checks)
         from .roles import on_post_migrate
 
         # Connected for every sender (erphub has no models, so it is never one); the handler picks the last.

@@ -333,6 +333,13 @@ KMS_DEK_CACHE = {
     "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
 }
 
+# --- Metrics (DESIGN §9) ---------------------------------------------------------------------------
+# Bearer token Prometheus sends to /metrics; unset = open (development; erphub.W001 warns in production).
+METRICS_TOKEN = _env("METRICS_TOKEN")
+# prometheus_client's multiprocess mode (gunicorn workers): set for the server by `make run`; the client
+# library reads the same variable itself when metrics are defined, /metrics sums the workers' files here.
+PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
+
 # --- Blobs -------------------------------------------------------------------------------------------
 BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs

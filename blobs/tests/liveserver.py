@@ -151,6 +151,9 @@ class Gunicorn:
         command = [
             *gunicorn_command(),
             "erphub.wsgi:application",
+            # The same gunicorn hooks as `make run` (erphub/gunicorn_conf.py).
+            "-c",
+            "python:erphub.gunicorn_conf",
             "--worker-class",
             "gthread",
             "--workers",

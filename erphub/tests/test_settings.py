@@ -56,6 +56,8 @@ READ_BY_SETTINGS = (
     "AUDIT_CHECKPOINT_DIR",
     "AUDIT_CHECKPOINT_BUCKET",
     "AUDIT_CHECKPOINT_PREFIX",
+    "METRICS_TOKEN",
+    "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
@@ -127,7 +129,8 @@ def test_an_invalid_boolean_is_refused_with_the_fix(tmp_path):
 
 # --- production without a usable master key: `manage.py check` and the WSGI app refuse ----------------------
 
-PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50}
+# METRICS_TOKEN too: without it `manage.py check` warns (erphub.W001, erphub/tests/test_metrics.py).
+PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "s" * 50, "METRICS_TOKEN": "m" * 32}
 CHECK = ("manage.py", "check")
 IMPORT_WSGI = ("-c", "import erphub.wsgi; print('booted')")
 
