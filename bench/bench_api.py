@@ -52,23 +52,9 @@ USERNAME = "admin"
 
 
 def upload(session: Session, path: str, file: Path, headers: dict[str, str]) -> tuple[dict, float]:
-    with file.open("rb") as handle:
-        started = time.perf_counter()
-        reply = session.request(
-            "POST",
-            f"{path}?filename={file.name}",
-            body=handle,
-            blocksize=MIB,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(file.stat().st_size),
-                **headers,
-            },
-        )
-        seconds = time.perf_counter() - started
-    if reply.status != 201:
-        raise RuntimeError(f"upload to {path}: {reply.status} {reply.body[:300]!r}")
-    return reply.json(), seconds
+    started = time.perf_counter()
+    created = session.upload_raw(file, url=path, headers=headers)
+    return created, time.perf_counter() - started
 
 
 def main() -> int:

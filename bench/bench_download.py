@@ -97,22 +97,25 @@ def start_server(name: str, env: dict[str, str], work: Path, *, settings: str, s
 
 
 class Session(LiveSession):
-    def upload_raw(self, path: Path) -> dict:
-        """POST the file as a raw body with Content-Length, streamed from disk 1 MiB at a time."""
+    def upload_raw(
+        self, path: Path, *, url: str = "/secure/files/", headers: dict[str, str] | None = None
+    ) -> dict:
+        """POST the file as a raw body with Content-Length, streamed from disk 1 MiB at a time.
+        ``headers`` authenticate it (default: this session's CSRF token beside its cookie)."""
         with path.open("rb") as handle:
             reply = self.request(
                 "POST",
-                f"/secure/files/?filename={path.name}",
+                f"{url}?filename={path.name}",
                 body=handle,
                 blocksize=MIB,
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(path.stat().st_size),
-                    "X-CSRFToken": self.cookies["csrftoken"],
+                    **(headers if headers is not None else {"X-CSRFToken": self.cookies["csrftoken"]}),
                 },
             )
         if reply.status != 201:
-            raise RuntimeError(f"upload failed: {reply.status} {reply.body[:300]!r}")
+            raise RuntimeError(f"upload to {url} failed: {reply.status} {reply.body[:300]!r}")
         return reply.json()
 
 

@@ -7,13 +7,11 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from erphub.errors import domain_error_response
-from kms.exceptions import KmsError
+from erphub.errors import DomainError, domain_error_response
 
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
-from .exceptions import BlobError, InvalidUpload, StorageUnavailable, UploadTooLarge
-from .ranges import RangeNotSatisfiable
+from .exceptions import InvalidUpload, StorageUnavailable, UploadTooLarge
 from .uploadhandler import ERROR_ATTR, discard_uploads
 
 logger = logging.getLogger(__name__)
@@ -25,16 +23,27 @@ MULTIPART_OVERHEAD = 64 * 1024
 DIGEST_ATTR = "_blob_content_digest"
 
 
+def requested_digests(request: HttpRequest) -> dict[str, bytes] | None:
+    """The digests the client sent in ``Content-Digest`` (RFC 9530) that we verify, or None; a malformed
+    header is an InvalidUpload naming it."""
+    value = request.headers.get("Content-Digest")
+    if value is None:
+        return None
+    try:
+        return parse_content_digest(value) or None
+    except DigestError as exc:
+        raise InvalidUpload(f"{exc} Nothing was stored.") from None
+
+
 def _digest_multipart(request: HttpRequest) -> HttpResponse | None:
     """RFC 9530: a multipart upload's Content-Digest covers the whole multipart body, so hash the body as
     the parser reads it — wherever that happens first (CSRF middleware, the admin, the view)."""
-    value = request.headers.get("Content-Digest")
-    if value is None or request.method != "POST" or request.content_type != "multipart/form-data":
+    if request.method != "POST" or request.content_type != "multipart/form-data":
         return None
     try:
-        expected = parse_content_digest(value)
-    except DigestError as exc:
-        return domain_error_response(InvalidUpload(f"{exc} Nothing was stored."))
+        expected = requested_digests(request)
+    except InvalidUpload as exc:
+        return domain_error_response(exc)
     if expected:
         # Django reads the body only through request._stream (HttpRequest.read); wrapping it here, before
         # anything has read a byte, sees exactly the content the client sent.
@@ -85,14 +94,12 @@ class BlobErrorMiddleware:
         if error is not None:
             # The handler's error is the answer (too large, KMS or storage down), whichever view or
             # middleware happened to trigger the parse.
-            if isinstance(error, KmsError | StorageUnavailable):
+            if isinstance(error, StorageUnavailable):  # a KmsError is logged where it is mapped
                 logger.warning("upload refused: %s", error)
             response = domain_error_response(error)
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if isinstance(exc, BlobError | KmsError | RangeNotSatisfiable):
-            if isinstance(exc, KmsError):
-                logger.warning("key service error: %s", exc)
+        if isinstance(exc, DomainError):
             return domain_error_response(exc)
         return None

@@ -42,10 +42,9 @@ from erphub.schema import ErrorSerializer, error_responses
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .digest import DigestError, parse_content_digest
 from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
 from .filters import BlobFilter
-from .middleware import verify_multipart_digest
+from .middleware import requested_digests, verify_multipart_digest
 from .models import Blob
 from .ranges import if_range_allows, parse_range
 from .selectors import blob_get_for_user, blob_list_for_user
@@ -377,23 +376,13 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
                 expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=_raw_filename(django_request),
                 content_type=django_request.META.get("CONTENT_TYPE"),
-                content_digest=_content_digest(django_request),
+                content_digest=requested_digests(django_request),
             )
         return Response(
             BlobSerializer(blob).data,
             status=201,
             headers={"Location": reverse("blobs:detail", args=[blob.id])},
         )
-
-
-def _content_digest(request: HttpRequest) -> dict[str, bytes] | None:
-    value = request.headers.get("Content-Digest")
-    if value is None:
-        return None
-    try:
-        return parse_content_digest(value) or None
-    except DigestError as exc:
-        raise InvalidUpload(f"{exc} Nothing was stored.") from None
 
 
 @extend_schema_view(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -60,6 +61,7 @@ def domain_error_response(exc: DomainError) -> JsonResponse:
         return error_response(exc.status_code, detail=exc.detail, code=exc.code)
     if isinstance(exc, KmsError):
         # The provider's message can name key ids and paths: operators read it in the log, not clients.
+        logger.warning("key service error: %s", exc)
         return error_response(
             503,
             detail="The key service is unavailable; nothing was changed. Try again later.",
@@ -95,9 +97,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     Returns ``None`` for anything else, so DRF re-raises it and it stays a real 500 (logged, with the
     generic body of :func:`server_error`), never a 200 or a traceback for the client.
     """
-    if isinstance(exc, BlobError | KmsError | RangeNotSatisfiable):
-        if isinstance(exc, KmsError):
-            logger.warning("key service error: %s", exc)
+    if isinstance(exc, DomainError):
         return domain_error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -139,30 +139,27 @@ def _wants_html(request: HttpRequest) -> bool:
     return "text/html" in accept and not request.path.startswith(("/secure/", "/api/", "/legacy/"))
 
 
-def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: the same JSON body as every other error; nothing about the failure itself."""
-    if _wants_html(request):
-        return defaults.server_error(request)
-    return error_response(500, detail="A server error occurred.", code="server_error")
+def _error_handler(
+    status: int, detail: str, code: str, page: Callable[..., HttpResponse]
+) -> Callable[..., HttpResponse]:
+    """A ``handler4xx``/``handler500`` for errors outside any view: the one JSON body, or Django's page for
+    a browser asking for HTML. ``exception`` is absent for handler500 (Django calls it with the request)."""
+
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        if _wants_html(request):
+            return page(request) if exception is None else page(request, exception)
+        return error_response(status, detail=detail, code=code)
+
+    return handler
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """``handler404`` for URLs no view matched (views raise domain errors instead)."""
-    if _wants_html(request):
-        return defaults.page_not_found(request, exception)
-    return error_response(404, detail="Not found.", code="not_found")
-
-
-def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _wants_html(request):
-        return defaults.permission_denied(request, exception)
-    return error_response(403, detail="You do not have permission to do this.", code="permission_denied")
-
-
-def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    if _wants_html(request):
-        return defaults.bad_request(request, exception)
-    return error_response(400, detail="Bad request.", code="bad_request")
+# Nothing about the failure itself in a 500; views raise domain errors rather than reaching handler404.
+server_error = _error_handler(500, "A server error occurred.", "server_error", defaults.server_error)
+not_found = _error_handler(404, "Not found.", "not_found", defaults.page_not_found)
+permission_denied = _error_handler(
+    403, "You do not have permission to do this.", "permission_denied", defaults.permission_denied
+)
+bad_request = _error_handler(400, "Bad request.", "bad_request", defaults.bad_request)
 
 
 class KeyMaterialReporterFilter(SafeExceptionReporterFilter):
