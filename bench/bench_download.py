@@ -3,10 +3,11 @@
     .venv/bin/python bench/bench_download.py                      # the full run: 1 GiB, RSS with 2 GiB
     .venv/bin/python bench/bench_download.py --size-mib 64 --rss-size-mib 128 --runs 3 --ttfb-reps 20
 
-Starts three gunicorn servers (gthread, 2 workers x 4 threads) on loopback ports, each with the same fresh
+Starts four gunicorn servers (gthread, 2 workers x 4 threads) on loopback ports, each with the same fresh
 var dir and SQLite database under /tmp:
 
 - ``ours``: the product (erphub.settings), ``--no-sendfile`` as ``make run`` serves it;
+- ``serial``: the same with ``BLOB_READAHEAD_THREADS=0`` (no read-ahead: what read-ahead adds);
 - ``(a)``: bench/settings_bench.py, Django FileResponse of the same plaintext with gunicorn's sendfile;
 - ``(b)``: the same settings, FileResponse with ``block_size = 1 MiB`` under ``--no-sendfile``.
 
@@ -394,6 +395,10 @@ def main() -> int:
         servers.append(plain_sendfile)
         plain_1mib = start_server("b", env, work, settings="bench.settings_bench", sendfile=False)
         servers.append(plain_1mib)
+        serial = start_server(
+            "serial", {**env, "BLOB_READAHEAD_THREADS": "0"}, work, settings="erphub.settings", sendfile=False
+        )
+        servers.append(serial)
         for server in servers:
             server.wait_until_healthy()
         rss_fresh = ours.rss_bytes()
@@ -416,6 +421,12 @@ def main() -> int:
                 plain_1mib,
             ),
             Approach("ours: encrypted stream, --no-sendfile", stream_url, cookie, ours),
+            Approach(
+                "ours without read-ahead (BLOB_READAHEAD_THREADS=0)",
+                serial.url(f"/secure/files/{blob_id}/stream"),
+                cookie,
+                serial,
+            ),
         ]
         quiet = Quiet()
         capacity_before = cpu_capacity()
@@ -477,7 +488,7 @@ def report(
     size: int,
     quiet: Quiet,
 ) -> None:
-    a, b, ours = approaches
+    a, b, ours, *_ = approaches
     print(f"## Download benchmark: {args.size_mib} MiB, {args.runs} interleaved runs, median\n")
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     print(

@@ -25,9 +25,11 @@ that segment's tag has been verified.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -235,6 +237,45 @@ def _as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
     return view
+
+
+def _bytes_writer_from_c_api() -> Callable[[int], tuple[bytes, memoryview]] | None:
+    """``new(n) -> (fresh bytes of length n, writable view of its contents)``, or None off CPython.
+
+    A download hands the WSGI server one ``bytes`` per segment (gunicorn accepts nothing else), and
+    ``AESGCM.decrypt`` zero-fills each new ``bytes`` before writing the plaintext over it: a second pass over
+    every byte sent. The C API's documented way to build a ``bytes`` in place avoids it:
+    ``PyBytes_FromStringAndSize(NULL, n)`` makes an uninitialised object, and its buffer from
+    ``PyBytes_AsString`` may be filled before the object is shared ("the only exception" to bytes being
+    immutable, https://docs.python.org/3/c-api/bytes.html#c.PyBytes_AsString). ``decrypt_into`` then
+    writes straight into it. A self-test decides at import; anything unexpected falls back to ``decrypt``.
+    """
+    if sys.implementation.name != "cpython":
+        return None
+    try:
+        api = ctypes.pythonapi
+        from_size = api.PyBytes_FromStringAndSize
+        from_size.restype = ctypes.py_object
+        from_size.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+        as_string = api.PyBytes_AsString
+        as_string.restype = ctypes.c_void_p
+        as_string.argtypes = (ctypes.py_object,)
+    except (AttributeError, OSError):
+        return None
+
+    def new(size: int) -> tuple[bytes, memoryview]:
+        # size > 1: 0 and 1 may return shared singletons, which must never be written.
+        data = from_size(None, size)
+        view = memoryview((ctypes.c_char * size).from_address(as_string(data))).cast("B")
+        return data, view
+
+    probe, view = new(16)
+    view[:] = bytes(range(16))
+    view.release()
+    return new if probe == bytes(range(16)) else None
+
+
+_new_bytes = _bytes_writer_from_c_api()
 
 
 def _read_exact(raw: BinaryIO, view: memoryview) -> None:
@@ -542,7 +583,12 @@ class Decryptor:
                 raise IntegrityError("trailing bytes after the last segment")
             try:
                 if lo == 0 and hi == pt_len:
-                    chunk = aead.decrypt(self._nonce(index), ct, None)
+                    if _new_bytes is not None and pt_len > 1:
+                        chunk, out = _new_bytes(pt_len)
+                        with out:
+                            aead.decrypt_into(self._nonce(index), ct, None, out)
+                    else:
+                        chunk = aead.decrypt(self._nonce(index), ct, None)
                 else:
                     # Partial edge segment (at most two per range): decrypt into scratch space and copy
                     # out only the requested part; the scratch is not kept, so a long range holds one

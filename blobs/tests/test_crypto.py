@@ -720,3 +720,61 @@ def test_update_with_large_input_returns_all_but_held_back_segment():
     assert out + enc.finalize() == encrypt(
         DEK, AD, plaintext, SMALL, salt=enc.header[1:33], nonce_prefix=enc.header[33:]
     )
+
+
+# --- Whole segments are decrypted straight into new bytes objects (crypto._new_bytes) ----------------------
+
+
+def test_the_in_place_bytes_path_is_on_here():
+    # CPython: if the self-test ever failed, downloads would silently take the slower zero-filling path.
+    import blobs.crypto as crypto
+
+    assert crypto._new_bytes is not None
+
+
+def test_in_place_bytes_are_fresh_independent_objects():
+    import blobs.crypto as crypto
+
+    first, first_view = crypto._new_bytes(64)
+    second, second_view = crypto._new_bytes(64)
+    first_view[:] = b"a" * 64
+    second_view[:] = b"b" * 64
+    first_view.release()
+    second_view.release()
+    assert (first, second) == (b"a" * 64, b"b" * 64)
+    assert type(first) is bytes
+    assert hash(first) == hash(b"a" * 64)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 24, 25, 26, 999, 1000, 1001, 3000])
+def test_in_place_and_fallback_paths_agree(monkeypatch, size):
+    import blobs.crypto as crypto
+
+    plaintext = _data(size, seed=size)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+
+    def chunks() -> list[bytes]:
+        dec = _decryptor(ct, size, SMALL)
+        raw = io.BytesIO(ct)
+        raw.seek(SMALL.header_size)
+        return list(dec.iter_all(raw))
+
+    fast = chunks()
+    monkeypatch.setattr(crypto, "_new_bytes", None)
+    slow = chunks()
+    assert fast == slow
+    assert b"".join(fast) == plaintext
+    assert all(type(chunk) is bytes for chunk in fast)
+
+
+def test_a_tampered_segment_fails_on_the_in_place_path_too():
+    plaintext = _data(3000, seed=3)
+    ct = bytearray(encrypt(DEK, AD, plaintext, SMALL))
+    ct[SMALL.segment_size * 3 + 5] ^= 1
+    dec = _decryptor(bytes(ct), len(plaintext), SMALL)
+    raw = io.BytesIO(bytes(ct))
+    raw.seek(SMALL.header_size)
+    got: list[bytes] = []
+    with pytest.raises(IntegrityError):
+        got.extend(dec.iter_all(raw))  # extend keeps what arrived before the error
+    assert b"".join(got) == plaintext[: SMALL.first_segment_plaintext + 2 * SMALL.segment_plaintext]

@@ -217,3 +217,71 @@ def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_u
         worker.join(timeout=60)
     assert results == [pattern(900)] * threads
     assert counted_unwraps == ["local:mk-test-1"]
+
+
+# --- read-ahead (blobs/readahead.py): the same bytes, the same failures, on or off --------------------------
+
+
+@pytest.fixture(params=[0, 2], ids=["serial", "read-ahead"])
+def read_ahead(request, settings):
+    settings.BLOBS = {**settings.BLOBS, "READAHEAD_THREADS": request.param}
+    return request.param
+
+
+def stream_chunks(client, blob, **headers):
+    response = client.get(reverse("blobs:stream", args=[blob.pk]), headers=headers)
+    return response, response.streaming_content
+
+
+@pytest.mark.parametrize(
+    "byte_range", [None, "bytes=0-", "bytes=100-999", "bytes=112-113", "bytes=5-4000", "bytes=-300"]
+)
+def test_bodies_are_identical_with_and_without_read_ahead(client, owner, read_ahead, byte_range):
+    data = pattern(5000)  # 128-byte segments: 45 of them
+    blob = make_blob(owner, data)
+    headers = {"range": byte_range} if byte_range else {}
+    response, chunks = stream_chunks(client, blob, **headers)
+    body = b""
+    for chunk in chunks:
+        assert type(chunk) is bytes  # what gunicorn accepts
+        body += chunk
+    if byte_range is None:
+        assert (response.status_code, body) == (200, data)
+    else:
+        first, _, last = byte_range.removeprefix("bytes=").partition("-")
+        expected = data[-int(last) :] if not first else data[int(first) : int(last) + 1 if last else None]
+        assert (response.status_code, body) == (206, expected)
+    end = AuditEvent.objects.filter(action="blob.download.end", target_id=str(blob.pk)).get()
+    assert (end.outcome, end.details["bytes_sent"]) == ("success", len(body))
+
+
+def test_a_tampered_segment_stops_the_body_at_its_start_with_read_ahead(client, owner, read_ahead, settings):
+    from blobs.exceptions import BlobIntegrityError
+    from blobs.storage import blob_store
+
+    data = pattern(5000)
+    blob = make_blob(owner, data)
+    params = blob.params
+    bad = 20  # segment 20 of 40
+    path = blob_store(blob.storage_alias)._path(blob.storage_name)  # type: ignore[attr-defined]
+    raw = bytearray(path.read_bytes())
+    raw[bad * params.segment_size + 7] ^= 0x80
+    path.write_bytes(bytes(raw))
+    response, chunks = stream_chunks(client, blob)
+    assert response.status_code == 200  # segment 0 authenticates: the response starts
+    received: list[bytes] = []
+    with pytest.raises(BlobIntegrityError):
+        received.extend(chunks)  # extend keeps what arrived before the error
+    bad_from = params.first_segment_plaintext + (bad - 1) * params.segment_plaintext
+    assert b"".join(received) == data[:bad_from]  # every good segment before it, not a byte of it or after
+    end = AuditEvent.objects.filter(action="blob.download.end", target_id=str(blob.pk)).get()
+    assert (end.outcome, end.details["bytes_sent"]) == ("error", bad_from)
+
+
+def test_a_client_that_leaves_early_closes_the_read_ahead(client, owner, read_ahead):
+    blob = make_blob(owner, pattern(5000))
+    response, chunks = stream_chunks(client, blob)
+    assert len(next(iter(chunks))) > 0
+    response.close()  # what the WSGI server does when the client goes away
+    end = AuditEvent.objects.filter(action="blob.download.end", target_id=str(blob.pk)).get()
+    assert end.outcome == "aborted"
