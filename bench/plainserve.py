@@ -6,6 +6,9 @@ The URLconf of bench/settings_bench.py only: no auth, one fixed file, never part
   through ``wsgi.file_wrapper`` and ``socket.sendfile``: anchor (a).
 - ``/bench/plain-1mib``: the same with ``block_size = 1 MiB``; run under ``--no-sendfile`` it is the
   plaintext Python copy loop: anchor (b).
+- ``/bench/ctr-1mib``: django-encrypted-files 0.0.10 (the anchors' peer: AES-CTR, unauthenticated, one
+  global key) serving the same plaintext from its own format with 1 MiB reads, under ``--no-sendfile`` (with
+  sendfile gunicorn would send its ciphertext: its file object exposes the real ``fileno()``).
 - ``/foundation/files/...``: the pre-DRF stream and raw-upload views (bench/foundationserve.py).
 """
 
@@ -35,9 +38,22 @@ def plain_1mib(request: HttpRequest) -> FileResponse:
     return response
 
 
+def ctr_1mib(request: HttpRequest) -> FileResponse:
+    from encrypted_files.base import EncryptedFile  # bench-only dependency (requirements-dev.txt)
+
+    key = bytes.fromhex(settings.BENCH_CTR_KEY)
+    response = FileResponse(
+        EncryptedFile(open(settings.BENCH_CTR_FILE, "rb"), key=key),  # noqa: SIM115 — the response closes it
+        content_type="application/octet-stream",
+    )
+    response.block_size = 1 << 20
+    return response
+
+
 urlpatterns = [
     path("bench/plain", plain),
     path("bench/plain-1mib", plain_1mib),
+    path("bench/ctr-1mib", ctr_1mib),
     path("health", health.health),
     # bench/bench_api.py: the foundation's views, for the DRF API's comparison.
     path("foundation/files/", FoundationUploadView.as_view()),

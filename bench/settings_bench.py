@@ -13,3 +13,6 @@ from erphub.settings import *  # noqa: F403 — everything the product configure
 ROOT_URLCONF = "bench.plainserve"
 # The plaintext file the baselines serve; the bench script sets it for the servers it starts.
 BENCH_PLAIN_FILE = os.environ.get("ERPHUB_BENCH_PLAIN_FILE", "")
+# django-encrypted-files' copy of it (16-byte nonce + AES-CTR) and its key in hex, both from the bench script.
+BENCH_CTR_FILE = os.environ.get("ERPHUB_BENCH_CTR_FILE", "")
+BENCH_CTR_KEY = os.environ.get("ERPHUB_BENCH_CTR_KEY", "")
