@@ -3,11 +3,10 @@
     .venv/bin/python bench/bench_download.py                      # the full run: 1 GiB, RSS with 2 GiB
     .venv/bin/python bench/bench_download.py --size-mib 64 --rss-size-mib 128 --runs 3 --ttfb-reps 20
 
-Starts four gunicorn servers (gthread, 2 workers x 4 threads) on loopback ports, each with the same fresh
+Starts three gunicorn servers (gthread, 2 workers x 4 threads) on loopback ports, each with the same fresh
 var dir and SQLite database under /tmp:
 
 - ``ours``: the product (erphub.settings), ``--no-sendfile`` as ``make run`` serves it;
-- ``serial``: the same with ``BLOB_READAHEAD_THREADS=0`` (no read-ahead: what read-ahead adds);
 - ``(a)``: bench/settings_bench.py, Django FileResponse of the same plaintext with gunicorn's sendfile;
 - ``(b)``: the same settings, FileResponse with ``block_size = 1 MiB`` under ``--no-sendfile``; the same
   server also runs the anchors' unauthenticated AES-CTR peer, django-encrypted-files 0.0.10, with 1 MiB reads
@@ -313,6 +312,35 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
             approach.ttfbs.append(result.ttfb)
 
 
+def concurrent_throughput(
+    approaches: list[Approach], *, size: int, clients: int, runs: int, quiet: Quiet
+) -> dict[str, list[float]]:
+    """Aggregate MB/s of ``clients`` simultaneous whole downloads per approach (what a busy server delivers,
+    where one download's figure is what one client sees), ``runs`` interleaved runs."""
+    speeds: dict[str, list[float]] = {approach.label: [] for approach in approaches}
+    for run in range(runs):
+        shift = run % len(approaches)
+        for approach in approaches[shift:] + approaches[:shift]:
+            quiet.wait()
+            command = ["curl", "--silent", "--show-error", "--noproxy", "*", "-o", "/dev/null"]
+            command += ["-w", "%{size_download} %{http_code}"]
+            if approach.cookie:
+                command += ["-b", approach.cookie]
+            started = time.perf_counter()
+            procs = [
+                subprocess.Popen([*command, approach.url], stdout=subprocess.PIPE, text=True)
+                for _ in range(clients)
+            ]
+            outputs = [proc.communicate()[0].split() for proc in procs]
+            seconds = time.perf_counter() - started
+            if any(out != [str(size), "200"] for out in outputs):
+                raise RuntimeError(f"{approach.label}: concurrent downloads got {outputs}")
+            speed = clients * size / seconds
+            speeds[approach.label].append(speed)
+            log(f"concurrent run {run + 1}/{runs} {approach.label}: {speed / 1e6:,.0f} MB/s")
+    return speeds
+
+
 def ttfb_ranges(url: str, cookie: str, *, size: int, reps: int, quiet: Quiet) -> tuple[float, float]:
     near_end = f"{size - 1}-{size - 1}"
     starts: list[float] = []
@@ -409,6 +437,8 @@ def main() -> int:
     parser.add_argument("--rss-size-mib", type=int, default=2048, help="uploaded, then downloaded, for RSS")
     parser.add_argument("--runs", type=int, default=9, help="interleaved throughput runs per approach")
     parser.add_argument("--ttfb-reps", type=int, default=200, help="1-byte range requests per offset")
+    parser.add_argument("--clients", type=int, default=4, help="simultaneous downloads for the aggregate")
+    parser.add_argument("--concurrent-runs", type=int, default=3, help="interleaved runs of the aggregate")
     parser.add_argument("--segment-size", type=int, default=None, help="BLOB_SEGMENT_SIZE (default: app's)")
     args = parser.parse_args()
     if shutil.which("curl") is None:
@@ -446,10 +476,6 @@ def main() -> int:
         servers.append(plain_sendfile)
         plain_1mib = start_server("b", env, work, settings="bench.settings_bench", sendfile=False)
         servers.append(plain_1mib)
-        serial = start_server(
-            "serial", {**env, "BLOB_READAHEAD_THREADS": "0"}, work, settings="erphub.settings", sendfile=False
-        )
-        servers.append(serial)
         for server in servers:
             server.wait_until_healthy()
         rss_fresh = ours.rss_bytes()
@@ -473,12 +499,6 @@ def main() -> int:
             ),
             Approach("ours: encrypted stream, --no-sendfile", stream_url, cookie, ours),
             Approach(
-                "ours without read-ahead (BLOB_READAHEAD_THREADS=0)",
-                serial.url(f"/secure/files/{blob_id}/stream"),
-                cookie,
-                serial,
-            ),
-            Approach(
                 "django-encrypted-files 0.0.10 (AES-CTR, unauthenticated), 1 MiB reads, --no-sendfile",
                 plain_1mib.url("/bench/ctr-1mib"),
                 None,
@@ -494,6 +514,15 @@ def main() -> int:
         capacity_before = cpu_capacity()
         log(f"throughput: {args.runs} interleaved runs of {args.size_mib} MiB")
         throughput(approaches, size=size, runs=args.runs, quiet=quiet)
+
+        log(f"aggregate: {args.clients} simultaneous downloads, {args.concurrent_runs} runs")
+        aggregate = concurrent_throughput(
+            [approaches[1], approaches[2]],
+            size=size,
+            clients=args.clients,
+            runs=args.concurrent_runs,
+            quiet=quiet,
+        )
 
         log(f"TTFB: {args.ttfb_reps} x 1-byte ranges at offset 0 and at {size - 1}")
         ttfb_start, ttfb_end = ttfb_ranges(stream_url, cookie, size=size, reps=args.ttfb_reps, quiet=quiet)
@@ -524,6 +553,7 @@ def main() -> int:
             approaches,
             import_seconds=import_seconds,
             ttfb=(ttfb_start, ttfb_end),
+            aggregate=aggregate,
             rss=(rss_fresh, rss_before, rss_after_upload, rss_after, rss_peak),
             upload_mbps=rss_size / upload_seconds / 1e6,
             big_download_mbps=big_download.speed / 1e6,
@@ -544,13 +574,14 @@ def report(
     *,
     import_seconds: float,
     ttfb: tuple[float, float],
+    aggregate: dict[str, list[float]],
     rss: tuple[int, ...],
     upload_mbps: float,
     big_download_mbps: float,
     size: int,
     quiet: Quiet,
 ) -> None:
-    a, b, ours, serial, ctr = approaches
+    a, b, ours, ctr = approaches
     print(f"## Download benchmark: {args.size_mib} MiB, {args.runs} interleaved runs, median\n")
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     print(
@@ -585,8 +616,12 @@ def report(
         f"| encrypted / django-encrypted-files (AES-CTR), median of per-run ratios | {ctr_paired:.2f} | > 1 "
         f"| {'yes' if ctr_paired > 1 else 'NO'} |"
     )
-    serial_paired = statistics.median(s / p for s, p in zip(serial.speeds, b.speeds, strict=True))
-    print(f"| without read-ahead / (b), median of per-run ratios | {serial_paired:.2f} | | |")
+    ours_all, b_all = aggregate[ours.label], aggregate[b.label]
+    print(
+        f"| {args.clients} simultaneous downloads, aggregate MB/s: encrypted / (b) "
+        f"| {statistics.median(ours_all) / 1e6:,.0f} / {statistics.median(b_all) / 1e6:,.0f} "
+        f"= {statistics.median(ours_all) / statistics.median(b_all):.2f} | | |"
+    )
     print(f"| TTFB 1-byte range at 0 | {start * 1e3:.2f} ms | | |")
     print(f"| TTFB 1-byte range at {size - 1} | {end * 1e3:.2f} ms | | |")
     print(f"| TTFB ratio end / start | {end / start:.2f} | ≤ 1.2 | {'yes' if end / start <= 1.2 else 'NO'} |")

@@ -41,15 +41,6 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             errors.append(
                 checks.Error(f"BLOBS[{name!r}]{source} = {value!r} must be a positive integer.", id=error_id)
             )
-    threads = blob_setting("READAHEAD_THREADS")
-    if not (_positive_int(threads) or threads == 0) or isinstance(threads, bool):
-        errors.append(
-            checks.Error(
-                f"BLOBS['READAHEAD_THREADS'] (BLOB_READAHEAD_THREADS) = {threads!r} must be 0 (off) or a "
-                "positive integer.",
-                id="blobs.E005",
-            )
-        )
     for name in ("LEGACY_DEPRECATED_AT", "LEGACY_SUNSET_AT"):
         value = blob_setting(name)
         try:

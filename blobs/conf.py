@@ -12,9 +12,6 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": 60,  # blobs_gc leaves pending uploads younger than this alone
     "MAX_RANGES": 16,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
-    # Pool threads per process that read and decrypt a download's next segment while the current one is
-    # sent (blobs/readahead.py); 0 reads and decrypts in the request's own thread.
-    "READAHEAD_THREADS": 4,
     "READ_CHUNK_BYTES": 1 << 20,  # how much a raw-body upload reads from the input stream at a time
     "LEGACY_DEPRECATED_AT": "2026-01-01T00:00:00Z",  # /legacy/files/: RFC 9745 Deprecation
     "LEGACY_SUNSET_AT": "2027-01-01T00:00:00Z",  # /legacy/files/: RFC 8594 Sunset

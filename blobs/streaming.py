@@ -23,12 +23,10 @@ from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
 from kms.exceptions import KmsError
 
-from .conf import blob_setting
 from .disposition import INLINE_SAFE_TYPES, content_disposition
 from .exceptions import BlobError, BlobIntegrityError
 from .models import Blob
 from .ranges import ByteRange, iter_multipart, plan_multipart
-from .readahead import ReadAhead, shared_pool
 from .services import blob_open
 
 logger = logging.getLogger(__name__)
@@ -214,16 +212,6 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
     return body
 
 
-def _read_ahead(chunks: Iterator[bytes], *, blob: Blob, length: int) -> Iterator[bytes]:
-    """Read and decrypt the next segments on an idle read-ahead thread while this one is sent
-    (blobs/readahead.py), for a range of more than one segment. Multipart parts stay serial: they are few
-    (MAX_RANGES) and usually small."""
-    threads = blob_setting("READAHEAD_THREADS")
-    if not threads or length <= blob.params.segment_plaintext:
-        return chunks
-    return ReadAhead(chunks, pool=shared_pool(threads))
-
-
 def _open_stream(
     blob: Blob, ranges: list[ByteRange] | None, on_end: Callable[[str, int], None]
 ) -> StreamBody:
@@ -234,14 +222,14 @@ def _open_stream(
             # Nothing to send, but the object (header and one empty last segment) must still authenticate.
             for _ in reader.iter_all():
                 pass
-        whole = _read_ahead(reader.iter_range(0, blob.size), blob=blob, length=blob.size)
+        whole = reader.iter_range(0, blob.size)
         first = next(whole, None)
         return StreamBody(
             200, blob.size, blob.content_type, None, GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end)
         )
     if len(ranges) == 1:
         (only,) = ranges
-        part = _read_ahead(reader.iter_range(only.start, only.stop), blob=blob, length=only.length)
+        part = reader.iter_range(only.start, only.stop)
         first = next(part, None)
         return StreamBody(
             206,

@@ -346,8 +346,6 @@ BLOBS = {
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
-    # Threads per process that decrypt a download's next segment while the current one is sent; 0 = serial.
-    "READAHEAD_THREADS": _env_int("BLOB_READAHEAD_THREADS", 4),
     "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
     # Seed §5.2: /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),

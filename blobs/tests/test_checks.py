@@ -70,19 +70,3 @@ def test_e004_legacy_dates_must_be_iso_with_a_zone(name, value):
 
 def test_e004_accepts_a_zoned_date():
     assert blob_errors(LEGACY_SUNSET_AT="2030-06-30T12:00:00+02:00") == []
-
-
-@pytest.mark.parametrize("value", [-1, True, 1.5, "4", None])
-def test_e005_read_ahead_threads_must_be_a_count(value):
-    assert blob_errors(READAHEAD_THREADS=value) == [
-        (
-            "blobs.E005",
-            f"BLOBS['READAHEAD_THREADS'] (BLOB_READAHEAD_THREADS) = {value!r} must be 0 (off) or a positive "
-            "integer.",
-        )
-    ]
-
-
-@pytest.mark.parametrize("value", [0, 1, 8])
-def test_e005_off_or_a_thread_count_passes(value):
-    assert blob_errors(READAHEAD_THREADS=value) == []

@@ -219,13 +219,7 @@ def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_u
     assert counted_unwraps == ["local:mk-test-1"]
 
 
-# --- read-ahead (blobs/readahead.py): the same bytes, the same failures, on or off --------------------------
-
-
-@pytest.fixture(params=[0, 2], ids=["serial", "read-ahead"])
-def read_ahead(request, settings):
-    settings.BLOBS = {**settings.BLOBS, "READAHEAD_THREADS": request.param}
-    return request.param
+# --- multi-segment bodies: whole segments are decrypted straight into new bytes (crypto._new_bytes) --------
 
 
 def stream_chunks(client, blob, **headers):
@@ -236,7 +230,7 @@ def stream_chunks(client, blob, **headers):
 @pytest.mark.parametrize(
     "byte_range", [None, "bytes=0-", "bytes=100-999", "bytes=112-113", "bytes=5-4000", "bytes=-300"]
 )
-def test_bodies_are_identical_with_and_without_read_ahead(client, owner, read_ahead, byte_range):
+def test_multi_segment_bodies_are_exact_and_plain_bytes(client, owner, byte_range):
     data = pattern(5000)  # 128-byte segments: 45 of them
     blob = make_blob(owner, data)
     headers = {"range": byte_range} if byte_range else {}
@@ -255,7 +249,7 @@ def test_bodies_are_identical_with_and_without_read_ahead(client, owner, read_ah
     assert (end.outcome, end.details["bytes_sent"]) == ("success", len(body))
 
 
-def test_a_tampered_segment_stops_the_body_at_its_start_with_read_ahead(client, owner, read_ahead, settings):
+def test_a_tampered_segment_stops_the_body_at_its_start(client, owner):
     from blobs.exceptions import BlobIntegrityError
     from blobs.storage import blob_store
 
@@ -278,7 +272,7 @@ def test_a_tampered_segment_stops_the_body_at_its_start_with_read_ahead(client, 
     assert (end.outcome, end.details["bytes_sent"]) == ("error", bad_from)
 
 
-def test_a_client_that_leaves_early_closes_the_read_ahead(client, owner, read_ahead):
+def test_a_client_that_leaves_early_is_audited_as_aborted(client, owner):
     blob = make_blob(owner, pattern(5000))
     response, chunks = stream_chunks(client, blob)
     assert len(next(iter(chunks))) > 0
