@@ -279,7 +279,13 @@ _new_bytes = _bytes_writer_from_c_api()
 
 
 def _read_exact(raw: BinaryIO, view: memoryview) -> None:
-    """Fill ``view`` from ``raw`` (``readinto`` when available); a short read is truncation."""
+    """Fill ``view`` from ``raw`` (``readinto`` when available); a short read is truncation.
+
+    The ciphertext is always copied into our own buffer first, never decrypted from a shared ``mmap`` of
+    the object: GCM implementations may read their input twice (OpenSSL's generic path hashes a chunk, then
+    runs CTR over it), so a writer racing a mapped decryption could have plaintext released under a tag
+    computed over other bytes (docs/benchmarks.md, "What was tried").
+    """
     readinto = getattr(raw, "readinto", None)
     want = len(view)
     got = 0
