@@ -7,4 +7,10 @@ class BlobsConfig(AppConfig):
 
     def ready(self) -> None:
         # System checks for BLOBS; setting_changed receiver that resets storage adapters.
+        from django.http import multipartparser
+
         from . import checks, storage  # noqa: F401
+        from .conf import blob_setting
+
+        # Django has no setting for the per-part header limit: it reads this module global on every part.
+        multipartparser.MAX_TOTAL_HEADER_SIZE = blob_setting("MAX_PART_HEADER_BYTES")

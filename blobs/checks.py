@@ -34,6 +34,7 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     for name, env, error_id in (
         ("MAX_UPLOAD_BYTES", "BLOB_MAX_UPLOAD_BYTES", "blobs.E002"),
         ("MAX_RANGES", None, "blobs.E003"),
+        ("MAX_PART_HEADER_BYTES", None, "blobs.E005"),
     ):
         value = blob_setting(name)
         if not _positive_int(value):

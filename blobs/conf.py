@@ -12,6 +12,9 @@ DEFAULTS: dict[str, Any] = {
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": 60,  # blobs_gc leaves pending uploads younger than this alone
     "MAX_RANGES": 16,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
+    # Django reads each multipart part's headers up to 1,024 bytes and answers 400 beyond; a 1,000-character
+    # file name (4,000 bytes of UTF-8, more percent-encoded) must fit. Applied in BlobsConfig.ready.
+    "MAX_PART_HEADER_BYTES": 16 * 1024,
     "READ_CHUNK_BYTES": 1 << 20,  # how much a raw-body upload reads from the input stream at a time
     "LEGACY_DEPRECATED_AT": "2026-01-01T00:00:00Z",  # /legacy/files/: RFC 9745 Deprecation
     "LEGACY_SUNSET_AT": "2027-01-01T00:00:00Z",  # /legacy/files/: RFC 8594 Sunset

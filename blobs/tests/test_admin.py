@@ -305,6 +305,16 @@ def test_add_view_accepts_an_empty_file(admin_client, admin_user):
     assert (blob.state, blob.size) == (Blob.State.READY, 0)
 
 
+def test_add_view_accepts_a_thousand_character_file_name(admin_client, admin_user):
+    name = "é" * 1000 + ".pdf"  # the part's header is ~2 KB: over Django's own 1,024-byte limit
+    form = {"file": SimpleUploadedFile(name, b"%PDF"), "owner": admin_user.pk, "_save": "Save"}
+    r = admin_client.post(ADD, form)
+    assert r.status_code == 302
+    blob = Blob.objects.get()
+    assert len(blob.filename) <= 255
+    assert blob.filename.endswith(".pdf")
+
+
 def test_verify_action_reports_a_missing_key(admin_client, alice, settings, tmp_path):
     blob = make_blob(alice, filename="locked.bin")
     settings.KMS_PROVIDERS = {

@@ -41,7 +41,11 @@ def test_e001_a_segment_size_the_format_rejects(segment_size, reason):
 
 @pytest.mark.parametrize(
     ("name", "error_id", "env"),
-    [("MAX_UPLOAD_BYTES", "blobs.E002", " (BLOB_MAX_UPLOAD_BYTES)"), ("MAX_RANGES", "blobs.E003", "")],
+    [
+        ("MAX_UPLOAD_BYTES", "blobs.E002", " (BLOB_MAX_UPLOAD_BYTES)"),
+        ("MAX_RANGES", "blobs.E003", ""),
+        ("MAX_PART_HEADER_BYTES", "blobs.E005", ""),
+    ],
 )
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "16", None])
 def test_a_non_positive_or_non_integer_limit(name, error_id, env, value):
@@ -50,7 +54,7 @@ def test_a_non_positive_or_non_integer_limit(name, error_id, env, value):
     ]
 
 
-@pytest.mark.parametrize("name", ["MAX_UPLOAD_BYTES", "MAX_RANGES"])
+@pytest.mark.parametrize("name", ["MAX_UPLOAD_BYTES", "MAX_RANGES", "MAX_PART_HEADER_BYTES"])
 def test_a_positive_limit_passes(name):
     assert blob_errors(**{name: 1}) == []
 

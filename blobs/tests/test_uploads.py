@@ -246,6 +246,42 @@ def test_thousand_character_filename_is_shortened_keeping_the_extension(client):
     assert filename.endswith(".pdf")
 
 
+def multipart_body(filename_header: str, content: bytes, boundary: str = "BoUnDaRy") -> tuple[bytes, str]:
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {filename_header}\r\n'
+        "Content-Type: application/pdf\r\n\r\n"
+    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize(
+    "filename_header",
+    [
+        'filename="' + "a" * 1000 + '.pdf"',  # Django's own part-header limit (1,024 bytes) would refuse it
+        "filename*=UTF-8''" + "%C3%A9" * 1000 + ".pdf",  # RFC 5987/2231: 1,000 "é", 6,000 header bytes
+    ],
+    ids=["ascii", "percent-encoded-utf8"],
+)
+def test_thousand_character_multipart_filename_is_accepted_and_shortened(client, filename_header):
+    body, content_type = multipart_body(filename_header, b"%PDF")
+    r = client.post(URL, data=body, content_type=content_type)
+    assert r.status_code == 201, r.content
+    blob = Blob.objects.get()
+    assert len(blob.filename) <= 255
+    assert blob.filename.endswith(".pdf")
+    stream = client.get(reverse("blobs:stream", args=[blob.id]))
+    assert b"".join(stream.streaming_content) == b"%PDF"
+
+
+def test_a_part_header_beyond_the_limit_is_a_400_and_stores_nothing(client):
+    body, content_type = multipart_body('filename="' + "a" * 20_000 + '.pdf"', b"%PDF")
+    r = client.post(URL, data=body, content_type=content_type)
+    assert r.status_code == 400
+    assert r.json()["code"] in {"bad_request", "parse_error"}
+    assert not Blob.objects.exists()
+    assert files_under(storage_root()) == []
+
+
 def test_hostile_multipart_filename_is_stored_safely(client):
     boundary = "BoUnDaRy"
     body = (
