@@ -30,6 +30,7 @@ from audit.context import current_actor
 from audit.services import audit_record
 from kms.base import DATA_KEY_BYTES
 from kms.registry import default_alias, get_provider
+from kms.services import kms_confirm_key
 
 from .conf import blob_setting
 from .exceptions import BlobIntegrityError
@@ -59,6 +60,7 @@ def rotation_target(*, alias: str | None = None) -> RotationTarget:
     if key_ref is None:
         probe = provider.wrap(secrets.token_bytes(DATA_KEY_BYTES), context={"purpose": "rotation-probe"})
         key_ref = probe.key_ref
+    kms_confirm_key(alias=alias, key_ref=key_ref)  # never rotate onto a wrong key under a known id
     return RotationTarget(alias=alias, key_ref=key_ref)
 
 

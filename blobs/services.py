@@ -31,6 +31,7 @@ from kms.cache import dek_cache
 from kms.exceptions import KmsError
 from kms.health import record_success
 from kms.registry import default_alias, get_provider
+from kms.services import kms_confirm_key
 
 from . import crypto
 from .conf import blob_setting
@@ -83,6 +84,7 @@ def _new_data_key(blob_id: uuid.UUID) -> tuple[str, bytes, WrappedKey]:
     alias = default_alias()
     data_key = secrets.token_bytes(DATA_KEY_BYTES)
     wrapped = get_provider(alias).wrap(data_key, context={"blob_id": str(blob_id)})
+    kms_confirm_key(alias=alias, key_ref=wrapped.key_ref)  # a wrong key under a known id: 503, none written
     record_success(alias)
     return alias, data_key, wrapped
 

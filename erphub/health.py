@@ -14,8 +14,10 @@ from django.views.decorators.http import require_GET
 from blobs.conf import blob_setting
 from blobs.exceptions import StorageUnavailable
 from blobs.storage import blob_store
+from kms.exceptions import KeyMismatch, KmsError
 from kms.health import provider_health
 from kms.registry import default_alias
+from kms.services import kms_confirm_active_key
 
 
 @never_cache
@@ -44,6 +46,13 @@ def ready(request: HttpRequest) -> JsonResponse:
     checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": round(kms.age_seconds, 1)}
     if not kms.ok:
         checks["kms"]["detail"] = "key provider round-trip failed"
+    elif checks["database"]["ok"]:
+        try:
+            kms_confirm_active_key(alias=alias)
+        except KeyMismatch:
+            checks["kms"].update(ok=False, detail="master key differs from the one recorded for its id")
+        except (KmsError, DatabaseError):
+            checks["kms"].update(ok=False, detail="master key check failed")
     ok = all(check["ok"] for check in checks.values())
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503

@@ -68,6 +68,13 @@ class KeyProvider(abc.ABC):
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytes:
         """Decrypt ``wrapped`` with the key named by ``wrapped.key_ref`` (never "the latest")."""
 
+    def key_check(self, key_ref: str) -> bytes | None:
+        """A check value of the key material behind ``key_ref``, for providers whose operator supplies the
+        key bytes (local): it reveals nothing about the key, and lets the application notice the same id
+        configured with other bytes before wrapping anything under it (``kms.services.kms_confirm_key``).
+        None where the KMS holds the key and its reference names it."""
+        return None
+
     def rewrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> WrappedKey:
         """Move a wrapped key to the active key version. Providers with server-side rewrap override this."""
         data_key = self.unwrap(wrapped, context=context)

@@ -42,3 +42,14 @@ class UnwrapFailed(KmsError):
     """The wrapped key did not authenticate: wrong key, wrong context (another blob's key) or tampering."""
 
     code = "kms_unwrap_failed"
+
+
+class KeyMismatch(KmsError):
+    """A master key id now names other key bytes than the ones this installation recorded for it (a wrong
+    key pasted under an existing id): nothing may be wrapped under it, or those blobs would be lost."""
+
+    code = "kms_key_mismatch"
+
+    def __init__(self, message: str, *, provider: str | None = None, key_ref: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.key_ref = key_ref

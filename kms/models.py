@@ -74,3 +74,24 @@ class KeyRotation(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise TypeError("Key rotation records are never deleted.")
+
+
+class MasterKeyCheck(models.Model):
+    """The check value of a master key id whose bytes the operator supplies (the local provider), recorded
+    the first time the id wraps a key (trust on first use). The same id configured later with other bytes is
+    refused before it wraps anything: blobs wrapped under a wrong key would be unreadable once the right key
+    is back (issue 2, "master key missing or wrong: 503 and nothing written")."""
+
+    provider = models.CharField(max_length=100, help_text="KMS_PROVIDERS alias.")
+    key_ref = models.CharField(max_length=255, help_text="The key id blobs record.")
+    check_value = models.BinaryField(max_length=16, help_text="HMAC-SHA256(key, label)[:16]; not the key.")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "key_ref"], name="masterkeycheck_one_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.key_ref}"

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import getpass
+import hmac
 import os
+import threading
 from datetime import datetime
 
-from .models import KeyRotation
+from django.db import transaction
+
+from .exceptions import KeyMismatch
+from .models import KeyRotation, MasterKeyCheck
+from .registry import get_provider
+
+_confirmed_lock = threading.Lock()
+_confirmed: set[tuple[str, str, bytes]] = set()  # (alias, key_ref, check value) already matched here
 
 
 def cli_actor() -> str:
@@ -47,3 +56,45 @@ def key_rotation_record(
         skipped=skipped,
         failed=failed,
     )
+
+
+def kms_confirm_key(*, alias: str, key_ref: str) -> None:
+    """Refuse a master key whose bytes differ from those recorded for its id (KeyMismatch, a 503).
+
+    Providers that hold their own keys have no check value and pass. The first check of an id records it;
+    a match is remembered in the process, so this costs one query per key id and worker.
+    """
+    check = get_provider(alias).key_check(key_ref)
+    if check is None:
+        return
+    token = (alias, key_ref, check)
+    with _confirmed_lock:
+        if token in _confirmed:
+            return
+    with transaction.atomic():  # a savepoint: a failing query must not poison the caller's transaction
+        row, _ = MasterKeyCheck.objects.get_or_create(
+            provider=alias, key_ref=key_ref, defaults={"check_value": check}
+        )
+    if not hmac.compare_digest(bytes(row.check_value), check):
+        raise KeyMismatch(
+            f"Master key {key_ref!r} is not the key this installation recorded under that id on "
+            f"{row.recorded_at:%Y-%m-%d}: restore the original bytes for {key_ref!r} from backup, or give "
+            "a new key a new id (manage.py local_master_key --add). Nothing is wrapped under it meanwhile.",
+            provider=alias,
+            key_ref=key_ref,
+        )
+    with _confirmed_lock:
+        _confirmed.add(token)
+
+
+def kms_confirm_active_key(*, alias: str) -> None:
+    """:func:`kms_confirm_key` for the key new wraps would use, where the provider knows it without a call."""
+    key_ref = get_provider(alias).active_key_ref()
+    if key_ref is not None:
+        kms_confirm_key(alias=alias, key_ref=key_ref)
+
+
+def forget_confirmed_keys() -> None:
+    """Tests and settings changes: check every key against the database again."""
+    with _confirmed_lock:
+        _confirmed.clear()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -32,6 +34,15 @@ ALGORITHM = "AES-256-GCM"
 MASTER_KEY_BYTES = 32
 NONCE_BYTES = 12
 _VALID_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+#: HMAC label of a master key's check value (kms.models.MasterKeyCheck). Versioned: never reuse it.
+CHECK_LABEL = b"erphub local master key check v1"
+
+
+def key_check_value(key: bytes) -> bytes:
+    """16 bytes that identify ``key`` without revealing it (HMAC-SHA256 under the key of a fixed label)."""
+    return hmac.new(key, CHECK_LABEL, hashlib.sha256).digest()[:16]
 
 
 def new_key_line(now: datetime | None = None) -> str:
@@ -111,10 +122,10 @@ class LocalKeyProvider(KeyProvider):
         self._key_file = Path(key_file) if key_file else None
         self._create = create_if_missing
         self._lock = threading.Lock()
-        # (keys by id, active id), swapped as one value so a reader never sees a half-updated pair.
-        self._state: tuple[dict[str, AESGCM], str] | None = None
+        # (keys by id, active id, check values by id), swapped as one value: never seen half-updated.
+        self._state: tuple[dict[str, AESGCM], str, dict[str, bytes]] | None = None
 
-    def _read(self, *, create: bool) -> tuple[dict[str, AESGCM], str]:
+    def _read(self, *, create: bool) -> tuple[dict[str, AESGCM], str, dict[str, bytes]]:
         if self._inline:
             parsed = parse_keys(self._inline, source="BLOB_MASTER_KEYS")
         elif self._key_file is not None:
@@ -131,9 +142,13 @@ class LocalKeyProvider(KeyProvider):
             parsed = parse_keys(text, source=str(self._key_file))
         else:
             raise KeyUnavailable("No local master key is configured.", provider=self.alias)
-        return {key_id: AESGCM(key) for key_id, key in parsed}, parsed[0][0]
+        return (
+            {key_id: AESGCM(key) for key_id, key in parsed},
+            parsed[0][0],
+            {key_id: key_check_value(key) for key_id, key in parsed},
+        )
 
-    def _load(self) -> tuple[dict[str, AESGCM], str]:
+    def _load(self) -> tuple[dict[str, AESGCM], str, dict[str, bytes]]:
         state = self._state
         if state is not None:
             return state
@@ -160,6 +175,13 @@ class LocalKeyProvider(KeyProvider):
     def active_key_ref(self) -> str:
         return self._load()[1]
 
+    def key_check(self, key_ref: str) -> bytes | None:
+        checks = self._load()[2]
+        if key_ref not in checks:
+            self._reload_for(key_ref)
+            checks = self._load()[2]
+        return checks.get(key_ref)
+
     def wrap(self, data_key: bytes, *, context: Mapping[str, str]) -> WrappedKey:
         return self._call("wrap", lambda: self._wrap(data_key, context))
 
@@ -167,13 +189,13 @@ class LocalKeyProvider(KeyProvider):
         return self._call("unwrap", lambda: self._unwrap(wrapped, context))
 
     def _wrap(self, data_key: bytes, context: Mapping[str, str]) -> WrappedKey:
-        keys, active = self._load()
+        keys, active, _ = self._load()
         nonce = secrets.token_bytes(NONCE_BYTES)
         sealed = keys[active].encrypt(nonce, data_key, encode_context(context))
         return WrappedKey(ciphertext=nonce + sealed, key_ref=active, algorithm=ALGORITHM)
 
     def _unwrap(self, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
-        keys, _ = self._load()
+        keys = self._load()[0]
         aead = keys.get(wrapped.key_ref)
         if aead is None:
             aead = self._reload_for(wrapped.key_ref).get(wrapped.key_ref)

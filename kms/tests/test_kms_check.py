@@ -34,6 +34,7 @@ class LyingProvider(KeyProvider):
         return os.urandom(32)
 
 
+@pytest.mark.django_db  # the master key's check value is compared with the recorded one
 def test_round_trip_ok_names_alias_and_key_ref(counted_wraps, counted_unwraps):
     out, err = run()
     assert out == "✓ KMS key round-trip OK: 32 bytes (local, mk-test-1)\n"
@@ -42,6 +43,7 @@ def test_round_trip_ok_names_alias_and_key_ref(counted_wraps, counted_unwraps):
     assert counted_unwraps == ["local:mk-test-1"]
 
 
+@pytest.mark.django_db
 def test_another_provider_by_alias(local_providers):
     local_providers({"local": ["mk-a"], "vault-dr": ["dr-2", "dr-1"]})
     out, _ = run("--provider", "vault-dr")
