@@ -158,13 +158,20 @@ def test_row14_if_range_mismatch_serves_full_200(client, blob, data, kind):
 
 
 def test_row16_head_has_get_headers_and_ignores_range(client, blob, monkeypatch):
+    from blobs.storage import FileSystemBlobStore
+    from kms.cache import dek_cache
     from kms.providers.local import LocalKeyProvider
 
     def no_unwrap(*args, **kwargs):
         raise AssertionError("HEAD must not unwrap a key")
 
+    def no_read(*args, **kwargs):
+        raise AssertionError("HEAD must not read the object")
+
     full = get(client, blob)
+    dek_cache().clear()  # so that an unwrap could not hide behind the key the GET cached
     monkeypatch.setattr(LocalKeyProvider, "unwrap", no_unwrap)
+    monkeypatch.setattr(FileSystemBlobStore, "open_range", no_read)
     for headers in ({}, {"Range": "bytes=0-9"}):
         r = client.head(url(blob), headers=headers)
         assert r.status_code == 200
