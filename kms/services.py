@@ -93,8 +93,3 @@ def kms_confirm_active_key(*, alias: str) -> None:
     if key_ref is not None:
         kms_confirm_key(alias=alias, key_ref=key_ref)
 
-
-def forget_confirmed_keys() -> None:
-    """Tests and settings changes: check every key against the database again."""
-    with _confirmed_lock:
-        _confirmed.clear()
