@@ -253,13 +253,13 @@ def _bytes_writer_from_c_api() -> Callable[[int], tuple[bytes, memoryview]] | No
     if sys.implementation.name != "cpython":
         return None
     try:
-        api = ctypes.pythonapi
-        from_size = api.PyBytes_FromStringAndSize
-        from_size.restype = ctypes.py_object
-        from_size.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-        as_string = api.PyBytes_AsString
-        as_string.restype = ctypes.c_void_p
-        as_string.argtypes = (ctypes.py_object,)
+        # Private prototypes: the shared ctypes.pythonapi.PyBytes_* objects could be retyped by other code.
+        from_size = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
+            ("PyBytes_FromStringAndSize", ctypes.pythonapi)
+        )
+        as_string = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(
+            ("PyBytes_AsString", ctypes.pythonapi)
+        )
     except (AttributeError, OSError):
         return None
 
@@ -276,6 +276,16 @@ def _bytes_writer_from_c_api() -> Callable[[int], tuple[bytes, memoryview]] | No
 
 
 _new_bytes = _bytes_writer_from_c_api()
+
+
+def _decrypt_or_wipe(aead: AESGCM, nonce: bytes, ct: memoryview, out: memoryview) -> None:
+    """``decrypt_into`` that leaves no unauthenticated plaintext behind: GCM writes the plaintext before it
+    checks the tag, so on failure the output is zeroed before InvalidTag propagates."""
+    try:
+        aead.decrypt_into(nonce, ct, None, out)
+    except InvalidTag:
+        out[:] = bytes(len(out))
+        raise
 
 
 def _read_exact(raw: BinaryIO, view: memoryview) -> None:
@@ -592,7 +602,7 @@ class Decryptor:
                     if _new_bytes is not None and pt_len > 1:
                         chunk, out = _new_bytes(pt_len)
                         with out:
-                            aead.decrypt_into(self._nonce(index), ct, None, out)
+                            _decrypt_or_wipe(aead, self._nonce(index), ct, out)
                     else:
                         chunk = aead.decrypt(self._nonce(index), ct, None)
                 else:
@@ -600,10 +610,11 @@ class Decryptor:
                     # out only the requested part; the scratch is not kept, so a long range holds one
                     # ciphertext buffer and the chunk being built.
                     scratch = bytearray(pt_len)
-                    aead.decrypt_into(self._nonce(index), ct, None, scratch)
+                    _decrypt_or_wipe(aead, self._nonce(index), ct, memoryview(scratch))
                     chunk = bytes(memoryview(scratch)[lo:hi])
                     del scratch
             except InvalidTag:
+                chunk, scratch = b"", bytearray()  # wiped; the traceback's frame must not hold them either
                 raise IntegrityError("segment failed authentication") from None
             if chunk:
                 yield chunk

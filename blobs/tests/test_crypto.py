@@ -778,3 +778,34 @@ def test_a_tampered_segment_fails_on_the_in_place_path_too():
     with pytest.raises(IntegrityError):
         got.extend(dec.iter_all(raw))  # extend keeps what arrived before the error
     assert b"".join(got) == plaintext[: SMALL.first_segment_plaintext + 2 * SMALL.segment_plaintext]
+
+
+def test_a_failed_segment_leaves_no_plaintext_in_the_failing_frame():
+    """GCM writes plaintext before it checks the tag: the failed segment's buffer is wiped and dropped, so a
+    traceback (an error reporter capturing locals, a debugger) shows no unauthenticated plaintext."""
+    import sys
+
+    plaintext = _data(3000, seed=5)
+    ct = bytearray(encrypt(DEK, AD, plaintext, SMALL))
+    ct[SMALL.segment_size * 2 + 9] ^= 1  # segment 2, a whole segment of the range
+    dec = _decryptor(bytes(ct), len(plaintext), SMALL)
+    raw = io.BytesIO(bytes(ct))
+    raw.seek(SMALL.header_size)
+    bad = plaintext[SMALL.first_segment_plaintext + SMALL.segment_plaintext :][: SMALL.segment_plaintext]
+    try:
+        list(dec.iter_all(raw))
+    except IntegrityError:
+        tb = sys.exc_info()[2].tb_next  # skip this test's own frame (it holds the plaintext, of course)
+    else:
+        pytest.fail("tampering went unnoticed")
+    seen = []
+    while tb is not None:
+        seen += [v for v in tb.tb_frame.f_locals.values() if isinstance(v, (bytes, bytearray, memoryview))]
+        tb = tb.tb_next
+    assert seen  # the walk reached the decryptor's frames
+    for value in seen:
+        try:
+            content = bytes(value)
+        except ValueError:  # a released memoryview: nothing to read
+            continue
+        assert bad[16:48] not in content  # past the flipped byte: what a leak would show verbatim
