@@ -14,3 +14,9 @@ class BlobsConfig(AppConfig):
 
         # Django has no setting for the per-part header limit: it reads this module global on every part.
         multipartparser.MAX_TOTAL_HEADER_SIZE = blob_setting("MAX_PART_HEADER_BYTES")
+
+        from kms.services import register_key_witness
+
+        from .services import blob_key_witness
+
+        register_key_witness(blob_key_witness)

@@ -63,6 +63,14 @@ def _wrapped_key(blob: Blob) -> WrappedKey:
     return WrappedKey(ciphertext=bytes(blob.wrapped_key), key_ref=blob.key_ref, algorithm=blob.key_algorithm)
 
 
+def blob_key_witness(alias: str, key_ref: str) -> tuple[WrappedKey, Mapping[str, str]] | None:
+    """One stored blob's wrapped data key under ``alias``/``key_ref``, to prove a master key before its
+    check value is first recorded (kms.services.kms_confirm_key). LIMIT 1, no ordering: any will do."""
+    blob = Blob.objects.filter(key_provider=alias, key_ref=key_ref).exclude(wrapped_key=b"").order_by()[:1]
+    found = next(iter(blob), None)
+    return None if found is None else (_wrapped_key(found), found.key_context)
+
+
 def _unwrap_data_key(blob: Blob, *, cached: bool = False) -> bytes:
     wrapped = _wrapped_key(blob)
 

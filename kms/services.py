@@ -6,13 +6,20 @@ import getpass
 import hmac
 import os
 import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.db import transaction
 
-from .exceptions import KeyMismatch
+from .base import WrappedKey
+from .exceptions import KeyMismatch, UnwrapFailed
 from .models import KeyRotation, MasterKeyCheck
 from .registry import get_provider
+
+#: ``witness(alias, key_ref)`` -> one existing wrapped key under that key and its context, or None. Apps that
+#: store wrapped keys register one (blobs does), so that a key id's first check is proven, not just trusted.
+KeyWitness = Callable[[str, str], tuple[WrappedKey, Mapping[str, str]] | None]
+_witnesses: list[KeyWitness] = []
 
 _confirmed_lock = threading.Lock()
 _confirmed: set[tuple[str, str, bytes]] = set()  # (alias, key_ref, check value) already matched here
@@ -72,9 +79,14 @@ def kms_confirm_key(*, alias: str, key_ref: str) -> None:
         if token in _confirmed:
             return
     with transaction.atomic():  # a savepoint: a failing query must not poison the caller's transaction
-        row, _ = MasterKeyCheck.objects.get_or_create(
-            provider=alias, key_ref=key_ref, defaults={"check_value": check}
-        )
+        row = MasterKeyCheck.objects.filter(provider=alias, key_ref=key_ref).first()
+        if row is None:
+            # Nothing recorded yet (a new id, or data from before the record existed): if something is
+            # already wrapped under this id, the configured key must open it before it is recorded.
+            _prove_with_witness(alias=alias, key_ref=key_ref)
+            row, _ = MasterKeyCheck.objects.get_or_create(
+                provider=alias, key_ref=key_ref, defaults={"check_value": check}
+            )
     if not hmac.compare_digest(bytes(row.check_value), check):
         raise KeyMismatch(
             f"Master key {key_ref!r} is not the key this installation recorded under that id on "
@@ -85,6 +97,30 @@ def kms_confirm_key(*, alias: str, key_ref: str) -> None:
         )
     with _confirmed_lock:
         _confirmed.add(token)
+
+
+def register_key_witness(witness: KeyWitness) -> None:
+    if witness not in _witnesses:
+        _witnesses.append(witness)
+
+
+def _prove_with_witness(*, alias: str, key_ref: str) -> None:
+    for witness in _witnesses:
+        found = witness(alias, key_ref)
+        if found is None:
+            continue
+        wrapped, context = found
+        try:
+            get_provider(alias).unwrap(wrapped, context=context)
+        except UnwrapFailed:
+            raise KeyMismatch(
+                f"Master key {key_ref!r} does not open the data keys already wrapped under that id: restore "
+                f"the original bytes for {key_ref!r} from backup, or give a new key a new id "
+                "(manage.py local_master_key --add). Nothing is wrapped under it meanwhile.",
+                provider=alias,
+                key_ref=key_ref,
+            ) from None
+        return
 
 
 def kms_confirm_active_key(*, alias: str) -> None:

@@ -140,3 +140,37 @@ def test_kms_check_fails_on_a_wrong_key_under_a_known_id(settings, right_key):
     use_keys(settings, ("mk-1", os.urandom(32)))
     with pytest.raises(CommandError, match=r"check FAILED \(local\): Master key 'mk-1' is not the key"):
         call_command("kms_check", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_audit_details_are_not_sealed_under_a_wrong_key(settings, right_key):
+    from audit import sealed
+    from kms.exceptions import KeyMismatch
+
+    make_blob(make_user("alice"), b"pins mk-1")
+    use_keys(settings, ("mk-1", os.urandom(32)))
+    sealed._current.clear()  # the next seal needs a new data key, wrapped under the (wrong) active key
+    with pytest.raises(KeyMismatch):
+        sealed.seal("filename", "secret.pdf")
+
+
+def test_an_id_without_a_record_is_proven_against_existing_blobs_first(client, settings, right_key):
+    """Blobs from before the record existed: the first check must not record a wrong key as right."""
+    from kms import services
+
+    old = make_blob(make_user("alice"), b"from an older install")
+    MasterKeyCheck.objects.all().delete()  # as on an install that predates the record
+    services._confirmed.clear()
+    use_keys(settings, ("mk-1", os.urandom(32)))  # and now the wrong bytes under mk-1
+    before = (Blob.objects.count(), stored_objects())
+    r = upload(client, pattern(3000))
+    assert (r.status_code, r.json()["code"]) == (503, "kms_key_mismatch")
+    assert (Blob.objects.count(), stored_objects()) == before
+    assert not MasterKeyCheck.objects.exists()  # nothing recorded from the wrong key
+    use_keys(settings, ("mk-1", right_key))
+    assert upload(client).status_code == 201
+    assert bytes(MasterKeyCheck.objects.get().check_value) == key_check_value(right_key)
+    alice = Client()
+    alice.force_login(old.owner)
+    assert b"".join(alice.get(reverse("blobs:stream", args=[old.pk])).streaming_content) == (
+        b"from an older install"
+    )
