@@ -34,7 +34,6 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     for name, env, error_id in (
         ("MAX_UPLOAD_BYTES", "BLOB_MAX_UPLOAD_BYTES", "blobs.E002"),
         ("MAX_RANGES", None, "blobs.E003"),
-        ("MAX_PART_HEADER_BYTES", None, "blobs.E005"),
     ):
         value = blob_setting(name)
         if not _positive_int(value):
@@ -42,6 +41,15 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             errors.append(
                 checks.Error(f"BLOBS[{name!r}]{source} = {value!r} must be a positive integer.", id=error_id)
             )
+    header_limit = blob_setting("MAX_PART_HEADER_BYTES")
+    if not (_positive_int(header_limit) and header_limit >= 1024 and header_limit & (header_limit - 1) == 0):
+        errors.append(
+            checks.Error(
+                f"BLOBS['MAX_PART_HEADER_BYTES'] = {header_limit!r} must be a power of two of at least 1024: "
+                "Django's multipart parser doubles its header window from 1,024 bytes up to it.",
+                id="blobs.E005",
+            )
+        )
     for name in ("LEGACY_DEPRECATED_AT", "LEGACY_SUNSET_AT"):
         value = blob_setting(name)
         try:

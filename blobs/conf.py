@@ -13,8 +13,11 @@ DEFAULTS: dict[str, Any] = {
     "GC_GRACE_MINUTES": 60,  # blobs_gc leaves pending uploads younger than this alone
     "MAX_RANGES": 16,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
     # Django reads each multipart part's headers up to 1,024 bytes and answers 400 beyond; a 1,000-character
-    # file name (4,000 bytes of UTF-8, more percent-encoded) must fit. Applied in BlobsConfig.ready.
-    "MAX_PART_HEADER_BYTES": 16 * 1024,
+    # file name (up to ~3,000 bytes of UTF-8 as browsers send it) must fit. Not more: Python's header
+    # parameter parser is quadratic (cpython gh-136063), and anonymous multipart bodies are refused before
+    # parsing (blobs.middleware.MultipartNeedsAuthMiddleware). A power of two >= 1024 (Django doubles up to
+    # it). Applied in BlobsConfig.ready.
+    "MAX_PART_HEADER_BYTES": 4 * 1024,
     "READ_CHUNK_BYTES": 1 << 20,  # how much a raw-body upload reads from the input stream at a time
     "LEGACY_DEPRECATED_AT": "2026-01-01T00:00:00Z",  # /legacy/files/: RFC 9745 Deprecation
     "LEGACY_SUNSET_AT": "2027-01-01T00:00:00Z",  # /legacy/files/: RFC 8594 Sunset

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from erphub.errors import DomainError, domain_error_response
+from erphub.errors import DomainError, domain_error_response, error_response
 
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
@@ -103,3 +103,42 @@ class BlobErrorMiddleware:
         if isinstance(exc, DomainError):
             return domain_error_response(exc)
         return None
+
+
+#: The largest multipart body an anonymous client may send (a login form posted as multipart is < 1 KiB).
+ANONYMOUS_MULTIPART_MAX_BYTES = 64 * 1024
+
+
+class MultipartNeedsAuthMiddleware:
+    """Large multipart bodies are parsed only for signed-in sessions and requests carrying credentials.
+
+    Django parses a multipart body for any POST that reaches the CSRF check (a made-up CSRF cookie is
+    enough), and each part's headers go through Python's header-parameter parser, which is quadratic in
+    their length (cpython gh-136063); BLOBS["MAX_PART_HEADER_BYTES"] lets a part header grow to 4 KiB for
+    long file names. Anonymous clients have no business uploading, so their multipart bodies are capped at
+    64 KiB, with a declared length, before a byte is parsed: a login form posted as multipart still works,
+    and the parsing an anonymous request can cause stays bounded. A request with an ``Authorization`` header
+    passes: DRF authenticates it before it reads the body. Must come after AuthenticationMiddleware.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            request.content_type == "multipart/form-data"
+            and "HTTP_AUTHORIZATION" not in request.META
+            and not _declared_at_most(request, ANONYMOUS_MULTIPART_MAX_BYTES)
+            and not request.user.is_authenticated
+        ):
+            return error_response(
+                401,
+                detail="Sign in before sending a multipart body of more than 64 KiB.",
+                code="not_authenticated",
+            )
+        return self.get_response(request)
+
+
+def _declared_at_most(request: HttpRequest, limit: int) -> bool:
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    return declared.isdigit() and int(declared) <= limit

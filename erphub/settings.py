@@ -116,6 +116,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before any view-time parsing (the CSRF check reads request.POST): no multipart bodies from anonymous
+    # clients (blobs/middleware.py says why).
+    "blobs.middleware.MultipartNeedsAuthMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # django-auditlog: who changed a configuration model, for its admin history (not the blob trail).
