@@ -22,7 +22,7 @@ from django.dispatch import receiver
 
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.registry import default_alias, get_provider
-from kms.services import kms_confirm_key
+from kms.services import kms_wrap
 
 from .conf import audit_setting
 
@@ -41,9 +41,7 @@ def _sealing_key() -> tuple[bytes, dict[str, str]]:
         if not fresh:
             alias = audit_setting("DETAILS_ENCRYPTION_PROVIDER") or default_alias()
             data_key = secrets.token_bytes(DATA_KEY_BYTES)
-            wrapped = get_provider(alias).wrap(data_key, context=CONTEXT)
-            # A wrong master key under a known id must seal nothing either (kms.services.kms_confirm_key).
-            kms_confirm_key(alias=alias, key_ref=wrapped.key_ref)
+            wrapped = kms_wrap(alias=alias, data_key=data_key, context=CONTEXT)
             _current.clear()
             _current.update(
                 key=data_key,

@@ -71,12 +71,9 @@ class BlobErrorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = blob_setting("MAX_UPLOAD_BYTES")
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        if (
-            request.method in {"POST", "PUT"}
-            and declared.isdigit()
-            and int(declared) > limit + MULTIPART_OVERHEAD
-        ):
+        declared = _declared_length(request)
+        too_large = declared is not None and declared > limit + MULTIPART_OVERHEAD
+        if request.method in {"POST", "PUT"} and too_large:
             # Refuse before reading a byte: RFC 9110 §15.5.14.
             return domain_error_response(UploadTooLarge(limit=limit))
         if (refused := _digest_multipart(request)) is not None:
@@ -125,10 +122,11 @@ class MultipartNeedsAuthMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        declared = _declared_length(request)
         if (
             request.content_type == "multipart/form-data"
             and "HTTP_AUTHORIZATION" not in request.META
-            and not _declared_at_most(request, ANONYMOUS_MULTIPART_MAX_BYTES)
+            and (declared is None or declared > ANONYMOUS_MULTIPART_MAX_BYTES)
             and not request.user.is_authenticated
         ):
             return error_response(
@@ -139,6 +137,7 @@ class MultipartNeedsAuthMiddleware:
         return self.get_response(request)
 
 
-def _declared_at_most(request: HttpRequest, limit: int) -> bool:
+def _declared_length(request: HttpRequest) -> int | None:
+    """The body length the client declared, or None (chunked, absent or malformed)."""
     declared = request.META.get("CONTENT_LENGTH") or ""
-    return declared.isdigit() and int(declared) <= limit
+    return int(declared) if declared.isdigit() else None

@@ -31,7 +31,7 @@ from kms.cache import dek_cache
 from kms.exceptions import KmsError
 from kms.health import record_success
 from kms.registry import default_alias, get_provider
-from kms.services import kms_confirm_key
+from kms.services import kms_wrap
 
 from . import crypto
 from .conf import blob_setting
@@ -66,8 +66,7 @@ def _wrapped_key(blob: Blob) -> WrappedKey:
 def blob_key_witness(alias: str, key_ref: str) -> tuple[WrappedKey, Mapping[str, str]] | None:
     """One stored blob's wrapped data key under ``alias``/``key_ref``, to prove a master key before its
     check value is first recorded (kms.services.kms_confirm_key). LIMIT 1, no ordering: any will do."""
-    blob = Blob.objects.filter(key_provider=alias, key_ref=key_ref).exclude(wrapped_key=b"").order_by()[:1]
-    found = next(iter(blob), None)
+    found = next(iter(Blob.objects.filter(key_provider=alias, key_ref=key_ref).order_by()[:1]), None)
     return None if found is None else (_wrapped_key(found), found.key_context)
 
 
@@ -91,8 +90,7 @@ def _new_data_key(blob_id: uuid.UUID) -> tuple[str, bytes, WrappedKey]:
     anything is written). Never from the data-key cache: every new object gets its own key."""
     alias = default_alias()
     data_key = secrets.token_bytes(DATA_KEY_BYTES)
-    wrapped = get_provider(alias).wrap(data_key, context={"blob_id": str(blob_id)})
-    kms_confirm_key(alias=alias, key_ref=wrapped.key_ref)  # a wrong key under a known id: 503, none written
+    wrapped = kms_wrap(alias=alias, data_key=data_key, context={"blob_id": str(blob_id)})
     record_success(alias)
     return alias, data_key, wrapped
 

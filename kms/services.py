@@ -123,9 +123,16 @@ def _prove_with_witness(*, alias: str, key_ref: str) -> None:
         return
 
 
+def kms_wrap(*, alias: str, data_key: bytes, context: Mapping[str, str]) -> WrappedKey:
+    """Wrap ``data_key`` with the provider ``alias``, refusing a wrong master key under a known id
+    (:func:`kms_confirm_key`) before the wrapped key is handed out to be stored anywhere."""
+    wrapped = get_provider(alias).wrap(data_key, context=context)
+    kms_confirm_key(alias=alias, key_ref=wrapped.key_ref)
+    return wrapped
+
+
 def kms_confirm_active_key(*, alias: str) -> None:
     """:func:`kms_confirm_key` for the key new wraps would use, where the provider knows it without a call."""
     key_ref = get_provider(alias).active_key_ref()
     if key_ref is not None:
         kms_confirm_key(alias=alias, key_ref=key_ref)
-
