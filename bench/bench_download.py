@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project root, for blobs.tests
 
@@ -253,12 +254,10 @@ def sha256_of_file(path: Path) -> str:
 
 
 def sha256_of_download(url: str, cookie: str | None) -> str:
-    rest = url.split("://", 1)[1]
-    hostport, _, path = rest.partition("/")
-    host, _, port = hostport.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
     try:
-        conn.request("GET", "/" + path, headers={"Cookie": cookie} if cookie else {})
+        conn.request("GET", parts.path, headers={"Cookie": cookie} if cookie else {})
         response = conn.getresponse()
         if response.status != 200:
             raise RuntimeError(f"{url}: {response.status}")
