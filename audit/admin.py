@@ -14,7 +14,8 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from .actors import Actor
+from core.actors import Actor
+
 from .exceptions import CheckpointError
 from .models import AuditEvent, LegalHold, PurgeAnchor
 from .services import audit_chain_status, audit_record, event_record

@@ -11,7 +11,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actors import Actor
+from core.actors import Actor
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from django.db import DatabaseError, connections, router, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .actors import Actor
+from core.actors import Actor
+
 from .canonical import CanonicalizationError, canonical_bytes, canonicalize
 from .chain import GENESIS, HASHED_FIELDS, Anchor, VerifyReport, event_hash, format_timestamp, verify_chain
 from .checkpoints import (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from erphub.errors import DomainError, domain_error_response, error_response
+from core.errors import DomainError, domain_error_response, error_response
 
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest

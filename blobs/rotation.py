@@ -25,9 +25,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.context import current_actor
 from audit.services import audit_record
+from core.actors import Actor
 from kms.base import DATA_KEY_BYTES
 from kms.registry import default_alias, get_provider
 from kms.services import kms_confirm_key

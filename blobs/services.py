@@ -22,10 +22,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.context import current_actor
 from audit.sealed import seal
 from audit.services import audit_record, audit_record_after
+from core.actors import Actor
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError

@@ -18,9 +18,9 @@ from typing import Any
 
 from django.utils.crypto import salted_hmac
 
-from audit.actors import Actor
 from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
+from core.actors import Actor
 from kms.exceptions import KmsError
 
 from .disposition import INLINE_SAFE_TYPES, content_disposition

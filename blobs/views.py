@@ -35,14 +35,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.actors import Actor
 from audit.services import audit_record
-from erphub.errors import error_response
-from erphub.schema import ErrorSerializer, error_responses
+from core.actors import Actor
+from core.errors import error_response
+from core.schema import ErrorSerializer, error_responses
 
+from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
+from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded, RangeNotSatisfiable
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
 from .models import Blob
@@ -221,9 +222,12 @@ class BlobStreamView(BrowserLoginMixin, APIView):
 
         ranges = None
         if if_range_allows(request.headers.get("If-Range"), etag=rep.etag, last_modified=rep.last_modified):
-            ranges = parse_range(
-                request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
-            )  # RangeNotSatisfiable -> 416 with Content-Range: bytes */size
+            try:
+                ranges = parse_range(
+                    request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
+                )
+            except ranges_core.RangeNotSatisfiable as exc:
+                raise RangeNotSatisfiable(content_range=exc.content_range) from None
         body = blob_open_stream(blob=blob, ranges=ranges)
         response = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
         response["Content-Length"] = str(body.content_length)

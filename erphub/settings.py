@@ -16,7 +16,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from erphub.secret_files import create_secret_file
+from core.secret_files import create_secret_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

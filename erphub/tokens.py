@@ -25,11 +25,11 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
-from audit.actors import Actor
 from audit.services import audit_record
+from core.actors import Actor
+from core.schema import error_responses
 
 from . import login_throttle
-from .schema import error_responses
 
 
 def _actor_from_token(raw: str) -> Actor:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.services import audit_record
+from core.actors import Actor
 
 
 def record(n: int = 1, *, action: str = "test.event", **kwargs) -> list[AuditEvent]:

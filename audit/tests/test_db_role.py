@@ -11,9 +11,9 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.services import audit_record
+from core.actors import Actor
 
 pytestmark = pytest.mark.django_db
 

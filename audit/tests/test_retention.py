@@ -14,9 +14,9 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import services
-from audit.actors import Actor
 from audit.models import AuditEvent, LegalHold, PurgeAnchor
 from audit.services import legal_hold_create, verify_export
+from core.actors import Actor
 
 from .factories import record
 

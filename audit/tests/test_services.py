@@ -11,11 +11,11 @@ import pytest
 from django.db import OperationalError, connection, transaction
 from prometheus_client import REGISTRY
 
-from audit.actors import Actor
 from audit.chain import GENESIS, verify_chain
 from audit.exceptions import AuditDetailsInvalid
 from audit.models import AuditEvent
 from audit.services import audit_record, audit_record_after
+from core.actors import Actor
 
 from .factories import chain_rows, record
 

@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from erphub.secret_files import create_secret_file
+from core.secret_files import create_secret_file
 
 from ..base import KeyProvider, WrappedKey, encode_context
 from ..exceptions import KeyNotFound, KeyUnavailable, UnwrapFailed

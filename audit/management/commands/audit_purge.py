@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError, PurgeRefused
 from audit.services import audit_purge
+from core.actors import Actor
 
 from ._dates import parse_when
 

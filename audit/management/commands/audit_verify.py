@@ -8,9 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError
 from audit.services import audit_chain_status, audit_record, verify_export
+from core.actors import Actor
 
 
 class Command(BaseCommand):

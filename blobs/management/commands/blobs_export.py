@@ -10,12 +10,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob
 from blobs.ranges import RangeNotSatisfiable, parse_range
 from blobs.services import blob_open
+from core.actors import Actor
 from kms.exceptions import KmsError
 
 
