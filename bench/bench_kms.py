@@ -19,7 +19,7 @@ Azure fakes) that is reported too.
 
 1. ``--downloads`` downloads (default 1,000) per provider of ``--blobs`` hot blobs each (default 10),
    round-robin, providers interleaved download by download, with the data-key cache at its defaults and
-   then off (``KMS_DEK_CACHE`` TTL 0): KMS calls per 1,000 downloads beside the seed's budget.
+   then off (``KMS["DEK_CACHE"]`` TTL 0): KMS calls per 1,000 downloads beside the seed's budget.
 2. ``--reps`` repetitions (default 300); in each, for every provider in an order that rotates per
    repetition: clear the data-key cache, one cold download (it unwraps: one round trip to the provider's
    server over loopback), one warm download (cached key), and one unwrap alone (the provider's own
@@ -342,10 +342,10 @@ def run(args: argparse.Namespace, names: list[str], workdir: Path, stack: contex
     aliases = ", ".join(p.alias for p in providers)
     log(
         f"{args.downloads} downloads per provider ({aliases}), interleaved, "
-        f"cache on ({settings.KMS_DEK_CACHE})"
+        f"cache on ({settings.KMS['DEK_CACHE']})"
     )
     on = hot_downloads(client, providers, args.downloads, args.blob_size)
-    with override_settings(KMS_DEK_CACHE={"TTL_SECONDS": 0}):
+    with override_settings(KMS={**settings.KMS, "DEK_CACHE": {"TTL_SECONDS": 0}}):
         log(f"{args.downloads} downloads per provider, interleaved, cache off")
         off = hot_downloads(client, providers, args.downloads, args.blob_size)
 

@@ -6,6 +6,9 @@ class BlobsConfig(AppConfig):
     verbose_name = "Secure blobs"
 
     def ready(self) -> None:
+        from .conf import blob_setting
+
+        blob_setting.validate()  # an unknown key is a typo: refuse to start
         # System checks for BLOBS; setting_changed receiver that resets storage adapters.
         from django.http import multipartparser
 

@@ -328,12 +328,15 @@ if _missing:
         "unset KEY_PROVIDER to use the local master key."
     )
 KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
-KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
-# Unwrapped data keys cached in process memory for downloads (never Redis; DESIGN §4). Any 0 turns it off.
-KMS_DEK_CACHE = {
-    "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
-    "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
-    "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+# The kms app's tunables (kms/conf.py has their defaults and meanings).
+KMS = {
+    "HEALTH_TTL_SECONDS": _env_int("KMS_HEALTH_TTL_SECONDS", 60),  # /ready reuses a round-trip this long
+    # Unwrapped data keys cached in process memory for downloads (never Redis). Any 0 turns it off.
+    "DEK_CACHE": {
+        "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
+        "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
+        "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+    },
 }
 
 # --- Metrics (DESIGN §9) ---------------------------------------------------------------------------
@@ -347,9 +350,7 @@ PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
 BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
-    "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
-    "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
     # Seed §5.2: /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
@@ -432,7 +433,6 @@ AUDIT = {
     "TRUSTED_PROXIES": _env_list("TRUSTED_PROXIES", ""),  # CIDRs whose X-Forwarded-For is believed
     "RETENTION_DAYS": _env_int("AUDIT_RETENTION_DAYS", 7 * 365 + 2),  # 7 years; purge never goes nearer
     "MAX_DETAILS_BYTES": _env_int("AUDIT_MAX_DETAILS_BYTES", 16 * 1024),  # larger details become a digest
-    "CHECKPOINT_STORAGE": "audit_checkpoints",  # STORAGES alias for signed checkpoints
     # Ed25519 checkpoint signing key (base64 seed), never in the database: a value or a file (0600).
     "SIGNING_KEY": _env("AUDIT_SIGNING_KEY"),
     "SIGNING_KEY_FILE": _audit_key_file_env or str(VAR_DIR / "audit_signing.key"),

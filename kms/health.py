@@ -57,7 +57,7 @@ def _fresh(alias: str, now: float) -> ProviderHealth | None:
     if cached is None:
         return None
     at, ok, detail = cached
-    ttl = kms_setting("KMS_HEALTH_TTL_SECONDS") if ok else FAILURE_TTL_SECONDS
+    ttl = kms_setting("HEALTH_TTL_SECONDS") if ok else FAILURE_TTL_SECONDS
     if now - at < ttl:
         return ProviderHealth(alias=alias, ok=ok, age_seconds=now - at, detail=detail)
     return None

@@ -84,7 +84,7 @@ def test_ten_hot_blobs_cost_ten_unwraps_however_many_downloads(client, owner, co
 
 
 def test_with_the_cache_off_every_download_unwraps(client, owner, counted_unwraps, settings):
-    settings.KMS_DEK_CACHE = {"TTL_SECONDS": 0}
+    settings.KMS = {**settings.KMS, "DEK_CACHE": {"TTL_SECONDS": 0}}
     blob = make_blob(owner, b"x" * 50)
     for _ in range(4):
         assert download(client, blob) == (200, b"x" * 50)
