@@ -25,6 +25,7 @@ from kms.exceptions import KmsError
 from kms.models import KeyRotation
 
 from .models import Blob
+from .permissions import may_delete_any, may_transfer, may_upload, may_upload_for_others
 from .selectors import blob_key_status
 from .services import blob_claim, blob_delete, blob_transfer_ownership, blob_verify
 from .uploadhandler import EncryptedUploadedFile
@@ -100,9 +101,16 @@ class BlobAdmin(admin.ModelAdmin):
 
     @staticmethod
     def may_choose_owner(request: HttpRequest) -> bool:
-        # Uploading (add_blob) puts files in your own account. Putting them in someone else's — and the
-        # owner field's id lookup, which tells whether a user id exists — is for who may manage anyone's.
-        return request.user.has_perm("blobs.change_blob")
+        return may_upload_for_others(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return may_upload(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Blob | None = None) -> bool:
+        return may_transfer(request.user)  # the owner is the only editable field
+
+    def has_delete_permission(self, request: HttpRequest, obj: Blob | None = None) -> bool:
+        return may_delete_any(request.user)
 
     def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[str]:
         if obj is None:

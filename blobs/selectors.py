@@ -14,13 +14,14 @@ from kms.registry import default_alias, get_provider
 
 from .exceptions import BlobNotFound
 from .models import Blob, BlobQuerySet
+from .permissions import may_see_any
 
 
 def blob_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> BlobQuerySet:
     if not user.is_authenticated:
         return Blob.objects.none()
     visible = Blob.objects.ready()
-    if user.has_perm("blobs.view_any_blob"):
+    if may_see_any(user):
         return visible
     return visible.filter(owner=user)
 

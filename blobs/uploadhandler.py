@@ -23,6 +23,7 @@ from kms.exceptions import KmsError
 
 from .exceptions import BlobError, UploadThrottled
 from .models import Blob
+from .permissions import may_upload
 from .services import BlobUpload, blob_delete
 from .throttling import upload_wait
 
@@ -82,7 +83,7 @@ class EncryptingUploadHandler(FileUploadHandler):
     ) -> None:
         super().new_file(field_name, file_name, content_type, content_length, charset, content_type_extra)
         user = getattr(self.request, "user", None)
-        if user is None or not user.is_authenticated or not user.has_perm("blobs.add_blob"):
+        if not may_upload(user):
             raise SkipFile()  # nobody may store this: skip it without writing anything
         # Only the one file any view claims is encrypted: each file costs a data key (a KMS call) and a
         # stored object, so other fields and further files are skipped unread, not stored and discarded.

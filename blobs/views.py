@@ -20,14 +20,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, Stre
 from django.urls import reverse
 from django.utils.http import http_date as format_http_date
 from django.views.generic import ListView
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-)
 from rest_framework import exceptions, generics, permissions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
@@ -38,7 +30,6 @@ from rest_framework.views import APIView
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import error_response
-from core.schema import ErrorSerializer, error_responses
 
 from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
@@ -47,7 +38,9 @@ from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded, RangeNotS
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
 from .models import Blob
+from .permissions import may_delete, may_upload
 from .ranges import if_range_allows, parse_range
+from .schema import collection_schema, detail_schema, legacy_schema, stream_schema
 from .selectors import blob_get_for_user, blob_list_for_user
 from .serializers import BlobSerializer
 from .services import blob_claim, blob_create, blob_delete
@@ -64,7 +57,6 @@ STREAM_HEADERS = {
     "Content-Security-Policy": "sandbox",
 }
 
-BLOB_ID = OpenApiParameter("blob_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The file's id.")
 
 
 class BrowserLoginMixin:
@@ -115,68 +107,7 @@ def _validator_headers(response: HttpResponse, rep: Representation) -> None:
         response[name] = value
 
 
-STREAM_RESPONSE_HEADERS = {
-    name: OpenApiResponse(OpenApiTypes.STR, description=text)
-    for name, text in {
-        "ETag": "Strong validator for If-Range / If-None-Match.",
-        "Last-Modified": "HTTP-date.",
-        "Accept-Ranges": "Always `bytes`.",
-        "Content-Disposition": "attachment (or inline for safe types) with an RFC 6266 filename*.",
-    }.items()
-}
-
-
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="Download the plaintext, whole or in ranges (RFC 9110)",
-        description=(
-            "Streams the decrypted file. Every segment is authenticated before its bytes are sent.\n\n"
-            "* No `Range` (or an `If-Range` that does not match): `200` with the whole file.\n"
-            "* `Range: bytes=A-B`, `A-` or `-N` (suffix): `206` with `Content-Range: bytes A-B/size`.\n"
-            "* Several ranges: `206` `multipart/byteranges` (more than 16 ranges: the whole file).\n"
-            "* No range overlaps the file: `416` with `Content-Range: bytes */size`.\n"
-            "* A syntactically invalid `Range` is ignored (`200`), as RFC 9110 §14.2 requires.\n"
-            "* `If-None-Match` / `If-Modified-Since`: `304`; `If-Match` / `If-Unmodified-Since`: `412`.\n\n"
-            "`Accept` is not negotiated: the body is the file (no `406`)."
-        ),
-        parameters=[
-            BLOB_ID,
-            OpenApiParameter(
-                "Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="e.g. `bytes=0-1023`."
-            ),
-            OpenApiParameter(
-                "If-Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="ETag or date."
-            ),
-            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Unmodified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The whole file (in its own content type)."
-            ),
-            (206, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description="One range (with Content-Range), or several as multipart/byteranges.",
-            ),
-            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412, 416, 500, 503),
-        },
-    ),
-    head=extend_schema(
-        operation_id="secure_files_stream_head",
-        tags=["files"],
-        summary="Headers of the download, from the database (no key unwrap, no read)",
-        parameters=[BLOB_ID],
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
-            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412),
-        },
-    ),
-)
+@stream_schema
 class BlobStreamView(BrowserLoginMixin, APIView):
     """``GET``/``HEAD /secure/files/{id}/stream``: RFC 9110 ranges and conditional requests."""
 
@@ -287,54 +218,7 @@ def _raw_body(request: HttpRequest) -> _RequestBody:
     return _RequestBody(io.BytesIO())  # RFC 9112 §6.3: no Content-Length, no Transfer-Encoding: empty
 
 
-UPLOAD_PARAMETERS = [
-    OpenApiParameter(
-        "filename",
-        OpenApiTypes.STR,
-        OpenApiParameter.QUERY,
-        description="Raw bodies: the file's name (else taken from Content-Disposition).",
-    ),
-    OpenApiParameter(
-        "Content-Disposition",
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        description="Raw bodies: `attachment; filename*=UTF-8''name` names the file.",
-    ),
-    OpenApiParameter(
-        "Content-Digest",
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        description="RFC 9530, e.g. `sha-256=:<base64>:` — verified over the request content; a mismatch "
-        "stores nothing (400).",
-    ),
-]
-
-
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="List the files you may see",
-        responses={200: BlobSerializer(many=True), **error_responses(400, 401, 404)},
-    ),
-    post=extend_schema(
-        tags=["files"],
-        summary="Upload a file: multipart field `file`, or the raw body",
-        description=(
-            "Encrypted as it arrives; plaintext never reaches disk. Send multipart/form-data with a `file` "
-            "field, or the file itself as the body with its own Content-Type (Content-Length or chunked)."
-        ),
-        parameters=UPLOAD_PARAMETERS,
-        request={
-            "multipart/form-data": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            },
-            "application/octet-stream": {"type": "string", "format": "binary"},
-        },
-        responses={201: BlobSerializer, **error_responses(400, 401, 403, 411, 413, 429, 503, 507)},
-    ),
-)
+@collection_schema
 class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
     """``GET /secure/files/`` (paginated, filtered) and ``POST /secure/files/`` (upload)."""
 
@@ -357,7 +241,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
-        if not request.user.has_perm("blobs.add_blob"):
+        if not may_upload(request.user):
             audit_record(action="blob.upload", actor=Actor.for_user(request.user), outcome="denied")
             raise exceptions.PermissionDenied("You may not upload files.")
         # Bodies are read from Django's request, not through DRF's parsers: the global upload handler
@@ -389,20 +273,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
         )
 
 
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="A file's metadata",
-        parameters=[BLOB_ID],
-        responses={200: BlobSerializer, **error_responses(401, 404)},
-    ),
-    delete=extend_schema(
-        tags=["files"],
-        summary="Delete a file: its row, wrapped key and stored object",
-        parameters=[BLOB_ID],
-        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
-    ),
-)
+@detail_schema
 class BlobDetailView(BrowserLoginMixin, APIView):
     """``GET``/``DELETE /secure/files/{id}/``."""
 
@@ -413,9 +284,8 @@ class BlobDetailView(BrowserLoginMixin, APIView):
 
     def delete(self, request: Request, blob_id: str) -> Response:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
-        # Seeing someone else's file (view_any_blob) does not make it yours to delete. A 403 leaks
-        # nothing here: the caller may already see the file.
-        if blob.owner_id != request.user.pk and not request.user.has_perm("blobs.delete_blob"):
+        # A 403 leaks nothing here: the caller may already see the file.
+        if not may_delete(request.user, blob):
             audit_record(
                 action="blob.delete",
                 actor=Actor.for_user(request.user),
@@ -439,31 +309,7 @@ def _legacy_headers() -> dict[str, str]:
     }
 
 
-@extend_schema(
-    tags=["legacy"],
-    summary="The retired download endpoint: always 410 Gone",
-    deprecated=True,
-    description=(
-        'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
-        "a file was imported under this legacy id and you may see it; otherwise the answer is the same "
-        "whether or not the id ever existed."
-    ),
-    parameters=[OpenApiParameter("legacy_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
-    responses={
-        410: OpenApiResponse(
-            ErrorSerializer,
-            description="Gone; see the Deprecation, Sunset and Link headers.",
-            examples=[
-                OpenApiExample(
-                    "gone",
-                    value={"detail": "This endpoint is deprecated. Use /secure/files API.", "code": "gone"},
-                )
-            ],
-        ),
-        **error_responses(401),
-    },
-    auth=[{"jwtAuth": []}, {"cookieAuth": []}, {}],
-)
+@legacy_schema
 class LegacyFileView(APIView):
     """``GET /legacy/files/{id}``: ``410 Gone`` for everyone; the successor link only for who may see it."""
 
