@@ -29,7 +29,8 @@ class Blob(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "pending"  # row exists, object being written or not yet claimed
         READY = "ready", "ready"  # object complete and verified: the only visible state
-        FAILED = "failed", "failed"
+        # A failed upload removes its row and object at once (BlobUpload.abort); a crash leaves ``pending``
+        # for blobs_gc. No row is ever left in a "failed" state.
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     filename = models.CharField(max_length=255)
@@ -65,7 +66,7 @@ class Blob(models.Model):
             models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_non_negative"),
             models.CheckConstraint(condition=Q(segment_size__gte=64), name="blob_segment_size_min"),
             models.CheckConstraint(
-                condition=Q(state__in=["pending", "ready", "failed"]), name="blob_state_valid"
+                condition=Q(state__in=["pending", "ready"]), name="blob_state_valid"
             ),
             # A visible blob always has its content hash.
             models.CheckConstraint(condition=~Q(state="ready") | ~Q(sha256=""), name="blob_ready_has_sha256"),

@@ -512,7 +512,7 @@ class GcResult:
 
 
 def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
-    """Remove ``pending``/``failed`` rows with their objects, and objects (or partial uploads) that no row
+    """Remove ``pending`` rows with their objects, and objects (or partial uploads) that no row
     names — what a crash (kill -9) mid-upload leaves behind — once idle for longer than ``older_than``.
 
     An upload is idle when neither its row's creation nor its object's last write is recent, so a long
@@ -521,7 +521,7 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
     """
     cutoff = (now or timezone.now()) - older_than
     stale = list(
-        Blob.objects.filter(state__in=[Blob.State.PENDING, Blob.State.FAILED], created_at__lt=cutoff)
+        Blob.objects.filter(state=Blob.State.PENDING, created_at__lt=cutoff)
         .order_by()
         .values_list("pk", "state", "storage_alias", "storage_name")
     )

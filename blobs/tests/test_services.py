@@ -402,12 +402,6 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     object_path(crashed).rename(crashed_part)
     age(crashed_part, two_hours)
 
-    failed = pending_upload(owner, b"failed").blob
-    Blob.objects.filter(pk=failed.pk).update(
-        state=Blob.State.FAILED, created_at=timezone.now() - timedelta(hours=2)
-    )
-    age(object_path(failed), two_hours)
-
     young = pending_upload(owner, b"still uploading").blob
 
     orphan = storage_root() / "ee" / "ff" / ("ee" + "f" * 30)
@@ -425,9 +419,9 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     result = blobs_gc(older_than=timedelta(minutes=60))
 
     assert set(Blob.objects.values_list("pk", flat=True)) == {ready_old.pk, young.pk}
-    assert result.rows == 3  # stale, crashed, failed
+    assert result.rows == 2  # stale, crashed
     assert result.objects == 2  # orphan, orphan_part
-    for gone in (orphan, orphan_part, crashed_part, object_path(stale), object_path(failed)):
+    for gone in (orphan, orphan_part, crashed_part, object_path(stale)):
         assert not gone.exists()
     assert young_orphan.exists()
     assert object_path(young).exists()
