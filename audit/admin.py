@@ -84,7 +84,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, extra_context=context)
 
     @admin.action(description="Export selected events (JSON lines)", permissions=["export"])
-    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> HttpResponse:
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> StreamingHttpResponse:
         events = queryset.order_by("sequence")
         bounds = events.aggregate(count=Count("pk"), first=Min("sequence"), last=Max("sequence"))
         audit_record(

@@ -32,7 +32,7 @@ class RequestContextMiddleware:
             user_agent=request.headers.get("User-Agent", "")[: audit_setting("MAX_USER_AGENT")],
             request=request,
         )
-        request.audit_context = ctx  # type: ignore[attr-defined]
+        request.audit_context = ctx  # type: ignore[attr-defined]  # our attribute on Django's request
         token = context.activate(ctx)
         try:
             response = self.get_response(request)

@@ -112,7 +112,7 @@ class BlobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Blob | None = None) -> bool:
         return may_delete_any(request.user)
 
-    def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[Any]:
         if obj is None:
             return ["file", "owner"] if self.may_choose_owner(request) else ["file"]
         return ["owner", "download", *FORMAT_FIELDS]
@@ -128,7 +128,9 @@ class BlobAdmin(admin.ModelAdmin):
             # Only the owner is editable: ownership transfer goes through its service.
             blob_transfer_ownership(blob=obj, new_owner=form.cleaned_data["owner"])
             return
-        owner = form.cleaned_data["owner"] if self.may_choose_owner(request) else request.user
+        user = request.user
+        assert user.is_authenticated  # the admin site lets in signed-in staff only
+        owner = form.cleaned_data["owner"] if self.may_choose_owner(request) else user
         blob = blob_claim(upload=form.cleaned_data["file"].upload, owner=owner)
         for field in Blob._meta.concrete_fields:
             setattr(obj, field.attname, getattr(blob, field.attname))

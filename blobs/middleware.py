@@ -47,8 +47,8 @@ def _digest_multipart(request: HttpRequest) -> HttpResponse | None:
     if expected:
         # Django reads the body only through request._stream (HttpRequest.read); wrapping it here, before
         # anything has read a byte, sees exactly the content the client sent.
-        reader = DigestingReader(request._stream, tuple(expected))  # type: ignore[attr-defined]
-        request._stream = reader  # type: ignore[attr-defined]
+        reader = DigestingReader(request._stream, tuple(expected))
+        request._stream = reader  # type: ignore[assignment]  # Django types its private stream as BinaryIO
         setattr(request, DIGEST_ATTR, (expected, reader))
     return None
 

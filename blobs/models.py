@@ -10,6 +10,9 @@ from django.db.models import Q
 
 from .crypto import StreamParams
 
+#: A legacy download id (``/legacy/files/{id}``) longer than this cannot name an imported blob.
+LEGACY_ID_MAX_LENGTH = 128
+
 
 class BlobQuerySet(models.QuerySet["Blob"]):
     def ready(self) -> BlobQuerySet:
@@ -53,7 +56,7 @@ class Blob(models.Model):
     key_ref = models.CharField(max_length=512, db_index=True)
     key_algorithm = models.CharField(max_length=64)
 
-    legacy_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    legacy_id = models.CharField(max_length=LEGACY_ID_MAX_LENGTH, null=True, blank=True, unique=True)
     # Where an import came from (blobs_import skips a path it already imported with the same sha256).
     import_source = models.CharField(max_length=4096, blank=True, default="")
 

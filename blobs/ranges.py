@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -295,7 +295,9 @@ def plan_multipart(
     )
 
 
-def iter_multipart(plan: MultipartPlan, read: Callable[[ByteRange], Iterable[bytes]]) -> Iterator[bytes]:
+def iter_multipart(
+    plan: MultipartPlan, read: Callable[[ByteRange], Iterable[bytes]]
+) -> Generator[bytes, None, None]:
     """Yield the body of ``plan``, taking each part's bytes from ``read(range)`` (e.g. a decrypting reader).
 
     Raises ``ValueError`` if ``read`` yields a different number of bytes than the range holds: the

@@ -156,5 +156,6 @@ legacy_schema = extend_schema(
         ),
         **error_responses(401),
     },
-    auth=[{"jwtAuth": []}, {"cookieAuth": []}, {}],
+    # Security requirement objects (anonymous allowed): drf-spectacular takes them; its hint says str.
+    auth=[{"jwtAuth": []}, {"cookieAuth": []}, {}],  # type: ignore[list-item]
 )

@@ -13,12 +13,11 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Protocol
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -40,6 +39,9 @@ from .disposition import normalize_content_type, safe_filename
 from .exceptions import BlobIntegrityError, InvalidUpload, StorageUnavailable, UploadTooLarge
 from .models import Blob
 from .storage import BlobStore, BlobWriter, blob_store
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +170,7 @@ class BlobUpload:
     def __init__(
         self,
         *,
-        owner: AbstractBaseUser,
+        owner: User,
         filename: str | None,
         content_type: str | None,
         max_bytes: int | None = None,
@@ -257,7 +259,7 @@ class BlobUpload:
 
 
 def _mark_ready(
-    blob: Blob, *, owner: AbstractBaseUser, actor: Actor | None, filename: str | None = None
+    blob: Blob, *, owner: User, actor: Actor | None, filename: str | None = None
 ) -> Blob:
     updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
     if filename is not None:
@@ -292,10 +294,16 @@ def _blob_details(blob: Blob) -> dict[str, object]:
     }
 
 
+class ByteStream(Protocol):
+    """What an upload reads from: a file, the request body, a progress-reporting wrapper."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def blob_create(
     *,
-    owner: AbstractBaseUser,
-    stream: BinaryIO,
+    owner: User,
+    stream: ByteStream,
     filename: str | None,
     content_type: str | None = None,
     legacy_id: str | None = None,
@@ -315,7 +323,7 @@ def blob_create(
     chunk_size = blob_setting("READ_CHUNK_BYTES")
     reader: DigestingReader | None = None
     if content_digest:
-        stream = reader = DigestingReader(stream, tuple(content_digest))  # type: ignore[assignment]
+        stream = reader = DigestingReader(stream, tuple(content_digest))
     upload = BlobUpload(
         owner=owner,
         filename=filename,
@@ -343,7 +351,7 @@ def blob_create(
 
 
 def blob_claim(
-    *, upload: BlobUpload, owner: AbstractBaseUser, filename: str | None = None, actor: Actor | None = None
+    *, upload: BlobUpload, owner: User, filename: str | None = None, actor: Actor | None = None
 ) -> Blob:
     """Make a file that the upload handler encrypted visible, owned by ``owner``.
 
@@ -361,7 +369,7 @@ class BlobReader:
         self._store = store
         self._decryptor = decryptor
 
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
+    def iter_range(self, start: int, stop: int) -> Generator[bytes, None, None]:
         """Plaintext of [start, stop), authenticated segment by segment (IntegrityError aborts)."""
         if start >= stop:
             return
@@ -374,7 +382,7 @@ class BlobReader:
         finally:
             raw.close()
 
-    def iter_all(self) -> Iterator[bytes]:
+    def iter_all(self) -> Generator[bytes, None, None]:
         header_size = self.blob.params.header_size
         raw = self._store.open_range(self.blob.storage_name, header_size, self.blob.ciphertext_size)
         try:
@@ -498,7 +506,7 @@ def _verify(blob: Blob) -> VerifyResult:
     return VerifyResult(ok=True, detail="ok")
 
 
-def blob_transfer_ownership(*, blob: Blob, new_owner: AbstractBaseUser) -> Blob:
+def blob_transfer_ownership(*, blob: Blob, new_owner: User) -> Blob:
     # Owner is PROTECT: a user with blobs cannot be deleted until their blobs move to someone else.
     Blob.objects.filter(pk=blob.pk).update(owner=new_owner, updated_at=timezone.now())
     blob.refresh_from_db()

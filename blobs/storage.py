@@ -167,7 +167,7 @@ class FileSystemBlobStore(BlobStore):
         except OSError:
             handle.close()
             raise
-        return handle  # type: ignore[return-value]
+        return handle
 
     def size(self, name: str) -> int:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,7 +84,7 @@ class GuardedBody:
     def __init__(
         self,
         first: bytes | None,
-        rest: Iterator[bytes],
+        rest: Generator[bytes, None, None],
         *,
         blob_id: object,
         also_close: tuple = (),
@@ -96,7 +96,9 @@ class GuardedBody:
         self.bytes_sent = 0
         self._gen = self._run(first, rest, blob_id)
 
-    def _run(self, first: bytes | None, rest: Iterator[bytes], blob_id: object) -> Iterator[bytes]:
+    def _run(
+        self, first: bytes | None, rest: Iterator[bytes], blob_id: object
+    ) -> Generator[bytes, None, None]:
         try:
             if first:
                 self.bytes_sent += len(first)
@@ -207,7 +209,7 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
             },
         )
     except BaseException:
-        body.chunks.discard()  # type: ignore[attr-defined]  # no audit event, no download
+        body.chunks.discard()  # type: ignore[attr-defined]  # a GuardedBody: no audit event, no download
         raise
     return body
 

@@ -14,6 +14,7 @@ answers with that error (413, 503, 507) once.
 from __future__ import annotations
 
 import io
+from typing import NoReturn
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
@@ -61,7 +62,7 @@ class EncryptingUploadHandler(FileUploadHandler):
             setattr(self.request, UPLOADS_ATTR, uploads)
         return uploads
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> NoReturn:
         self._abort()
         setattr(self.request, ERROR_ATTR, exc)
         # connection_reset: do not read (and discard) the rest of a body we have already refused.
@@ -89,13 +90,15 @@ class EncryptingUploadHandler(FileUploadHandler):
         # stored object, so other fields and further files are skipped unread, not stored and discarded.
         if field_name != UPLOAD_FIELD or self._uploads():
             raise SkipFile()
+        assert self.request is not None  # Django hands every upload handler its request
         if (wait := upload_wait(self.request)) is not None:
             self._fail(UploadThrottled(wait=wait))
         try:
-            self._upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
+            upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
         except (BlobError, KmsError) as exc:
             self._fail(exc)
-        self._uploads().append(self._upload)
+        self._upload = upload
+        self._uploads().append(upload)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         if self._upload is None:

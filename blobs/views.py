@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
@@ -17,12 +18,14 @@ from urllib.parse import unquote
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.http import http_date as format_http_date
 from django.views.generic import ListView
 from rest_framework import exceptions, generics, permissions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,7 +40,7 @@ from .conf import blob_setting
 from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded, RangeNotSatisfiable
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
-from .models import Blob
+from .models import LEGACY_ID_MAX_LENGTH
 from .permissions import may_delete, may_upload
 from .ranges import if_range_allows, parse_range
 from .schema import collection_schema, detail_schema, legacy_schema, stream_schema
@@ -59,11 +62,12 @@ STREAM_HEADERS = {
 
 
 
-class BrowserLoginMixin:
+class BrowserLoginMixin(APIView):
     """A browser that is not logged in is sent to the login page; API clients get the 401."""
 
-    def handle_exception(self, exc: Exception) -> HttpResponse:
-        request: Request = self.request  # type: ignore[attr-defined]
+    # A browser gets a redirect (a Django response), where DRF's signature promises its own Response.
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
+        request = self.request
         if (
             isinstance(exc, exceptions.NotAuthenticated)
             and request.method in {"GET", "HEAD"}
@@ -71,20 +75,21 @@ class BrowserLoginMixin:
             and "Authorization" not in request.headers
         ):
             return redirect_to_login(request.get_full_path())
-        return super().handle_exception(exc)  # type: ignore[misc]
+        return super().handle_exception(exc)
 
 
 class FileNegotiation(BaseContentNegotiation):
     """The body is the file whatever ``Accept`` asks for (a download manager's ``video/*`` included):
     never 406. Errors are rendered as JSON."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
-    ) -> Any:
-        return renderers[0], renderers[0].media_type
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class RawBodyParser(BaseParser):
@@ -100,7 +105,7 @@ class RawBodyParser(BaseParser):
         return DataAndFiles({}, {})
 
 
-def _validator_headers(response: HttpResponse, rep: Representation) -> None:
+def _validator_headers(response: HttpResponseBase, rep: Representation) -> None:
     response["ETag"] = rep.etag
     response["Last-Modified"] = http_date(rep.last_modified)
     for name, value in STREAM_HEADERS.items():
@@ -114,13 +119,13 @@ class BlobStreamView(BrowserLoginMixin, APIView):
     http_method_names = ["get", "head", "options"]
     content_negotiation_class = FileNegotiation
 
-    def get(self, request: Request, blob_id: str) -> HttpResponse:
+    def get(self, request: Request, blob_id: str) -> HttpResponseBase:
         return self._respond(request, blob_id, head=False)
 
-    def head(self, request: Request, blob_id: str) -> HttpResponse:
+    def head(self, request: Request, blob_id: str) -> HttpResponseBase:
         return self._respond(request, blob_id, head=True)
 
-    def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponse:
+    def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponseBase:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
         rep = blob_representation(blob=blob)
         # RFC 9110 §13.2.2: preconditions are evaluated before Range.
@@ -160,13 +165,13 @@ class BlobStreamView(BrowserLoginMixin, APIView):
             except ranges_core.RangeNotSatisfiable as exc:
                 raise RangeNotSatisfiable(content_range=exc.content_range) from None
         body = blob_open_stream(blob=blob, ranges=ranges)
-        response = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
-        response["Content-Length"] = str(body.content_length)
+        streaming = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
+        streaming["Content-Length"] = str(body.content_length)
         if body.content_range:
-            response["Content-Range"] = body.content_range
-        response["Content-Disposition"] = rep.content_disposition
-        _validator_headers(response, rep)
-        return response
+            streaming["Content-Range"] = body.content_range
+        streaming["Content-Disposition"] = rep.content_disposition
+        _validator_headers(streaming, rep)
+        return streaming
 
 
 _FILENAME_STAR = re.compile(r"filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)")
@@ -260,7 +265,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
             declared = django_request.META.get("CONTENT_LENGTH")
             blob = blob_create(
                 owner=request.user,
-                stream=_raw_body(django_request),  # type: ignore[arg-type]
+                stream=_raw_body(django_request),
                 expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=_raw_filename(django_request),
                 content_type=django_request.META.get("CONTENT_TYPE"),
@@ -321,7 +326,7 @@ class LegacyFileView(APIView):
         headers = _legacy_headers()
         links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
         # An id no row can hold (too long, or a NUL PostgreSQL text refuses) is simply not found.
-        storable = len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length and "\x00" not in legacy_id
+        storable = len(legacy_id) <= LEGACY_ID_MAX_LENGTH and "\x00" not in legacy_id
         blob = (
             blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
             if storable
@@ -346,4 +351,4 @@ class MyFilesView(LoginRequiredMixin, ListView):
     paginate_by = 50
 
     def get_queryset(self) -> Any:
-        return blob_list_for_user(user=self.request.user).filter(owner=self.request.user)
+        return blob_list_for_user(user=self.request.user).filter(owner_id=self.request.user.pk)

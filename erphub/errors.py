@@ -47,8 +47,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     headers: dict[str, str] = {}
     if auth_header := getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = auth_header
-    if getattr(exc, "wait", None) is not None:
-        headers["Retry-After"] = str(math.ceil(exc.wait))  # type: ignore[attr-defined]
+    if (wait := getattr(exc, "wait", None)) is not None:
+        headers["Retry-After"] = str(math.ceil(wait))
     request = context.get("request")
     if isinstance(exc, exceptions.Throttled) and request is not None and request.method in {"POST", "PUT"}:
         # Refused before the body was read: close rather than parse the rest of it as a next request.

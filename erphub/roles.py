@@ -53,7 +53,7 @@ def declared_permissions(app_configs: Iterable[object] | None = None) -> dict[st
     """``{role name: {"app_label.codename", ...}}`` from every installed app's ``roles`` module."""
     declared: dict[str, set[str]] = {role.name: set() for role in ROLES}
     for app_config in app_configs if app_configs is not None else global_apps.get_app_configs():
-        module_name = f"{app_config.name}.roles"  # type: ignore[attr-defined]
+        module_name = f"{app_config.name}.roles"  # type: ignore[attr-defined]  # an AppConfig
         if find_spec(module_name) is None:
             continue
         contributed: Mapping[str, Iterable[str]] = getattr(import_module(module_name), "ROLE_PERMISSIONS", {})
@@ -131,6 +131,7 @@ def has_staff_role(user: object) -> bool:
         return True
     cached = getattr(user, "_erphub_staff_role", None)
     if cached is None:
+        # ``user`` is any user object (typed object for the login form); the answer is memoized on it.
         cached = user.groups.filter(name__in=STAFF_ROLE_NAMES).exists()  # type: ignore[attr-defined]
         user._erphub_staff_role = cached  # type: ignore[attr-defined]
     return bool(cached)

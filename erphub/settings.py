@@ -12,6 +12,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, overload
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -21,6 +22,10 @@ from core.secret_files import create_secret_file
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: None = None) -> str | None: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -251,7 +256,7 @@ _KMS_REMOTE_OPTIONS = {
     "max_attempts": _env_int("KMS_MAX_ATTEMPTS", 3),  # attempts per operation, transient errors only
 }
 
-KMS_PROVIDERS: dict[str, dict[str, object]] = {}
+KMS_PROVIDERS: dict[str, dict[str, Any]] = {}
 # The local provider stays configured whenever it may hold old blobs' keys, so blobs wrapped locally stay
 # readable after KEY_PROVIDER moves to a cloud KMS. A production install that never had a master key has
 # no such blobs and needs no key file.
@@ -478,7 +483,7 @@ LOGGING = {
 }
 
 # The first admin account `make run` creates (manage.py bootstrap); a generated password is printed once.
-BOOTSTRAP_SUPERUSER = {
+BOOTSTRAP_SUPERUSER: dict[str, str | None] = {
     "USERNAME": _env("DJANGO_SUPERUSER_USERNAME", "admin"),
     "PASSWORD": _env("DJANGO_SUPERUSER_PASSWORD"),
     "EMAIL": _env("DJANGO_SUPERUSER_EMAIL", ""),

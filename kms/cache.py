@@ -117,6 +117,7 @@ class DataKeyCache:
         if cached is not None:
             DEK_CACHE_HITS.inc()
             return cached
+        assert flight is not None  # set under the lock whenever nothing was cached
         if not leader:
             flight.done.wait()
             if flight.error is not None:
