@@ -9,7 +9,8 @@ the apps declare. A data migration cannot do this: on a fresh database the permi
 when migrations run (Django creates them in its own ``post_migrate`` handler), so the sync runs there too.
 
 Membership in a *staff-facing* role is what opens the admin (``erphub.admin.ErphubAdminSite``); Django's
-``is_staff`` flag alone grants nothing. Object-level rules (an owner's own blobs) live in the selectors.
+``is_staff`` flag alone grants nothing. Object-level rules (an owner's own blobs) live in
+``blobs/permissions.py``.
 """
 
 from __future__ import annotations
