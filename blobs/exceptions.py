@@ -39,6 +39,10 @@ class InvalidUpload(BlobError):
     default_detail = "The upload is malformed."
 
 
+class UploadIncomplete(InvalidUpload):
+    """The body ended before it was complete: the client went away (counted ``aborted``, not ``error``)."""
+
+
 class LengthRequired(BlobError):
     # A chunked body the server cannot tell the end of (it did not set wsgi.input_terminated): refusing
     # is the only way never to store a truncated or empty file in its place (RFC 9110 §15.5.12).

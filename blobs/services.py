@@ -36,7 +36,14 @@ from . import crypto
 from .conf import blob_setting
 from .digest import DigestingReader, digests_match
 from .disposition import normalize_content_type, safe_filename
-from .exceptions import BlobIntegrityError, InvalidUpload, StorageUnavailable, UploadTooLarge
+from .exceptions import (
+    BlobIntegrityError,
+    InvalidUpload,
+    StorageUnavailable,
+    UploadIncomplete,
+    UploadTooLarge,
+)
+from .metrics import ABORTED, ERROR, SUCCESS, UPLOADS
 from .models import Blob
 from .storage import BlobStore, BlobWriter, blob_store
 
@@ -182,6 +189,7 @@ class BlobUpload:
         try:
             alias, data_key, wrapped = _new_data_key(blob_id)
         except KmsError as exc:
+            UPLOADS.refused()
             # Nothing was written; the refusal still belongs in the trail (the code, never the message).
             audit_record_after(
                 action="blob.upload",
@@ -220,9 +228,11 @@ class BlobUpload:
             )
         except BaseException:
             Blob.objects.filter(pk=blob_id).delete_rows()
+            UPLOADS.refused()
             raise
         self._open = True
         self.finished = False
+        self._transfer = UPLOADS.start()
 
     @property
     def size(self) -> int:
@@ -232,6 +242,7 @@ class BlobUpload:
         if not self._open:
             raise ValueError("write after finish or abort")
         self._sealed.write(data)
+        self._transfer.sent(len(data))
 
     def finish(self) -> Blob:
         """Commit the object and record size and hash; the row stays ``pending`` until claimed."""
@@ -249,8 +260,14 @@ class BlobUpload:
         self.finished = True
         return self.blob
 
-    def abort(self) -> None:
-        """Remove everything this upload wrote. Safe to call more than once."""
+    def claimed(self) -> None:
+        """The blob became visible: the upload ended in success (metrics)."""
+        self._transfer.end(SUCCESS)
+
+    def abort(self, *, outcome: str = ERROR) -> None:
+        """Remove everything this upload wrote. Safe to call more than once. ``outcome``: ``aborted`` when
+        the client went away, else ``error`` (what the upload metrics count, once)."""
+        self._transfer.end(outcome)
         self._open = False
         self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
@@ -336,7 +353,7 @@ def blob_create(
         while chunk := stream.read(chunk_size):
             upload.write(chunk)
         if expected_size is not None and upload.size != expected_size:
-            raise InvalidUpload(
+            raise UploadIncomplete(
                 f"The body ended after {upload.size} of {expected_size} declared bytes; nothing was stored."
             )
         if reader is not None and content_digest and not digests_match(content_digest, reader.digests()):
@@ -344,10 +361,15 @@ def blob_create(
         blob = upload.finish()
         if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
             raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")
-        return _mark_ready(blob, owner=owner, actor=actor)
+        blob = _mark_ready(blob, owner=owner, actor=actor)
+    except UploadIncomplete:
+        upload.abort(outcome=ABORTED)
+        raise
     except BaseException:
         upload.abort()
         raise
+    upload.claimed()
+    return blob
 
 
 def blob_claim(
@@ -358,7 +380,9 @@ def blob_claim(
     ``actor`` defaults to the signed-in user of the current request, else the command's OS user."""
     if not upload.finished:
         raise InvalidUpload("The upload did not complete.")
-    return _mark_ready(upload.blob, owner=owner, actor=actor, filename=filename)
+    blob = _mark_ready(upload.blob, owner=owner, actor=actor, filename=filename)
+    upload.claimed()
+    return blob
 
 
 class BlobReader:

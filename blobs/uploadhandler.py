@@ -23,6 +23,7 @@ from django.http import HttpRequest
 from kms.exceptions import KmsError
 
 from .exceptions import BlobError, UploadThrottled
+from .metrics import ABORTED, ERROR
 from .models import Blob
 from .permissions import may_upload
 from .services import BlobUpload, blob_delete
@@ -68,10 +69,10 @@ class EncryptingUploadHandler(FileUploadHandler):
         # connection_reset: do not read (and discard) the rest of a body we have already refused.
         raise StopUpload(connection_reset=True)
 
-    def _abort(self) -> None:
+    def _abort(self, *, outcome: str = ERROR) -> None:
         if self._upload is not None:
             upload, self._upload = self._upload, None
-            upload.abort()
+            upload.abort(outcome=outcome)
 
     def new_file(
         self,
@@ -130,7 +131,7 @@ class EncryptingUploadHandler(FileUploadHandler):
 
     def upload_interrupted(self) -> None:
         # The body ended inside a file (client went away or a truncated request): nothing of it stays.
-        self._abort()
+        self._abort(outcome=ABORTED)
 
 
 def discard_uploads(request: HttpRequest, *, claimed_too: bool) -> int:

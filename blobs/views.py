@@ -37,7 +37,7 @@ from core.errors import error_response
 from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded, RangeNotSatisfiable
+from .exceptions import LengthRequired, NoFileUploaded, RangeNotSatisfiable, UploadIncomplete
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
 from .models import LEGACY_ID_MAX_LENGTH
@@ -201,7 +201,7 @@ class _RequestBody:
         try:
             return self._stream.read(size)
         except OSError:
-            raise InvalidUpload(
+            raise UploadIncomplete(
                 "The request body ended before it was complete; nothing was stored."
             ) from None
 

@@ -107,10 +107,15 @@ INSTALLED_APPS = [
     "blobs",
     "audit",
     "auditlog",
+    # Request, database and cache metrics on /metrics (with ours; multiprocess mode under gunicorn).
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
-    # First: every response, errors included, carries the X-Request-ID its audit events were written under.
+    # django-prometheus times and counts every request: first in, last out.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First of ours: every response, errors included, carries the X-Request-ID its audit events were
+    # written under.
     "audit.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -128,6 +133,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # django-auditlog: who changed a configuration model, for its admin history (not the blob trail).
     "auditlog.middleware.AuditlogMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "erphub.urls"
@@ -155,7 +161,15 @@ DATABASES = {
         conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# django-prometheus's wrappers of the same backends count queries, errors and connections per database.
+_PROMETHEUS_DB_ENGINES = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
+if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two writers
     # queue on the busy timeout instead of failing with "database is locked" on lock upgrade (DESIGN §8).
     DATABASES["default"]["OPTIONS"] = {
@@ -367,9 +381,11 @@ BLOBS = {
 # meaningless for throttles across several workers, which is why production should set it.
 REDIS_URL = _env("REDIS_URL")  # e.g. redis://127.0.0.1:6379/0
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django_prometheus.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
 
 # --- Authentication and the API ------------------------------------------------------------------------
 # Every login path (admin, /accounts/login/, POST /api/token/) goes through authenticate(): the backend

@@ -21,6 +21,7 @@ import sqlite3
 import struct
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +59,14 @@ class Server(Gunicorn):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var_dir = tmp_path_factory.mktemp("e2e-var")
     username, password = "e2e-admin", secrets.token_urlsafe(18)
+    (var_dir / "prometheus").mkdir()
     env = server_env(
-        var_dir, username=username, password=password, key_id="e2e-1", BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE)
+        var_dir,
+        username=username,
+        password=password,
+        key_id="e2e-1",
+        BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE),
+        PROMETHEUS_MULTIPROC_DIR=str(var_dir / "prometheus"),  # as `make run`: /metrics sums the workers
     )
     prepare_database(env)
     srv = Server.start(
@@ -410,6 +417,23 @@ def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
     (end,) = ends
     assert end["outcome"] == "aborted"
     assert 256 * 1024 <= end["details"]["bytes_sent"] < len(big)
+    # The metrics say the same, summed over the workers: counted aborted, nothing left in progress.
+    metrics = _scrape(server)
+    assert metrics[("file_downloads_total", "aborted")] >= 1
+    assert metrics[("file_download_in_progress", "")] == 0
+    assert metrics[("file_download_bytes_total", "")] >= end["details"]["bytes_sent"]
+
+
+def _scrape(server) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.url("/metrics"), timeout=30) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, s.labels.get("status", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):

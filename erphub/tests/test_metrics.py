@@ -147,3 +147,22 @@ def test_gunicorn_conf_marks_a_dead_worker(tmp_path):
     result = start(tmp_path, argv=("-c", master), PROMETHEUS_MULTIPROC_DIR=str(multiproc))
     assert result.returncode == 0, result.stderr
     assert not (multiproc / f"gauge_livesum_{pid}.db").exists()
+
+
+@pytest.mark.django_db
+def test_request_database_and_cache_metrics_come_from_django_prometheus():
+    from django.core.cache import cache
+
+    owner = make_user("metrics-owner")
+    client = Client()
+    client.force_login(owner)
+    before = scrape(Client())
+    assert client.get("/secure/files/").status_code == 200
+    cache.get("probe")
+    after = scrape(Client())
+    names = families(after)
+    assert {"django_http_requests_before_middlewares", "django_db_execute", "django_cache_get"} <= names
+    assert sample(after, "django_http_requests_before_middlewares_total") > sample(
+        before, "django_http_requests_before_middlewares_total"
+    )
+    assert sample(after, "django_cache_get_total", {"backend": "locmem"}) >= 1
