@@ -16,8 +16,10 @@ from django.utils import timezone
 
 from .actors import Actor
 from .exceptions import CheckpointError
+from .holds import legal_hold_create
 from .models import AuditEvent, LegalHold, PurgeAnchor
-from .services import audit_chain_status, audit_record, event_record
+from .recording import audit_record, event_record
+from .verification import audit_chain_status
 
 # The changelist shows the chain's status; walking it on every page view would cost O(events since the last
 # checkpoint) each time. Cached per chain head for this long (a tampered row can look verified this long at
@@ -121,8 +123,6 @@ class LegalHoldAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: LegalHold, form: Any, change: bool) -> None:
-        from .services import legal_hold_create
-
         hold = legal_hold_create(
             actor=Actor.for_user(request.user),
             reason=obj.reason,

@@ -16,7 +16,7 @@ from django.dispatch import receiver
 
 from .actors import Actor
 from .context import current_actor
-from .services import audit_record
+from .recording import audit_record
 
 MAX_USERNAME = 150
 

@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidTag
 from audit import sealed
 from audit.actors import Actor
 from audit.chain import verify_chain
-from audit.services import audit_record
+from audit.recording import audit_record
 
 from .factories import chain_rows
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_checkpoint
+from audit.verification import audit_checkpoint
 
 
 class Command(BaseCommand):

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_export
+from audit.export import audit_export
 
 from ._dates import parse_when
 

@@ -9,7 +9,7 @@ from django.db import DatabaseError
 
 from audit.actors import Actor
 from audit.exceptions import CheckpointError, PurgeRefused
-from audit.services import audit_purge
+from audit.retention import audit_purge
 
 from ._dates import parse_when
 

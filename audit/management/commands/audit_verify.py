@@ -10,7 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_chain_status, audit_record, verify_export
+from audit.export import audit_export_verify
+from audit.recording import audit_record
+from audit.verification import audit_chain_status
 
 
 class Command(BaseCommand):
@@ -60,12 +62,13 @@ class Command(BaseCommand):
         )
 
     def _verify_export(self, path: Path) -> None:
-        """An export on its own (no database needed): signature, SHA-256, count and the chain inside it."""
+        """An export on its own (no database needed): signature, SHA-256, count and the chain inside it,
+        read line by line."""
         manifest_path = path.with_name(path.name + ".manifest.json")
         try:
             manifest = json.loads(manifest_path.read_text())
             with path.open("rb") as handle:
-                report = verify_export(lines=iter(handle.readlines()), manifest=manifest)
+                report = audit_export_verify(lines=handle, manifest=manifest)
         except (OSError, ValueError) as exc:
             raise CommandError(f"Cannot read the export or its manifest: {exc}") from exc
         except CheckpointError as exc:

@@ -1,0 +1,48 @@
+"""Legal holds: events a hold covers are never purged (the purge and the database trigger both check)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from .actors import Actor
+from .models import LegalHold
+from .recording import audit_record
+
+
+def legal_hold_create(
+    *,
+    actor: Actor,
+    reason: str,
+    target_type: str = "",
+    target_id: str = "",
+    since: Any = None,
+    until: Any = None,
+) -> LegalHold:
+    """Place a hold: events it covers are never purged. Holds are append-only; the hold is audited."""
+    if not (target_type or since or until):
+        raise ValueError("a legal hold names a target type or a time range")
+    with transaction.atomic():
+        hold = LegalHold.objects.create(
+            created_by=actor.name,
+            reason=reason,
+            target_type=target_type,
+            target_id=target_id,
+            since=since,
+            until=until,
+        )
+        audit_record(
+            action="audit.legal_hold",
+            actor=actor,
+            target_type="legal_hold",
+            target_id=str(hold.pk),
+            details={
+                "reason": reason,
+                "target_type": target_type,
+                "target_id": target_id,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+        )
+    return hold
