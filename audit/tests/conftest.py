@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit import clock as audit_clock
 
 from .factories import YEAR, record
+from .wipe import wipe_audit_tables_as_owner
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +25,6 @@ def _empty_audit_log(request: pytest.FixtureRequest) -> None:
     if marker is None or marker.kwargs.get("transaction"):
         return
     request.getfixturevalue("db")
-    from audit.testing import wipe_audit_tables_as_owner
-
     wipe_audit_tables_as_owner()
 
 
