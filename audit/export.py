@@ -25,7 +25,7 @@ from .canonical import canonical_bytes
 from .chain import Anchor, VerifyReport, format_timestamp, verify_chain
 from .checkpoints import key_id, sign, signing_key, trusted_public_keys
 from .models import AuditEvent
-from .recording import audit_record, event_record
+from .recording import audit_record, event_line
 
 
 def audit_export(
@@ -41,16 +41,15 @@ def audit_export(
         events = events.filter(timestamp__lt=until)
     digest = hashlib.sha256()
     count = 0
-    first: dict[str, Any] | None = None
-    last: dict[str, Any] | None = None
+    first: AuditEvent | None = None
+    last: AuditEvent | None = None
     for event in events.iterator(chunk_size=2000):
-        record = event_record(event)
-        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        line = (event_line(event) + "\n").encode("utf-8")
         sink.write(line)
         digest.update(line)
         count += 1
-        first = first or record
-        last = record
+        first = first or event
+        last = event
     key = signing_key()
     payload = {
         "version": 1,
@@ -58,11 +57,11 @@ def audit_export(
         "since": format_timestamp(since) if since else None,
         "until": format_timestamp(until) if until else None,
         "count": count,
-        "first_sequence": first["sequence"] if first else None,
-        "last_sequence": last["sequence"] if last else None,
-        "first_prev_hash": first["prev_hash"] if first else None,
-        "first_hash": first["hash"] if first else None,
-        "last_hash": last["hash"] if last else None,
+        "first_sequence": first.sequence if first else None,
+        "last_sequence": last.sequence if last else None,
+        "first_prev_hash": first.prev_hash if first else None,
+        "first_hash": first.hash if first else None,
+        "last_hash": last.hash if last else None,
         "sha256": digest.hexdigest(),
         "exported_at": format_timestamp(clock.now()),
         "key_id": key_id(key.public_key()),

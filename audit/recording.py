@@ -160,9 +160,15 @@ def event_record(event: AuditEvent) -> dict[str, Any]:
     return record
 
 
+def event_line(event: AuditEvent) -> str:
+    """``event_record`` as one line of JSON (no newline): the log line, and the line of every export (the
+    command's and the admin's), so that ``audit_verify --export`` reads either."""
+    return json.dumps(event_record(event), ensure_ascii=False, sort_keys=True)
+
+
 def _emit(event: AuditEvent) -> None:
     AUDIT_EVENTS.labels(action=event.action, outcome=event.outcome).inc()
-    event_logger.info(json.dumps(event_record(event), ensure_ascii=False, sort_keys=True))
+    event_logger.info(event_line(event))
 
 
 def audit_record(

@@ -1,4 +1,5 @@
-"""Recompute the audit chain from the last trusted checkpoint (or, with --full, from the oldest event)."""
+"""Recompute the audit chain from the last trusted checkpoint (or, with --full, from the oldest event), or
+check an export file on its own (--export)."""
 
 from __future__ import annotations
 
