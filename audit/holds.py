@@ -10,6 +10,15 @@ from .actors import Actor
 from .models import LegalHold
 from .recording import audit_record
 
+# The events a hold covers, as SQL over the event aliased ``e`` (the purge counts and skips them). The
+# delete trigger has its own copy (triggers.py, on ``OLD``), versioned with its migration: a change to the
+# rule changes both, the trigger's in a new migration.
+HELD = """EXISTS (SELECT 1 FROM audit_legalhold h
+    WHERE (h.target_type = '' OR h.target_type = e.target_type)
+      AND (h.target_id = '' OR h.target_id = e.target_id)
+      AND (h.since IS NULL OR e.timestamp >= h.since)
+      AND (h.until IS NULL OR e.timestamp <= h.until))"""
+
 
 def legal_hold_create(
     *,

@@ -13,6 +13,7 @@ from .chain import format_timestamp
 from .checkpoints import ANCHOR, Checkpoint, write_checkpoint
 from .conf import audit_setting
 from .exceptions import PurgeRefused
+from .holds import HELD
 from .models import AuditEvent, PurgeAnchor, PurgePermit
 from .recording import audit_record
 from .verification import audit_chain_status
@@ -24,13 +25,6 @@ class PurgeResult:
     deleted: int
     held: int
     cutoff: datetime
-
-
-_HELD = """EXISTS (SELECT 1 FROM audit_legalhold h
-    WHERE (h.target_type = '' OR h.target_type = e.target_type)
-      AND (h.target_id = '' OR h.target_id = e.target_id)
-      AND (h.since IS NULL OR e.timestamp >= h.since)
-      AND (h.until IS NULL OR e.timestamp <= h.until))"""
 
 
 def audit_purge(*, before: datetime, actor: Actor, dry_run: bool = False) -> PurgeResult:
@@ -74,13 +68,13 @@ def audit_purge(*, before: datetime, actor: Actor, dry_run: bool = False) -> Pur
         permit = PurgePermit.objects.using(using).create()
         params = [anchor_sequence, connection.ops.adapt_datetimefield_value(before)]
         cursor.execute(
-            f"SELECT COUNT(*) FROM {table} e WHERE e.sequence < %s AND e.timestamp < %s AND {_HELD}",  # noqa: S608
+            f"SELECT COUNT(*) FROM {table} e WHERE e.sequence < %s AND e.timestamp < %s AND {HELD}",  # noqa: S608
             params,
         )
         held = cursor.fetchone()[0]
         cursor.execute(
             f"DELETE FROM {table} WHERE id IN (SELECT e.id FROM {table} e "  # noqa: S608
-            f"WHERE e.sequence < %s AND e.timestamp < %s AND NOT {_HELD})",
+            f"WHERE e.sequence < %s AND e.timestamp < %s AND NOT {HELD})",
             params,
         )
         deleted = cursor.rowcount
