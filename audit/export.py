@@ -97,17 +97,27 @@ def audit_export_verify(*, lines: Iterable[bytes], manifest: Mapping[str, Any]) 
     except (InvalidSignature, ValueError):
         return VerifyReport(ok=False, checked=0, reason="the manifest's signature does not verify")
     reader = _ExportReader(lines)
-    first = next(reader, None)
+    first: dict[str, Any] | None = None
     report = VerifyReport(ok=True, checked=0)
-    if first is not None:
-        start = Anchor(sequence=first["sequence"], hash=first["hash"])
-        report = verify_chain(itertools.chain([first], reader), start=start)
+    not_an_event: Exception | None = None
+    try:
+        first = next(reader, None)
+        if first is not None:
+            start = Anchor(sequence=first["sequence"], hash=first["hash"])
+            report = verify_chain(itertools.chain([first], reader), start=start)
+    except (KeyError, TypeError, ValueError) as exc:
+        if reader.unreadable:
+            raise  # a line that is not JSON is refused, whatever else is wrong
+        # JSON but not an event: an edited file says so below; a file the manifest vouches for raises it.
+        not_an_event = exc
     reader.drain()  # the chain stops at its first bad event; the digest and count need every line
     if (
         not hmac.compare_digest(reader.digest.hexdigest(), payload["sha256"])
         or reader.count != payload["count"]
     ):
         return VerifyReport(ok=False, checked=0, reason="the file differs from its manifest")
+    if not_an_event is not None:
+        raise not_an_event
     if first is None:
         return report
     if report.ok and first["prev_hash"] != payload["first_prev_hash"]:
@@ -124,6 +134,7 @@ class _ExportReader:
         self._lines = iter(lines)
         self.digest = hashlib.sha256()
         self.count = 0
+        self.unreadable = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
@@ -132,7 +143,11 @@ class _ExportReader:
         line = next(self._lines)
         self.digest.update(line)
         self.count += 1
-        event: dict[str, Any] = json.loads(line)  # ValueError for a line that is not JSON, read or not
+        try:
+            event: dict[str, Any] = json.loads(line)
+        except ValueError:
+            self.unreadable = True
+            raise
         return event
 
     def drain(self) -> None:

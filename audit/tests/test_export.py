@@ -200,6 +200,18 @@ def test_a_file_that_differs_from_its_manifest_says_so_though_its_chain_breaks_f
     )
 
 
+def test_an_edited_line_that_is_json_but_no_event_is_a_file_that_differs():
+    lines = list(synthetic_lines(5))
+    manifest = manifest_for(lines)
+    for edited in (b"{}\n", b"[]\n", b'{"sequence": "3"}\n'):
+        report = audit_export_verify(lines=iter([*lines[:2], edited, *lines[3:]]), manifest=manifest)
+        assert report.reason == "the file differs from its manifest", edited
+    # Signed as it is (the exporter read it so), it is an error, not a verdict.
+    signed = [*lines[:2], b"{}\n", *lines[3:]]
+    with pytest.raises(KeyError):
+        audit_export_verify(lines=iter(signed), manifest=manifest_for(signed))
+
+
 def test_a_line_that_is_not_json_after_the_break_is_still_refused():
     # The command reports a ValueError as an export it cannot read.
     lines = [*synthetic_lines(5, tamper=2), b"not json\n"]
