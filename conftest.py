@@ -157,13 +157,13 @@ def local_providers(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def _audit_tables_emptied_by_owner(request: pytest.FixtureRequest):
     """Tests that really commit leave audit events behind, which the append-only triggers keep Django's
-    flush from removing: empty them as the owner first (audit/testing.py), before the flush runs."""
+    flush from removing: empty them as the owner first (audit/tests/wipe.py), before the flush runs."""
     marker = request.node.get_closest_marker("django_db")
     if marker is None or not marker.kwargs.get("transaction"):
         yield
         return
     request.getfixturevalue("transactional_db")  # set up first, so this teardown runs before its flush
     yield
-    from audit.testing import wipe_audit_tables_as_owner
+    from audit.tests.wipe import wipe_audit_tables_as_owner
 
     wipe_audit_tables_as_owner()

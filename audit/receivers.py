@@ -22,7 +22,7 @@ from kms.signals import master_key_changed
 
 from .context import current_actor
 from .models import AuditEvent
-from .services import audit_record, audit_record_after
+from .recording import audit_record, audit_record_after
 
 MAX_USERNAME = 150
 

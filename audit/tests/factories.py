@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.recording import audit_record
 from core.actors import Actor
+
+YEAR = timedelta(days=365)
 
 
 def record(n: int = 1, *, action: str = "test.event", **kwargs) -> list[AuditEvent]:

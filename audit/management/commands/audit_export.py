@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
-from audit.services import audit_export
+from audit.export import audit_export
 from core.actors import Actor
 
 from ._dates import parse_when

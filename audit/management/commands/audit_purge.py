@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from audit.exceptions import CheckpointError, PurgeRefused
-from audit.services import audit_purge
+from audit.retention import audit_purge
 from core.actors import Actor
 
 from ._dates import parse_when
