@@ -48,7 +48,6 @@ def main() -> int:
             for error in Draft202012Validator(schema).iter_errors(doc):
                 path = ".".join(str(p) for p in error.absolute_path) or "(root)"
                 problems.append(f"{name}: {path}: {error.message}")
-            print(f"custom resource {name} valid against schemas/{schema_file}", file=sys.stderr)
         elif api_version.split("/")[0] in BUILT_IN_GROUPS:
             built_in.append(doc)
         else:
