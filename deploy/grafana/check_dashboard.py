@@ -36,7 +36,34 @@ REMOVED_PANEL_TYPES = {
     "natel-discrete-panel",
     "flant-statusmap-panel",
 }
-ALLOWED_PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "text", "row", "heatmap", "logs"}
+# Grafana's current core panels.
+ALLOWED_PANEL_TYPES = {
+    "alertlist",
+    "annolist",
+    "barchart",
+    "bargauge",
+    "candlestick",
+    "canvas",
+    "dashlist",
+    "gauge",
+    "geomap",
+    "heatmap",
+    "histogram",
+    "logs",
+    "news",
+    "nodeGraph",
+    "piechart",
+    "row",
+    "stat",
+    "state-timeline",
+    "status-history",
+    "table",
+    "text",
+    "timeseries",
+    "traces",
+    "trend",
+    "xychart",
+}
 # Grafana's built-in variables, replaced by something promtool accepts.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "5m",
