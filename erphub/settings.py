@@ -469,6 +469,20 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS (TLS ends at the load balancer): redirect plain HTTP and send Strict-Transport-Security, in production
+# by default. The probes and the scrape reach pods over plain HTTP inside the cluster: never redirected.
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)  # RFC 6797
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# "preload": browsers may ship the host as HTTPS-only; set false if any subdomain cannot serve HTTPS.
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+# The header the TLS-terminating proxy sets (e.g. X-Forwarded-Proto), trusted to say the request was HTTPS.
+# Set it only behind a proxy that overwrites the client's own value.
+_proxy_ssl_header = _env("DJANGO_SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
 
 # Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
