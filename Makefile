@@ -48,7 +48,7 @@ run: install
 	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/gunicorn erphub.wsgi:application \
 		-c python:erphub.gunicorn_conf --worker-class gthread --workers $(WORKERS) \
 		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
-		--access-logfile - --no-sendfile --no-control-socket
+		--no-sendfile --no-control-socket
 
 test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)

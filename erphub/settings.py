@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import dj_database_url
+import structlog
 from django.core.exceptions import ImproperlyConfigured
 
 from core.secret_files import create_secret_file
@@ -117,6 +118,8 @@ MIDDLEWARE = [
     # First of ours: every response, errors included, carries the X-Request-ID its audit events were
     # written under.
     "audit.middleware.RequestContextMiddleware",
+    # One JSON line per request, written when its response (a streamed body included) is over.
+    "erphub.access_log.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
@@ -487,6 +490,24 @@ SECURE_PROXY_SSL_HEADER = (
 # Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
 
+# structlog hands its events to the standard library's logging (configured below), which renders them.
+_STRUCTLOG_PRE_CHAIN: list[Any] = [
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        *_STRUCTLOG_PRE_CHAIN,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
 _AUDIT_LOG_STREAM = {"stdout": "ext://sys.stdout", "stderr": "ext://sys.stderr"}[
     _env("AUDIT_LOG_STREAM", "stderr" if Path(sys.argv[0]).name == "manage.py" else "stdout") or "stdout"
 ]
@@ -496,9 +517,19 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "bare": {"format": "%(message)s"},
+        # structlog renders the access log (and, in production, every other line) as one JSON object.
+        "json": {
+            "()": "structlog.stdlib.ProcessorFormatter",
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+            "foreign_pre_chain": _STRUCTLOG_PRE_CHAIN,
+        },
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain" if DEBUG else "json"},
+        "access": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "json"},
         # Audit events, one JSON object per line, for central logging (ELK, Splunk, CloudWatch): stdout for
         # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
         "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
@@ -506,6 +537,7 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         "audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False},
+        "erphub.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         # azure-core logs every Key Vault request and response (key URLs included) at INFO: one multi-line
         # record per KMS call. Our own kms_calls_total and warnings say what operators need.
         "azure": {"level": "WARNING"},

@@ -53,6 +53,8 @@ class Server(Gunicorn):
     storage_dir: Path
     username: str
     password: str
+    #: Values that must never reach a log: the master keys and the Django secret key it was started with.
+    never_logged: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         storage_dir=Path(env["BLOB_STORAGE_DIR"]),
         username=username,
         password=password,
+        never_logged=(env["BLOB_MASTER_KEYS"].split(":", 1)[1], env["DJANGO_SECRET_KEY"]),
     )
     try:
         try:
@@ -607,3 +610,60 @@ def test_truncated_upload_is_not_stored(server, session, data, framing, auth):
     # The client's fault, answered like every other error here: a 4xx with the JSON error body.
     assert 400 <= status < 500, (status, payload[:300])
     assert "code" in json.loads(payload)
+
+
+def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session):
+    # Sign in for tokens, upload a marked file, stream it, refresh, log out: then read everything the
+    # server wrote (gunicorn's log, every worker's stdout and stderr: access lines, audit events, errors).
+    marker = f"PLAINTEXT-{secrets.token_hex(16)}".encode()
+    live = LiveSession(server, timeout=HTTP_TIMEOUT)
+    reply = live.request(
+        "POST",
+        "/api/token/",
+        body=json.dumps({"username": server.username, "password": server.password}),
+        headers={"Content-Type": "application/json", "X-Request-ID": "e2e-logs-login"},
+    )
+    assert reply.status == 200
+    tokens = reply.json()
+    bearer = {"Authorization": f"Bearer {tokens['access']}"}
+    reply = session.upload_multipart(marker * 100, "marked.txt")
+    assert reply.status == 201, reply.body[:300]
+    blob_id = reply.json()["id"]
+    reply = live.request("GET", stream_path(blob_id), headers={**bearer, "X-Request-ID": "e2e-logs-dl"})
+    assert reply.status == 200
+    assert reply.body == marker * 100
+    json_body = {"Content-Type": "application/json"}
+    reply = live.request(
+        "POST", "/api/token/refresh/", body=json.dumps({"refresh": tokens["refresh"]}), headers=json_body
+    )
+    assert reply.status == 200, reply.body[:300]
+    rotated = reply.json()
+    reply = live.request(
+        "POST", "/api/token/blacklist/", body=json.dumps({"refresh": rotated["refresh"]}), headers=json_body
+    )
+    assert reply.status == 200, reply.body[:300]
+
+    deadline = time.monotonic() + 30
+    while True:
+        log = server.log_path.read_text(errors="replace")
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        downloads = [e for e in lines if e.get("event") == "request" and e.get("request_id") == "e2e-logs-dl"]
+        if downloads or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (download,) = downloads
+    assert (download["status"], download["outcome"], download["bytes"]) == (200, "success", len(marker) * 100)
+    assert download["blob_id"] == blob_id
+    assert download["user_id"]
+    # Audit events are JSON lines in the same stream, under the same request id.
+    assert any(e.get("action") == "blob.download.end" and e.get("request_id") == "e2e-logs-dl" for e in lines)
+    every_token = (tokens["access"], tokens["refresh"], rotated["access"], rotated["refresh"])
+    for secret in (
+        server.password,
+        *every_token,
+        *(part for token in every_token for part in token.split(".")[1:]),  # payloads and signatures
+        marker.decode(),
+        *server.never_logged,
+    ):
+        assert secret not in log
+

@@ -20,7 +20,6 @@ exec gunicorn erphub.wsgi:application \
   --bind "${GUNICORN_BIND:-0.0.0.0:8000}" \
   --timeout 120 \
   --graceful-timeout "${GUNICORN_GRACEFUL_TIMEOUT:-300}" \
-  --access-logfile - \
   --no-sendfile \
   --no-control-socket \
   "$@"
