@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 THREADS ?= 4
-# prometheus_client multiprocess mode (DESIGN §9): the workers' metric files, emptied at every start.
+# prometheus_client multiprocess mode (docs/architecture.md §9): the workers' metric files, emptied at every start.
 PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
 
 .PHONY: run test install install-dev lint migrate bench clean

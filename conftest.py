@@ -8,7 +8,7 @@ import os
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-# Hypothesis profiles: a smaller one in CI than locally (STYLE.md, Tests). Select with HYPOTHESIS_PROFILE.
+# Hypothesis profiles: a smaller one in CI than locally (fewer examples). Select with HYPOTHESIS_PROFILE.
 hypothesis_settings.register_profile("ci", max_examples=25)
 hypothesis_settings.register_profile("dev", max_examples=200)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -1,6 +1,6 @@
 """The clock the audit log is stamped with: events, purge cut-offs, export manifests.
 
-Injectable (STYLE.md): a test that needs old events replaces ``now`` here, and every module reads it as
+Injectable: a test that needs old events replaces ``now`` here, and every module reads it as
 ``clock.now()``, so that one replacement moves them all.
 """
 

@@ -1,4 +1,4 @@
-"""JSON-lines export with a signed manifest, and checking an export on its own (DESIGN §8).
+"""JSON-lines export with a signed manifest, and checking an export on its own (architecture.md §8).
 
 An export line is ``event_record`` of one event: the hashed fields plus ``hash``. The manifest (range,
 count, first and last sequence and hash, the file's SHA-256) is signed with the checkpoint key, so an

@@ -1,4 +1,4 @@
-"""Writing the audit log (DESIGN §8): ``audit_record`` and ``audit_record_after`` append one event each.
+"""Writing the audit log (architecture.md §8): ``audit_record`` and ``audit_record_after`` each append one.
 
 Appends are serialized so that the chain never forks: PostgreSQL takes a transaction-scoped advisory lock;
 SQLite's write lock is taken at BEGIN (``transaction_mode="IMMEDIATE"`` in settings; audit-only

@@ -1,4 +1,4 @@
-"""The retention purge: the only deletion path (DESIGN §8)."""
+"""The retention purge: the only deletion path (architecture.md §8)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class PurgeResult:
 
 
 def audit_purge(*, before: datetime, actor: Actor, dry_run: bool = False) -> PurgeResult:
-    """The only deletion path (DESIGN §8): events older than ``before`` and the retention period, below a
+    """The only deletion path (architecture.md §8): events older than ``before`` and retention, below a
     new anchor, not under a legal hold. The anchor is signed and stored outside the database first, so the
     chain can be verified from it afterwards; then the anchor row, the permit and the deletion go in one
     transaction, which the database trigger checks row by row."""

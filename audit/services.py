@@ -1,4 +1,4 @@
-"""The audit app's services, the one place other apps import them from (STYLE.md).
+"""The audit app's services, the one place other apps import them from.
 
 Each is defined in the module of its job and only re-exported here:
 

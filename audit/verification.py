@@ -1,4 +1,4 @@
-"""Checking the chain in the database, and pinning a checked chain with a signed checkpoint (DESIGN §8).
+"""Checking the chain in the database, and pinning a checked chain by a signed checkpoint (architecture §8).
 
 ``audit_checkpoint`` lives here rather than in ``checkpoints.py`` (the signed documents, their key and
 their storage) because it verifies first: ``checkpoints.py`` stays below this module, with no cycle.

@@ -1,4 +1,4 @@
-"""Errors raised outside a view's own error handling, and uploads nobody claimed (DESIGN §5)."""
+"""Errors raised outside a view's own error handling, and uploads nobody claimed (architecture.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Blob row: everything about a stored object except its bytes (DESIGN §3–5)."""
+"""The Blob row: everything about a stored object except its bytes (architecture.md §3–5)."""
 
 from __future__ import annotations
 
@@ -45,12 +45,12 @@ class Blob(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
 
-    # Format: Tink AES-GCM-HKDF-Streaming, AD = id.bytes (DESIGN §3).
+    # Format: Tink AES-GCM-HKDF-Streaming, AD = id.bytes (architecture.md §3).
     segment_size = models.PositiveIntegerField()
     # Where the ciphertext lives; object names derive from the id only, never from user input.
     storage_alias = models.CharField(max_length=64)
     storage_name = models.CharField(max_length=255, unique=True)
-    # The data key, wrapped by a KMS provider (DESIGN §4). Decrypt uses exactly this key reference.
+    # The data key, wrapped by a KMS provider (architecture.md §4). Decrypt uses exactly this key reference.
     wrapped_key = models.BinaryField(editable=False)
     key_provider = models.CharField(max_length=64)
     key_ref = models.CharField(max_length=512, db_index=True)

@@ -1,7 +1,7 @@
 """Byte ranges (RFC 9110 §14): Range parsing, If-Range, and multipart/byteranges framing.
 
 Pure Python, stdlib only: the stream view and services wrap this, it imports nothing from Django.
-The behaviour table it meets is reference/http-ranges.md (rows 2-15 and 17 concern this module).
+The behaviour table it meets is architecture.md §6 (rows 2-15 and 17 concern this module).
 
 How the caller uses it, for a GET (HEAD ignores Range, RFC 9110 §14.2):
 

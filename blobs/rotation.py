@@ -1,4 +1,4 @@
-"""Key rotation for blobs, in the two strengths of DESIGN §4.
+"""Key rotation for blobs, in the two strengths of architecture.md §4.
 
 - **Rewrap**: the same data key, wrapped again under the target provider's active key version. Nothing in
   storage changes. Same provider: ``provider.rewrap`` (server-side where the KMS has it, so the data key
@@ -98,7 +98,7 @@ def _unchanged(blob: Blob) -> BlobQuerySet:
 
 
 def _audit_rotation(action: str, blob: Blob, actor: Actor | None, **new: str) -> None:
-    # In the row's transaction: a rotated key is never without its audit event (DESIGN §8).
+    # In the row's transaction: a rotated key is never without its audit event (architecture.md §8).
     audit_record(
         action=action,
         actor=actor or current_actor(),

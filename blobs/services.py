@@ -1,4 +1,4 @@
-"""Blob services: store, claim, open, delete, verify, transfer, garbage-collect (DESIGN §3–5).
+"""Blob services: store, claim, open, delete, verify, transfer, garbage-collect (architecture.md §3–5).
 
 Keyword-only, one operation each. Views and commands call these; nothing else touches keys or objects.
 Lifecycle: a row is created ``pending`` (with its wrapped key) before any byte is written, becomes

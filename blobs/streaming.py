@@ -3,7 +3,7 @@
 Content-Length is committed before the body, so the first needed segment is decrypted and authenticated
 before the response starts (a bad object becomes a clean error status), and a segment that fails later
 aborts the connection: unauthenticated plaintext is never sent and nothing is padded
-(reference/http-ranges.md, notes).
+(architecture.md §6, notes).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class GuardedBody:
 def _download_audit(
     blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None, transfer: Transfer
 ) -> tuple[dict[str, Any], Callable[[str, int], None]]:
-    """The download's start details and the callback that records its end (DESIGN §8: one insert when
+    """The download's start details and the callback that records its end (architecture.md §8: one insert when
     the stream starts, one when it ends, the end written after the fact with retries) and ends its
     ``transfer`` metrics."""
     who = actor or current_actor()
@@ -232,7 +232,7 @@ def _open_stream(
     on_end: Callable[[str, int], None],
     on_chunk: Callable[[int], None],
 ) -> StreamBody:
-    # The download path: a hot blob's data key comes from the process's cache, not a KMS call (DESIGN §4).
+    # The download path: a hot blob's data key comes from the process cache, not a KMS call (architecture §4).
     reader = blob_open(blob=blob, cached=True)
     if not ranges:
         if blob.size == 0:

@@ -1,4 +1,4 @@
-"""The global upload handler: every multipart file is encrypted as it arrives (DESIGN §5).
+"""The global upload handler: every multipart file is encrypted as it arrives (architecture.md §5).
 
 Django parses multipart bodies before most views run (CSRF middleware reads ``request.POST``; the admin
 is CSRF-protected), so this handler is installed for the whole project in ``FILE_UPLOAD_HANDLERS``. It

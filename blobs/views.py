@@ -1,6 +1,6 @@
 """HTTP views for blobs: thin — parse, call one service or selector, build the response.
 
-The API (DESIGN §6) is DRF: JWT or session authentication, one exception handler
+The API (architecture.md §6) is DRF: JWT or session authentication, one exception handler
 (``erphub.errors.api_exception_handler``) for the ``{"detail", "code"}`` body. The stream view answers
 with the file whatever ``Accept`` says (DRF would otherwise 406 ``Accept: video/*``). Object-level rules
 live in the selectors: a blob the caller may not see is a 404, exactly like a missing one.
@@ -51,7 +51,7 @@ from .streaming import Representation, blob_open_stream, blob_representation
 from .throttling import UploadThrottle
 from .uploadhandler import EncryptedUploadedFile
 
-# Sent with every plaintext response, 200/206/304/HEAD alike (reference/http-ranges.md rows 1, 19 and
+# Sent with every plaintext response, 200/206/304/HEAD alike (architecture.md §6 rows 1, 19 and
 # notes): resumable, never transformed by a proxy or compressor, never sniffed into something active.
 STREAM_HEADERS = {
     "Accept-Ranges": "bytes",

@@ -1,4 +1,4 @@
-"""Domain errors and their HTTP answer, in one place (STYLE.md).
+"""Domain errors and their HTTP answer, in one place.
 
 Each app's exception root (``BlobError``, ``KmsError``) derives from :class:`DomainError` and carries
 its own answer as data: status, code, the detail a client may read, extra headers. The DRF exception

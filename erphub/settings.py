@@ -1,6 +1,6 @@
 """Django settings for ERP Hub — Secure Blob Streaming.
 
-This module is the only place that reads the environment (DESIGN §10). Every value has a development
+This module is the only place that reads the environment (architecture.md §10). Every value has a development
 default with a short comment, except production secrets: with ``DJANGO_DEBUG=false`` a missing secret key
 or master key stops start-up here rather than surfacing mid-request.
 """
@@ -123,7 +123,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
-    # JSON error body, and discards uploads that no view claimed (DESIGN §5).
+    # JSON error body, and discards uploads that no view claimed (architecture.md §5).
     "blobs.middleware.BlobErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -174,7 +174,7 @@ DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
 )
 if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two writers
-    # queue on the busy timeout instead of failing with "database is locked" on lock upgrade (DESIGN §8).
+    # queue on the busy timeout, not failing with "database is locked" on lock upgrade (architecture.md §8).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -203,7 +203,7 @@ BLOB_STORAGE_DIR = Path(_env("BLOB_STORAGE_DIR", str(VAR_DIR / "blobs")))  # fil
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    # Ciphertext only (DESIGN §5). Rows record their alias, so a later move to S3 keeps old blobs readable.
+    # Ciphertext only (architecture §5). Rows record their alias: after a move to S3, old blobs stay readable.
     "blobs": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
@@ -242,11 +242,11 @@ if _checkpoint_bucket:
     }
 
 # Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,
-# the admin), so a per-view handler would come too late and plaintext would reach a temp file (DESIGN §5).
+# the admin): a per-view handler would come too late, and plaintext would reach a temp file (architecture §5).
 FILE_UPLOAD_HANDLERS = ["blobs.uploadhandler.EncryptingUploadHandler"]
 
-# --- Keys (DESIGN §4) --------------------------------------------------------------------------------
-_PROVIDER_ALIASES = {"kms": "aws"}  # the seed called AWS KMS "kms"
+# --- Keys (architecture.md §4) ---------------------------------------------------------------------------
+_PROVIDER_ALIASES = {"kms": "aws"}  # the rollout guide calls AWS KMS "kms"
 _KEY_PROVIDERS = ("local", "aws", "azure", "gcp", "vault")
 _key_provider_env = _env("KEY_PROVIDER", "local") or "local"
 KEY_PROVIDER = _PROVIDER_ALIASES.get(_key_provider_env, _key_provider_env)  # provider for new blobs
@@ -361,7 +361,7 @@ KMS = {
     },
 }
 
-# --- Metrics (DESIGN §9) ---------------------------------------------------------------------------
+# --- Metrics (architecture.md §9) ---------------------------------------------------------------------------
 # Bearer token Prometheus sends to /metrics; unset = open (development; erphub.W001 warns in production).
 METRICS_TOKEN = _env("METRICS_TOKEN")
 # prometheus_client's multiprocess mode (gunicorn workers): set for the server by `make run`; the client
@@ -373,7 +373,7 @@ BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
-    # Seed §5.2: /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
+    # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
 }
@@ -451,7 +451,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
 }
 
-# --- Audit (DESIGN §8) ---------------------------------------------------------------------------------
+# --- Audit (architecture.md §8) --------------------------------------------------------------------------
 _audit_key_file_env = _env("AUDIT_SIGNING_KEY_FILE")
 AUDIT = {
     "TRUSTED_PROXIES": _env_list("TRUSTED_PROXIES", ""),  # CIDRs whose X-Forwarded-For is believed
@@ -531,7 +531,7 @@ LOGGING = {
         "stderr": {"class": "logging.StreamHandler", "formatter": "plain" if DEBUG else "json"},
         "access": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "json"},
         # Audit events, one JSON object per line, for central logging (ELK, Splunk, CloudWatch): stdout for
-        # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
+        # the server; stderr for manage.py, whose stdout carries command results (architecture.md §10).
         "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
     },
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},

@@ -1,6 +1,6 @@
-"""The data-key cache: unwrapped data keys in process memory, for the download path only (DESIGN §4).
+"""The data-key cache: unwrapped data keys in process memory, for the download path only (architecture.md §4).
 
-A hot blob would otherwise cost a KMS call per download (the seed budgets two); with the cache, one per
+A hot blob would otherwise cost a KMS call per download (the guide budgets two); with the cache, one per
 ``MAX_USES`` downloads or ``TTL_SECONDS`` per process, and downloads of cached blobs keep streaming while
 the KMS is down. Uploads never come here: a new blob gets a fresh data key.
 

@@ -1,4 +1,4 @@
-"""Key-management errors. Providers translate SDK exceptions into these at their boundary (STYLE.md)."""
+"""Key-management errors. Providers translate SDK exceptions into these at their boundary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The key provider's last successful round-trip, remembered per process (DESIGN §6 /ready).
+"""The key provider's last successful round-trip, remembered per process (architecture.md §6 /ready).
 
 A readiness probe must not call a KMS each time: every wrap/unwrap the application does counts as
 evidence, and only when none is recent enough does a probe pay for one real round-trip. Failures are

@@ -1,4 +1,4 @@
-"""Key providers by alias, configured like STORAGES (DESIGN §4).
+"""Key providers by alias, configured like STORAGES (architecture.md §4).
 
 ``KMS_PROVIDERS = {alias: {"BACKEND": "dotted.path", "OPTIONS": {...}}}``; ``KMS_DEFAULT_PROVIDER`` names
 the alias that wraps new data keys. Providers are built lazily, once per process, and rebuilt when

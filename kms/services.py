@@ -1,4 +1,4 @@
-"""kms services: recording key rotation runs (keyword-only, one operation each; STYLE.md)."""
+"""kms services: recording key rotation runs (keyword-only, one operation each)."""
 
 from __future__ import annotations
 

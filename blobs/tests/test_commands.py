@@ -1,4 +1,4 @@
-"""Operator commands: blobs_import, blobs_export, blobs_gc (DESIGN §10 conventions: results on stdout,
+"""Operator commands blobs_import, blobs_export, blobs_gc (conventions of architecture.md §10: stdout results,
 progress and logs on stderr, inclusive ranges, re-runs skip, failures exit non-zero and say what failed)."""
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def deterministic(size: int, seed: int) -> bytes:
 
 
 def plaintext_start(segment: int) -> int:
-    """Plaintext offset where ``segment`` begins (DESIGN §3: segment 0 shares room with the header)."""
+    """Plaintext offset where ``segment`` begins (architecture §3: segment 0 shares room with the header)."""
     return 0 if segment == 0 else PARAMS.first_segment_plaintext + (segment - 1) * PARAMS.segment_plaintext
 
 
@@ -197,7 +197,7 @@ def test_chunked_raw_upload_is_read_to_eof(session, server, data):
 
 
 def test_concurrent_uploads_all_land(session):
-    # Both workers, several threads each, writing rows to one SQLite file (WAL + IMMEDIATE, DESIGN §8).
+    # Both workers, several threads each, writing rows into one SQLite file (WAL, IMMEDIATE: architecture §8).
     payloads = [deterministic(512 * 1024 + n, seed=n) for n in range(8)]
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         replies = list(pool.map(lambda data: session.upload_multipart(data, "parallel.bin"), payloads))
@@ -271,7 +271,7 @@ def _audit_rows(server: Server) -> list[dict]:
 
 def test_concurrent_range_requests_are_all_audited_in_one_valid_chain(server, session, blob, data):
     # Both workers x 4 threads each write a start and an end event per request into one SQLite file:
-    # WAL + busy timeout + BEGIN IMMEDIATE queue them (DESIGN §8); none may fail with "database is locked".
+    # WAL, busy timeout and BEGIN IMMEDIATE queue them (architecture.md §8); none fails "database is locked".
     requests = 48
     size = len(data)
 

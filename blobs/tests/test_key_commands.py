@@ -1,4 +1,4 @@
-"""blobs_verify and blobs_export_key (DESIGN §10 conventions: results on stdout, the rest on stderr,
+"""blobs_verify and blobs_export_key (architecture.md §10 conventions: results on stdout, the rest on stderr,
 non-zero exit naming what failed)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Blob services against the real parts: local KMS, filesystem storage, the database.
 
-Every failure path ends the same way: no row and no object (DESIGN §5, issue "nothing lost")."""
+Every failure path ends the same way: no row and no object (architecture.md §5, issue "nothing lost")."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_object_holds_ciphertext_only(owner):
     blob = make_blob(owner, data)
     raw = object_path(blob).read_bytes()
     assert b"TOP-SECRET" not in raw
-    assert raw[0] == 40  # Tink header length byte (DESIGN §3)
+    assert raw[0] == 40  # Tink header length byte (architecture.md §3)
     assert [p.name for p in stored_files()] == [blob.id.hex]
 
 

@@ -1,4 +1,4 @@
-"""The download path and the data-key cache (DESIGN §4): hot blobs cost no KMS calls, a KMS outage does not
+"""The download path and the data-key cache (architecture §4): hot blobs cost no KMS call, an outage does not
 stop cached blobs, and a cold blob then gets the usual 503. Counted on the real local provider."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``POST /secure/files/`` through Django's test client: the global encrypting upload handler, the raw-body
-path, the error mapping, and the promise that plaintext never reaches disk (DESIGN §5)."""
+path, the error mapping, and the promise that plaintext never reaches disk (architecture.md §5)."""
 
 from __future__ import annotations
 

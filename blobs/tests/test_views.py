@@ -1,4 +1,4 @@
-"""The stream endpoint against every row of reference/http-ranges.md, plus auth and bad input."""
+"""The stream endpoint against every row of architecture.md §6, plus auth and bad input."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def get(client, blob, **headers):
     return client.get(url(blob), headers=headers)
 
 
-# --- reference/http-ranges.md, row by row ---------------------------------------------------------------
+# --- architecture.md §6, row by row ---------------------------------------------------------------
 
 
 def test_row1_full_download_advertises_ranges(client, blob, data):

@@ -1,4 +1,4 @@
-"""``/metrics`` (DESIGN §6, §9): what a real download counts shows up in the scrape, the bearer token guards
+"""``/metrics`` (architecture §6, §9): what a real download counts shows in the scrape, a bearer token guards
 it, production without a token is warned about, and in multiprocess mode the scrape sums every worker."""
 
 from __future__ import annotations

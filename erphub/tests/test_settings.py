@@ -1,4 +1,4 @@
-"""Start-up configuration (DESIGN §10): production refuses to start without its secrets; development runs
+"""Start-up configuration (architecture §10): production refuses to start without secrets; development runs
 with none, and without a usable master key neither ``manage.py check`` nor the WSGI app starts. Each case runs
 in a fresh interpreter, as a deploy would. Also the first admin account (``manage.py bootstrap_admin``)."""
 
@@ -198,7 +198,7 @@ def test_there_is_no_asgi_entry_point():
     assert importlib.util.find_spec("erphub.asgi") is None
 
 
-# --- key providers from the seed's variables (DESIGN §10) ---------------------------------------------------
+# --- key providers from the deployment's variables (architecture.md §10) -------------------------------
 
 PROVIDERS = (
     "import django; django.setup(); from django.conf import settings; "

@@ -1,4 +1,4 @@
-"""kms.cache: TTL, uses, LRU bound, single-flight, failures not cached, settings reset (DESIGN §4)."""
+"""kms.cache: TTL, uses, LRU bound, single-flight, failures not cached, settings reset (architecture §4)."""
 
 from __future__ import annotations
 

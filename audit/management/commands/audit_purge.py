@@ -1,4 +1,4 @@
-"""The retention purge: the only way audit events are ever deleted (DESIGN §8)."""
+"""The retention purge: the only way audit events are ever deleted (architecture.md §8)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What blobs_rewrap and blobs_reencrypt share: the batch loop, progress, counts, the run record.
 
-DESIGN §10 conventions: counts on stdout, the progress bar and per-blob failures on stderr, a non-zero exit
+Conventions (architecture §10): counts on stdout, progress bar and per-blob failures on stderr, non-zero exit
 naming the failed blob ids. A run is recorded (kms.KeyRotation) however it ends, interrupted included.
 """
 

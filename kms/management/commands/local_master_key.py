@@ -1,4 +1,4 @@
-"""Manage the local provider's master key file (DESIGN §4; docs/keys.md).
+"""Manage the local provider's master key file (architecture.md §4; docs/keys.md).
 
 ``--create`` makes the file (0600) with one key unless it exists — what ``make run`` does. In production
 (``DEBUG`` off) it refuses to make one without ``--allow-production``: a missing key file there is a lost key
