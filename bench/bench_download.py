@@ -21,6 +21,14 @@ per second); the time to first byte of 1-byte ranges at offset 0 and at the last
 server's RSS (master + workers, VmRSS from /proc) before and after uploading a ``--rss-size-mib`` file
 through ``POST /secure/files/`` (raw body streamed from disk) and downloading it. Prints markdown tables.
 Every temporary file lives under one directory in /tmp, removed at the end.
+
+    .venv/bin/python bench/bench_download.py --ab-settings bench.settings_zerofill --runs 12
+
+``--ab-settings MODULE`` runs only a side-by-side comparison of the product with itself: server ``A`` under
+erphub.settings, server ``B`` under ``MODULE`` (a bench-only variant), both ``--no-sendfile``; ``--runs``
+rounds of one full download from each, the order alternating (A B, B A, ...), median MB/s, the median of the
+per-round ratios and the servers' CPU per GiB, beside AES-GCM's single-thread rate on this machine measured
+in the same run (the most one serving thread could ever send, were everything else free).
 """
 
 from __future__ import annotations
@@ -402,6 +410,45 @@ def cpu_capacity() -> str:
     return f"{one[0]:.1f} GB/s in 1 thread, {sum(two):.1f} GB/s in 2"
 
 
+def aes_gcm_limit(rounds: int = 15, per_round: int = 100) -> dict[str, float]:
+    """Single-thread AES-256-GCM decryption of 1 MiB segments, GB/s (median of ``rounds`` interleaved
+    rounds): into one reused buffer (the cipher alone: the physical limit of one serving thread), into a
+    new zero-filled ``bytes`` (``AESGCM.decrypt``), and into a ``bytes`` built in place when
+    ``blobs.crypto`` has that path."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    import blobs.crypto as crypto
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    nonce = os.urandom(12)
+    ciphertext = aead.encrypt(nonce, os.urandom(MIB - 16), None)
+    reused = bytearray(MIB - 16)
+    new_bytes = getattr(crypto, "_new_bytes", None)
+
+    def into_reused() -> None:
+        aead.decrypt_into(nonce, ciphertext, None, reused)
+
+    def into_new() -> None:
+        aead.decrypt(nonce, ciphertext, None)
+
+    def into_in_place() -> None:
+        _, view = new_bytes(MIB - 16)
+        with view:
+            aead.decrypt_into(nonce, ciphertext, None, view)
+
+    variants = {"decrypt_into, reused buffer": into_reused, "decrypt, new bytes": into_new}
+    if new_bytes is not None:
+        variants["decrypt_into, bytes built in place"] = into_in_place
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            rates[name].append(per_round * (MIB - 16) / (time.perf_counter() - started) / 1e9)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def machine_facts() -> dict[str, str]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -439,10 +486,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="simultaneous downloads for the aggregate")
     parser.add_argument("--concurrent-runs", type=int, default=3, help="interleaved runs of the aggregate")
     parser.add_argument("--segment-size", type=int, default=None, help="BLOB_SEGMENT_SIZE (default: app's)")
+    parser.add_argument(
+        "--ab-settings",
+        metavar="MODULE",
+        help="only compare the product (A) with itself under this bench-only settings module (B)",
+    )
+    parser.add_argument(
+        "--quiet-max-wait", type=float, default=180.0, help="seconds to wait for an idle machine per run"
+    )
     args = parser.parse_args()
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
+    if args.ab_settings:
+        return side_by_side(args)
 
     size, rss_size = args.size_mib * MIB, args.rss_size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="erphub-bench-", dir="/tmp"))
@@ -559,6 +616,118 @@ def main() -> int:
             size=size,
             quiet=quiet,
         )
+        return 0
+    finally:
+        for server in servers:
+            server.stop(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class Variant:
+    label: str
+    server: Server
+    url: str = ""
+    speeds: list[float] = field(default_factory=list)
+    cpu_per_gib: list[float] = field(default_factory=list)
+
+
+def side_by_side(args: argparse.Namespace) -> int:
+    """``--ab-settings``: the same blob, the same code, two settings modules, interleaved full downloads."""
+    size = args.size_mib * MIB
+    work = Path(tempfile.mkdtemp(prefix="erphub-bench-ab-", dir="/tmp"))
+    servers: list[Server] = []
+    try:
+        var_dir = work / "var"
+        var_dir.mkdir()
+        plain = work / f"plain-{args.size_mib}mib.bin"
+        password = secrets.token_urlsafe(18)
+        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+        if args.segment_size:
+            env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
+        log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
+        write_random(plain, size)
+        prepare_database(env)
+        blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+        variants = [
+            Variant(
+                "A: erphub.settings",
+                start_server("A", env, work, settings="erphub.settings", sendfile=False),
+            ),
+            Variant(
+                f"B: {args.ab_settings}",
+                start_server("B", env, work, settings=args.ab_settings, sendfile=False),
+            ),
+        ]
+        servers.extend(variant.server for variant in variants)
+        for server in servers:
+            server.wait_until_healthy()
+        session = Session(variants[0].server, timeout=600)
+        session.login(USERNAME, password)
+        cookie = f"sessionid={session.cookies['sessionid']}"
+        expected = sha256_of_file(plain)
+        for variant in variants:
+            variant.url = variant.server.url(f"/secure/files/{blob_id}/stream")
+            if sha256_of_download(variant.url, cookie) != expected:
+                raise RuntimeError(f"{variant.label}: the body is not the plaintext")
+        quiet = Quiet(max_wait=args.quiet_max_wait)
+        limit_before = aes_gcm_limit()
+        capacity_before = cpu_capacity()
+        log(f"{args.runs} rounds of one {args.size_mib} MiB download from each, order alternating")
+        for run in range(args.runs):
+            order = variants if run % 2 == 0 else variants[::-1]
+            for variant in order:
+                for attempt in range(1, quiet.retries + 2):
+                    quiet.wait()
+                    cpu0 = variant.server.cpu_seconds()
+                    with quiet.watch(variant.server) as others:
+                        result = curl(variant.url, cookie=cookie)
+                    cpu = variant.server.cpu_seconds() - cpu0
+                    if result.status != 200 or result.size != size:
+                        raise RuntimeError(f"{variant.label}: got {result.status}, {result.size} bytes")
+                    log(
+                        f"round {run + 1}/{args.runs} {variant.label}: {result.speed / 1e6:,.0f} MB/s, "
+                        f"server CPU {cpu / (size / (1 << 30)):.2f} s/GiB (others: {others[0]:.2f} cores)"
+                    )
+                    if others[0] <= quiet.others_limit or attempt > quiet.retries:
+                        break
+                    quiet.discarded += 1
+                    log("  discarded: something else ran during the measurement; again")
+                variant.speeds.append(result.speed)
+                variant.cpu_per_gib.append(cpu / (size / (1 << 30)))
+        limit_after = aes_gcm_limit()
+        facts = machine_facts()
+        facts["AES-GCM 1/2-thread capacity before / after"] = f"{capacity_before} / {cpu_capacity()}"
+        a, b = variants
+        print(f"## Side by side: {args.size_mib} MiB full downloads, {args.runs} rounds, A/B alternating\n")
+        print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+        print(
+            f"Runs discarded and repeated (other processes > {quiet.others_limit} cores): {quiet.discarded}; "
+            f"started on a busy machine: {quiet.noisy}; waited {quiet.waited:.0f} s for quiet.\n"
+        )
+        print("| variant | MB/s median | min–max | server CPU s/GiB, median | per round (MB/s) |")
+        print("|---|--:|--:|--:|---|")
+        for variant in variants:
+            speeds = [s / 1e6 for s in variant.speeds]
+            lo, hi = min(speeds), max(speeds)
+            print(
+                f"| {variant.label} | {statistics.median(speeds):,.0f} | {lo:,.0f}–{hi:,.0f} "
+                f"| {statistics.median(variant.cpu_per_gib):.3f} | {', '.join(f'{x:,.0f}' for x in speeds)} |"
+            )
+        ratios = [x / y for x, y in zip(a.speeds, b.speeds, strict=True)]
+        print(f"\nA / B, ratio of medians: {statistics.median(a.speeds) / statistics.median(b.speeds):.3f}")
+        print(
+            f"A / B, median of per-round ratios: {statistics.median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+        print(
+            f"A / B, server CPU per GiB: "
+            f"{statistics.median(a.cpu_per_gib) / statistics.median(b.cpu_per_gib):.3f}\n"
+        )
+        print("| AES-256-GCM, 1 MiB segments, one thread (in this process) | before, GB/s | after, GB/s |")
+        print("|---|--:|--:|")
+        for name in limit_before:
+            print(f"| {name} | {limit_before[name]:.2f} | {limit_after[name]:.2f} |")
         return 0
     finally:
         for server in servers:
