@@ -22,13 +22,16 @@ server's RSS (master + workers, VmRSS from /proc) before and after uploading a `
 through ``POST /secure/files/`` (raw body streamed from disk) and downloading it. Prints markdown tables.
 Every temporary file lives under one directory in /tmp, removed at the end.
 
-    .venv/bin/python bench/bench_download.py --ab-settings bench.settings_zerofill --runs 12
+    .venv/bin/python bench/bench_download.py --ab-settings bench.settings_noaudit --runs 12
 
 ``--ab-settings MODULE`` runs only a side-by-side comparison of the product with itself: server ``A`` under
 erphub.settings, server ``B`` under ``MODULE`` (a bench-only variant), both ``--no-sendfile``; ``--runs``
 rounds of one full download from each, the order alternating (A B, B A, ...), median MB/s, the median of the
 per-round ratios and the servers' CPU per GiB, beside AES-GCM's single-thread rate on this machine measured
-in the same run (the most one serving thread could ever send, were everything else free).
+in the same run (the most one serving thread could ever send, were everything else free). The run of
+2026-12-02 in docs/benchmarks.md used it at commit 27c8429 with ``bench.settings_zerofill``.
+
+SIGTERM stops the servers and removes the temporary directory, as the normal end does.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -412,18 +416,14 @@ def cpu_capacity() -> str:
 
 def aes_gcm_limit(rounds: int = 15, per_round: int = 100) -> dict[str, float]:
     """Single-thread AES-256-GCM decryption of 1 MiB segments, GB/s (median of ``rounds`` interleaved
-    rounds): into one reused buffer (the cipher alone: the physical limit of one serving thread), into a
-    new zero-filled ``bytes`` (``AESGCM.decrypt``), and into a ``bytes`` built in place when
-    ``blobs.crypto`` has that path."""
+    rounds): into one reused buffer (the cipher alone: the physical limit of one serving thread) and into a
+    new ``bytes`` per segment (``AESGCM.decrypt``, as ``blobs.crypto`` hands whole segments to gunicorn)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    import blobs.crypto as crypto
 
     aead = AESGCM(AESGCM.generate_key(bit_length=256))
     nonce = os.urandom(12)
     ciphertext = aead.encrypt(nonce, os.urandom(MIB - 16), None)
     reused = bytearray(MIB - 16)
-    new_bytes = getattr(crypto, "_new_bytes", None)
 
     def into_reused() -> None:
         aead.decrypt_into(nonce, ciphertext, None, reused)
@@ -431,14 +431,7 @@ def aes_gcm_limit(rounds: int = 15, per_round: int = 100) -> dict[str, float]:
     def into_new() -> None:
         aead.decrypt(nonce, ciphertext, None)
 
-    def into_in_place() -> None:
-        _, view = new_bytes(MIB - 16)
-        with view:
-            aead.decrypt_into(nonce, ciphertext, None, view)
-
     variants = {"decrypt_into, reused buffer": into_reused, "decrypt, new bytes": into_new}
-    if new_bytes is not None:
-        variants["decrypt_into, bytes built in place"] = into_in_place
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
@@ -495,6 +488,8 @@ def main() -> int:
         "--quiet-max-wait", type=float, default=180.0, help="seconds to wait for an idle machine per run"
     )
     args = parser.parse_args()
+    # The servers run in their own sessions: on SIGTERM, unwind through the `finally`s that stop them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
