@@ -1,6 +1,10 @@
-"""Audit test data, written through the real service."""
+"""Audit test data, written through the real service, and a management command's output."""
 
 from __future__ import annotations
+
+from io import StringIO
+
+from django.core.management import call_command
 
 from audit.actors import Actor
 from audit.models import AuditEvent
@@ -18,3 +22,10 @@ def record(n: int = 1, *, action: str = "test.event", **kwargs) -> list[AuditEve
 
 def chain_rows() -> list[dict]:
     return [event.chain_fields() for event in AuditEvent.objects.order_by("sequence")]
+
+
+def run(*args: str) -> str:
+    """The stdout of ``call_command(*args)`` (stderr is discarded)."""
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()

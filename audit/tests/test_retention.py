@@ -6,10 +6,9 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
@@ -18,7 +17,7 @@ from audit.actors import Actor
 from audit.models import AuditEvent, LegalHold, PurgeAnchor
 from audit.services import legal_hold_create, verify_export
 
-from .factories import record
+from .factories import record, run
 
 pytestmark = pytest.mark.django_db
 
@@ -50,12 +49,6 @@ def history(clock):
     clock.at(today)
     record(3, action="recent")
     return today
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def test_export_writes_json_lines_and_a_signed_manifest(tmp_path, history):
