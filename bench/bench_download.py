@@ -290,6 +290,7 @@ class Approach:
     headers: tuple[str, ...] = ()
     speeds: list[float] = field(default_factory=list)
     ttfbs: list[float] = field(default_factory=list)
+    cpu_per_gib: list[float] = field(default_factory=list)  # the server's CPU seconds per GiB sent
 
     @property
     def mbps(self) -> float:
@@ -307,13 +308,15 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
         for approach in order:
             for attempt in range(1, quiet.retries + 2):
                 quiet.wait()
+                cpu = approach.server.cpu_seconds()
                 with quiet.watch(approach.server) as others:
                     result = curl(approach.url, cookie=approach.cookie, headers=approach.headers)
+                cpu_per_gib = (approach.server.cpu_seconds() - cpu) / (size / (1 << 30))
                 if result.status != 200 or result.size != size:
                     raise RuntimeError(f"{approach.label}: got {result.status}, {result.size} bytes")
                 log(
-                    f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s "
-                    f"(other processes: {others[0]:.2f} cores)"
+                    f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s, server CPU "
+                    f"{cpu_per_gib:.2f} s/GiB (other processes: {others[0]:.2f} cores)"
                 )
                 if others[0] <= quiet.others_limit or attempt > quiet.retries:
                     break
@@ -321,6 +324,7 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
                 log("  discarded: something else ran during the measurement; again")
             approach.speeds.append(result.speed)
             approach.ttfbs.append(result.ttfb)
+            approach.cpu_per_gib.append(cpu_per_gib)
 
 
 def concurrent_throughput(
@@ -470,6 +474,21 @@ def machine_facts() -> dict[str, str]:
 # --- main ---------------------------------------------------------------------------------------------------
 
 
+def bench_env(args: argparse.Namespace, work: Path) -> tuple[dict[str, str], str, Path]:
+    """``(server environment, admin password, plaintext file)``: a fresh var dir under ``work`` and
+    ``--size-mib`` of random plaintext."""
+    var_dir = work / "var"
+    var_dir.mkdir()
+    plain = work / f"plain-{args.size_mib}mib.bin"
+    password = secrets.token_urlsafe(18)
+    env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+    if args.segment_size:
+        env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
+    log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
+    write_random(plain, args.size_mib * MIB)
+    return env, password, plain
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="blob size for throughput and TTFB (MiB)")
@@ -500,16 +519,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="erphub-bench-", dir="/tmp"))
     servers: list[Server] = []
     try:
-        var_dir = work / "var"
-        var_dir.mkdir()
-        plain = work / f"plain-{args.size_mib}mib.bin"
-        password = secrets.token_urlsafe(18)
-        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+        env, password, plain = bench_env(args, work)
         env["ERPHUB_BENCH_PLAIN_FILE"] = str(plain)
-        if args.segment_size:
-            env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
-        log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
-        write_random(plain, size)
         ctr_key = secrets.token_bytes(32)
         ctr_copy = work / "ctr-copy.bin"
         write_ctr_copy(plain, ctr_copy, ctr_key)
@@ -618,78 +629,34 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@dataclass
-class Variant:
-    label: str
-    server: Server
-    url: str = ""
-    speeds: list[float] = field(default_factory=list)
-    cpu_per_gib: list[float] = field(default_factory=list)
-
-
 def side_by_side(args: argparse.Namespace) -> int:
     """``--ab-settings``: the same blob, the same code, two settings modules, interleaved full downloads."""
     size = args.size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="erphub-bench-ab-", dir="/tmp"))
     servers: list[Server] = []
     try:
-        var_dir = work / "var"
-        var_dir.mkdir()
-        plain = work / f"plain-{args.size_mib}mib.bin"
-        password = secrets.token_urlsafe(18)
-        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
-        if args.segment_size:
-            env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
-        log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
-        write_random(plain, size)
+        env, password, plain = bench_env(args, work)
         prepare_database(env)
         blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
-        variants = [
-            Variant(
-                "A: erphub.settings",
-                start_server("A", env, work, settings="erphub.settings", sendfile=False),
-            ),
-            Variant(
-                f"B: {args.ab_settings}",
-                start_server("B", env, work, settings=args.ab_settings, sendfile=False),
-            ),
-        ]
-        servers.extend(variant.server for variant in variants)
+        named = {"A": "erphub.settings", "B": args.ab_settings}
+        for name, settings in named.items():
+            servers.append(start_server(name, env, work, settings=settings, sendfile=False))
         for server in servers:
             server.wait_until_healthy()
-        session = Session(variants[0].server, timeout=600)
+        session = Session(servers[0], timeout=600)
         session.login(USERNAME, password)
         cookie = f"sessionid={session.cookies['sessionid']}"
+        path = f"/secure/files/{blob_id}/stream"
+        variants = [Approach(f"{s.name}: {named[s.name]}", s.url(path), cookie, s) for s in servers]
         expected = sha256_of_file(plain)
         for variant in variants:
-            variant.url = variant.server.url(f"/secure/files/{blob_id}/stream")
             if sha256_of_download(variant.url, cookie) != expected:
                 raise RuntimeError(f"{variant.label}: the body is not the plaintext")
         quiet = Quiet(max_wait=args.quiet_max_wait)
         limit_before = aes_gcm_limit()
         capacity_before = cpu_capacity()
         log(f"{args.runs} rounds of one {args.size_mib} MiB download from each, order alternating")
-        for run in range(args.runs):
-            order = variants if run % 2 == 0 else variants[::-1]
-            for variant in order:
-                for attempt in range(1, quiet.retries + 2):
-                    quiet.wait()
-                    cpu0 = variant.server.cpu_seconds()
-                    with quiet.watch(variant.server) as others:
-                        result = curl(variant.url, cookie=cookie)
-                    cpu = variant.server.cpu_seconds() - cpu0
-                    if result.status != 200 or result.size != size:
-                        raise RuntimeError(f"{variant.label}: got {result.status}, {result.size} bytes")
-                    log(
-                        f"round {run + 1}/{args.runs} {variant.label}: {result.speed / 1e6:,.0f} MB/s, "
-                        f"server CPU {cpu / (size / (1 << 30)):.2f} s/GiB (others: {others[0]:.2f} cores)"
-                    )
-                    if others[0] <= quiet.others_limit or attempt > quiet.retries:
-                        break
-                    quiet.discarded += 1
-                    log("  discarded: something else ran during the measurement; again")
-                variant.speeds.append(result.speed)
-                variant.cpu_per_gib.append(cpu / (size / (1 << 30)))
+        throughput(variants, size=size, runs=args.runs, quiet=quiet)
         limit_after = aes_gcm_limit()
         facts = machine_facts()
         facts["AES-GCM 1/2-thread capacity before / after"] = f"{capacity_before} / {cpu_capacity()}"
