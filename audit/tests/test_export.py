@@ -9,11 +9,10 @@ import json
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from audit import chain
@@ -24,15 +23,10 @@ from audit.models import AuditEvent
 from audit.triggers import statements
 from core.actors import Actor
 
-from .factories import YEAR, record
+from .factories import YEAR, record, run
 
 pytestmark = pytest.mark.django_db
 
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def synthetic_lines(count: int, *, tamper: int | None = None) -> Iterator[bytes]:

@@ -33,11 +33,6 @@ def events(action: str | None = None) -> list[AuditEvent]:
 
 
 @pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
 def client(owner):
     c = Client(headers={"User-Agent": "pytest-agent/1.0"})
     c.force_login(owner)

@@ -4,24 +4,18 @@ signed anchor, older than the retention period, not under a hold."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import DatabaseError, connection, transaction
 
 from audit.holds import legal_hold_create
 from audit.models import AuditEvent, LegalHold, PurgeAnchor
 from core.actors import Actor
 
-from .factories import YEAR
+from .factories import YEAR, run
 
 pytestmark = pytest.mark.django_db
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def test_purge_keeps_the_retention_period_and_verification_still_passes(settings, history):

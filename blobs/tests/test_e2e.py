@@ -369,6 +369,20 @@ def _raw_get(server: Server, auth: str, path: str) -> socket.socket:
     return sock
 
 
+def _read_then_reset(sock: socket.socket, at_least: int) -> None:
+    """Read ``at_least`` bytes of the response, then close with RST rather than FIN: the harshest way a
+    client can go away mid-body."""
+    try:
+        received = 0
+        while received < at_least:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def access_token(server: Server) -> str:
     """A JWT for the same admin, from ``POST /api/token/`` on the live server."""
@@ -397,16 +411,7 @@ def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
     reply = session.upload_multipart(big, "big.bin")
     assert reply.status == 201, reply.body[:300]
     cookie = f"Cookie: {session.headers()['Cookie']}\r\nX-Request-ID: e2e-abort-1\r\n"
-    sock = _raw_get(server, cookie, stream_path(reply.json()["id"]))
-    try:
-        received = 0
-        while received < 256 * 1024:
-            chunk = sock.recv(65536)
-            assert chunk, "the server closed the connection early"
-            received += len(chunk)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
+    _read_then_reset(_raw_get(server, cookie, stream_path(reply.json()["id"])), 256 * 1024)
     deadline = time.monotonic() + 30
     while True:
         ends = [
@@ -442,17 +447,7 @@ def _scrape(server) -> dict[tuple[str, str], float]:
 def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):
     workers = server.worker_pids()
     for _ in range(3):
-        sock = _raw_get(server, auth, stream_path(blob["id"]))
-        try:
-            received = 0
-            while received < 256 * 1024:
-                chunk = sock.recv(65536)
-                assert chunk, "the server closed the connection early"
-                received += len(chunk)
-            # RST rather than FIN: the harshest way a client can go away mid-body.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        finally:
-            sock.close()
+        _read_then_reset(_raw_get(server, auth, stream_path(blob["id"])), 256 * 1024)
     assert server.proc.poll() is None
     assert session.request("GET", "/health").status == 200
     assert session.request("GET", stream_path(blob["id"])).body == data

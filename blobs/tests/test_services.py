@@ -33,19 +33,18 @@ from blobs.storage import blob_store
 from blobs.tests.factories import make_blob, make_user, pattern
 from kms.exceptions import KeyNotFound, KeyUnavailable, UnwrapFailed
 
-pytestmark = pytest.mark.django_db
-
 SEGMENT = 128  # plaintext per segment: 112 (the first: 72)
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(SEGMENT),
+]
 
 
 @pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": SEGMENT, "READ_CHUNK_BYTES": 100}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
+def small_reads(settings):
+    settings.BLOBS = {**settings.BLOBS, "READ_CHUNK_BYTES": 100}
 
 
 def storage_root() -> Path:

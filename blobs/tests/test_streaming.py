@@ -10,21 +10,11 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.services import blob_verify
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern
 from kms.exceptions import KeyUnavailable
 from kms.providers.local import LocalKeyProvider
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("small_segments")]
 
 
 @pytest.fixture
@@ -219,7 +209,7 @@ def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_u
     assert counted_unwraps == ["local:mk-test-1"]
 
 
-# --- multi-segment bodies: whole segments are decrypted straight into new bytes (crypto._new_bytes) --------
+# --- multi-segment bodies: one new bytes object per whole segment ----------------------------------------
 
 
 def stream_chunks(client, blob, **headers):

@@ -20,15 +20,14 @@ from blobs.models import Blob
 from blobs.storage import blob_store
 from blobs.tests.factories import make_user, pattern
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(4096),
+]
 
 URL = "/secure/files/"
 MARKER = b"PLAINTEXT-NEVER-ON-DISK:"
-
-
-@pytest.fixture(autouse=True)
-def fast_setup(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 4096}
 
 
 @pytest.fixture

@@ -19,17 +19,6 @@ SIZE = 1000
 
 
 @pytest.fixture
-def small_segments(settings):
-    # Small segments so a 1000-byte blob spans many segments and ranges cross boundaries.
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
 def data():
     return pattern(SIZE)
 
