@@ -351,8 +351,16 @@ def test_redis_url_makes_the_default_cache_shared(tmp_path):
     )
     shared = start(tmp_path, argv=("-c", code), REDIS_URL="redis://127.0.0.1:6379/7")
     assert shared.returncode == 0, shared.stderr
-    assert "RedisCache" in shared.stdout
+    assert "NativeRedisCache" in shared.stdout
     assert "redis://127.0.0.1:6379/7" in shared.stdout
+    # The backend works against the real server (django-prometheus counts its gets).
+    use = (
+        "import django; django.setup(); from django.core.cache import cache; "
+        "cache.set('erphub-probe', 'ok', 5); print('GOT', cache.get('erphub-probe'))"
+    )
+    probe = start(tmp_path, argv=("-c", use), REDIS_URL="redis://127.0.0.1:6379/7")
+    assert probe.returncode == 0, probe.stderr
+    assert "GOT ok" in probe.stdout
     local = start(tmp_path, argv=("-c", code))
     assert "LocMemCache" in local.stdout
 
