@@ -38,7 +38,9 @@ from rest_framework.views import APIView
 from audit.actors import Actor
 from audit.services import audit_record
 from erphub.errors import error_response
-from erphub.schema import ErrorSerializer, error_responses
+from erphub.schema import MEANINGS, ErrorSerializer, error_responses
+from flags.gate import SECURE_BLOB_STREAMING, flag_required
+from flags.services import flag_is_enabled
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
@@ -64,6 +66,40 @@ STREAM_HEADERS = {
 }
 
 BLOB_ID = OpenApiParameter("blob_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The file's id.")
+
+# The secure file API is rolled out by the secure_blob_streaming flag (flags.gate): the gate runs before
+# authentication, so a kill switch answers 503 even to anonymous callers.
+GATED = [flag_required(SECURE_BLOB_STREAMING), permissions.IsAuthenticated]
+GATE_RESPONSES = {
+    404: OpenApiResponse(
+        ErrorSerializer,
+        description=f"{MEANINGS[404]} Code `feature_not_available`: the API is not rolled out to your "
+        "account yet; your files are kept and reappear when it is.",
+        examples=[
+            OpenApiExample(
+                "not rolled out to you",
+                value={
+                    "detail": "This feature is not available to your account yet.",
+                    "code": "feature_not_available",
+                },
+            )
+        ],
+    ),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        description=f"{MEANINGS[503]} Code `feature_disabled`: the API is switched off for everyone (kill "
+        "switch); retry after `Retry-After` seconds.",
+        examples=[
+            OpenApiExample(
+                "switched off",
+                value={
+                    "detail": "This feature is switched off for everyone at the moment; try again later.",
+                    "code": "feature_disabled",
+                },
+            )
+        ],
+    ),
+}
 
 
 class BrowserLoginMixin:
@@ -161,7 +197,8 @@ STREAM_RESPONSE_HEADERS = {
                 description="One range (with Content-Range), or several as multipart/byteranges.",
             ),
             (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412, 416, 500, 503),
+            **error_responses(401, 412, 416, 500),
+            **GATE_RESPONSES,
         },
     ),
     head=extend_schema(
@@ -172,7 +209,8 @@ STREAM_RESPONSE_HEADERS = {
         responses={
             (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
             (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412),
+            **error_responses(401, 412),
+            **GATE_RESPONSES,
         },
     ),
 )
@@ -181,6 +219,7 @@ class BlobStreamView(BrowserLoginMixin, APIView):
 
     http_method_names = ["get", "head", "options"]
     content_negotiation_class = FileNegotiation
+    permission_classes = GATED
 
     def get(self, request: Request, blob_id: str) -> HttpResponse:
         return self._respond(request, blob_id, head=False)
@@ -310,7 +349,7 @@ UPLOAD_PARAMETERS = [
     get=extend_schema(
         tags=["files"],
         summary="List the files you may see",
-        responses={200: BlobSerializer(many=True), **error_responses(400, 401, 404)},
+        responses={200: BlobSerializer(many=True), **error_responses(400, 401), **GATE_RESPONSES},
     ),
     post=extend_schema(
         tags=["files"],
@@ -328,7 +367,11 @@ UPLOAD_PARAMETERS = [
             },
             "application/octet-stream": {"type": "string", "format": "binary"},
         },
-        responses={201: BlobSerializer, **error_responses(400, 401, 403, 411, 413, 429, 503, 507)},
+        responses={
+            201: BlobSerializer,
+            **error_responses(400, 401, 403, 411, 413, 429, 507),
+            **GATE_RESPONSES,
+        },
     ),
 )
 class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
@@ -338,6 +381,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
     filterset_class = BlobFilter
     parser_classes = [MultiPartParser, FormParser, RawBodyParser]
     http_method_names = ["get", "post", "options"]
+    permission_classes = GATED
 
     def get_queryset(self) -> Any:
         return (
@@ -390,19 +434,24 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
         tags=["files"],
         summary="A file's metadata",
         parameters=[BLOB_ID],
-        responses={200: BlobSerializer, **error_responses(401, 404)},
+        responses={200: BlobSerializer, **error_responses(401), **GATE_RESPONSES},
     ),
     delete=extend_schema(
         tags=["files"],
         summary="Delete a file: its row, wrapped key and stored object",
         parameters=[BLOB_ID],
-        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(401, 403),
+            **GATE_RESPONSES,
+        },
     ),
 )
 class BlobDetailView(BrowserLoginMixin, APIView):
     """``GET``/``DELETE /secure/files/{id}/``."""
 
     http_method_names = ["get", "delete", "options"]
+    permission_classes = GATED
 
     def get(self, request: Request, blob_id: str) -> Response:
         return Response(BlobSerializer(blob_get_for_user(user=request.user, blob_id=blob_id)).data)
@@ -441,8 +490,8 @@ def _legacy_headers() -> dict[str, str]:
     deprecated=True,
     description=(
         'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
-        "a file was imported under this legacy id and you may see it; otherwise the answer is the same "
-        "whether or not the id ever existed."
+        "a file was imported under this legacy id, you may see it and the secure file API is rolled out to "
+        "you; otherwise the answer is the same whether or not the id ever existed."
     ),
     parameters=[OpenApiParameter("legacy_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
     responses={
@@ -472,9 +521,12 @@ class LegacyFileView(APIView):
         links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
         # An id no row can hold (too long, or a NUL PostgreSQL text refuses) is simply not found.
         storable = len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length and "\x00" not in legacy_id
+        # The successor is offered only to callers the rollout includes: others would get a 404 there.
         blob = (
             blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
             if storable
+            and request.user.is_authenticated
+            and flag_is_enabled(SECURE_BLOB_STREAMING, request.user, request=request)
             else None
         )
         if blob is not None:

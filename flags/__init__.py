@@ -1,1 +1,1 @@
-"""DB-backed percentage rollout flags (DESIGN §7). Not installed yet: it lands with its own issue."""
+"""DB-backed percentage rollout flags (DESIGN §7): model, pure bucketing, evaluation, gate and admin."""
