@@ -301,7 +301,11 @@ def _save_change(
         raise FlagError("A reason is required for every change.")
     resolved = _resolve(changes)
     with transaction.atomic():
-        flag = Flag.objects.select_for_update().select_related("internal_group", "beta_group").get(name=name)
+        flag = (
+            Flag.objects.select_for_update(of=("self",))
+            .select_related("internal_group", "beta_group", "changed_by")
+            .get(name=name)
+        )
         if flag.retired and not allow_retired:
             raise FlagRetired()
         if expected_version is not None and flag.version != expected_version:

@@ -434,3 +434,44 @@ def test_cohort_preview_counts_active_users_now_and_with_the_change():
     assert preview.before == 0
     assert preview.active == 50  # the inactive user is not counted
     assert preview.enabled == sum(in_rollout(flag.salt, u.pk, 5_000) for u in users)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_saves_from_one_version_let_exactly_one_through():
+    """Real concurrency (two threads, two connections): the row lock makes the second see the new version."""
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        # The SQLite test database lives in memory (shared cache), which fails a second writer with "table
+        # is locked" instead of waiting; the product's file database queues writers (BEGIN IMMEDIATE).
+        pytest.skip("needs PostgreSQL (CI runs the suite on it)")
+    flag = make_flag("raced", rollout_basis_points=100)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def save(value: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            flag_update(
+                name="raced",
+                expected_version=flag.version,
+                changes={"rollout_basis_points": value},
+                actor=OPERATOR,
+                reason=f"to {value}",
+            )
+            outcomes.append("saved")
+        except FlagConflict:
+            outcomes.append("conflict")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, args=(value,)) for value in (2_500, 5_000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["conflict", "saved"]
+    assert Flag.objects.get(name="raced").version == flag.version + 1
+    assert AuditEvent.objects.filter(action="flag.update", target_id="raced").count() == 1
