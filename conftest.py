@@ -155,6 +155,20 @@ def local_providers(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def _migration_flags_restored(request: pytest.FixtureRequest) -> None:
+    """Tests that really commit start from a flushed database, the rows migrations made included: put back
+    the rollout flag (flags/testing.py), or the secure file API would answer 404 to everyone."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and marker.kwargs.get("transaction")
+    if not (transactional or {"transactional_db", "live_server"} & set(request.fixturenames)):
+        return
+    request.getfixturevalue("transactional_db")
+    from flags.testing import restore_migration_flags
+
+    restore_migration_flags()
+
+
+@pytest.fixture(autouse=True)
 def _audit_tables_emptied_by_owner(request: pytest.FixtureRequest):
     """Tests that really commit leave audit events behind, which the append-only triggers keep Django's
     flush from removing: empty them as the owner first (audit/testing.py), before the flush runs."""

@@ -37,3 +37,30 @@ class override_flag(ContextDecorator):
             services._overrides.pop(self.name, None)
         else:
             services._overrides[self.name] = previous
+
+
+def restore_migration_flags() -> None:
+    """Put back the rows migration 0002 creates, if a transactional test's flush removed them.
+
+    Django empties every table after a ``transaction=True`` test (migration-made rows included); without the
+    ``secure_blob_streaming`` row the gate knows no such flag and the secure file API answers 404 to all.
+    The values are the migration's (kept in step by ``flags/tests/test_testing.py``).
+    """
+    from django.utils import timezone
+
+    from .models import SECURE_BLOB_STREAMING, Flag, FlagStamp, new_salt
+
+    FlagStamp.objects.get_or_create(pk=1, defaults={"value": 0})
+    Flag.objects.get_or_create(
+        name=SECURE_BLOB_STREAMING,
+        defaults={
+            "description": "The secure file API (/secure/files/): encrypted uploads and ranged downloads.",
+            "enabled": True,
+            "kill_switch": False,
+            "beta_enabled": True,
+            "rollout_basis_points": 10_000,
+            "salt": new_salt(),
+            "changed_at": timezone.now(),
+        },
+    )
+    services.flag_cache_reset()
