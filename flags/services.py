@@ -17,6 +17,7 @@ in the same transaction.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -47,6 +48,8 @@ from .metrics import FLAG_EVALUATIONS, UNKNOWN
 from .models import Flag, FlagStamp, new_salt
 from .stages import BY_KEY, STAGES, Stage, skipped, stage_index
 
+logger = logging.getLogger(__name__)
+
 STAMP_KEY = "flags:stamp"
 MEMO_ATTRIBUTE = "_flag_decisions"
 
@@ -73,6 +76,7 @@ class _Snapshots:
 _snapshots = _Snapshots()
 # Test overrides (flags.testing.override_flag): name -> answer, consulted before anything else.
 _overrides: dict[str, bool] = {}
+_warned: set[str] = set()
 
 
 def flag_cache_reset() -> None:
@@ -205,6 +209,9 @@ def flag_decide(name: str, user: Any, *, request: HttpRequest | Any = None) -> D
         forced_off, interval = _config()
         snapshot = _current_snapshots(interval).get(name)
         decision = decide(snapshot, _user_id(user), forced_off=name in forced_off)
+        if snapshot is None and name not in _warned:
+            _warned.add(name)  # once per name and process: a typo must not flood the log
+            logger.warning("Flag %r does not exist: it is off for everyone (run migrate?).", name)
         if decision.reason != "retired":  # a retired flag is a constant: not even counted
             FLAG_EVALUATIONS.labels(
                 flag=name if snapshot is not None else UNKNOWN, result="on" if decision.enabled else "off"

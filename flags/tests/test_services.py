@@ -103,10 +103,13 @@ def test_the_bucket_decides_the_rest_exactly_like_the_pure_core():
         assert flag_is_enabled(flag.name, user) == in_rollout(flag.salt, user.pk, 3_000)
 
 
-def test_anonymous_and_unknown_flags_are_off():
+def test_anonymous_and_unknown_flags_are_off(caplog):
     make_flag(rollout_basis_points=10_000)
     assert flag_decide("new_thing", AnonymousUser()).reason == "anonymous"
     assert flag_decide("no_such_flag", make_user()).reason == "unknown"
+    flag_decide("no_such_flag", make_user())
+    warnings = [r.getMessage() for r in caplog.records if "no_such_flag" in r.getMessage()]
+    assert warnings == ["Flag 'no_such_flag' does not exist: it is off for everyone (run migrate?)."]
 
 
 def test_the_environment_kill_switch_overrides_the_database(settings):
