@@ -60,10 +60,12 @@ def _isolated_blob_environment(
     (root / "upload-tmp").mkdir()
     from django.core.cache import cache
 
+    from flags.services import flag_cache_reset
     from kms import health
 
     health.reset()
     cache.clear()  # throttle counters (uploads, failed logins) must not leak from one test into the next
+    flag_cache_reset()  # a flag snapshot loaded inside the previous test's (rolled back) transaction
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from audit.services import audit_record
 from erphub.errors import error_response
 from erphub.schema import MEANINGS, ErrorSerializer, error_responses
 from flags.gate import SECURE_BLOB_STREAMING, flag_required
-from flags.services import flag_is_enabled
+from flags.services import flag_decide, flag_is_enabled
 
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
@@ -549,3 +549,10 @@ class MyFilesView(LoginRequiredMixin, ListView):
 
     def get_queryset(self) -> Any:
         return blob_list_for_user(user=self.request.user).filter(owner=self.request.user)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # The files are listed either way; their download links only where the secure API is rolled out
+        # to the user (behind them it would answer 404 or, under a kill switch, 503).
+        decision = flag_decide(SECURE_BLOB_STREAMING, self.request.user, request=self.request)
+        context = super().get_context_data(**kwargs)
+        return {**context, "downloads": decision.enabled, "killed": decision.killed}

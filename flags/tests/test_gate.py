@@ -169,3 +169,20 @@ def test_the_schema_documents_404_and_503(tmp_path):
             responses = schema["paths"][route][method]["responses"]
             assert "feature_not_available" in responses["404"]["description"], (route, method)
             assert "feature_disabled" in responses["503"]["description"], (route, method)
+
+
+def test_my_files_lists_the_files_but_links_them_only_when_the_flag_includes_the_user():
+    user = blob_user("alice")
+    client = jwt(user)
+    blob_id = upload(client)
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get("/files/").content.decode()
+    assert f"/secure/files/{blob_id}/stream" in page
+    with override_flag(SECURE_BLOB_STREAMING, active=False):
+        page = browser.get("/files/").content.decode()
+    assert "q.txt" in page
+    assert f"/secure/files/{blob_id}/stream" not in page
+    assert "not available to your account yet" in page
+    flag_trip_kill_switch(name=SECURE_BLOB_STREAMING, actor=OPERATOR, reason="incident")
+    assert "switched off for everyone" in browser.get("/files/").content.decode()
