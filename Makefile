@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 THREADS ?= 4
-# prometheus_client multiprocess mode (DESIGN §9): the workers' metric files, emptied at every start.
+# prometheus_client multiprocess mode (docs/architecture.md §9): the workers' metric files, emptied at every start.
 PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
 
 .PHONY: run test install install-dev lint migrate bench clean
@@ -48,13 +48,14 @@ run: install
 	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/gunicorn erphub.wsgi:application \
 		-c python:erphub.gunicorn_conf --worker-class gthread --workers $(WORKERS) \
 		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
-		--access-logfile - --no-sendfile --no-control-socket
+		--no-sendfile --no-control-socket
 
 test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
 bench: install-dev

@@ -1,1 +1,1 @@
-"""Immutable, tamper-evident audit log (DESIGN §8)."""
+"""Immutable, tamper-evident audit log (architecture.md §8)."""

@@ -4,7 +4,6 @@ change or delete an event here; the database would refuse anyway."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,13 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from .actors import Actor
+from core.actors import Actor
+
 from .exceptions import CheckpointError
+from .holds import legal_hold_create
 from .models import AuditEvent, LegalHold, PurgeAnchor
-from .services import audit_chain_status, audit_record, event_record
+from .recording import audit_record, event_line
+from .verification import audit_chain_status
 
 # The changelist shows the chain's status; walking it on every page view would cost O(events since the last
 # checkpoint) each time. Cached per chain head for this long (a tampered row can look verified this long at
@@ -83,7 +85,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, extra_context=context)
 
     @admin.action(description="Export selected events (JSON lines)", permissions=["export"])
-    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> HttpResponse:
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> StreamingHttpResponse:
         events = queryset.order_by("sequence")
         bounds = events.aggregate(count=Count("pk"), first=Min("sequence"), last=Max("sequence"))
         audit_record(
@@ -96,7 +98,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
         def lines() -> Iterator[str]:
             for event in events.iterator(chunk_size=2000):
-                yield json.dumps(event_record(event), ensure_ascii=False, sort_keys=True) + "\n"
+                yield event_line(event) + "\n"
 
         response = StreamingHttpResponse(lines(), content_type="application/jsonl; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
@@ -121,8 +123,6 @@ class LegalHoldAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: LegalHold, form: Any, change: bool) -> None:
-        from .services import legal_hold_create
-
         hold = legal_hold_create(
             actor=Actor.for_user(request.user),
             reason=obj.reason,

@@ -7,6 +7,9 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from .conf import audit_setting
+
+        audit_setting.validate()  # an unknown key is a typo: refuse to start
         # Login/failed-login and role-membership hooks (Django offers no service to call there).
         from . import checks, receivers  # noqa: F401
 

@@ -90,7 +90,7 @@ def _serialize(value: Any, out: list[str], depth: int) -> None:
         out.append("false")
     elif isinstance(value, int):
         # JCS numbers are IEEE 754 doubles (RFC 8785 §3.2.2.3): an integer means the double a JSON parser
-        # reads from it. Callers that must not lose precision check before (audit.services does).
+        # reads from it. Callers that must not lose precision check before (audit.recording does).
         try:
             out.append(serialize_number(float(value)))
         except OverflowError:

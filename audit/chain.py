@@ -1,4 +1,4 @@
-"""The hash chain: pure hashing and verification, no Django (DESIGN §8).
+"""The hash chain: pure hashing and verification, no Django (architecture.md §8).
 
 Each event's hash is SHA-256 over the RFC 8785 canonical JSON of its stored fields, ``prev_hash`` (the
 previous event's hash) and ``sequence`` included, so that changing, removing, inserting or reordering any

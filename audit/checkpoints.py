@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 
-from erphub.secret_files import create_secret_file
+from core.secret_files import create_secret_file
 
 from .canonical import canonical_bytes
 from .chain import Anchor, format_timestamp

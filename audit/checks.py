@@ -75,6 +75,4 @@ def database_problems(database: Any) -> list[Any]:
                 "The audit log's append-only triggers exist for SQLite and PostgreSQL only.", id="audit.W001"
             )
         )
-    if audit_setting("RETENTION_DAYS") < 1:
-        problems.append(Error("AUDIT RETENTION_DAYS must be at least 1.", id="audit.E004"))
     return problems

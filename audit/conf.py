@@ -1,10 +1,10 @@
-"""The audit app's settings through one getter with documented defaults (settings.AUDIT overrides)."""
+"""The audit app's settings (``settings.AUDIT``), read through one getter with these defaults (core.conf)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
+from core.conf import AppSettings
 
 DEFAULTS: dict[str, Any] = {
     "MAX_DETAILS_BYTES": 16 * 1024,  # canonical JSON size above which details are replaced by a digest
@@ -22,7 +22,4 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def audit_setting(name: str) -> Any:
-    if name not in DEFAULTS:
-        raise KeyError(f"Unknown AUDIT setting {name!r}")
-    return getattr(settings, "AUDIT", {}).get(name, DEFAULTS[name])
+audit_setting = AppSettings("AUDIT", DEFAULTS)

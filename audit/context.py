@@ -8,10 +8,16 @@ returned, so it captures a ``RequestContext`` when the response is built and pas
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .actors import Actor
+from django.http import HttpRequest
+
+from core.actors import Actor
+
+from .conf import audit_setting
+from .remote import Network, client_address, parse_networks, sanitize_request_id
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,36 @@ class RequestContext:
         if user is not None and user.is_authenticated:
             return Actor.for_user(user)
         return None
+
+
+def for_request(
+    request: HttpRequest,
+    *,
+    trusted: Sequence[Network],
+    request_id: str,
+) -> RequestContext:
+    """The context of ``request``: its client address behind ``trusted`` proxies and its User-Agent (cut)."""
+    return RequestContext(
+        request_id=request_id,
+        remote_addr=client_address(
+            request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), trusted
+        )
+        or "",
+        user_agent=request.headers.get("User-Agent", "")[: audit_setting("MAX_USER_AGENT")],
+        request=request,
+    )
+
+
+def request_context(request: HttpRequest) -> RequestContext:
+    """The context the middleware attached, or one worked out here for a request that bypassed it."""
+    attached = getattr(request, "audit_context", None)
+    if isinstance(attached, RequestContext):
+        return attached
+    return for_request(
+        request,
+        trusted=parse_networks(audit_setting("TRUSTED_PROXIES")),
+        request_id=sanitize_request_id(request.headers.get("X-Request-ID")) or "",
+    )
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

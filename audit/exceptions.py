@@ -1,4 +1,5 @@
-"""Audit domain errors (one root, data on the exception; HTTP mapping lives in erphub.errors)."""
+"""Audit domain errors (one root, data on the exception). None has an HTTP answer: an audit failure is a
+server error, and a change whose event cannot be written fails with it."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 
 from . import context
 from .conf import audit_setting
-from .remote import client_address, new_request_id, parse_networks, sanitize_request_id
+from .remote import new_request_id, parse_networks, sanitize_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -23,16 +23,8 @@ class RequestContextMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = sanitize_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
-        remote = client_address(
-            request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), self.trusted
-        )
-        ctx = context.RequestContext(
-            request_id=request_id,
-            remote_addr=remote or "",
-            user_agent=request.headers.get("User-Agent", "")[: audit_setting("MAX_USER_AGENT")],
-            request=request,
-        )
-        request.audit_context = ctx  # type: ignore[attr-defined]
+        ctx = context.for_request(request, trusted=self.trusted, request_id=request_id)
+        request.audit_context = ctx  # type: ignore[attr-defined]  # our attribute on Django's request
         token = context.activate(ctx)
         try:
             response = self.get_response(request)

@@ -1,4 +1,4 @@
-"""The audit log (DESIGN §8): append-only in the model, the queryset, the admin and the database.
+"""The audit log (architecture.md §8): append-only in the model, the queryset, the admin and the database.
 
 No foreign keys point out of the log (a deleted user must not cascade into it, nor block the deletion):
 actors are kept as an id and a username snapshot. The database triggers (migration 0002) are what makes

@@ -1,4 +1,5 @@
-"""Framework hooks that have no service to call: session/admin login, failed login, role membership.
+"""Hooks that have no service to call: session/admin login, failed login, role membership, and the local
+master key changes that kms announces (``kms.signals``: kms sits below audit and cannot call it).
 
 Login events come from Django's own signals (the auth framework sends them for the admin and every login
 view). Never recorded: the password or any other credential (``user_login_failed`` passes them cleansed,
@@ -7,16 +8,21 @@ and only the username is kept).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model, user_logged_in, user_login_failed
 from django.contrib.auth.models import Group
+from django.db import DatabaseError, connection
 from django.db.models.signals import m2m_changed
 from django.dispatch import receiver
 
-from .actors import Actor
+from core.actors import Actor
+from kms.signals import master_key_changed
+
 from .context import current_actor
-from .services import audit_record
+from .models import AuditEvent
+from .recording import audit_record, audit_record_after
 
 MAX_USERNAME = 150
 
@@ -112,3 +118,25 @@ def _group_permissions_changed(
     _membership_changed(
         action=action, instance=instance, reverse=reverse, model=model, pk_set=pk_set, what="permissions"
     )
+
+
+@receiver(master_key_changed, dispatch_uid="audit.master_key_changed")
+def _master_key_changed(
+    sender: Any, action: str, key_id: str, path: Path, actor: Actor, **kwargs: Any
+) -> bool:
+    """A local master key was created or added (``manage.py local_master_key``). The very first key of a
+    new install is made before ``migrate`` has created the audit log: then nothing is recorded (False)."""
+    try:
+        migrated = AuditEvent._meta.db_table in connection.introspection.table_names()
+    except DatabaseError:
+        migrated = False
+    if not migrated:
+        return False
+    audit_record_after(
+        action=action,
+        actor=actor,
+        target_type="key",
+        target_id=f"local:{key_id}",
+        details={"file": str(path)},
+    )
+    return True

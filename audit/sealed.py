@@ -4,7 +4,8 @@ A sealed value is stored in ``details`` as ``{"$sealed": {...}}``: AES-256-GCM u
 provider wraps (kms/, the same providers as blobs), the field's name as associated data. The chain hashes
 the details as stored, so it covers the ciphertext: verification and export never need the key, and an
 auditor with access to the KMS can unseal. One data key serves many values (each with its own random
-96-bit nonce) for up to ``MAX_USES`` seals or ``TTL_SECONDS``, so sealing costs no KMS call per event.
+96-bit nonce) for up to ``MAX_USES`` seals or ``TTL_SECONDS``, so sealing costs no KMS call per event;
+the call that wraps the next one is made outside the process-wide lock, once for all who need that key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import secrets
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,31 +33,92 @@ CONTEXT = {"purpose": "audit-details"}
 TTL_SECONDS = 3600
 MAX_USES = 1 << 20  # far below GCM's 2**32 random-nonce limit per key
 
+
+@dataclass
+class _DataKey:
+    key: bytes = field(repr=False)
+    header: dict[str, str]
+    expires: float
+    uses: int = 0
+
+    def usable(self) -> bool:
+        return self.uses < MAX_USES and time.monotonic() < self.expires
+
+
+class _Flight:
+    """One KMS wrap in progress. Its error, if it fails, is raised to every caller that waited for it."""
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+
+# The lock guards the dictionaries below and is never held across a KMS call (a network round trip for a
+# cloud KMS, longer when it retries): one caller per alias wraps a new data key outside it while the others
+# that need that key wait on its flight, and every other caller goes on.
 _lock = threading.Lock()
-_current: dict[str, Any] = {}
+_current: dict[str, _DataKey] = {}  # alias -> the data key sealing under it
+_pending: dict[str, _Flight] = {}  # alias -> the wrap in flight for it
+_generation = 0  # bumped by reset(): a wrap begun before it is not kept
 
 
 def _sealing_key() -> tuple[bytes, dict[str, str]]:
+    return _data_key(audit_setting("DETAILS_ENCRYPTION_PROVIDER") or default_alias())
+
+
+def _data_key(alias: str) -> tuple[bytes, dict[str, str]]:
+    while True:
+        with _lock:
+            current = _current.get(alias)
+            if current is not None and current.usable():
+                current.uses += 1
+                return current.key, current.header
+            flight = _pending.get(alias)
+            leader = flight is None
+            if flight is None:
+                flight = _pending[alias] = _Flight(_generation)
+        if leader:
+            _wrap_new_key(alias, flight)
+        flight.wait()
+        # The new key is published now (unless a reset came first): take a use of it under the lock.
+
+
+def _wrap_new_key(alias: str, flight: _Flight) -> None:
+    try:
+        data_key = secrets.token_bytes(DATA_KEY_BYTES)
+        wrapped = kms_wrap(alias=alias, data_key=data_key, context=CONTEXT)
+    except BaseException as exc:  # not handled here: raised by flight.wait() to the leader and the waiters
+        with _lock:
+            if _pending.get(alias) is flight:
+                del _pending[alias]
+        flight.finish(exc)
+        return
+    fresh = _DataKey(
+        key=data_key,
+        header={
+            "provider": alias,
+            "key_ref": wrapped.key_ref,
+            "alg": wrapped.algorithm,
+            "wrapped": base64.b64encode(wrapped.ciphertext).decode(),
+        },
+        expires=time.monotonic() + TTL_SECONDS,
+    )
     with _lock:
-        fresh = _current and _current["uses"] < MAX_USES and time.monotonic() < _current["expires"]
-        if not fresh:
-            alias = audit_setting("DETAILS_ENCRYPTION_PROVIDER") or default_alias()
-            data_key = secrets.token_bytes(DATA_KEY_BYTES)
-            wrapped = kms_wrap(alias=alias, data_key=data_key, context=CONTEXT)
-            _current.clear()
-            _current.update(
-                key=data_key,
-                header={
-                    "provider": alias,
-                    "key_ref": wrapped.key_ref,
-                    "alg": wrapped.algorithm,
-                    "wrapped": base64.b64encode(wrapped.ciphertext).decode(),
-                },
-                uses=0,
-                expires=time.monotonic() + TTL_SECONDS,
-            )
-        _current["uses"] += 1
-        return _current["key"], _current["header"]
+        if _pending.get(alias) is flight:
+            del _pending[alias]
+        if flight.generation == _generation:
+            _current[alias] = fresh
+    flight.finish()
 
 
 def seal(field: str, value: Any) -> dict[str, Any]:
@@ -93,9 +156,13 @@ def unseal(field: str, value: dict[str, Any]) -> Any:
 
 
 def reset() -> None:
-    """Forget the cached data key (tests; a provider configuration change)."""
+    """Forget the cached data keys (tests; a provider configuration change). A wrap in flight is not kept;
+    its waiters go on to wrap another key under the new configuration."""
+    global _generation
     with _lock:
+        _generation += 1
         _current.clear()
+        _pending.clear()
 
 
 @receiver(setting_changed)

@@ -1,7 +1,8 @@
-"""Database triggers that make the audit tables append-only against raw SQL (DESIGN §8).
+"""Database triggers that make the audit tables append-only against raw SQL (architecture.md §8).
 
-Used by migration 0002 (and by test teardown running as the owner, which drops and re-creates them). The
-statements are versioned: a change goes into a new migration with a new constant, never edited in place.
+Used by migration 0002, and by the tests' wipe as the owner (audit/tests/wipe.py), which drops and re-creates
+them. The statements are versioned: a change goes into a new migration with a new constant, never edited in
+place.
 
 Rules, the same on both databases:
 - ``audit_auditevent``: UPDATE refused; DELETE refused except the retention purge (below); TRUNCATE

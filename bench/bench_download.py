@@ -21,6 +21,17 @@ per second); the time to first byte of 1-byte ranges at offset 0 and at the last
 server's RSS (master + workers, VmRSS from /proc) before and after uploading a ``--rss-size-mib`` file
 through ``POST /secure/files/`` (raw body streamed from disk) and downloading it. Prints markdown tables.
 Every temporary file lives under one directory in /tmp, removed at the end.
+
+    .venv/bin/python bench/bench_download.py --ab-settings bench.settings_noaudit --runs 12
+
+``--ab-settings MODULE`` runs only a side-by-side comparison of the product with itself: server ``A`` under
+erphub.settings, server ``B`` under ``MODULE`` (a bench-only variant), both ``--no-sendfile``; ``--runs``
+rounds of one full download from each, the order alternating (A B, B A, ...), median MB/s, the median of the
+per-round ratios and the servers' CPU per GiB, beside AES-GCM's single-thread rate on this machine measured
+in the same run (the most one serving thread could ever send, were everything else free). The run of
+2026-12-02 in docs/benchmarks.md used it at commit 27c8429 with ``bench.settings_zerofill``.
+
+SIGTERM stops the servers and removes the temporary directory, as the normal end does.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -278,6 +290,7 @@ class Approach:
     headers: tuple[str, ...] = ()
     speeds: list[float] = field(default_factory=list)
     ttfbs: list[float] = field(default_factory=list)
+    cpu_per_gib: list[float] = field(default_factory=list)  # the server's CPU seconds per GiB sent
 
     @property
     def mbps(self) -> float:
@@ -295,13 +308,15 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
         for approach in order:
             for attempt in range(1, quiet.retries + 2):
                 quiet.wait()
+                cpu = approach.server.cpu_seconds()
                 with quiet.watch(approach.server) as others:
                     result = curl(approach.url, cookie=approach.cookie, headers=approach.headers)
+                cpu_per_gib = (approach.server.cpu_seconds() - cpu) / (size / (1 << 30))
                 if result.status != 200 or result.size != size:
                     raise RuntimeError(f"{approach.label}: got {result.status}, {result.size} bytes")
                 log(
-                    f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s "
-                    f"(other processes: {others[0]:.2f} cores)"
+                    f"run {run + 1}/{runs} {approach.label}: {result.speed / 1e6:,.0f} MB/s, server CPU "
+                    f"{cpu_per_gib:.2f} s/GiB (other processes: {others[0]:.2f} cores)"
                 )
                 if others[0] <= quiet.others_limit or attempt > quiet.retries:
                     break
@@ -309,6 +324,7 @@ def throughput(approaches: list[Approach], *, size: int, runs: int, quiet: Quiet
                 log("  discarded: something else ran during the measurement; again")
             approach.speeds.append(result.speed)
             approach.ttfbs.append(result.ttfb)
+            approach.cpu_per_gib.append(cpu_per_gib)
 
 
 def concurrent_throughput(
@@ -402,6 +418,34 @@ def cpu_capacity() -> str:
     return f"{one[0]:.1f} GB/s in 1 thread, {sum(two):.1f} GB/s in 2"
 
 
+def aes_gcm_limit(rounds: int = 15, per_round: int = 100) -> dict[str, float]:
+    """Single-thread AES-256-GCM decryption of 1 MiB segments, GB/s (median of ``rounds`` interleaved
+    rounds): into one reused buffer (the cipher alone: the physical limit of one serving thread) and into a
+    new ``bytes`` per segment (``AESGCM.decrypt``, as ``blobs.crypto`` hands whole segments to gunicorn)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    nonce = os.urandom(12)
+    ciphertext = aead.encrypt(nonce, os.urandom(MIB - 16), None)
+    reused = bytearray(MIB - 16)
+
+    def into_reused() -> None:
+        aead.decrypt_into(nonce, ciphertext, None, reused)
+
+    def into_new() -> None:
+        aead.decrypt(nonce, ciphertext, None)
+
+    variants = {"decrypt_into, reused buffer": into_reused, "decrypt, new bytes": into_new}
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            for _ in range(per_round):
+                fn()
+            rates[name].append(per_round * (MIB - 16) / (time.perf_counter() - started) / 1e9)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def machine_facts() -> dict[str, str]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -430,6 +474,21 @@ def machine_facts() -> dict[str, str]:
 # --- main ---------------------------------------------------------------------------------------------------
 
 
+def bench_env(args: argparse.Namespace, work: Path) -> tuple[dict[str, str], str, Path]:
+    """``(server environment, admin password, plaintext file)``: a fresh var dir under ``work`` and
+    ``--size-mib`` of random plaintext."""
+    var_dir = work / "var"
+    var_dir.mkdir()
+    plain = work / f"plain-{args.size_mib}mib.bin"
+    password = secrets.token_urlsafe(18)
+    env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+    if args.segment_size:
+        env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
+    log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
+    write_random(plain, args.size_mib * MIB)
+    return env, password, plain
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="blob size for throughput and TTFB (MiB)")
@@ -439,25 +498,29 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="simultaneous downloads for the aggregate")
     parser.add_argument("--concurrent-runs", type=int, default=3, help="interleaved runs of the aggregate")
     parser.add_argument("--segment-size", type=int, default=None, help="BLOB_SEGMENT_SIZE (default: app's)")
+    parser.add_argument(
+        "--ab-settings",
+        metavar="MODULE",
+        help="only compare the product (A) with itself under this bench-only settings module (B)",
+    )
+    parser.add_argument(
+        "--quiet-max-wait", type=float, default=180.0, help="seconds to wait for an idle machine per run"
+    )
     args = parser.parse_args()
+    # The servers run in their own sessions: on SIGTERM, unwind through the `finally`s that stop them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
+    if args.ab_settings:
+        return side_by_side(args)
 
     size, rss_size = args.size_mib * MIB, args.rss_size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="erphub-bench-", dir="/tmp"))
     servers: list[Server] = []
     try:
-        var_dir = work / "var"
-        var_dir.mkdir()
-        plain = work / f"plain-{args.size_mib}mib.bin"
-        password = secrets.token_urlsafe(18)
-        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+        env, password, plain = bench_env(args, work)
         env["ERPHUB_BENCH_PLAIN_FILE"] = str(plain)
-        if args.segment_size:
-            env["BLOB_SEGMENT_SIZE"] = str(args.segment_size)
-        log(f"work dir {work}; writing {args.size_mib} MiB of random plaintext")
-        write_random(plain, size)
         ctr_key = secrets.token_bytes(32)
         ctr_copy = work / "ctr-copy.bin"
         write_ctr_copy(plain, ctr_copy, ctr_key)
@@ -559,6 +622,74 @@ def main() -> int:
             size=size,
             quiet=quiet,
         )
+        return 0
+    finally:
+        for server in servers:
+            server.stop(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def side_by_side(args: argparse.Namespace) -> int:
+    """``--ab-settings``: the same blob, the same code, two settings modules, interleaved full downloads."""
+    size = args.size_mib * MIB
+    work = Path(tempfile.mkdtemp(prefix="erphub-bench-ab-", dir="/tmp"))
+    servers: list[Server] = []
+    try:
+        env, password, plain = bench_env(args, work)
+        prepare_database(env)
+        blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+        named = {"A": "erphub.settings", "B": args.ab_settings}
+        for name, settings in named.items():
+            servers.append(start_server(name, env, work, settings=settings, sendfile=False))
+        for server in servers:
+            server.wait_until_healthy()
+        session = Session(servers[0], timeout=600)
+        session.login(USERNAME, password)
+        cookie = f"sessionid={session.cookies['sessionid']}"
+        path = f"/secure/files/{blob_id}/stream"
+        variants = [Approach(f"{s.name}: {named[s.name]}", s.url(path), cookie, s) for s in servers]
+        expected = sha256_of_file(plain)
+        for variant in variants:
+            if sha256_of_download(variant.url, cookie) != expected:
+                raise RuntimeError(f"{variant.label}: the body is not the plaintext")
+        quiet = Quiet(max_wait=args.quiet_max_wait)
+        limit_before = aes_gcm_limit()
+        capacity_before = cpu_capacity()
+        log(f"{args.runs} rounds of one {args.size_mib} MiB download from each, order alternating")
+        throughput(variants, size=size, runs=args.runs, quiet=quiet)
+        limit_after = aes_gcm_limit()
+        facts = machine_facts()
+        facts["AES-GCM 1/2-thread capacity before / after"] = f"{capacity_before} / {cpu_capacity()}"
+        a, b = variants
+        print(f"## Side by side: {args.size_mib} MiB full downloads, {args.runs} rounds, A/B alternating\n")
+        print("Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+        print(
+            f"Runs discarded and repeated (other processes > {quiet.others_limit} cores): {quiet.discarded}; "
+            f"started on a busy machine: {quiet.noisy}; waited {quiet.waited:.0f} s for quiet.\n"
+        )
+        print("| variant | MB/s median | min–max | server CPU s/GiB, median | per round (MB/s) |")
+        print("|---|--:|--:|--:|---|")
+        for variant in variants:
+            speeds = [s / 1e6 for s in variant.speeds]
+            lo, hi = min(speeds), max(speeds)
+            print(
+                f"| {variant.label} | {statistics.median(speeds):,.0f} | {lo:,.0f}–{hi:,.0f} "
+                f"| {statistics.median(variant.cpu_per_gib):.3f} | {', '.join(f'{x:,.0f}' for x in speeds)} |"
+            )
+        ratios = [x / y for x, y in zip(a.speeds, b.speeds, strict=True)]
+        print(f"\nA / B, ratio of medians: {statistics.median(a.speeds) / statistics.median(b.speeds):.3f}")
+        print(
+            f"A / B, median of per-round ratios: {statistics.median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+        print(
+            f"A / B, server CPU per GiB: "
+            f"{statistics.median(a.cpu_per_gib) / statistics.median(b.cpu_per_gib):.3f}\n"
+        )
+        print("| AES-256-GCM, 1 MiB segments, one thread (in this process) | before, GB/s | after, GB/s |")
+        print("|---|--:|--:|")
+        for name in limit_before:
+            print(f"| {name} | {limit_before[name]:.2f} | {limit_after[name]:.2f} |")
         return 0
     finally:
         for server in servers:

@@ -75,8 +75,8 @@ def main() -> int:
         from django.core.management import call_command
         from django.test import Client, RequestFactory
 
-        from audit.actors import Actor
         from blobs.services import blob_create
+        from core.actors import Actor
         from flags import services
         from flags.bucketing import in_rollout
         from flags.evaluation import decide

@@ -14,7 +14,7 @@ from blobs.selectors import blob_get_for_user
 from blobs.services import blob_create
 from blobs.streaming import blob_open_stream, blob_representation
 from blobs.views import _raw_body, _raw_filename, _validator_headers
-from erphub.errors import error_response
+from core.errors import error_response
 
 
 class FoundationStreamView(View):

@@ -1,5 +1,13 @@
 """Staff UI for blobs: upload, list, download link, verify, transfer ownership, delete — every change
-through the blob services (never a bare ``queryset.delete()`` that would orphan objects)."""
+through the blob services (never a bare ``queryset.delete()`` that would orphan objects) — and the key
+status page.
+
+The key status page (blobs per provider and key reference, how many need a rewrap to reach the active
+key, and the rotation runs, newest first) is the ``kms.KeyRotation`` changelist with the status above it,
+so it sits in the admin's menu under Key management like any model. It is registered here, one layer
+above kms, because the status counts blobs. Only users with ``kms.view_key_status`` (the "Key
+administrators" role, kms/roles.py) see it. Rotation records are written by the commands only: nobody
+adds, changes or deletes them here."""
 
 from __future__ import annotations
 
@@ -8,14 +16,17 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 
 from kms.exceptions import KmsError
+from kms.models import KeyRotation
 
 from .models import Blob
+from .permissions import may_delete_any, may_transfer, may_upload, may_upload_for_others
+from .selectors import blob_key_status
 from .services import blob_claim, blob_delete, blob_transfer_ownership, blob_verify
 from .uploadhandler import EncryptedUploadedFile
 
@@ -90,11 +101,18 @@ class BlobAdmin(admin.ModelAdmin):
 
     @staticmethod
     def may_choose_owner(request: HttpRequest) -> bool:
-        # Uploading (add_blob) puts files in your own account. Putting them in someone else's — and the
-        # owner field's id lookup, which tells whether a user id exists — is for who may manage anyone's.
-        return request.user.has_perm("blobs.change_blob")
+        return may_upload_for_others(request.user)
 
-    def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[str]:
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return may_upload(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Blob | None = None) -> bool:
+        return may_transfer(request.user)  # the owner is the only editable field
+
+    def has_delete_permission(self, request: HttpRequest, obj: Blob | None = None) -> bool:
+        return may_delete_any(request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[Any]:
         if obj is None:
             return ["file", "owner"] if self.may_choose_owner(request) else ["file"]
         return ["owner", "download", *FORMAT_FIELDS]
@@ -110,7 +128,9 @@ class BlobAdmin(admin.ModelAdmin):
             # Only the owner is editable: ownership transfer goes through its service.
             blob_transfer_ownership(blob=obj, new_owner=form.cleaned_data["owner"])
             return
-        owner = form.cleaned_data["owner"] if self.may_choose_owner(request) else request.user
+        user = request.user
+        assert user.is_authenticated  # the admin site lets in signed-in staff only
+        owner = form.cleaned_data["owner"] if self.may_choose_owner(request) else user
         blob = blob_claim(upload=form.cleaned_data["file"].upload, owner=owner)
         for field in Blob._meta.concrete_fields:
             setattr(obj, field.attname, getattr(blob, field.attname))
@@ -143,3 +163,54 @@ class BlobAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"{good} blob(s) verified OK.", messages.SUCCESS if good else messages.WARNING
         )
+
+
+STATUS_PERMISSION = "kms.view_key_status"
+
+
+@admin.register(KeyRotation)
+class KeyRotationAdmin(admin.ModelAdmin):
+    change_list_template = "admin/kms/keyrotation/change_list.html"
+    list_display = (
+        "finished_at",
+        "kind",
+        "outcome",
+        "target_provider",
+        "target_key_ref",
+        "selection",
+        "examined",
+        "changed",
+        "skipped",
+        "failed",
+        "actor",
+    )
+    list_filter = ("kind", "outcome", "target_provider")
+    date_hierarchy = "finished_at"
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(STATUS_PERMISSION)
+
+    def has_view_permission(self, request: HttpRequest, obj: KeyRotation | None = None) -> bool:
+        return request.user.has_perm(STATUS_PERMISSION)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: KeyRotation | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: KeyRotation | None = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The permission check comes first (in the changelist view); the status query runs only for those
+        # allowed to see it, when the template renders it.
+        context = {
+            **(extra_context or {}),
+            "title": "Key status",
+            "key_status": blob_key_status,
+            "last_rotation": KeyRotation.objects.first,
+        }
+        return super().changelist_view(request, extra_context=context)

@@ -6,6 +6,9 @@ class BlobsConfig(AppConfig):
     verbose_name = "Secure blobs"
 
     def ready(self) -> None:
+        from .conf import blob_setting
+
+        blob_setting.validate()  # an unknown key is a typo: refuse to start
         # System checks for BLOBS; setting_changed receiver that resets storage adapters.
         from django.http import multipartparser
 
@@ -13,7 +16,9 @@ class BlobsConfig(AppConfig):
         from .conf import blob_setting
 
         # Django has no setting for the per-part header limit: it reads this module global on every part.
-        multipartparser.MAX_TOTAL_HEADER_SIZE = blob_setting("MAX_PART_HEADER_BYTES")
+        multipartparser.MAX_TOTAL_HEADER_SIZE = blob_setting(  # type: ignore[attr-defined]  # not in the stubs
+            "MAX_PART_HEADER_BYTES"
+        )
 
         from kms.services import register_key_witness
 

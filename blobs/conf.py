@@ -1,17 +1,19 @@
-"""The blobs app's settings, read through one getter with documented defaults (DRF's api_settings shape)."""
+"""The blobs app's settings (``settings.BLOBS``), read through one getter with these defaults (core.conf)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
+from core.conf import AppSettings
+
+from .ranges import MAX_RANGES
 
 DEFAULTS: dict[str, Any] = {
     "SEGMENT_SIZE": 1 << 20,  # ciphertext segment size for new blobs (Tink's AES256_GCM_HKDF_1MB)
     "MAX_UPLOAD_BYTES": 10 * 1024**3,  # larger uploads get 413
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": 60,  # blobs_gc leaves pending uploads younger than this alone
-    "MAX_RANGES": 16,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
+    "MAX_RANGES": MAX_RANGES,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
     # Django reads each multipart part's headers up to 1,024 bytes and answers 400 beyond; a 1,000-character
     # file name (up to ~3,000 bytes of UTF-8 as browsers send it) must fit. Not more: Python's header
     # parameter parser is quadratic (cpython gh-136063), and anonymous multipart bodies are refused before
@@ -24,7 +26,4 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def blob_setting(name: str) -> Any:
-    if name not in DEFAULTS:
-        raise KeyError(f"Unknown BLOBS setting {name!r}")
-    return getattr(settings, "BLOBS", {}).get(name, DEFAULTS[name])
+blob_setting = AppSettings("BLOBS", DEFAULTS)

@@ -1,4 +1,4 @@
-"""The blob format: Tink Streaming AEAD, key type AES-GCM-HKDF-Streaming (DESIGN §3).
+"""The blob format: Tink Streaming AEAD, key type AES-GCM-HKDF-Streaming (architecture.md §3).
 
 Every stored object is byte for byte what Tink's ``AesGcmHkdfStreaming`` produces with
 ``firstSegmentOffset = 0``, so any Tink implementation can decrypt it given the data key::
@@ -17,7 +17,7 @@ https://developers.google.com/tink/streaming-aead/aes_gcm_hkdf_streaming).
 This module is pure: it imports nothing from Django and holds no key beyond the lifetime of an
 :class:`Encryptor` or :class:`Decryptor`. Keys are never logged or repr'd.
 
-Our decoder is strict where Tink's Python one is lenient (DESIGN §3): a wrong header byte, any tag failure,
+Our decoder is strict where Tink's Python one is lenient (architecture §3): a wrong header byte, any bad tag,
 a missing last-flag segment, trailing bytes, or an object whose length disagrees with the plaintext size
 recorded in the database all raise :class:`IntegrityError`, and no plaintext of a segment is released before
 that segment's tag has been verified.
@@ -25,11 +25,9 @@ that segment's tag has been verified.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -239,45 +237,6 @@ def _as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view
 
 
-def _bytes_writer_from_c_api() -> Callable[[int], tuple[bytes, memoryview]] | None:
-    """``new(n) -> (fresh bytes of length n, writable view of its contents)``, or None off CPython.
-
-    A download hands the WSGI server one ``bytes`` per segment (gunicorn accepts nothing else), and
-    ``AESGCM.decrypt`` zero-fills each new ``bytes`` before writing the plaintext over it: a second pass over
-    every byte sent. The C API's documented way to build a ``bytes`` in place avoids it:
-    ``PyBytes_FromStringAndSize(NULL, n)`` makes an uninitialised object, and its buffer from
-    ``PyBytes_AsString`` may be filled before the object is shared ("the only exception" to bytes being
-    immutable, https://docs.python.org/3/c-api/bytes.html#c.PyBytes_AsString). ``decrypt_into`` then
-    writes straight into it. A self-test decides at import; anything unexpected falls back to ``decrypt``.
-    """
-    if sys.implementation.name != "cpython":
-        return None
-    try:
-        # Private prototypes: the shared ctypes.pythonapi.PyBytes_* objects could be retyped by other code.
-        from_size = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
-            ("PyBytes_FromStringAndSize", ctypes.pythonapi)
-        )
-        as_string = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(
-            ("PyBytes_AsString", ctypes.pythonapi)
-        )
-    except (AttributeError, OSError):
-        return None
-
-    def new(size: int) -> tuple[bytes, memoryview]:
-        # size > 1: 0 and 1 may return shared singletons, which must never be written.
-        data = from_size(None, size)
-        view = memoryview((ctypes.c_char * size).from_address(as_string(data))).cast("B")
-        return data, view
-
-    probe, view = new(16)
-    view[:] = bytes(range(16))
-    view.release()
-    return new if probe == bytes(range(16)) else None
-
-
-_new_bytes = _bytes_writer_from_c_api()
-
-
 def _decrypt_or_wipe(aead: AESGCM, nonce: bytes, ct: memoryview, out: memoryview) -> None:
     """``decrypt_into`` that leaves no unauthenticated plaintext behind: GCM writes the plaintext before it
     checks the tag, so on failure the output is zeroed before InvalidTag propagates."""
@@ -316,8 +275,8 @@ class Encryptor:
 
     Memory is O(segment size) whatever the input size: a full segment is held back until more data
     (or :meth:`finalize`) shows whether it is the last one, because the last segment's IV differs.
-    Not thread-safe. Salt and nonce prefix are random unless given (tests and known-answer vectors only:
-    reusing them with the same key and associated data reuses GCM nonces).
+    Not thread-safe. Salt and nonce prefix are always fresh random bytes: callers cannot choose them, since
+    reusing them with the same key and associated data reuses GCM nonces.
     """
 
     __slots__ = (
@@ -339,17 +298,11 @@ class Encryptor:
         ikm: bytes,
         associated_data: bytes,
         params: StreamParams = DEFAULT_PARAMS,
-        *,
-        salt: bytes | None = None,
-        nonce_prefix: bytes | None = None,
     ) -> None:
-        if salt is None:
-            salt = os.urandom(params.key_size)
-        elif len(salt) != params.key_size:
+        salt, nonce_prefix = self._salt_and_nonce_prefix(params)
+        if len(salt) != params.key_size:
             raise ParameterError(f"salt must be {params.key_size} bytes")
-        if nonce_prefix is None:
-            nonce_prefix = os.urandom(NONCE_PREFIX_SIZE)
-        elif len(nonce_prefix) != NONCE_PREFIX_SIZE:
+        if len(nonce_prefix) != NONCE_PREFIX_SIZE:
             raise ParameterError(f"nonce_prefix must be {NONCE_PREFIX_SIZE} bytes")
         self._params = params
         self._aead = _derive(ikm, associated_data, salt, params)
@@ -364,6 +317,11 @@ class Encryptor:
         self.plaintext_size = 0
         #: Ciphertext bytes returned so far (header included).
         self.ciphertext_size = 0
+
+    def _salt_and_nonce_prefix(self, params: StreamParams) -> tuple[bytes, bytes]:
+        # The only source of both. The known-answer tests pin them by overriding this in a test-only
+        # subclass (blobs/tests/test_crypto.py); production code has no way to pass them in.
+        return os.urandom(params.key_size), os.urandom(NONCE_PREFIX_SIZE)
 
     @property
     def header(self) -> bytes:
@@ -381,6 +339,10 @@ class Encryptor:
     def finalize(self) -> bytes:
         """Return the rest of the object: the last segment, preceded by the header if not yet output."""
         return self._seal(memoryview(b""), final=True)
+
+    def seal_all(self, data: bytes | bytearray | memoryview) -> bytes:
+        """``update(data) + finalize()`` in one call: the whole object when nothing was consumed before."""
+        return self._seal(_as_bytes_view(data), final=True)
 
     def _seal(self, data: memoryview, *, final: bool) -> bytes:
         if self._finalized:
@@ -475,11 +437,9 @@ def encrypt(
     associated_data: bytes,
     plaintext: bytes,
     params: StreamParams = DEFAULT_PARAMS,
-    **kw: bytes | None,
 ) -> bytes:
-    """Encrypt a whole plaintext in one go; ``kw`` are :class:`Encryptor`'s ``salt``/``nonce_prefix``."""
-    enc = Encryptor(ikm, associated_data, params, **kw)
-    return enc._seal(_as_bytes_view(plaintext), final=True)
+    """Encrypt a whole plaintext in one go, under a fresh random salt and nonce prefix."""
+    return Encryptor(ikm, associated_data, params).seal_all(plaintext)
 
 
 class Decryptor:
@@ -599,12 +559,10 @@ class Decryptor:
                 raise IntegrityError("trailing bytes after the last segment")
             try:
                 if lo == 0 and hi == pt_len:
-                    if _new_bytes is not None and pt_len > 1:
-                        chunk, out = _new_bytes(pt_len)
-                        with out:
-                            _decrypt_or_wipe(aead, self._nonce(index), ct, out)
-                    else:
-                        chunk = aead.decrypt(self._nonce(index), ct, None)
+                    # A whole segment becomes one new bytes object, the type gunicorn writes. decrypt()
+                    # zero-fills it first; writing into a bytes built in place through ctypes avoided that
+                    # but gained less than 5 % on a full download (docs/benchmarks.md, 2026-12-02).
+                    chunk = aead.decrypt(self._nonce(index), ct, None)
                 else:
                     # Partial edge segment (at most two per range): decrypt into scratch space and copy
                     # out only the requested part; the scratch is not kept, so a long range holds one

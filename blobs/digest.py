@@ -82,7 +82,7 @@ class DigestingReader:
         return data
 
     def readline(self, size: int = -1, /) -> bytes:
-        data: bytes = self._stream.readline(size)  # type: ignore[attr-defined]
+        data: bytes = self._stream.readline(size)  # type: ignore[attr-defined]  # Django reads lines too
         for h in self._hashes.values():
             h.update(data)
         return data

@@ -1,9 +1,13 @@
-"""Blob domain errors. They carry data; the HTTP mapping happens once, in ``erphub.errors``."""
+"""Blob domain errors. They carry their HTTP answer as data (``core.errors``); it is built in one place."""
 
 from __future__ import annotations
 
+import math
 
-class BlobError(Exception):
+from core.errors import DomainError
+
+
+class BlobError(DomainError):
     status_code = 500
     code = "blob_error"
     default_detail = "The blob operation failed."
@@ -11,6 +15,9 @@ class BlobError(Exception):
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
         super().__init__(self.detail)
+
+    def public_detail(self) -> str:
+        return self.detail
 
 
 class BlobNotFound(BlobError):
@@ -32,6 +39,10 @@ class InvalidUpload(BlobError):
     default_detail = "The upload is malformed."
 
 
+class UploadIncomplete(InvalidUpload):
+    """The body ended before it was complete: the client went away (counted ``aborted``, not ``error``)."""
+
+
 class LengthRequired(BlobError):
     # A chunked body the server cannot tell the end of (it did not set wsgi.input_terminated): refusing
     # is the only way never to store a truncated or empty file in its place (RFC 9110 §15.5.12).
@@ -48,6 +59,10 @@ class UploadTooLarge(BlobError):
         self.limit = limit
         super().__init__(f"The upload exceeds the limit of {limit} bytes; nothing was stored.")
 
+    def response_headers(self) -> dict[str, str]:
+        # The rest of the body is not read: close the connection rather than parse it as a next request.
+        return {"Connection": "close"}
+
 
 class UploadThrottled(BlobError):
     status_code = 429
@@ -56,6 +71,10 @@ class UploadThrottled(BlobError):
     def __init__(self, *, wait: float) -> None:
         self.wait = wait
         super().__init__(f"Too many uploads; try again in {int(wait) + 1} seconds. Nothing was stored.")
+
+    def response_headers(self) -> dict[str, str]:
+        # Refused at the first file: close rather than read the rest of the body.
+        return {"Retry-After": str(math.ceil(self.wait)), "Connection": "close"}
 
 
 class BlobIntegrityError(BlobError):
@@ -76,3 +95,20 @@ class StorageFull(StorageUnavailable):
     status_code = 507
     code = "storage_full"
     default_detail = "Blob storage is full; nothing was stored."
+
+
+class RangeNotSatisfiable(BlobError):
+    """No requested range overlaps the representation (raised from ``ranges.RangeNotSatisfiable``, the
+    pure parser's error, which carries no HTTP answer)."""
+
+    status_code = 416
+    code = "range_not_satisfiable"
+    default_detail = "The requested range is not satisfiable."
+
+    def __init__(self, *, content_range: str) -> None:
+        self.content_range = content_range
+        super().__init__()
+
+    def response_headers(self) -> dict[str, str]:
+        # RFC 9110 §15.5.17: a 416 names the current length so the client can retry sensibly.
+        return {"Content-Range": self.content_range}

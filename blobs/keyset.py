@@ -1,4 +1,4 @@
-"""One blob's data key as a Tink JSON keyset, for disaster recovery (DESIGN §3; docs/disaster-recovery.md).
+"""One blob's data key as a Tink JSON keyset, for disaster recovery (architecture §3, disaster-recovery.md).
 
 Our objects are exactly Tink AES-GCM-HKDF-Streaming ciphertexts, so any Tink implementation decrypts one
 given this keyset and the blob id's 16 raw bytes as associated data. Pure: no Django, no protobuf runtime

@@ -1,4 +1,4 @@
-"""Errors raised outside a view's own error handling, and uploads nobody claimed (DESIGN §5)."""
+"""Errors raised outside a view's own error handling, and uploads nobody claimed (architecture.md §5)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from erphub.errors import DomainError, domain_error_response, error_response
+from core.errors import DomainError, domain_error_response, error_response
 
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
@@ -47,8 +47,8 @@ def _digest_multipart(request: HttpRequest) -> HttpResponse | None:
     if expected:
         # Django reads the body only through request._stream (HttpRequest.read); wrapping it here, before
         # anything has read a byte, sees exactly the content the client sent.
-        reader = DigestingReader(request._stream, tuple(expected))  # type: ignore[attr-defined]
-        request._stream = reader  # type: ignore[attr-defined]
+        reader = DigestingReader(request._stream, tuple(expected))
+        request._stream = reader  # type: ignore[assignment]  # Django types its private stream as BinaryIO
         setattr(request, DIGEST_ATTR, (expected, reader))
     return None
 

@@ -1,4 +1,4 @@
-"""The Blob row: everything about a stored object except its bytes (DESIGN §3–5)."""
+"""The Blob row: everything about a stored object except its bytes (architecture.md §3–5)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from django.db import models
 from django.db.models import Q
 
 from .crypto import StreamParams
+
+#: A legacy download id (``/legacy/files/{id}``) longer than this cannot name an imported blob.
+LEGACY_ID_MAX_LENGTH = 128
 
 
 class BlobQuerySet(models.QuerySet["Blob"]):
@@ -29,7 +32,8 @@ class Blob(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "pending"  # row exists, object being written or not yet claimed
         READY = "ready", "ready"  # object complete and verified: the only visible state
-        FAILED = "failed", "failed"
+        # A failed upload removes its row and object at once (BlobUpload.abort); a crash leaves ``pending``
+        # for blobs_gc. No row is ever left in a "failed" state.
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     filename = models.CharField(max_length=255)
@@ -41,18 +45,18 @@ class Blob(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
 
-    # Format: Tink AES-GCM-HKDF-Streaming, AD = id.bytes (DESIGN §3).
+    # Format: Tink AES-GCM-HKDF-Streaming, AD = id.bytes (architecture.md §3).
     segment_size = models.PositiveIntegerField()
     # Where the ciphertext lives; object names derive from the id only, never from user input.
     storage_alias = models.CharField(max_length=64)
     storage_name = models.CharField(max_length=255, unique=True)
-    # The data key, wrapped by a KMS provider (DESIGN §4). Decrypt uses exactly this key reference.
+    # The data key, wrapped by a KMS provider (architecture.md §4). Decrypt uses exactly this key reference.
     wrapped_key = models.BinaryField(editable=False)
     key_provider = models.CharField(max_length=64)
     key_ref = models.CharField(max_length=512, db_index=True)
     key_algorithm = models.CharField(max_length=64)
 
-    legacy_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    legacy_id = models.CharField(max_length=LEGACY_ID_MAX_LENGTH, null=True, blank=True, unique=True)
     # Where an import came from (blobs_import skips a path it already imported with the same sha256).
     import_source = models.CharField(max_length=4096, blank=True, default="")
 
@@ -65,7 +69,7 @@ class Blob(models.Model):
             models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_non_negative"),
             models.CheckConstraint(condition=Q(segment_size__gte=64), name="blob_segment_size_min"),
             models.CheckConstraint(
-                condition=Q(state__in=["pending", "ready", "failed"]), name="blob_state_valid"
+                condition=Q(state__in=["pending", "ready"]), name="blob_state_valid"
             ),
             # A visible blob always has its content hash.
             models.CheckConstraint(condition=~Q(state="ready") | ~Q(sha256=""), name="blob_ready_has_sha256"),

@@ -1,7 +1,7 @@
 """Byte ranges (RFC 9110 §14): Range parsing, If-Range, and multipart/byteranges framing.
 
 Pure Python, stdlib only: the stream view and services wrap this, it imports nothing from Django.
-The behaviour table it meets is reference/http-ranges.md (rows 2-15 and 17 concern this module).
+The behaviour table it meets is architecture.md §6 (rows 2-15 and 17 concern this module).
 
 How the caller uses it, for a GET (HEAD ignores Range, RFC 9110 §14.2):
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -295,7 +295,9 @@ def plan_multipart(
     )
 
 
-def iter_multipart(plan: MultipartPlan, read: Callable[[ByteRange], Iterable[bytes]]) -> Iterator[bytes]:
+def iter_multipart(
+    plan: MultipartPlan, read: Callable[[ByteRange], Iterable[bytes]]
+) -> Generator[bytes, None, None]:
     """Yield the body of ``plan``, taking each part's bytes from ``read(range)`` (e.g. a decrypting reader).
 
     Raises ``ValueError`` if ``read`` yields a different number of bytes than the range holds: the

@@ -1,4 +1,4 @@
-"""Key rotation for blobs, in the two strengths of DESIGN §4.
+"""Key rotation for blobs, in the two strengths of architecture.md §4.
 
 - **Rewrap**: the same data key, wrapped again under the target provider's active key version. Nothing in
   storage changes. Same provider: ``provider.rewrap`` (server-side where the KMS has it, so the data key
@@ -25,9 +25,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.context import current_actor
 from audit.services import audit_record
+from core.actors import Actor
 from kms.base import DATA_KEY_BYTES
 from kms.registry import default_alias, get_provider
 from kms.services import kms_confirm_key
@@ -98,7 +98,7 @@ def _unchanged(blob: Blob) -> BlobQuerySet:
 
 
 def _audit_rotation(action: str, blob: Blob, actor: Actor | None, **new: str) -> None:
-    # In the row's transaction: a rotated key is never without its audit event (DESIGN §8).
+    # In the row's transaction: a rotated key is never without its audit event (architecture.md §8).
     audit_record(
         action=action,
         actor=actor or current_actor(),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Sum
 
@@ -14,18 +15,22 @@ from kms.registry import default_alias, get_provider
 
 from .exceptions import BlobNotFound
 from .models import Blob, BlobQuerySet
+from .permissions import may_see_any
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
-def blob_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> BlobQuerySet:
+def blob_list_for_user(*, user: User | AnonymousUser) -> BlobQuerySet:
     if not user.is_authenticated:
         return Blob.objects.none()
     visible = Blob.objects.ready()
-    if user.has_perm("blobs.view_any_blob"):
+    if may_see_any(user):
         return visible
-    return visible.filter(owner=user)
+    return visible.filter(owner_id=user.pk)
 
 
-def blob_get_for_user(*, user: AbstractBaseUser | AnonymousUser, blob_id: uuid.UUID | str) -> Blob:
+def blob_get_for_user(*, user: User | AnonymousUser, blob_id: uuid.UUID | str) -> Blob:
     try:
         key = blob_id if isinstance(blob_id, uuid.UUID) else uuid.UUID(str(blob_id))
     except ValueError:

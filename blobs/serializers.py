@@ -1,4 +1,4 @@
-"""API input/output shapes. Output only: uploads are bodies, not serializer input (DESIGN §5)."""
+"""API input/output shapes. Output only: uploads are bodies, not serializer input (architecture.md §5)."""
 
 from __future__ import annotations
 

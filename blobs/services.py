@@ -1,4 +1,4 @@
-"""Blob services: store, claim, open, delete, verify, transfer, garbage-collect (DESIGN §3–5).
+"""Blob services: store, claim, open, delete, verify, transfer, garbage-collect (architecture.md §3–5).
 
 Keyword-only, one operation each. Views and commands call these; nothing else touches keys or objects.
 Lifecycle: a row is created ``pending`` (with its wrapped key) before any byte is written, becomes
@@ -13,19 +13,18 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Protocol
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.context import current_actor
 from audit.sealed import seal
 from audit.services import audit_record, audit_record_after
+from core.actors import Actor
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError
@@ -37,9 +36,19 @@ from . import crypto
 from .conf import blob_setting
 from .digest import DigestingReader, digests_match
 from .disposition import normalize_content_type, safe_filename
-from .exceptions import BlobIntegrityError, InvalidUpload, StorageUnavailable, UploadTooLarge
+from .exceptions import (
+    BlobIntegrityError,
+    InvalidUpload,
+    StorageUnavailable,
+    UploadIncomplete,
+    UploadTooLarge,
+)
+from .metrics import ABORTED, ERROR, SUCCESS, UPLOADS
 from .models import Blob
 from .storage import BlobStore, BlobWriter, blob_store
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +177,7 @@ class BlobUpload:
     def __init__(
         self,
         *,
-        owner: AbstractBaseUser,
+        owner: User,
         filename: str | None,
         content_type: str | None,
         max_bytes: int | None = None,
@@ -180,6 +189,7 @@ class BlobUpload:
         try:
             alias, data_key, wrapped = _new_data_key(blob_id)
         except KmsError as exc:
+            UPLOADS.refused()
             # Nothing was written; the refusal still belongs in the trail (the code, never the message).
             audit_record_after(
                 action="blob.upload",
@@ -218,9 +228,11 @@ class BlobUpload:
             )
         except BaseException:
             Blob.objects.filter(pk=blob_id).delete_rows()
+            UPLOADS.refused()
             raise
         self._open = True
         self.finished = False
+        self._transfer = UPLOADS.start()
 
     @property
     def size(self) -> int:
@@ -230,6 +242,7 @@ class BlobUpload:
         if not self._open:
             raise ValueError("write after finish or abort")
         self._sealed.write(data)
+        self._transfer.sent(len(data))
 
     def finish(self) -> Blob:
         """Commit the object and record size and hash; the row stays ``pending`` until claimed."""
@@ -247,8 +260,14 @@ class BlobUpload:
         self.finished = True
         return self.blob
 
-    def abort(self) -> None:
-        """Remove everything this upload wrote. Safe to call more than once."""
+    def claimed(self) -> None:
+        """The blob became visible: the upload ended in success (metrics)."""
+        self._transfer.end(SUCCESS)
+
+    def abort(self, *, outcome: str = ERROR) -> None:
+        """Remove everything this upload wrote. Safe to call more than once. ``outcome``: ``aborted`` when
+        the client went away, else ``error`` (what the upload metrics count, once)."""
+        self._transfer.end(outcome)
         self._open = False
         self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
@@ -257,7 +276,7 @@ class BlobUpload:
 
 
 def _mark_ready(
-    blob: Blob, *, owner: AbstractBaseUser, actor: Actor | None, filename: str | None = None
+    blob: Blob, *, owner: User, actor: Actor | None, filename: str | None = None
 ) -> Blob:
     updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
     if filename is not None:
@@ -292,10 +311,16 @@ def _blob_details(blob: Blob) -> dict[str, object]:
     }
 
 
+class ByteStream(Protocol):
+    """What an upload reads from: a file, the request body, a progress-reporting wrapper."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def blob_create(
     *,
-    owner: AbstractBaseUser,
-    stream: BinaryIO,
+    owner: User,
+    stream: ByteStream,
     filename: str | None,
     content_type: str | None = None,
     legacy_id: str | None = None,
@@ -315,7 +340,7 @@ def blob_create(
     chunk_size = blob_setting("READ_CHUNK_BYTES")
     reader: DigestingReader | None = None
     if content_digest:
-        stream = reader = DigestingReader(stream, tuple(content_digest))  # type: ignore[assignment]
+        stream = reader = DigestingReader(stream, tuple(content_digest))
     upload = BlobUpload(
         owner=owner,
         filename=filename,
@@ -328,7 +353,7 @@ def blob_create(
         while chunk := stream.read(chunk_size):
             upload.write(chunk)
         if expected_size is not None and upload.size != expected_size:
-            raise InvalidUpload(
+            raise UploadIncomplete(
                 f"The body ended after {upload.size} of {expected_size} declared bytes; nothing was stored."
             )
         if reader is not None and content_digest and not digests_match(content_digest, reader.digests()):
@@ -336,21 +361,28 @@ def blob_create(
         blob = upload.finish()
         if expected_sha256 is not None and not hmac.compare_digest(blob.sha256, expected_sha256.lower()):
             raise InvalidUpload("The content does not match the digest sent with it; nothing was stored.")
-        return _mark_ready(blob, owner=owner, actor=actor)
+        blob = _mark_ready(blob, owner=owner, actor=actor)
+    except UploadIncomplete:
+        upload.abort(outcome=ABORTED)
+        raise
     except BaseException:
         upload.abort()
         raise
+    upload.claimed()
+    return blob
 
 
 def blob_claim(
-    *, upload: BlobUpload, owner: AbstractBaseUser, filename: str | None = None, actor: Actor | None = None
+    *, upload: BlobUpload, owner: User, filename: str | None = None, actor: Actor | None = None
 ) -> Blob:
     """Make a file that the upload handler encrypted visible, owned by ``owner``.
 
     ``actor`` defaults to the signed-in user of the current request, else the command's OS user."""
     if not upload.finished:
         raise InvalidUpload("The upload did not complete.")
-    return _mark_ready(upload.blob, owner=owner, actor=actor, filename=filename)
+    blob = _mark_ready(upload.blob, owner=owner, actor=actor, filename=filename)
+    upload.claimed()
+    return blob
 
 
 class BlobReader:
@@ -361,7 +393,7 @@ class BlobReader:
         self._store = store
         self._decryptor = decryptor
 
-    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
+    def iter_range(self, start: int, stop: int) -> Generator[bytes, None, None]:
         """Plaintext of [start, stop), authenticated segment by segment (IntegrityError aborts)."""
         if start >= stop:
             return
@@ -374,7 +406,7 @@ class BlobReader:
         finally:
             raw.close()
 
-    def iter_all(self) -> Iterator[bytes]:
+    def iter_all(self) -> Generator[bytes, None, None]:
         header_size = self.blob.params.header_size
         raw = self._store.open_range(self.blob.storage_name, header_size, self.blob.ciphertext_size)
         try:
@@ -498,7 +530,7 @@ def _verify(blob: Blob) -> VerifyResult:
     return VerifyResult(ok=True, detail="ok")
 
 
-def blob_transfer_ownership(*, blob: Blob, new_owner: AbstractBaseUser) -> Blob:
+def blob_transfer_ownership(*, blob: Blob, new_owner: User) -> Blob:
     # Owner is PROTECT: a user with blobs cannot be deleted until their blobs move to someone else.
     Blob.objects.filter(pk=blob.pk).update(owner=new_owner, updated_at=timezone.now())
     blob.refresh_from_db()
@@ -512,7 +544,7 @@ class GcResult:
 
 
 def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
-    """Remove ``pending``/``failed`` rows with their objects, and objects (or partial uploads) that no row
+    """Remove ``pending`` rows with their objects, and objects (or partial uploads) that no row
     names — what a crash (kill -9) mid-upload leaves behind — once idle for longer than ``older_than``.
 
     An upload is idle when neither its row's creation nor its object's last write is recent, so a long
@@ -521,7 +553,7 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
     """
     cutoff = (now or timezone.now()) - older_than
     stale = list(
-        Blob.objects.filter(state__in=[Blob.State.PENDING, Blob.State.FAILED], created_at__lt=cutoff)
+        Blob.objects.filter(state=Blob.State.PENDING, created_at__lt=cutoff)
         .order_by()
         .values_list("pk", "state", "storage_alias", "storage_name")
     )

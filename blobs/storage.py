@@ -1,4 +1,4 @@
-"""What the blob code needs from a storage backend and Django's Storage API lacks (DESIGN §5).
+"""What the blob code needs from a storage backend and Django's Storage API lacks (architecture.md §5).
 
 A ``BlobStore`` wraps one ``STORAGES`` alias and adds a streaming writer with commit/abort, ranged reads
 that go straight to the backend, the object size, deletion and a readiness probe. One adapter class per
@@ -167,7 +167,7 @@ class FileSystemBlobStore(BlobStore):
         except OSError:
             handle.close()
             raise
-        return handle  # type: ignore[return-value]
+        return handle
 
     def size(self, name: str) -> int:
         try:

@@ -3,7 +3,7 @@
 Content-Length is committed before the body, so the first needed segment is decrypted and authenticated
 before the response starts (a bad object becomes a clean error status), and a segment that fails later
 aborts the connection: unauthenticated plaintext is never sent and nothing is padded
-(reference/http-ranges.md, notes).
+(architecture.md §6, notes).
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.utils.crypto import salted_hmac
 
-from audit.actors import Actor
 from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
+from core.actors import Actor
 from kms.exceptions import KmsError
 
 from .disposition import INLINE_SAFE_TYPES, content_disposition
 from .exceptions import BlobError, BlobIntegrityError
+from .metrics import ABORTED, DOWNLOADS, ERROR, SUCCESS, Transfer
 from .models import Blob
 from .ranges import ByteRange, iter_multipart, plan_multipart
 from .services import blob_open
@@ -69,9 +70,6 @@ class StreamBody:
     chunks: Iterator[bytes]
 
 
-# How a download ended: told to ``on_end`` once, with the plaintext bytes sent.
-SUCCESS, ABORTED, ERROR = "success", "aborted", "error"
-
 
 class GuardedBody:
     """The response iterator. ``close`` (called by the WSGI server, even if iteration never started)
@@ -84,25 +82,29 @@ class GuardedBody:
     def __init__(
         self,
         first: bytes | None,
-        rest: Iterator[bytes],
+        rest: Generator[bytes, None, None],
         *,
         blob_id: object,
         also_close: tuple = (),
         on_end: Callable[[str, int], None] | None = None,
+        on_chunk: Callable[[int], None] | None = None,
     ):
         self._rest = rest
         self._also_close = also_close
         self._on_end = on_end
+        self._on_chunk = on_chunk
         self.bytes_sent = 0
         self._gen = self._run(first, rest, blob_id)
 
-    def _run(self, first: bytes | None, rest: Iterator[bytes], blob_id: object) -> Iterator[bytes]:
+    def _run(
+        self, first: bytes | None, rest: Iterator[bytes], blob_id: object
+    ) -> Generator[bytes, None, None]:
         try:
             if first:
-                self.bytes_sent += len(first)
+                self._count(first)
                 yield first
             for chunk in rest:
-                self.bytes_sent += len(chunk)
+                self._count(chunk)
                 yield chunk
         except BlobIntegrityError:
             # Headers are gone already: the only honest move is to abort the connection (the WSGI server
@@ -117,6 +119,11 @@ class GuardedBody:
             self._end(ERROR)
             raise
         self._end(SUCCESS)
+
+    def _count(self, chunk: bytes) -> None:
+        self.bytes_sent += len(chunk)
+        if self._on_chunk is not None:
+            self._on_chunk(len(chunk))
 
     def _end(self, outcome: str) -> None:
         on_end, self._on_end = self._on_end, None
@@ -144,10 +151,11 @@ class GuardedBody:
 
 
 def _download_audit(
-    blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None
+    blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None, transfer: Transfer
 ) -> tuple[dict[str, Any], Callable[[str, int], None]]:
-    """The download's start details and the callback that records its end (DESIGN §8: one insert when
-    the stream starts, one when it ends, the end written after the fact with retries)."""
+    """The download's start details and the callback that records its end (architecture.md §8: one insert when
+    the stream starts, one when it ends, the end written after the fact with retries) and ends its
+    ``transfer`` metrics."""
     who = actor or current_actor()
     context = current_context()  # the body runs after the middleware has returned: capture it now
     started = time.monotonic()
@@ -157,6 +165,7 @@ def _download_audit(
     }
 
     def on_end(outcome: str, bytes_sent: int) -> None:
+        transfer.end(outcome)
         audit_record_after(
             action="blob.download.end",
             actor=who,
@@ -181,10 +190,14 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
     Raises before any byte is sent if the key cannot be unwrapped, the object's length disagrees with
     the row, or the first needed segment does not authenticate (audited as an error).
     """
-    start, on_end = _download_audit(blob, ranges, actor)
+    transfer = DOWNLOADS.start()
+    start, on_end = _download_audit(blob, ranges, actor, transfer)
     try:
-        body = _open_stream(blob, ranges, on_end)
-    except (BlobError, KmsError) as exc:
+        body = _open_stream(blob, ranges, on_end, transfer.sent)
+    except BaseException as exc:
+        transfer.end(ERROR)
+        if not isinstance(exc, BlobError | KmsError):
+            raise
         # A key that will not unwrap (KMS down, or a wrapped key that fails authentication: tampering)
         # is as much part of the trail as a corrupt object. Only the error's code: never its message,
         # which can name key ids.
@@ -207,15 +220,19 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
             },
         )
     except BaseException:
-        body.chunks.discard()  # type: ignore[attr-defined]  # no audit event, no download
+        body.chunks.discard()  # type: ignore[attr-defined]  # a GuardedBody: no audit event, no download
+        transfer.end(ERROR)
         raise
     return body
 
 
 def _open_stream(
-    blob: Blob, ranges: list[ByteRange] | None, on_end: Callable[[str, int], None]
+    blob: Blob,
+    ranges: list[ByteRange] | None,
+    on_end: Callable[[str, int], None],
+    on_chunk: Callable[[int], None],
 ) -> StreamBody:
-    # The download path: a hot blob's data key comes from the process's cache, not a KMS call (DESIGN §4).
+    # The download path: a hot blob's data key comes from the process cache, not a KMS call (architecture §4).
     reader = blob_open(blob=blob, cached=True)
     if not ranges:
         if blob.size == 0:
@@ -224,9 +241,8 @@ def _open_stream(
                 pass
         whole = reader.iter_range(0, blob.size)
         first = next(whole, None)
-        return StreamBody(
-            200, blob.size, blob.content_type, None, GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end)
-        )
+        body = GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk)
+        return StreamBody(200, blob.size, blob.content_type, None, body)
     if len(ranges) == 1:
         (only,) = ranges
         part = reader.iter_range(only.start, only.stop)
@@ -236,7 +252,7 @@ def _open_stream(
             only.length,
             blob.content_type,
             only.content_range(blob.size),
-            GuardedBody(first, part, blob_id=blob.pk, on_end=on_end),
+            GuardedBody(first, part, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk),
         )
     # RFC 9110 §14.6: several ranges go out as multipart/byteranges, each part with its Content-Range.
     plan = plan_multipart(ranges, size=blob.size, content_type=blob.content_type)
@@ -250,6 +266,11 @@ def _open_stream(
         return reader.iter_range(part.start, part.stop)
 
     body = GuardedBody(
-        None, iter_multipart(plan, read), blob_id=blob.pk, also_close=(first_part,), on_end=on_end
+        None,
+        iter_multipart(plan, read),
+        blob_id=blob.pk,
+        also_close=(first_part,),
+        on_end=on_end,
+        on_chunk=on_chunk,
     )
     return StreamBody(206, plan.content_length, plan.content_type, None, body)

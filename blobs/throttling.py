@@ -8,7 +8,7 @@ first file (``peek``: records nothing), unless the view's throttle already ran f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.http import HttpRequest
 from rest_framework.settings import api_settings
@@ -23,11 +23,15 @@ class UploadThrottle(UserRateThrottle):
     shared by every worker when ``REDIS_URL`` is set."""
 
     scope = "uploads"
+    # Set by SimpleRateThrottle.__init__ from the rate (the stubs do not declare them).
+    num_requests: int
+    duration: int
 
     def get_rate(self) -> str | None:
         # DRF binds THROTTLE_RATES when the module is imported; read it per request so override_settings
         # (and a reloaded configuration) apply.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        # The stubs type the rates as numbers; DRF's are "N/period" strings.
+        return cast("str | None", api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
 
     def allow_request(self, request: Any, view: Any) -> bool:
         allowed = super().allow_request(request, view)
@@ -38,6 +42,7 @@ class UploadThrottle(UserRateThrottle):
         """Seconds to wait if an upload now would be throttled, else None. Counts nothing."""
         if self.rate is None:
             return None
+        # A Django request, before DRF wraps it: get_cache_key reads only .user.
         self.key = self.get_cache_key(request, None)  # type: ignore[arg-type]
         if self.key is None:
             return None

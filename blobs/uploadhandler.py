@@ -1,4 +1,4 @@
-"""The global upload handler: every multipart file is encrypted as it arrives (DESIGN §5).
+"""The global upload handler: every multipart file is encrypted as it arrives (architecture.md §5).
 
 Django parses multipart bodies before most views run (CSRF middleware reads ``request.POST``; the admin
 is CSRF-protected), so this handler is installed for the whole project in ``FILE_UPLOAD_HANDLERS``. It
@@ -14,6 +14,7 @@ answers with that error (413, 503, 507) once.
 from __future__ import annotations
 
 import io
+from typing import NoReturn
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
@@ -22,7 +23,9 @@ from django.http import HttpRequest
 from kms.exceptions import KmsError
 
 from .exceptions import BlobError, UploadThrottled
+from .metrics import ABORTED, ERROR
 from .models import Blob
+from .permissions import may_upload
 from .services import BlobUpload, blob_delete
 from .throttling import upload_wait
 
@@ -60,16 +63,16 @@ class EncryptingUploadHandler(FileUploadHandler):
             setattr(self.request, UPLOADS_ATTR, uploads)
         return uploads
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> NoReturn:
         self._abort()
         setattr(self.request, ERROR_ATTR, exc)
         # connection_reset: do not read (and discard) the rest of a body we have already refused.
         raise StopUpload(connection_reset=True)
 
-    def _abort(self) -> None:
+    def _abort(self, *, outcome: str = ERROR) -> None:
         if self._upload is not None:
             upload, self._upload = self._upload, None
-            upload.abort()
+            upload.abort(outcome=outcome)
 
     def new_file(
         self,
@@ -82,19 +85,21 @@ class EncryptingUploadHandler(FileUploadHandler):
     ) -> None:
         super().new_file(field_name, file_name, content_type, content_length, charset, content_type_extra)
         user = getattr(self.request, "user", None)
-        if user is None or not user.is_authenticated or not user.has_perm("blobs.add_blob"):
+        if not may_upload(user):
             raise SkipFile()  # nobody may store this: skip it without writing anything
         # Only the one file any view claims is encrypted: each file costs a data key (a KMS call) and a
         # stored object, so other fields and further files are skipped unread, not stored and discarded.
         if field_name != UPLOAD_FIELD or self._uploads():
             raise SkipFile()
+        assert self.request is not None  # Django hands every upload handler its request
         if (wait := upload_wait(self.request)) is not None:
             self._fail(UploadThrottled(wait=wait))
         try:
-            self._upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
+            upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
         except (BlobError, KmsError) as exc:
             self._fail(exc)
-        self._uploads().append(self._upload)
+        self._upload = upload
+        self._uploads().append(upload)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         if self._upload is None:
@@ -126,7 +131,7 @@ class EncryptingUploadHandler(FileUploadHandler):
 
     def upload_interrupted(self) -> None:
         # The body ended inside a file (client went away or a truncated request): nothing of it stays.
-        self._abort()
+        self._abort(outcome=ABORTED)
 
 
 def discard_uploads(request: HttpRequest, *, claimed_too: bool) -> int:

@@ -1,6 +1,6 @@
 """HTTP views for blobs: thin — parse, call one service or selector, build the response.
 
-The API (DESIGN §6) is DRF: JWT or session authentication, one exception handler
+The API (architecture.md §6) is DRF: JWT or session authentication, one exception handler
 (``erphub.errors.api_exception_handler``) for the ``{"detail", "code"}`` body. The stream view answers
 with the file whatever ``Accept`` says (DRF would otherwise 406 ``Accept: video/*``). Object-level rules
 live in the selectors: a blob the caller may not see is a 404, exactly like a missing one.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import unquote
@@ -17,38 +18,34 @@ from urllib.parse import unquote
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.http import http_date as format_http_date
 from django.views.generic import ListView
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-)
 from rest_framework import exceptions, generics, permissions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.actors import Actor
 from audit.services import audit_record
-from erphub.errors import error_response
-from erphub.schema import MEANINGS, ErrorSerializer, error_responses
+from core.actors import Actor
+from core.errors import error_response
 from flags.gate import SECURE_BLOB_STREAMING, flag_required
 from flags.services import flag_decide, flag_is_enabled
 
+from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import InvalidUpload, LengthRequired, NoFileUploaded
+from .exceptions import LengthRequired, NoFileUploaded, RangeNotSatisfiable, UploadIncomplete
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
-from .models import Blob
+from .models import LEGACY_ID_MAX_LENGTH
+from .permissions import may_delete, may_upload
 from .ranges import if_range_allows, parse_range
+from .schema import collection_schema, detail_schema, legacy_schema, stream_schema
 from .selectors import blob_get_for_user, blob_list_for_user
 from .serializers import BlobSerializer
 from .services import blob_claim, blob_create, blob_delete
@@ -56,7 +53,7 @@ from .streaming import Representation, blob_open_stream, blob_representation
 from .throttling import UploadThrottle
 from .uploadhandler import EncryptedUploadedFile
 
-# Sent with every plaintext response, 200/206/304/HEAD alike (reference/http-ranges.md rows 1, 19 and
+# Sent with every plaintext response, 200/206/304/HEAD alike (architecture.md §6 rows 1, 19 and
 # notes): resumable, never transformed by a proxy or compressor, never sniffed into something active.
 STREAM_HEADERS = {
     "Accept-Ranges": "bytes",
@@ -65,48 +62,22 @@ STREAM_HEADERS = {
     "Content-Security-Policy": "sandbox",
 }
 
-BLOB_ID = OpenApiParameter("blob_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The file's id.")
+
 
 # The secure file API is rolled out by the secure_blob_streaming flag (flags.gate): the gate runs before
-# authentication, so a kill switch answers 503 even to anonymous callers.
-GATED = [flag_required(SECURE_BLOB_STREAMING), permissions.IsAuthenticated]
-GATE_RESPONSES = {
-    404: OpenApiResponse(
-        ErrorSerializer,
-        description=f"{MEANINGS[404]} Code `feature_not_available`: the API is not rolled out to your "
-        "account yet; your files are kept and reappear when it is.",
-        examples=[
-            OpenApiExample(
-                "not rolled out to you",
-                value={
-                    "detail": "This feature is not available to your account yet.",
-                    "code": "feature_not_available",
-                },
-            )
-        ],
-    ),
-    503: OpenApiResponse(
-        ErrorSerializer,
-        description=f"{MEANINGS[503]} Code `feature_disabled`: the API is switched off for everyone (kill "
-        "switch); retry after `Retry-After` seconds.",
-        examples=[
-            OpenApiExample(
-                "switched off",
-                value={
-                    "detail": "This feature is switched off for everyone at the moment; try again later.",
-                    "code": "feature_disabled",
-                },
-            )
-        ],
-    ),
-}
+# authentication, so a kill switch answers 503 even to anonymous callers (blobs.schema documents both).
+GATED: list[type[permissions.BasePermission]] = [
+    flag_required(SECURE_BLOB_STREAMING),
+    permissions.IsAuthenticated,
+]
 
 
-class BrowserLoginMixin:
+class BrowserLoginMixin(APIView):
     """A browser that is not logged in is sent to the login page; API clients get the 401."""
 
-    def handle_exception(self, exc: Exception) -> HttpResponse:
-        request: Request = self.request  # type: ignore[attr-defined]
+    # A browser gets a redirect (a Django response), where DRF's signature promises its own Response.
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
+        request = self.request
         if (
             isinstance(exc, exceptions.NotAuthenticated)
             and request.method in {"GET", "HEAD"}
@@ -114,20 +85,21 @@ class BrowserLoginMixin:
             and "Authorization" not in request.headers
         ):
             return redirect_to_login(request.get_full_path())
-        return super().handle_exception(exc)  # type: ignore[misc]
+        return super().handle_exception(exc)
 
 
 class FileNegotiation(BaseContentNegotiation):
     """The body is the file whatever ``Accept`` asks for (a download manager's ``video/*`` included):
     never 406. Errors are rendered as JSON."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
-    ) -> Any:
-        return renderers[0], renderers[0].media_type
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 class RawBodyParser(BaseParser):
@@ -143,77 +115,14 @@ class RawBodyParser(BaseParser):
         return DataAndFiles({}, {})
 
 
-def _validator_headers(response: HttpResponse, rep: Representation) -> None:
+def _validator_headers(response: HttpResponseBase, rep: Representation) -> None:
     response["ETag"] = rep.etag
     response["Last-Modified"] = http_date(rep.last_modified)
     for name, value in STREAM_HEADERS.items():
         response[name] = value
 
 
-STREAM_RESPONSE_HEADERS = {
-    name: OpenApiResponse(OpenApiTypes.STR, description=text)
-    for name, text in {
-        "ETag": "Strong validator for If-Range / If-None-Match.",
-        "Last-Modified": "HTTP-date.",
-        "Accept-Ranges": "Always `bytes`.",
-        "Content-Disposition": "attachment (or inline for safe types) with an RFC 6266 filename*.",
-    }.items()
-}
-
-
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="Download the plaintext, whole or in ranges (RFC 9110)",
-        description=(
-            "Streams the decrypted file. Every segment is authenticated before its bytes are sent.\n\n"
-            "* No `Range` (or an `If-Range` that does not match): `200` with the whole file.\n"
-            "* `Range: bytes=A-B`, `A-` or `-N` (suffix): `206` with `Content-Range: bytes A-B/size`.\n"
-            "* Several ranges: `206` `multipart/byteranges` (more than 16 ranges: the whole file).\n"
-            "* No range overlaps the file: `416` with `Content-Range: bytes */size`.\n"
-            "* A syntactically invalid `Range` is ignored (`200`), as RFC 9110 §14.2 requires.\n"
-            "* `If-None-Match` / `If-Modified-Since`: `304`; `If-Match` / `If-Unmodified-Since`: `412`.\n\n"
-            "`Accept` is not negotiated: the body is the file (no `406`)."
-        ),
-        parameters=[
-            BLOB_ID,
-            OpenApiParameter(
-                "Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="e.g. `bytes=0-1023`."
-            ),
-            OpenApiParameter(
-                "If-Range", OpenApiTypes.STR, OpenApiParameter.HEADER, description="ETag or date."
-            ),
-            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Modified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
-            OpenApiParameter("If-Unmodified-Since", OpenApiTypes.STR, OpenApiParameter.HEADER),
-        ],
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="The whole file (in its own content type)."
-            ),
-            (206, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY,
-                description="One range (with Content-Range), or several as multipart/byteranges.",
-            ),
-            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 412, 416, 500),
-            **GATE_RESPONSES,
-        },
-    ),
-    head=extend_schema(
-        operation_id="secure_files_stream_head",
-        tags=["files"],
-        summary="Headers of the download, from the database (no key unwrap, no read)",
-        parameters=[BLOB_ID],
-        responses={
-            (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
-            (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 412),
-            **GATE_RESPONSES,
-        },
-    ),
-)
+@stream_schema
 class BlobStreamView(BrowserLoginMixin, APIView):
     """``GET``/``HEAD /secure/files/{id}/stream``: RFC 9110 ranges and conditional requests."""
 
@@ -221,13 +130,13 @@ class BlobStreamView(BrowserLoginMixin, APIView):
     content_negotiation_class = FileNegotiation
     permission_classes = GATED
 
-    def get(self, request: Request, blob_id: str) -> HttpResponse:
+    def get(self, request: Request, blob_id: str) -> HttpResponseBase:
         return self._respond(request, blob_id, head=False)
 
-    def head(self, request: Request, blob_id: str) -> HttpResponse:
+    def head(self, request: Request, blob_id: str) -> HttpResponseBase:
         return self._respond(request, blob_id, head=True)
 
-    def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponse:
+    def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponseBase:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
         rep = blob_representation(blob=blob)
         # RFC 9110 §13.2.2: preconditions are evaluated before Range.
@@ -260,17 +169,20 @@ class BlobStreamView(BrowserLoginMixin, APIView):
 
         ranges = None
         if if_range_allows(request.headers.get("If-Range"), etag=rep.etag, last_modified=rep.last_modified):
-            ranges = parse_range(
-                request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
-            )  # RangeNotSatisfiable -> 416 with Content-Range: bytes */size
+            try:
+                ranges = parse_range(
+                    request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
+                )
+            except ranges_core.RangeNotSatisfiable as exc:
+                raise RangeNotSatisfiable(content_range=exc.content_range) from None
         body = blob_open_stream(blob=blob, ranges=ranges)
-        response = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
-        response["Content-Length"] = str(body.content_length)
+        streaming = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
+        streaming["Content-Length"] = str(body.content_length)
         if body.content_range:
-            response["Content-Range"] = body.content_range
-        response["Content-Disposition"] = rep.content_disposition
-        _validator_headers(response, rep)
-        return response
+            streaming["Content-Range"] = body.content_range
+        streaming["Content-Disposition"] = rep.content_disposition
+        _validator_headers(streaming, rep)
+        return streaming
 
 
 _FILENAME_STAR = re.compile(r"filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)")
@@ -300,7 +212,7 @@ class _RequestBody:
         try:
             return self._stream.read(size)
         except OSError:
-            raise InvalidUpload(
+            raise UploadIncomplete(
                 "The request body ended before it was complete; nothing was stored."
             ) from None
 
@@ -322,58 +234,7 @@ def _raw_body(request: HttpRequest) -> _RequestBody:
     return _RequestBody(io.BytesIO())  # RFC 9112 §6.3: no Content-Length, no Transfer-Encoding: empty
 
 
-UPLOAD_PARAMETERS = [
-    OpenApiParameter(
-        "filename",
-        OpenApiTypes.STR,
-        OpenApiParameter.QUERY,
-        description="Raw bodies: the file's name (else taken from Content-Disposition).",
-    ),
-    OpenApiParameter(
-        "Content-Disposition",
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        description="Raw bodies: `attachment; filename*=UTF-8''name` names the file.",
-    ),
-    OpenApiParameter(
-        "Content-Digest",
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        description="RFC 9530, e.g. `sha-256=:<base64>:` — verified over the request content; a mismatch "
-        "stores nothing (400).",
-    ),
-]
-
-
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="List the files you may see",
-        responses={200: BlobSerializer(many=True), **error_responses(400, 401), **GATE_RESPONSES},
-    ),
-    post=extend_schema(
-        tags=["files"],
-        summary="Upload a file: multipart field `file`, or the raw body",
-        description=(
-            "Encrypted as it arrives; plaintext never reaches disk. Send multipart/form-data with a `file` "
-            "field, or the file itself as the body with its own Content-Type (Content-Length or chunked)."
-        ),
-        parameters=UPLOAD_PARAMETERS,
-        request={
-            "multipart/form-data": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            },
-            "application/octet-stream": {"type": "string", "format": "binary"},
-        },
-        responses={
-            201: BlobSerializer,
-            **error_responses(400, 401, 403, 411, 413, 429, 507),
-            **GATE_RESPONSES,
-        },
-    ),
-)
+@collection_schema
 class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
     """``GET /secure/files/`` (paginated, filtered) and ``POST /secure/files/`` (upload)."""
 
@@ -397,7 +258,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def post(self, request: Request) -> Response:
-        if not request.user.has_perm("blobs.add_blob"):
+        if not may_upload(request.user):
             audit_record(action="blob.upload", actor=Actor.for_user(request.user), outcome="denied")
             raise exceptions.PermissionDenied("You may not upload files.")
         # Bodies are read from Django's request, not through DRF's parsers: the global upload handler
@@ -416,7 +277,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
             declared = django_request.META.get("CONTENT_LENGTH")
             blob = blob_create(
                 owner=request.user,
-                stream=_raw_body(django_request),  # type: ignore[arg-type]
+                stream=_raw_body(django_request),
                 expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=_raw_filename(django_request),
                 content_type=django_request.META.get("CONTENT_TYPE"),
@@ -429,24 +290,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
         )
 
 
-@extend_schema_view(
-    get=extend_schema(
-        tags=["files"],
-        summary="A file's metadata",
-        parameters=[BLOB_ID],
-        responses={200: BlobSerializer, **error_responses(401), **GATE_RESPONSES},
-    ),
-    delete=extend_schema(
-        tags=["files"],
-        summary="Delete a file: its row, wrapped key and stored object",
-        parameters=[BLOB_ID],
-        responses={
-            204: OpenApiResponse(description="Deleted."),
-            **error_responses(401, 403),
-            **GATE_RESPONSES,
-        },
-    ),
-)
+@detail_schema
 class BlobDetailView(BrowserLoginMixin, APIView):
     """``GET``/``DELETE /secure/files/{id}/``."""
 
@@ -458,9 +302,8 @@ class BlobDetailView(BrowserLoginMixin, APIView):
 
     def delete(self, request: Request, blob_id: str) -> Response:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
-        # Seeing someone else's file (view_any_blob) does not make it yours to delete. A 403 leaks
-        # nothing here: the caller may already see the file.
-        if blob.owner_id != request.user.pk and not request.user.has_perm("blobs.delete_blob"):
+        # A 403 leaks nothing here: the caller may already see the file.
+        if not may_delete(request.user, blob):
             audit_record(
                 action="blob.delete",
                 actor=Actor.for_user(request.user),
@@ -484,31 +327,7 @@ def _legacy_headers() -> dict[str, str]:
     }
 
 
-@extend_schema(
-    tags=["legacy"],
-    summary="The retired download endpoint: always 410 Gone",
-    deprecated=True,
-    description=(
-        'Seed §5.2. `Link: <...>; rel="successor-version"` points to the file\'s new address only when '
-        "a file was imported under this legacy id, you may see it and the secure file API is rolled out to "
-        "you; otherwise the answer is the same whether or not the id ever existed."
-    ),
-    parameters=[OpenApiParameter("legacy_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
-    responses={
-        410: OpenApiResponse(
-            ErrorSerializer,
-            description="Gone; see the Deprecation, Sunset and Link headers.",
-            examples=[
-                OpenApiExample(
-                    "gone",
-                    value={"detail": "This endpoint is deprecated. Use /secure/files API.", "code": "gone"},
-                )
-            ],
-        ),
-        **error_responses(401),
-    },
-    auth=[{"jwtAuth": []}, {"cookieAuth": []}, {}],
-)
+@legacy_schema
 class LegacyFileView(APIView):
     """``GET /legacy/files/{id}``: ``410 Gone`` for everyone; the successor link only for who may see it."""
 
@@ -520,7 +339,7 @@ class LegacyFileView(APIView):
         headers = _legacy_headers()
         links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
         # An id no row can hold (too long, or a NUL PostgreSQL text refuses) is simply not found.
-        storable = len(legacy_id) <= Blob._meta.get_field("legacy_id").max_length and "\x00" not in legacy_id
+        storable = len(legacy_id) <= LEGACY_ID_MAX_LENGTH and "\x00" not in legacy_id
         # The successor is offered only to callers the rollout includes: others would get a 404 there.
         blob = (
             blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
@@ -548,7 +367,7 @@ class MyFilesView(LoginRequiredMixin, ListView):
     paginate_by = 50
 
     def get_queryset(self) -> Any:
-        return blob_list_for_user(user=self.request.user).filter(owner=self.request.user)
+        return blob_list_for_user(user=self.request.user).filter(owner_id=self.request.user.pk)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         # The files are listed either way; their download links only where the secure API is rolled out

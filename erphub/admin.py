@@ -19,6 +19,7 @@ class RoleAdminAuthenticationForm(AdminAuthenticationForm):
     def confirm_login_allowed(self, user: object) -> None:
         # AuthenticationForm's own check (inactive users) first, then ours instead of is_staff; the
         # message is the admin's usual one, so it does not tell which part failed.
+        # Skips AdminAuthenticationForm (its is_staff check); Django hands a user, typed object here.
         super(AdminAuthenticationForm, self).confirm_login_allowed(user)  # type: ignore[arg-type]
         if not has_staff_role(user):
             raise ValidationError(

@@ -1,82 +1,21 @@
-"""Domain errors -> HTTP, in one place (STYLE.md). The DRF exception handler and the middleware for
-everything outside DRF both build their responses here, so every error has the same JSON body:
-``{"detail": "...", "code": "..."}``. Unknown exceptions are not handled here: they stay real 500s."""
+"""The DRF exception handler and Django's error handlers: every error gets the one JSON body
+``{"detail": "...", "code": "..."}`` built by ``core.errors``. Unknown exceptions are not handled here:
+they stay real 500s."""
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
 from rest_framework import exceptions
 
-from blobs.exceptions import BlobError, UploadThrottled, UploadTooLarge
-from blobs.ranges import RangeNotSatisfiable
-from kms.exceptions import KmsError
-
-DomainError = BlobError | KmsError | RangeNotSatisfiable
-
-logger = logging.getLogger(__name__)
-
-
-def error_response(
-    status: int,
-    *,
-    detail: str,
-    code: str,
-    headers: dict[str, str] | None = None,
-    errors: dict[str, Any] | None = None,
-) -> JsonResponse:
-    body: dict[str, Any] = {"detail": detail, "code": code}
-    if errors:
-        body["errors"] = errors  # per-field messages of a 400, beside the one-line summary
-    response = JsonResponse(body, status=status)
-    response["Cache-Control"] = "no-store"
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
-
-
-def domain_error_response(exc: DomainError) -> JsonResponse:
-    if isinstance(exc, UploadTooLarge):
-        # The rest of the body is not read: close the connection rather than parse it as a next request.
-        return error_response(
-            exc.status_code, detail=exc.detail, code=exc.code, headers={"Connection": "close"}
-        )
-    if isinstance(exc, UploadThrottled):
-        # Refused at the first file: close rather than read the rest of the body.
-        return error_response(
-            exc.status_code,
-            detail=exc.detail,
-            code=exc.code,
-            headers={"Retry-After": str(math.ceil(exc.wait)), "Connection": "close"},
-        )
-    if isinstance(exc, BlobError):
-        return error_response(exc.status_code, detail=exc.detail, code=exc.code)
-    if isinstance(exc, KmsError):
-        # The provider's message can name key ids and paths: operators read it in the log, not clients.
-        logger.warning("key service error: %s", exc)
-        return error_response(
-            503,
-            detail="The key service is unavailable; nothing was changed. Try again later.",
-            code=exc.code,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-    if isinstance(exc, RangeNotSatisfiable):
-        # RFC 9110 §15.5.17: a 416 names the current length so the client can retry sensibly.
-        return error_response(
-            416,
-            detail="The requested range is not satisfiable.",
-            code="range_not_satisfiable",
-            headers={"Content-Range": exc.content_range},
-        )
-    raise TypeError(f"not a domain error: {type(exc).__name__}")
+from core.errors import DomainError, domain_error_response, error_response
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -108,8 +47,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     headers: dict[str, str] = {}
     if auth_header := getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = auth_header
-    if getattr(exc, "wait", None) is not None:
-        headers["Retry-After"] = str(math.ceil(exc.wait))  # type: ignore[attr-defined]
+    if (wait := getattr(exc, "wait", None)) is not None:
+        headers["Retry-After"] = str(math.ceil(wait))
     request = context.get("request")
     if isinstance(exc, exceptions.Throttled) and request is not None and request.method in {"POST", "PUT"}:
         # Refused before the body was read: close rather than parse the rest of it as a next request.

@@ -1,6 +1,6 @@
 """Gunicorn settings shared by ``make run`` and the end-to-end server (``-c python:erphub.gunicorn_conf``).
 
-Metrics in prometheus_client's multiprocess mode (DESIGN §9): each worker writes its samples into files in
+Metrics in prometheus_client's multiprocess mode (architecture §9): each worker writes its samples to files in
 ``PROMETHEUS_MULTIPROC_DIR``. When a worker exits (restart, crash), its live-only samples (``liveall`` /
 ``livesum`` gauges) must go, or /metrics would keep reporting a dead process. Counters and histograms stay,
 so totals do not drop. This runs in the gunicorn master, before Django: prometheus_client reads the

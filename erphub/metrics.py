@@ -1,4 +1,4 @@
-"""``/metrics``: the Prometheus exposition of this process, or of every gunicorn worker (DESIGN §6, §9).
+"""``/metrics``: the Prometheus exposition of this process, or of all gunicorn workers (architecture §6, §9).
 
 Gunicorn runs several workers, each with its own counters. With ``PROMETHEUS_MULTIPROC_DIR`` set, every
 worker writes its samples to files in that directory and a scrape sums them through a fresh registry holding

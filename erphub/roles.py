@@ -9,7 +9,8 @@ the apps declare. A data migration cannot do this: on a fresh database the permi
 when migrations run (Django creates them in its own ``post_migrate`` handler), so the sync runs there too.
 
 Membership in a *staff-facing* role is what opens the admin (``erphub.admin.ErphubAdminSite``); Django's
-``is_staff`` flag alone grants nothing. Object-level rules (an owner's own blobs) live in the selectors.
+``is_staff`` flag alone grants nothing. Object-level rules (an owner's own blobs) live in
+``blobs/permissions.py``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def declared_permissions(app_configs: Iterable[object] | None = None) -> dict[st
     """``{role name: {"app_label.codename", ...}}`` from every installed app's ``roles`` module."""
     declared: dict[str, set[str]] = {role.name: set() for role in ROLES}
     for app_config in app_configs if app_configs is not None else global_apps.get_app_configs():
-        module_name = f"{app_config.name}.roles"  # type: ignore[attr-defined]
+        module_name = f"{app_config.name}.roles"  # type: ignore[attr-defined]  # an AppConfig
         if find_spec(module_name) is None:
             continue
         contributed: Mapping[str, Iterable[str]] = getattr(import_module(module_name), "ROLE_PERMISSIONS", {})
@@ -131,6 +132,7 @@ def has_staff_role(user: object) -> bool:
         return True
     cached = getattr(user, "_erphub_staff_role", None)
     if cached is None:
+        # ``user`` is any user object (typed object for the login form); the answer is memoized on it.
         cached = user.groups.filter(name__in=STAFF_ROLE_NAMES).exists()  # type: ignore[attr-defined]
         user._erphub_staff_role = cached  # type: ignore[attr-defined]
     return bool(cached)

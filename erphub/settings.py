@@ -1,6 +1,6 @@
 """Django settings for ERP Hub — Secure Blob Streaming.
 
-This module is the only place that reads the environment (DESIGN §10). Every value has a development
+This module is the only place that reads the environment (architecture.md §10). Every value has a development
 default with a short comment, except production secrets: with ``DJANGO_DEBUG=false`` a missing secret key
 or master key stops start-up here rather than surfacing mid-request.
 """
@@ -12,15 +12,21 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, overload
 
 import dj_database_url
+import structlog
 from django.core.exceptions import ImproperlyConfigured
 
-from erphub.secret_files import create_secret_file
+from core.secret_files import create_secret_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: None = None) -> str | None: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
@@ -103,15 +109,22 @@ INSTALLED_APPS = [
     "audit",
     "flags",  # rollout flags (DESIGN §7): gate the secure file API
     "auditlog",
+    # Request, database and cache metrics on /metrics (with ours; multiprocess mode under gunicorn).
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
-    # First: every response, errors included, carries the X-Request-ID its audit events were written under.
+    # django-prometheus times and counts every request: first in, last out.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First of ours: every response, errors included, carries the X-Request-ID its audit events were
+    # written under.
     "audit.middleware.RequestContextMiddleware",
+    # One JSON line per request, written when its response (a streamed body included) is over.
+    "erphub.access_log.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
-    # JSON error body, and discards uploads that no view claimed (DESIGN §5).
+    # JSON error body, and discards uploads that no view claimed (architecture.md §5).
     "blobs.middleware.BlobErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -124,6 +137,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # django-auditlog: who changed a configuration model, for its admin history (not the blob trail).
     "auditlog.middleware.AuditlogMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "erphub.urls"
@@ -151,9 +165,17 @@ DATABASES = {
         conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# django-prometheus's wrappers of the same backends count queries, errors and connections per database.
+_PROMETHEUS_DB_ENGINES = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}
+DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
+if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two writers
-    # queue on the busy timeout instead of failing with "database is locked" on lock upgrade (DESIGN §8).
+    # queue on the busy timeout, not failing with "database is locked" on lock upgrade (architecture.md §8).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -182,7 +204,7 @@ BLOB_STORAGE_DIR = Path(_env("BLOB_STORAGE_DIR", str(VAR_DIR / "blobs")))  # fil
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    # Ciphertext only (DESIGN §5). Rows record their alias, so a later move to S3 keeps old blobs readable.
+    # Ciphertext only (architecture §5). Rows record their alias: after a move to S3, old blobs stay readable.
     "blobs": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {
@@ -221,11 +243,11 @@ if _checkpoint_bucket:
     }
 
 # Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,
-# the admin), so a per-view handler would come too late and plaintext would reach a temp file (DESIGN §5).
+# the admin): a per-view handler would come too late, and plaintext would reach a temp file (architecture §5).
 FILE_UPLOAD_HANDLERS = ["blobs.uploadhandler.EncryptingUploadHandler"]
 
-# --- Keys (DESIGN §4) --------------------------------------------------------------------------------
-_PROVIDER_ALIASES = {"kms": "aws"}  # the seed called AWS KMS "kms"
+# --- Keys (architecture.md §4) ---------------------------------------------------------------------------
+_PROVIDER_ALIASES = {"kms": "aws"}  # the rollout guide calls AWS KMS "kms"
 _KEY_PROVIDERS = ("local", "aws", "azure", "gcp", "vault")
 _key_provider_env = _env("KEY_PROVIDER", "local") or "local"
 KEY_PROVIDER = _PROVIDER_ALIASES.get(_key_provider_env, _key_provider_env)  # provider for new blobs
@@ -252,7 +274,7 @@ _KMS_REMOTE_OPTIONS = {
     "max_attempts": _env_int("KMS_MAX_ATTEMPTS", 3),  # attempts per operation, transient errors only
 }
 
-KMS_PROVIDERS: dict[str, dict[str, object]] = {}
+KMS_PROVIDERS: dict[str, dict[str, Any]] = {}
 # The local provider stays configured whenever it may hold old blobs' keys, so blobs wrapped locally stay
 # readable after KEY_PROVIDER moves to a cloud KMS. A production install that never had a master key has
 # no such blobs and needs no key file.
@@ -329,15 +351,18 @@ if _missing:
         "unset KEY_PROVIDER to use the local master key."
     )
 KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new blobs
-KMS_HEALTH_TTL_SECONDS = _env_int("KMS_HEALTH_TTL_SECONDS", 60)  # /ready reuses a round-trip this long
-# Unwrapped data keys cached in process memory for downloads (never Redis; DESIGN §4). Any 0 turns it off.
-KMS_DEK_CACHE = {
-    "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
-    "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
-    "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+# The kms app's tunables (kms/conf.py has their defaults and meanings).
+KMS = {
+    "HEALTH_TTL_SECONDS": _env_int("KMS_HEALTH_TTL_SECONDS", 60),  # /ready reuses a round-trip this long
+    # Unwrapped data keys cached in process memory for downloads (never Redis). Any 0 turns it off.
+    "DEK_CACHE": {
+        "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
+        "MAX_USES": _env_int("KMS_DEK_CACHE_MAX_USES", 10_000),  # downloads per unwrap
+        "MAX_ENTRIES": _env_int("KMS_DEK_CACHE_MAX_ENTRIES", 1_000),  # LRU bound (a few hundred bytes each)
+    },
 }
 
-# --- Metrics (DESIGN §9) ---------------------------------------------------------------------------
+# --- Metrics (architecture.md §9) ---------------------------------------------------------------------------
 # Bearer token Prometheus sends to /metrics; unset = open (development; erphub.W001 warns in production).
 METRICS_TOKEN = _env("METRICS_TOKEN")
 # prometheus_client's multiprocess mode (gunicorn workers): set for the server by `make run`; the client
@@ -348,10 +373,8 @@ PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
 BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
-    "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
-    "MAX_RANGES": 16,  # more ranges in one request are ignored (200 full), RFC 9110 §14.3
-    # Seed §5.2: /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
+    # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
 }
@@ -373,9 +396,11 @@ FLAGS = {
 # meaningless for throttles across several workers, which is why production should set it.
 REDIS_URL = _env("REDIS_URL")  # e.g. redis://127.0.0.1:6379/0
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "django_prometheus.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
 
 # --- Authentication and the API ------------------------------------------------------------------------
 # Every login path (admin, /accounts/login/, POST /api/token/) goes through authenticate(): the backend
@@ -438,13 +463,12 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {},
 }
 
-# --- Audit (DESIGN §8) ---------------------------------------------------------------------------------
+# --- Audit (architecture.md §8) --------------------------------------------------------------------------
 _audit_key_file_env = _env("AUDIT_SIGNING_KEY_FILE")
 AUDIT = {
     "TRUSTED_PROXIES": _env_list("TRUSTED_PROXIES", ""),  # CIDRs whose X-Forwarded-For is believed
     "RETENTION_DAYS": _env_int("AUDIT_RETENTION_DAYS", 7 * 365 + 2),  # 7 years; purge never goes nearer
     "MAX_DETAILS_BYTES": _env_int("AUDIT_MAX_DETAILS_BYTES", 16 * 1024),  # larger details become a digest
-    "CHECKPOINT_STORAGE": "audit_checkpoints",  # STORAGES alias for signed checkpoints
     # Ed25519 checkpoint signing key (base64 seed), never in the database: a value or a file (0600).
     "SIGNING_KEY": _env("AUDIT_SIGNING_KEY"),
     "SIGNING_KEY_FILE": _audit_key_file_env or str(VAR_DIR / "audit_signing.key"),
@@ -460,9 +484,41 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HTTPS (TLS ends at the load balancer): redirect plain HTTP and send Strict-Transport-Security, in production
+# by default. The probes and the scrape reach pods over plain HTTP inside the cluster: never redirected.
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)  # RFC 6797
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# "preload": browsers may ship the host as HTTPS-only; set false if any subdomain cannot serve HTTPS.
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+# The header the TLS-terminating proxy sets (e.g. X-Forwarded-Proto), trusted to say the request was HTTPS.
+# Set it only behind a proxy that overwrites the client's own value.
+_proxy_ssl_header = _env("DJANGO_SECURE_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
 
 # Error pages and reports cleanse key material and plaintext from every frame, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "erphub.errors.KeyMaterialReporterFilter"
+
+# structlog hands its events to the standard library's logging (configured below), which renders them.
+_STRUCTLOG_PRE_CHAIN: list[Any] = [
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.filter_by_level,
+        *_STRUCTLOG_PRE_CHAIN,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
 
 _AUDIT_LOG_STREAM = {"stdout": "ext://sys.stdout", "stderr": "ext://sys.stderr"}[
     _env("AUDIT_LOG_STREAM", "stderr" if Path(sys.argv[0]).name == "manage.py" else "stdout") or "stdout"
@@ -473,16 +529,27 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "bare": {"format": "%(message)s"},
+        # structlog renders the access log (and, in production, every other line) as one JSON object.
+        "json": {
+            "()": "structlog.stdlib.ProcessorFormatter",
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+            "foreign_pre_chain": _STRUCTLOG_PRE_CHAIN,
+        },
     },
     "handlers": {
-        "stderr": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain" if DEBUG else "json"},
+        "access": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "json"},
         # Audit events, one JSON object per line, for central logging (ELK, Splunk, CloudWatch): stdout for
-        # the server; stderr for manage.py, whose stdout carries command results (DESIGN §10).
+        # the server; stderr for manage.py, whose stdout carries command results (architecture.md §10).
         "audit_stdout": {"class": "logging.StreamHandler", "stream": _AUDIT_LOG_STREAM, "formatter": "bare"},
     },
     "root": {"handlers": ["stderr"], "level": _env("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         "audit": {"handlers": ["audit_stdout"], "level": "INFO", "propagate": False},
+        "erphub.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         # azure-core logs every Key Vault request and response (key URLs included) at INFO: one multi-line
         # record per KMS call. Our own kms_calls_total and warnings say what operators need.
         "azure": {"level": "WARNING"},
@@ -490,7 +557,7 @@ LOGGING = {
 }
 
 # The first admin account `make run` creates (manage.py bootstrap); a generated password is printed once.
-BOOTSTRAP_SUPERUSER = {
+BOOTSTRAP_SUPERUSER: dict[str, str | None] = {
     "USERNAME": _env("DJANGO_SUPERUSER_USERNAME", "admin"),
     "PASSWORD": _env("DJANGO_SUPERUSER_PASSWORD"),
     "EMAIL": _env("DJANGO_SUPERUSER_EMAIL", ""),

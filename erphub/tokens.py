@@ -25,11 +25,11 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
-from audit.actors import Actor
 from audit.services import audit_record
+from core.actors import Actor
+from core.schema import error_responses
 
 from . import login_throttle
-from .schema import error_responses
 
 
 def _actor_from_token(raw: str) -> Actor:
@@ -37,7 +37,8 @@ def _actor_from_token(raw: str) -> Actor:
     from rest_framework_simplejwt.state import token_backend
 
     try:
-        user_id = token_backend.decode(raw, verify=True).get(jwt_settings.USER_ID_CLAIM)
+        # decode() takes the encoded token (a str); the stubs name simplejwt's Token class.
+        user_id = token_backend.decode(raw, verify=True).get(jwt_settings.USER_ID_CLAIM)  # type: ignore[arg-type]
     except TokenError:
         return Actor.anonymous()
     user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
@@ -166,7 +167,7 @@ class TokenObtainView(jwt_views.TokenObtainPairView):
     responses={200: TokenPairSerializer, **error_responses(400, 401)},
 )
 class TokenRefreshView(jwt_views.TokenRefreshView):
-    serializer_class = RefreshSerializer  # type: ignore[assignment]
+    serializer_class = RefreshSerializer
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return _audited(

@@ -1,4 +1,5 @@
-"""The rollout in the admin, for Rollout operators (DESIGN §7): the flags with their state and percentage;
+"""The rollout in the admin, for Rollout operators (docs/architecture.md §7): the flags with their state and
+percentage;
 one-click stages (Internal → Beta → 25 % → 50 % → 100 %) with a mandatory reason; a cohort preview and a
 confirmation before any change is saved (and an explicit one for a stage skip); the kill switch; an
 "explain" view; the flag's history from the audit log; reshuffling the salt; retiring.
@@ -22,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from audit.actors import Actor
+from core.actors import Actor
 
 from .exceptions import FlagConflict, FlagError
 from .forms import FlagForm, ReasonForm, StageForm, percentage_of

@@ -1,4 +1,4 @@
-"""Which users a percentage rollout includes: pure, no Django (DESIGN §7).
+"""Which users a percentage rollout includes: pure, no Django (docs/architecture.md §7).
 
 A user's bucket is ``int(sha256(f"{salt}:{user_id}")) mod 10000``: stable across processes, hosts and
 restarts (unlike Python's ``hash()``, which is salted per process — the rollout guide's bug), and uniform

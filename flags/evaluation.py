@@ -1,4 +1,4 @@
-"""The decision order (DESIGN §7) over an immutable snapshot of a flag; no database access here.
+"""The decision order (docs/architecture.md §7) over an immutable snapshot of a flag; no database access here.
 
 kill switch (environment, then database) → disabled → deny → allow → internal → beta → bucket < basis points
 → off. A retired flag is a constant: on, with nothing evaluated. ``decide`` is the hot path; with

@@ -20,11 +20,11 @@ def percentage_of(basis_points: int) -> Decimal:
     return (Decimal(basis_points) / 100).quantize(Decimal("0.01"))
 
 
-class UsernamesField(forms.CharField):
+class UsernamesField(forms.Field):
     widget = forms.Textarea(attrs={"rows": 2, "cols": 60})
 
     def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value) or ""
+        text = str(value or "").strip()
         return sorted({name for name in re.split(r"[\s,]+", text) if name})
 
     def prepare_value(self, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Flag metrics (DESIGN §9), defined once per process at import.
+"""Flag metrics (docs/architecture.md §9), defined once per process at import.
 
 ``flag_evaluations_total{flag,result}``: one per evaluated request (memoized answers are not counted again).
 Label values are bounded: ``flag`` is a flag name from the database (``_unknown`` for a name it does not

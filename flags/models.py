@@ -1,4 +1,5 @@
-"""Rollout flags (DESIGN §7): who sees a feature, decided in a fixed order from one row per flag.
+"""Rollout flags (docs/architecture.md §7): who sees a feature, decided in a fixed order from one row per
+flag.
 
 Rows change only through ``flags.services`` (optimistic locking on ``version``, an audit event with old →
 new values in the same transaction). ``FlagStamp`` is the one-row version stamp every worker polls (through

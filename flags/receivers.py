@@ -1,4 +1,4 @@
-"""Cache invalidation (the only thing signals do here, STYLE.md): any change that can alter an answer raises
+"""Cache invalidation (the only thing signals do here): any change that can alter an answer raises
 the version stamp in its transaction, and publishes it when the transaction commits.
 
 Covered: flag rows and their allow/deny lists (whoever writes them), membership of groups (a flag's internal

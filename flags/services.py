@@ -1,4 +1,5 @@
-"""Flag evaluation and changes (DESIGN §7). Views and the admin call these; nothing else writes a flag.
+"""Flag evaluation and changes (docs/architecture.md §7). Views and the admin call these; nothing else writes
+a flag.
 
 Evaluation (``flag_decide`` / ``flag_is_enabled``) answers from a process-local snapshot of every flag row.
 The snapshot is checked against a version stamp at most every ``VERSION_CHECK_SECONDS``: the stamp is a
@@ -36,9 +37,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.services import audit_record
+from core.actors import Actor
 
 from .bucketing import BUCKETS
 from .conf import flag_setting
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 STAMP_KEY = "flags:stamp"
 MEMO_ATTRIBUTE = "_flag_decisions"
 
-# Injectable clock (STYLE.md): the snapshot's re-check interval is measured with it.
+# Injectable clock: the snapshot's re-check interval is measured with it.
 clock: Callable[[], float] = time.monotonic
 
 # --- evaluation ----------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def _load_snapshots() -> dict[str, FlagSnapshot]:
     lists: dict[tuple[int, str], set[object]] = {}
     for attr in ("allow_users", "deny_users"):
         through = getattr(Flag, attr).through
-        for flag_id, user_id in through.objects.values_list("flag_id", user_model._meta.model_name + "_id"):
+        for flag_id, user_id in through.objects.values_list("flag_id", f"{user_model._meta.model_name}_id"):
             lists.setdefault((flag_id, attr), set()).add(user_id)
     return {
         flag.name: _snapshot_of(
@@ -164,8 +165,8 @@ def _snapshot_of(
         salt=flag.salt,
         retired=flag.retired,
         beta_enabled=flag.beta_enabled,
-        internal_group=flag.internal_group.name if flag.internal_group_id else None,
-        beta_group=flag.beta_group.name if flag.beta_group_id else None,
+        internal_group=flag.internal_group.name if flag.internal_group is not None else None,
+        beta_group=flag.beta_group.name if flag.beta_group is not None else None,
         internal_members=frozenset(internal),
         beta_members=frozenset(beta),
         allow=frozenset(allow),
@@ -222,7 +223,7 @@ def flag_decide(name: str, user: Any, *, request: HttpRequest | Any = None) -> D
 
 
 def flag_is_enabled(name: str, user: Any, *, request: HttpRequest | Any = None) -> bool:
-    """Whether flag ``name`` includes ``user`` (DESIGN §7's decision order); see ``flag_decide``."""
+    """Whether flag ``name`` includes ``user`` (the decision order of docs/flags.md); see ``flag_decide``."""
     return flag_decide(name, user, request=request).enabled
 
 
@@ -320,7 +321,7 @@ def _save_change(
                 name=flag.name,
                 expected=expected_version,
                 current=flag.version,
-                changed_by=flag.changed_by.get_username() if flag.changed_by_id else "",
+                changed_by=flag.changed_by.get_username() if flag.changed_by is not None else "",
                 changed_at=flag.changed_at,
             )
         old = flag_state(flag)

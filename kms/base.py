@@ -1,4 +1,4 @@
-"""The key-provider contract (DESIGN §4).
+"""The key-provider contract (architecture.md §4).
 
 A provider wraps a blob's 32-byte data key (DEK) under a key-encryption key it holds, and unwraps it again.
 ``wrap`` reports the most exact reference of the key it used (an AWS key ARN, an Azure versioned ``kid``,

@@ -1,6 +1,6 @@
-"""The data-key cache: unwrapped data keys in process memory, for the download path only (DESIGN §4).
+"""The data-key cache: unwrapped data keys in process memory, for the download path only (architecture.md §4).
 
-A hot blob would otherwise cost a KMS call per download (the seed budgets two); with the cache, one per
+A hot blob would otherwise cost a KMS call per download (the guide budgets two); with the cache, one per
 ``MAX_USES`` downloads or ``TTL_SECONDS`` per process, and downloads of cached blobs keep streaming while
 the KMS is down. Uploads never come here: a new blob gets a fresh data key.
 
@@ -12,7 +12,7 @@ the KMS is down. Uploads never come here: a new blob gets a fresh data key.
 - Bounded by TTL, by uses per unwrap and by size (least recently used out first).
 - Single-flight: concurrent misses for one key make one unwrap; the others wait for it and share its
   result or its error. A failed unwrap is never cached: the next request asks the KMS again.
-- Cleared when ``KMS_PROVIDERS``, ``KMS_DEFAULT_PROVIDER`` or ``KMS_DEK_CACHE`` change
+- Cleared when ``KMS_PROVIDERS``, ``KMS_DEFAULT_PROVIDER`` or ``KMS["DEK_CACHE"]`` change
   (``override_settings``), as the provider registry is. Python cannot wipe ``bytes``; evicted keys are
   left to the garbage collector.
 """
@@ -33,8 +33,6 @@ from django.dispatch import receiver
 from .base import WrappedKey, encode_context
 from .conf import kms_setting
 from .metrics import DEK_CACHE_HITS, DEK_CACHE_MISSES
-
-SETTINGS = ("TTL_SECONDS", "MAX_USES", "MAX_ENTRIES")
 
 
 def cache_key(*, alias: str, wrapped: WrappedKey, context: Mapping[str, str]) -> bytes:
@@ -80,7 +78,7 @@ class DataKeyCache:
         limits = {"TTL_SECONDS": ttl_seconds, "MAX_USES": max_uses, "MAX_ENTRIES": max_entries}
         for name, value in limits.items():
             if value < 0:
-                raise ImproperlyConfigured(f"KMS_DEK_CACHE[{name!r}] is {value}; use 0 (off) or more.")
+                raise ImproperlyConfigured(f"KMS['DEK_CACHE'][{name!r}] is {value}; use 0 (off) or more.")
         self.ttl_seconds = ttl_seconds
         self.max_uses = max_uses
         self.max_entries = max_entries
@@ -119,6 +117,7 @@ class DataKeyCache:
         if cached is not None:
             DEK_CACHE_HITS.inc()
             return cached
+        assert flight is not None  # set under the lock whenever nothing was cached
         if not leader:
             flight.done.wait()
             if flight.error is not None:
@@ -183,14 +182,14 @@ _cache: DataKeyCache | None = None
 
 
 def dek_cache() -> DataKeyCache:
-    """This process's cache, built from ``KMS_DEK_CACHE`` on first use."""
+    """This process's cache, built from ``KMS["DEK_CACHE"]`` on first use."""
     global _cache
     cache = _cache
     if cache is not None:
         return cache
     with _lock:
         if _cache is None:
-            config = kms_setting("KMS_DEK_CACHE")
+            config = kms_setting("DEK_CACHE")
             _cache = DataKeyCache(
                 ttl_seconds=config["TTL_SECONDS"],
                 max_uses=config["MAX_USES"],
@@ -209,5 +208,5 @@ def reset() -> None:
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
-    if setting in {"KMS_PROVIDERS", "KMS_DEFAULT_PROVIDER", "KMS_DEK_CACHE"}:
+    if setting in {"KMS_PROVIDERS", "KMS_DEFAULT_PROVIDER", "KMS"}:
         reset()

@@ -1,17 +1,30 @@
-"""Key-management errors. Providers translate SDK exceptions into these at their boundary (STYLE.md)."""
+"""Key-management errors. Providers translate SDK exceptions into these at their boundary."""
 
 from __future__ import annotations
 
+from core.errors import DomainError
 
-class KmsError(Exception):
-    """Root: the key service could not do what was asked. Mapped to 503 + Retry-After once, in HTTP."""
 
+class KmsError(DomainError):
+    """Root: the key service could not do what was asked. Answered 503 + Retry-After.
+
+    The message can name key ids and paths: operators read it in the log, clients a fixed sentence.
+    """
+
+    status_code = 503
     code = "kms_error"
     retry_after = 30
+    log_when_answered = True
 
     def __init__(self, message: str, *, provider: str | None = None) -> None:
         super().__init__(message)
         self.provider = provider
+
+    def public_detail(self) -> str:
+        return "The key service is unavailable; nothing was changed. Try again later."
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class KeyUnavailable(KmsError):

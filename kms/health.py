@@ -1,4 +1,4 @@
-"""The key provider's last successful round-trip, remembered per process (DESIGN §6 /ready).
+"""The key provider's last successful round-trip, remembered per process (architecture.md §6 /ready).
 
 A readiness probe must not call a KMS each time: every wrap/unwrap the application does counts as
 evidence, and only when none is recent enough does a probe pay for one real round-trip. Failures are
@@ -57,7 +57,7 @@ def _fresh(alias: str, now: float) -> ProviderHealth | None:
     if cached is None:
         return None
     at, ok, detail = cached
-    ttl = kms_setting("KMS_HEALTH_TTL_SECONDS") if ok else FAILURE_TTL_SECONDS
+    ttl = kms_setting("HEALTH_TTL_SECONDS") if ok else FAILURE_TTL_SECONDS
     if now - at < ttl:
         return ProviderHealth(alias=alias, ok=ok, age_seconds=now - at, detail=detail)
     return None

@@ -1,6 +1,6 @@
-"""Key-provider metrics (DESIGN §9), defined once per process at import.
+"""Key-provider metrics (architecture.md §9), defined once per process at import.
 
-``kms_calls_total{provider,operation,status}`` counts every *attempt*, retries included, so the seed's
+``kms_calls_total{provider,operation,status}`` counts every *attempt*, retries included, so the guide's
 ``erp_hub:kms:success_rate`` alert sees a flapping KMS even when retries hide it from users. ``provider`` is
 the KMS_PROVIDERS alias, ``operation`` is ``wrap``/``unwrap``/``rewrap`` and ``status`` is one of
 ``STATUSES``. Counter and Histogram work unchanged in prometheus_client's multiprocess mode (gunicorn

@@ -1,4 +1,4 @@
-"""Key rotation runs, recorded for the key status page (DESIGN §4; issue 4, admin).
+"""Key rotation runs, recorded for the key status page (architecture.md §4; the admin).
 
 One row per finished ``blobs_rewrap`` / ``blobs_reencrypt`` run: what it moved, to which key, when and who
 ran it. Rows are written once and never changed (the audit log, not this table, is the system of record).
@@ -70,7 +70,7 @@ class KeyRotation(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if not self._state.adding:
             raise TypeError("Key rotation records are written once; they are never updated.")
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]  # passed through as Django received them
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise TypeError("Key rotation records are never deleted.")
@@ -80,7 +80,7 @@ class MasterKeyCheck(models.Model):
     """The check value of a master key id whose bytes the operator supplies (the local provider), recorded
     the first time the id wraps a key (trust on first use). The same id configured later with other bytes is
     refused before it wraps anything: blobs wrapped under a wrong key would be unreadable once the right key
-    is back (issue 2, "master key missing or wrong: 503 and nothing written")."""
+    is back (a master key missing or wrong: 503 and nothing written)."""
 
     provider = models.CharField(max_length=100, help_text="KMS_PROVIDERS alias.")
     key_ref = models.CharField(max_length=255, help_text="The key id blobs record.")

@@ -1,4 +1,4 @@
-"""Key providers by alias, configured like STORAGES (DESIGN §4).
+"""Key providers by alias, configured like STORAGES (architecture.md §4).
 
 ``KMS_PROVIDERS = {alias: {"BACKEND": "dotted.path", "OPTIONS": {...}}}``; ``KMS_DEFAULT_PROVIDER`` names
 the alias that wraps new data keys. Providers are built lazily, once per process, and rebuilt when
@@ -8,6 +8,8 @@ the alias that wraps new data keys. Providers are built lazily, once per process
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -52,7 +54,7 @@ def default_provider() -> KeyProvider:
 
 def _build(alias: str) -> KeyProvider:
     try:
-        config = settings.KMS_PROVIDERS[alias]
+        config: Mapping[str, Any] = settings.KMS_PROVIDERS[alias]
     except KeyError:
         raise ImproperlyConfigured(
             f"Key provider {alias!r} is not configured in KMS_PROVIDERS ({sorted(settings.KMS_PROVIDERS)})."

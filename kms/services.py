@@ -1,15 +1,15 @@
-"""kms services: recording key rotation runs (keyword-only, one operation each; STYLE.md)."""
+"""kms services: recording key rotation runs (keyword-only, one operation each)."""
 
 from __future__ import annotations
 
-import getpass
 import hmac
-import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.db import transaction
+
+from core.actors import Actor
 
 from .base import WrappedKey
 from .exceptions import KeyMismatch, UnwrapFailed
@@ -25,22 +25,13 @@ _confirmed_lock = threading.Lock()
 _confirmed: set[tuple[str, str, bytes]] = set()  # (alias, key_ref, check value) already matched here
 
 
-def cli_actor() -> str:
-    """The actor a management command acts as, named like the audit log's system actors (DESIGN §8)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
-        user = f"uid{os.getuid()}"
-    return f"system:cli:{user}"
-
-
 def key_rotation_record(
     *,
     kind: str,
     outcome: str,
     started_at: datetime,
     finished_at: datetime,
-    actor: str,
+    actor: Actor,
     target_provider: str,
     target_key_ref: str,
     selection: str = "",
@@ -54,7 +45,7 @@ def key_rotation_record(
         outcome=outcome,
         started_at=started_at,
         finished_at=finished_at,
-        actor=actor,
+        actor=actor.name,
         target_provider=target_provider,
         target_key_ref=target_key_ref,
         selection=selection,

@@ -20,8 +20,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from audit.actors import Actor
     from audit.services import audit_record
+    from core.actors import Actor
 
     actor = Actor.system(f"appender-{os.getpid()}")
     deadline = time.monotonic() + 60

@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.files.storage import storages
-from django.core.management import call_command
 
 from audit.checkpoints import checkpoint_storage
 from kms.tests import servers
 
-from .factories import record
+from .factories import record, run
 
 pytestmark = pytest.mark.django_db
 
@@ -85,12 +83,6 @@ def s3_checkpoints(moto_s3, settings, monkeypatch) -> Iterator[tuple[object, str
     if connections is not None and getattr(connections, "connection", None) is not None:
         connections.connection.meta.client.close()
     admin.close()
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def keys(admin, bucket: str) -> list[str]:

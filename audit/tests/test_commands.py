@@ -18,15 +18,9 @@ from audit.checkpoints import checkpoint_storage
 from audit.models import AuditEvent
 from audit.triggers import statements
 
-from .factories import record
+from .factories import record, run
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
 
 
 def broken_at(*args: str) -> int:

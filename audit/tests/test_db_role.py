@@ -11,9 +11,9 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from audit.actors import Actor
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.recording import audit_record
+from core.actors import Actor
 
 pytestmark = pytest.mark.django_db
 
@@ -79,13 +79,13 @@ def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):
 
     from django.utils import timezone
 
-    from audit import services
+    from audit import clock
     from audit.models import PurgeAnchor
 
     long_ago = timezone.now() - timedelta(days=4000)
-    monkeypatch.setattr(services, "now", lambda: long_ago)
+    monkeypatch.setattr(clock, "now", lambda: long_ago)
     old = audit_record(action="old", actor=Actor.system("test"))
-    monkeypatch.setattr(services, "now", timezone.now)
+    monkeypatch.setattr(clock, "now", timezone.now)
     anchor = audit_record(action="new", actor=Actor.system("test"))
     PurgeAnchor.objects.create(
         sequence=anchor.sequence, hash=anchor.hash, cutoff=timezone.now(), retention_days=365

@@ -7,8 +7,6 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth.models import Group, Permission
-from django.core.signals import request_finished
-from django.db import close_old_connections
 from django.test import Client
 from django.urls import reverse
 
@@ -19,6 +17,7 @@ from blobs.exceptions import BlobIntegrityError
 from blobs.models import Blob
 from blobs.services import blob_delete, blob_verify
 from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.streams import close
 from erphub import roles
 
 from .factories import chain_rows
@@ -34,11 +33,6 @@ def events(action: str | None = None) -> list[AuditEvent]:
 
 
 @pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
 def client(owner):
     c = Client(headers={"User-Agent": "pytest-agent/1.0"})
     c.force_login(owner)
@@ -49,18 +43,6 @@ def client(owner):
 def blob(settings, owner):
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
     return make_blob(owner, pattern(1000), filename="report.bin")
-
-
-def close(response) -> None:
-    """Close like the WSGI server (when a client goes away), as Django's test client closes: without
-    ``close_old_connections``, which would end the test's transaction. The client's own wrapper around the
-    body goes first: once started, it closes the response itself and then reconnects that receiver."""
-    response._iterator.close()
-    request_finished.disconnect(close_old_connections)
-    try:
-        response.close()
-    finally:
-        request_finished.connect(close_old_connections)
 
 
 def stream(blob) -> str:

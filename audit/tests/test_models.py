@@ -3,9 +3,13 @@ PostgreSQL (the suite runs on both; CI runs it twice)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 
+import audit
 from audit.exceptions import AuditImmutable
 from audit.models import AuditEvent, LegalHold, PurgeAnchor
 
@@ -97,3 +101,16 @@ def test_anchors_and_holds_are_append_only_too(table):
         _raw(f"DELETE FROM {table}")  # noqa: S608
     assert LegalHold.objects.count() == 1
     assert PurgeAnchor.objects.count() == 1
+
+
+def test_no_application_module_drops_the_guards():
+    """Only the migration's reverse drops the triggers; the owner's wipe for tests lives among the tests
+    (audit/tests/wipe.py), where no application code can call it."""
+    app = Path(audit.__file__).parent
+    dropping = sorted(
+        path.relative_to(app).as_posix()
+        for path in app.rglob("*.py")
+        if "tests" not in path.relative_to(app).parts and "reverse=True" in path.read_text()
+    )
+    assert dropping == ["migrations/0002_append_only_triggers.py"]
+    assert importlib.util.find_spec("audit.testing") is None

@@ -1,86 +1,21 @@
-"""Export with a signed manifest, and the retention purge: the only deletion path, which the database
-itself restricts to events below a signed anchor, older than the retention period, not under a hold."""
+"""The retention purge: the only deletion path, which the database itself restricts to events below a
+signed anchor, older than the retention period, not under a hold."""
 
 from __future__ import annotations
 
-import io
-import json
 from datetime import UTC, datetime, timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import DatabaseError, connection, transaction
-from django.utils import timezone
 
-from audit import services
-from audit.actors import Actor
+from audit.holds import legal_hold_create
 from audit.models import AuditEvent, LegalHold, PurgeAnchor
-from audit.services import legal_hold_create, verify_export
+from core.actors import Actor
 
-from .factories import record
+from .factories import YEAR, run
 
 pytestmark = pytest.mark.django_db
-
-YEAR = timedelta(days=365)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Stamp events at a chosen time: ``clock.at(datetime)``."""
-
-    class Clock:
-        current = timezone.now()
-
-        def at(self, when: datetime) -> None:
-            self.current = when
-
-    c = Clock()
-    monkeypatch.setattr(services, "now", lambda: c.current)
-    return c
-
-
-@pytest.fixture
-def history(clock):
-    """Ten events a year apart, the oldest ten years ago, then three from today."""
-    today = timezone.now()
-    for years_ago in range(10, 0, -1):
-        clock.at(today - years_ago * YEAR)
-        record(1, action=f"old.{years_ago}")
-    clock.at(today)
-    record(3, action="recent")
-    return today
-
-
-def run(*args: str) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO())
-    return out.getvalue()
-
-
-def test_export_writes_json_lines_and_a_signed_manifest(tmp_path, history):
-    target = tmp_path / "audit.jsonl"
-    since = (history - 5 * YEAR - timedelta(days=1)).date().isoformat()
-    out = run("audit_export", "--since", since, "-o", str(target))
-    lines = target.read_bytes().splitlines(keepends=True)
-    assert len(lines) == 8  # 5 old (5..1 years ago) + 3 recent
-    assert out.startswith("8\t6-13\t")
-    manifest = json.loads((tmp_path / "audit.jsonl.manifest.json").read_text())
-    assert manifest["payload"]["first_sequence"] == 6
-    assert manifest["payload"]["last_hash"] == AuditEvent.objects.get(sequence=13).hash
-    assert verify_export(lines=iter(lines), manifest=manifest).ok
-    # The export itself is audited.
-    assert AuditEvent.objects.order_by("-sequence").first().action == "audit.export"
-
-
-def test_a_tampered_export_or_manifest_fails_its_check(tmp_path, history):
-    sink = io.BytesIO()
-    manifest = services.audit_export(since=None, until=None, sink=sink, actor=Actor.system("test"))
-    lines = sink.getvalue().splitlines(keepends=True)
-    edited = [lines[0].replace(b'"old.10"', b'"old.99"'), *lines[1:]]
-    assert not verify_export(lines=iter(edited), manifest=manifest).ok
-    forged = {**manifest, "payload": {**manifest["payload"], "count": 1}}
-    assert "signature" in verify_export(lines=iter(lines), manifest=forged).reason
 
 
 def test_purge_keeps_the_retention_period_and_verification_still_passes(settings, history):
@@ -147,11 +82,6 @@ def test_the_trigger_itself_refuses_rows_the_purge_rules_do_not_allow(settings, 
     assert AuditEvent.objects.count() == 12
 
 
-def test_export_rejects_a_reversed_range():
-    with pytest.raises(CommandError, match="before --until"):
-        run("audit_export", "--since", "2026-02-01", "--until", "2026-01-01")
-
-
 def test_bad_dates_are_named():
     with pytest.raises(CommandError, match="not an ISO 8601 date"):
         run("audit_purge", "--before", "last tuesday")
@@ -166,13 +96,3 @@ def test_dates_without_zone_are_utc():
     from audit.management.commands._dates import parse_when
 
     assert parse_when("2026-01-31", "--x") == datetime(2026, 1, 31, tzinfo=UTC)
-
-
-def test_audit_verify_checks_an_export_file(tmp_path, history):
-    target = tmp_path / "all.jsonl"
-    run("audit_export", "-o", str(target))
-    assert run("audit_verify", "--export", str(target)).startswith(f"ok: {target}: 13 events")
-    lines = target.read_bytes().splitlines(keepends=True)
-    target.write_bytes(b"".join([*lines[:5], *lines[6:]]))  # one event left out
-    with pytest.raises(CommandError, match="does NOT verify"):
-        run("audit_verify", "--export", str(target))

@@ -1,4 +1,5 @@
-"""Fixtures shared by the blob tests: the disk filling up mid-write, injected at the OS file boundary."""
+"""Fixtures shared by the blob tests: small segments, the usual users, and the disk filling up mid-write
+(injected at the OS file boundary)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,32 @@ import os
 from collections.abc import Callable
 
 import pytest
+
+#: Segment size of ``small_segments`` unless a test or module says ``@pytest.mark.segment_size(n)``.
+SMALL_SEGMENT_SIZE = 128
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "segment_size(n): the ciphertext segment size small_segments sets")
+
+
+@pytest.fixture
+def small_segments(request: pytest.FixtureRequest, settings) -> int:
+    """New blobs get small ciphertext segments (128 bytes unless ``@pytest.mark.segment_size(n)``), so a
+    few KB span many segments and ranges cross their boundaries. A module where every test wants them says
+    ``pytestmark = [..., pytest.mark.usefixtures("small_segments")]``. Returns the size."""
+    marker = request.node.get_closest_marker("segment_size")
+    size = marker.args[0] if marker else SMALL_SEGMENT_SIZE
+    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": size}
+    return size
+
+
+@pytest.fixture
+def alice():
+    """A second user with the default blob permissions (``owner`` is in the root conftest)."""
+    from blobs.tests.factories import make_user
+
+    return make_user("alice")
 
 
 class FailingFile(io.FileIO):

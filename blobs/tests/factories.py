@@ -1,15 +1,19 @@
-"""Test data built through the real services (no fake blobs: the bytes are really encrypted)."""
+"""Test data built through the real services (no fake blobs: the bytes are really encrypted), and what the
+tests read back: the plaintext of a blob, the files in blob storage, a management command's output."""
 
 from __future__ import annotations
 
 import io
 import itertools
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
 
 from blobs.models import Blob
-from blobs.services import blob_create
+from blobs.services import blob_create, blob_open
+from blobs.storage import blob_store
 
 _counter = itertools.count()
 
@@ -56,3 +60,21 @@ def pattern(size: int, seed: int = 7) -> bytes:
         out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
         counter += 1
     return bytes(out[:size])
+
+
+def plaintext(blob: Blob) -> bytes:
+    """The whole plaintext of ``blob``, decrypted and authenticated through the real service."""
+    return b"".join(blob_open(blob=blob).iter_all())
+
+
+def stored_files() -> list[Path]:
+    """Every file under the ``blobs`` storage's root (objects and temporaries), sorted."""
+    root = Path(blob_store("blobs").storage.location)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def run(name: str, *args: str) -> tuple[str, str]:
+    """``(stdout, stderr)`` of the management command ``name``."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command(name, *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()

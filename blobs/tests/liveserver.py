@@ -81,6 +81,7 @@ def server_env(
     env.update(
         DJANGO_SETTINGS_MODULE="erphub.settings",
         DJANGO_DEBUG="false",  # production code paths: generic errors, no debug pages
+        DJANGO_SECURE_SSL_REDIRECT="false",  # plain HTTP on loopback: no TLS proxy in front
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         ERPHUB_VAR_DIR=str(var_dir),

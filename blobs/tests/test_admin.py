@@ -12,19 +12,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from blobs.models import Blob
-from blobs.services import blob_open
 from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, make_user, pattern, plaintext, stored_files
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(256),
+]
 
 CHANGELIST = reverse("admin:blobs_blob_changelist")
 ADD = reverse("admin:blobs_blob_add")
-
-
-@pytest.fixture(autouse=True)
-def fast_setup(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
 
 
 @pytest.fixture
@@ -40,11 +38,6 @@ def admin_client(admin_user):
 
 
 @pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-@pytest.fixture
 def bob():
     return make_user("bob")
 
@@ -55,15 +48,6 @@ def change_url(blob: Blob) -> str:
 
 def object_path(blob: Blob) -> Path:
     return Path(blob_store("blobs").storage.location) / blob.storage_name
-
-
-def stored_files() -> list[Path]:
-    root = Path(blob_store("blobs").storage.location)
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def plaintext(blob: Blob) -> bytes:
-    return b"".join(blob_open(blob=blob).iter_all())
 
 
 def messages_of(response) -> list[str]:

@@ -1,4 +1,4 @@
-"""Operator commands: blobs_import, blobs_export, blobs_gc (DESIGN §10 conventions: results on stdout,
+"""Operator commands blobs_import, blobs_export, blobs_gc (conventions of architecture.md §10: stdout results,
 progress and logs on stderr, inclusive ranges, re-runs skip, failures exit non-zero and say what failed)."""
 
 from __future__ import annotations
@@ -16,36 +16,15 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from blobs.models import Blob
-from blobs.services import BlobUpload, blob_open
+from blobs.services import BlobUpload
 from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern, plaintext, run, stored_files
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_setup(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
-
-
-@pytest.fixture
-def alice():
-    return make_user("alice")
-
-
-def run(name: str, *args: str) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err)
-    return out.getvalue(), err.getvalue()
-
-
-def plaintext(blob: Blob) -> bytes:
-    return b"".join(blob_open(blob=blob).iter_all())
-
-
-def stored_files() -> list[Path]:
-    root = Path(blob_store("blobs").storage.location)
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(256),
+]
 
 
 def parse_lines(out: str) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ import sqlite3
 import struct
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,14 +53,22 @@ class Server(Gunicorn):
     storage_dir: Path
     username: str
     password: str
+    #: Values that must never reach a log: the master keys and the Django secret key it was started with.
+    never_logged: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var_dir = tmp_path_factory.mktemp("e2e-var")
     username, password = "e2e-admin", secrets.token_urlsafe(18)
+    (var_dir / "prometheus").mkdir()
     env = server_env(
-        var_dir, username=username, password=password, key_id="e2e-1", BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE)
+        var_dir,
+        username=username,
+        password=password,
+        key_id="e2e-1",
+        BLOB_SEGMENT_SIZE=str(SEGMENT_SIZE),
+        PROMETHEUS_MULTIPROC_DIR=str(var_dir / "prometheus"),  # as `make run`: /metrics sums the workers
     )
     prepare_database(env)
     srv = Server.start(
@@ -71,6 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         storage_dir=Path(env["BLOB_STORAGE_DIR"]),
         username=username,
         password=password,
+        never_logged=(env["BLOB_MASTER_KEYS"].split(":", 1)[1], env["DJANGO_SECRET_KEY"]),
     )
     try:
         try:
@@ -114,7 +124,7 @@ def deterministic(size: int, seed: int) -> bytes:
 
 
 def plaintext_start(segment: int) -> int:
-    """Plaintext offset where ``segment`` begins (DESIGN §3: segment 0 shares room with the header)."""
+    """Plaintext offset where ``segment`` begins (architecture §3: segment 0 shares room with the header)."""
     return 0 if segment == 0 else PARAMS.first_segment_plaintext + (segment - 1) * PARAMS.segment_plaintext
 
 
@@ -187,7 +197,7 @@ def test_chunked_raw_upload_is_read_to_eof(session, server, data):
 
 
 def test_concurrent_uploads_all_land(session):
-    # Both workers, several threads each, writing rows to one SQLite file (WAL + IMMEDIATE, DESIGN §8).
+    # Both workers, several threads each, writing rows into one SQLite file (WAL, IMMEDIATE: architecture §8).
     payloads = [deterministic(512 * 1024 + n, seed=n) for n in range(8)]
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         replies = list(pool.map(lambda data: session.upload_multipart(data, "parallel.bin"), payloads))
@@ -261,7 +271,7 @@ def _audit_rows(server: Server) -> list[dict]:
 
 def test_concurrent_range_requests_are_all_audited_in_one_valid_chain(server, session, blob, data):
     # Both workers x 4 threads each write a start and an end event per request into one SQLite file:
-    # WAL + busy timeout + BEGIN IMMEDIATE queue them (DESIGN §8); none may fail with "database is locked".
+    # WAL, busy timeout and BEGIN IMMEDIATE queue them (architecture.md §8); none fails "database is locked".
     requests = 48
     size = len(data)
 
@@ -359,6 +369,20 @@ def _raw_get(server: Server, auth: str, path: str) -> socket.socket:
     return sock
 
 
+def _read_then_reset(sock: socket.socket, at_least: int) -> None:
+    """Read ``at_least`` bytes of the response, then close with RST rather than FIN: the harshest way a
+    client can go away mid-body."""
+    try:
+        received = 0
+        while received < at_least:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection early"
+            received += len(chunk)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def access_token(server: Server) -> str:
     """A JWT for the same admin, from ``POST /api/token/`` on the live server."""
@@ -387,16 +411,7 @@ def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
     reply = session.upload_multipart(big, "big.bin")
     assert reply.status == 201, reply.body[:300]
     cookie = f"Cookie: {session.headers()['Cookie']}\r\nX-Request-ID: e2e-abort-1\r\n"
-    sock = _raw_get(server, cookie, stream_path(reply.json()["id"]))
-    try:
-        received = 0
-        while received < 256 * 1024:
-            chunk = sock.recv(65536)
-            assert chunk, "the server closed the connection early"
-            received += len(chunk)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    finally:
-        sock.close()
+    _read_then_reset(_raw_get(server, cookie, stream_path(reply.json()["id"])), 256 * 1024)
     deadline = time.monotonic() + 30
     while True:
         ends = [
@@ -410,22 +425,29 @@ def test_a_client_that_goes_away_is_audited_as_aborted(server, session):
     (end,) = ends
     assert end["outcome"] == "aborted"
     assert 256 * 1024 <= end["details"]["bytes_sent"] < len(big)
+    # The metrics say the same, summed over the workers: counted aborted, nothing left in progress.
+    metrics = _scrape(server)
+    assert metrics[("file_downloads_total", "aborted")] >= 1
+    assert metrics[("file_download_in_progress", "")] == 0
+    assert metrics[("file_download_bytes_total", "")] >= end["details"]["bytes_sent"]
+
+
+def _scrape(server) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.url("/metrics"), timeout=30) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, s.labels.get("status", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_client_disconnect_mid_download_leaves_server_healthy(server, session, blob, data, auth):
     workers = server.worker_pids()
     for _ in range(3):
-        sock = _raw_get(server, auth, stream_path(blob["id"]))
-        try:
-            received = 0
-            while received < 256 * 1024:
-                chunk = sock.recv(65536)
-                assert chunk, "the server closed the connection early"
-                received += len(chunk)
-            # RST rather than FIN: the harshest way a client can go away mid-body.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        finally:
-            sock.close()
+        _read_then_reset(_raw_get(server, auth, stream_path(blob["id"])), 256 * 1024)
     assert server.proc.poll() is None
     assert session.request("GET", "/health").status == 200
     assert session.request("GET", stream_path(blob["id"])).body == data
@@ -583,3 +605,60 @@ def test_truncated_upload_is_not_stored(server, session, data, framing, auth):
     # The client's fault, answered like every other error here: a 4xx with the JSON error body.
     assert 400 <= status < 500, (status, payload[:300])
     assert "code" in json.loads(payload)
+
+
+def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session):
+    # Sign in for tokens, upload a marked file, stream it, refresh, log out: then read everything the
+    # server wrote (gunicorn's log, every worker's stdout and stderr: access lines, audit events, errors).
+    marker = f"PLAINTEXT-{secrets.token_hex(16)}".encode()
+    live = LiveSession(server, timeout=HTTP_TIMEOUT)
+    reply = live.request(
+        "POST",
+        "/api/token/",
+        body=json.dumps({"username": server.username, "password": server.password}),
+        headers={"Content-Type": "application/json", "X-Request-ID": "e2e-logs-login"},
+    )
+    assert reply.status == 200
+    tokens = reply.json()
+    bearer = {"Authorization": f"Bearer {tokens['access']}"}
+    reply = session.upload_multipart(marker * 100, "marked.txt")
+    assert reply.status == 201, reply.body[:300]
+    blob_id = reply.json()["id"]
+    reply = live.request("GET", stream_path(blob_id), headers={**bearer, "X-Request-ID": "e2e-logs-dl"})
+    assert reply.status == 200
+    assert reply.body == marker * 100
+    json_body = {"Content-Type": "application/json"}
+    reply = live.request(
+        "POST", "/api/token/refresh/", body=json.dumps({"refresh": tokens["refresh"]}), headers=json_body
+    )
+    assert reply.status == 200, reply.body[:300]
+    rotated = reply.json()
+    reply = live.request(
+        "POST", "/api/token/blacklist/", body=json.dumps({"refresh": rotated["refresh"]}), headers=json_body
+    )
+    assert reply.status == 200, reply.body[:300]
+
+    deadline = time.monotonic() + 30
+    while True:
+        log = server.log_path.read_text(errors="replace")
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        downloads = [e for e in lines if e.get("event") == "request" and e.get("request_id") == "e2e-logs-dl"]
+        if downloads or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    (download,) = downloads
+    assert (download["status"], download["outcome"], download["bytes"]) == (200, "success", len(marker) * 100)
+    assert download["blob_id"] == blob_id
+    assert download["user_id"]
+    # Audit events are JSON lines in the same stream, under the same request id.
+    assert any(e.get("action") == "blob.download.end" and e.get("request_id") == "e2e-logs-dl" for e in lines)
+    every_token = (tokens["access"], tokens["refresh"], rotated["access"], rotated["refresh"])
+    for secret in (
+        server.password,
+        *every_token,
+        *(part for token in every_token for part in token.split(".")[1:]),  # payloads and signatures
+        marker.decode(),
+        *server.never_logged,
+    ):
+        assert secret not in log
+

@@ -1,4 +1,4 @@
-"""blobs_verify and blobs_export_key (DESIGN §10 conventions: results on stdout, the rest on stderr,
+"""blobs_verify and blobs_export_key (architecture.md §10 conventions: results on stdout, the rest on stderr,
 non-zero exit naming what failed)."""
 
 from __future__ import annotations
@@ -17,27 +17,15 @@ from tink import cleartext_keyset_handle, streaming_aead
 from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, make_user, pattern, run
 from kms.exceptions import KeyUnavailable
 from kms.providers.local import LocalKeyProvider
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-def run(name: str, *args: str) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err)
-    return out.getvalue(), err.getvalue()
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(256),
+]
 
 
 def run_failing(name: str, *args: str) -> tuple[str, str, str]:

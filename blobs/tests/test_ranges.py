@@ -1,4 +1,4 @@
-"""blobs.ranges: Range parsing, If-Range and multipart/byteranges (reference/http-ranges.md rows 2-15, 17)."""
+"""blobs.ranges: Range parsing, If-Range and multipart/byteranges (architecture.md §6 rows 2-15, 17)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_range_not_satisfiable_carries_size():
 
 
 # --------------------------------------------------------------------------------------------------------
-# parse_range: reference/http-ranges.md, on a 1000-byte representation
+# parse_range: architecture.md §6, on a 1000-byte representation
 # --------------------------------------------------------------------------------------------------------
 
 # (reference row, Range header, expected ranges; None = ignore Range and serve 200 full)

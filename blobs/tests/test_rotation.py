@@ -25,24 +25,14 @@ from blobs.rotation import (
 from blobs.services import OBJECT_NAME, blob_open, blobs_gc, object_name
 from blobs.storage import blob_store
 from blobs.streaming import blob_open_stream
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern, run, stored_files
 from kms.base import WrappedKey
 from kms.exceptions import KeyUnavailable, UnwrapFailed
 from kms.models import KeyRotation
 from kms.providers.local import LocalKeyProvider
 from kms.registry import get_provider
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("small_segments")]
 
 
 @pytest.fixture
@@ -57,23 +47,12 @@ def blobs(keys, owner):
     return [make_blob(owner, pattern(300 + i, seed=i), filename=f"f{i}") for i in range(5)]
 
 
-def run(name: str, *args: str) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command(name, *args, stdout=out, stderr=err)
-    return out.getvalue(), err.getvalue()
-
-
 def fields(out: str) -> dict[str, str]:
     return {line.split("\t")[0]: line.split("\t", 1)[1] for line in out.splitlines()}
 
 
 def plaintext(blob: Blob) -> bytes:
     return b"".join(blob_open(blob=Blob.objects.get(pk=blob.pk)).iter_all())
-
-
-def stored_files() -> list[Path]:
-    root = Path(blob_store("blobs").storage.location)
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def object_path(blob: Blob) -> Path:

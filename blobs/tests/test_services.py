@@ -1,6 +1,6 @@
 """Blob services against the real parts: local KMS, filesystem storage, the database.
 
-Every failure path ends the same way: no row and no object (DESIGN §5, issue "nothing lost")."""
+Every failure path ends the same way: no row and no object (architecture.md §5, issue "nothing lost")."""
 
 from __future__ import annotations
 
@@ -33,19 +33,18 @@ from blobs.storage import blob_store
 from blobs.tests.factories import make_blob, make_user, pattern
 from kms.exceptions import KeyNotFound, KeyUnavailable, UnwrapFailed
 
-pytestmark = pytest.mark.django_db
-
 SEGMENT = 128  # plaintext per segment: 112 (the first: 72)
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(SEGMENT),
+]
 
 
 @pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": SEGMENT, "READ_CHUNK_BYTES": 100}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
+def small_reads(settings):
+    settings.BLOBS = {**settings.BLOBS, "READ_CHUNK_BYTES": 100}
 
 
 def storage_root() -> Path:
@@ -99,7 +98,7 @@ def test_object_holds_ciphertext_only(owner):
     blob = make_blob(owner, data)
     raw = object_path(blob).read_bytes()
     assert b"TOP-SECRET" not in raw
-    assert raw[0] == 40  # Tink header length byte (DESIGN §3)
+    assert raw[0] == 40  # Tink header length byte (architecture.md §3)
     assert [p.name for p in stored_files()] == [blob.id.hex]
 
 
@@ -402,12 +401,6 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     object_path(crashed).rename(crashed_part)
     age(crashed_part, two_hours)
 
-    failed = pending_upload(owner, b"failed").blob
-    Blob.objects.filter(pk=failed.pk).update(
-        state=Blob.State.FAILED, created_at=timezone.now() - timedelta(hours=2)
-    )
-    age(object_path(failed), two_hours)
-
     young = pending_upload(owner, b"still uploading").blob
 
     orphan = storage_root() / "ee" / "ff" / ("ee" + "f" * 30)
@@ -425,9 +418,9 @@ def test_gc_removes_old_leftovers_and_keeps_the_rest(owner):
     result = blobs_gc(older_than=timedelta(minutes=60))
 
     assert set(Blob.objects.values_list("pk", flat=True)) == {ready_old.pk, young.pk}
-    assert result.rows == 3  # stale, crashed, failed
+    assert result.rows == 2  # stale, crashed
     assert result.objects == 2  # orphan, orphan_part
-    for gone in (orphan, orphan_part, crashed_part, object_path(stale), object_path(failed)):
+    for gone in (orphan, orphan_part, crashed_part, object_path(stale)):
         assert not gone.exists()
     assert young_orphan.exists()
     assert object_path(young).exists()

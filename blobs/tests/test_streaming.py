@@ -1,4 +1,4 @@
-"""The download path and the data-key cache (DESIGN §4): hot blobs cost no KMS calls, a KMS outage does not
+"""The download path and the data-key cache (architecture §4): hot blobs cost no KMS call, an outage does not
 stop cached blobs, and a cold blob then gets the usual 503. Counted on the real local provider."""
 
 from __future__ import annotations
@@ -10,21 +10,11 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.services import blob_verify
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern
 from kms.exceptions import KeyUnavailable
 from kms.providers.local import LocalKeyProvider
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("small_segments")]
 
 
 @pytest.fixture
@@ -84,7 +74,7 @@ def test_ten_hot_blobs_cost_ten_unwraps_however_many_downloads(client, owner, co
 
 
 def test_with_the_cache_off_every_download_unwraps(client, owner, counted_unwraps, settings):
-    settings.KMS_DEK_CACHE = {"TTL_SECONDS": 0}
+    settings.KMS = {**settings.KMS, "DEK_CACHE": {"TTL_SECONDS": 0}}
     blob = make_blob(owner, b"x" * 50)
     for _ in range(4):
         assert download(client, blob) == (200, b"x" * 50)
@@ -219,7 +209,7 @@ def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_u
     assert counted_unwraps == ["local:mk-test-1"]
 
 
-# --- multi-segment bodies: whole segments are decrypted straight into new bytes (crypto._new_bytes) --------
+# --- multi-segment bodies: one new bytes object per whole segment ----------------------------------------
 
 
 def stream_chunks(client, blob, **headers):

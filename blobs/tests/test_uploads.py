@@ -1,5 +1,5 @@
 """``POST /secure/files/`` through Django's test client: the global encrypting upload handler, the raw-body
-path, the error mapping, and the promise that plaintext never reaches disk (DESIGN §5)."""
+path, the error mapping, and the promise that plaintext never reaches disk (architecture.md §5)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,14 @@ from blobs.models import Blob
 from blobs.storage import blob_store
 from blobs.tests.factories import make_user, pattern
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(4096),
+]
 
 URL = "/secure/files/"
 MARKER = b"PLAINTEXT-NEVER-ON-DISK:"
-
-
-@pytest.fixture(autouse=True)
-def fast_setup(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 4096}
 
 
 @pytest.fixture

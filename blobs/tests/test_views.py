@@ -1,4 +1,4 @@
-"""The stream endpoint against every row of reference/http-ranges.md, plus auth and bad input."""
+"""The stream endpoint against every row of architecture.md §6, plus auth and bad input."""
 
 from __future__ import annotations
 
@@ -16,17 +16,6 @@ from blobs.tests.factories import make_blob, make_user, pattern
 pytestmark = pytest.mark.django_db
 
 SIZE = 1000
-
-
-@pytest.fixture
-def small_segments(settings):
-    # Small segments so a 1000-byte blob spans many segments and ranges cross boundaries.
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
-
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
 
 
 @pytest.fixture
@@ -58,7 +47,7 @@ def get(client, blob, **headers):
     return client.get(url(blob), headers=headers)
 
 
-# --- reference/http-ranges.md, row by row ---------------------------------------------------------------
+# --- architecture.md §6, row by row ---------------------------------------------------------------
 
 
 def test_row1_full_download_advertises_ranges(client, blob, data):

@@ -21,14 +21,13 @@ from blobs.tests.factories import make_blob, make_user, pattern
 from blobs.tests.test_uploads import assert_nothing_stored
 from erphub import roles
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(1024),
+]
 
 COLLECTION = reverse("blobs:collection")
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 1024}
 
 
 def jwt_client(user) -> Client:

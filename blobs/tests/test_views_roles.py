@@ -15,15 +15,14 @@ from blobs.models import Blob
 from blobs.tests.factories import make_blob, make_user, pattern
 from erphub import roles
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("small_segments"),
+    pytest.mark.segment_size(256),
+]
 
 SECRET_NAME = "merger-plan-zebra.xlsx"
 SECRET_SIZE = 4321
-
-
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 256}
 
 
 # actor -> how it is made; "upload" and "others" say what the role allows.

@@ -81,7 +81,7 @@ def test_an_upload_counts_as_a_successful_round_trip(counted_wraps):
 
 
 def test_a_stale_result_is_checked_again(counted_wraps, settings):
-    settings.KMS_HEALTH_TTL_SECONDS = 0
+    settings.KMS = {**settings.KMS, "HEALTH_TTL_SECONDS": 0}
     client = Client()
     for _ in range(3):
         client.get("/ready")
@@ -96,7 +96,7 @@ def test_a_failing_kms_is_not_hammered_by_probes(master_key_missing, counted_wra
 
 
 def test_provider_health_with_an_injected_clock(counted_wraps, settings):
-    settings.KMS_HEALTH_TTL_SECONDS = 60
+    settings.KMS = {**settings.KMS, "HEALTH_TTL_SECONDS": 60}
     now = [1000.0]
 
     def clock() -> float:

@@ -1,4 +1,4 @@
-"""``/metrics`` (DESIGN §6, §9): what a real download counts shows up in the scrape, the bearer token guards
+"""``/metrics`` (architecture §6, §9): what a real download counts shows in the scrape, a bearer token guards
 it, production without a token is warned about, and in multiprocess mode the scrape sums every worker."""
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ def test_multiprocess_scrape_sums_the_workers(tmp_path):
     )
     result = start(tmp_path, argv=("-c", scraper), **env)
     assert result.returncode == 0, result.stderr
-    status, _, text = result.stdout.partition("\n")
+    # stdout also carries the request's JSON access line (erphub.access_log): skip it.
+    output = "\n".join(line for line in result.stdout.splitlines() if not line.startswith('{"'))
+    status, _, text = output.partition("\n")
     assert status == "200"
     assert sample(text, "kms_calls_total", UNWRAP_OK) == 2
     assert sample(text, "kms_call_duration_seconds_count", {"provider": "local", "operation": "unwrap"}) == 2
@@ -147,3 +149,22 @@ def test_gunicorn_conf_marks_a_dead_worker(tmp_path):
     result = start(tmp_path, argv=("-c", master), PROMETHEUS_MULTIPROC_DIR=str(multiproc))
     assert result.returncode == 0, result.stderr
     assert not (multiproc / f"gauge_livesum_{pid}.db").exists()
+
+
+@pytest.mark.django_db
+def test_request_database_and_cache_metrics_come_from_django_prometheus():
+    from django.core.cache import cache
+
+    owner = make_user("metrics-owner")
+    client = Client()
+    client.force_login(owner)
+    before = scrape(Client())
+    assert client.get("/secure/files/").status_code == 200
+    cache.get("probe")
+    after = scrape(Client())
+    names = families(after)
+    assert {"django_http_requests_before_middlewares", "django_db_execute", "django_cache_get"} <= names
+    assert sample(after, "django_http_requests_before_middlewares_total") > sample(
+        before, "django_http_requests_before_middlewares_total"
+    )
+    assert sample(after, "django_cache_get_total", {"backend": "locmem"}) >= 1

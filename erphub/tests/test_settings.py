@@ -1,4 +1,4 @@
-"""Start-up configuration (DESIGN §10): production refuses to start without its secrets; development runs
+"""Start-up configuration (architecture §10): production refuses to start without secrets; development runs
 with none, and without a usable master key neither ``manage.py check`` nor the WSGI app starts. Each case runs
 in a fresh interpreter, as a deploy would. Also the first admin account (``manage.py bootstrap_admin``)."""
 
@@ -58,6 +58,11 @@ READ_BY_SETTINGS = (
     "AUDIT_CHECKPOINT_PREFIX",
     "METRICS_TOKEN",
     "PROMETHEUS_MULTIPROC_DIR",
+    "DJANGO_SECURE_SSL_REDIRECT",
+    "DJANGO_SECURE_HSTS_SECONDS",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "DJANGO_SECURE_HSTS_PRELOAD",
+    "DJANGO_SECURE_PROXY_SSL_HEADER",
 )
 
 
@@ -193,7 +198,7 @@ def test_there_is_no_asgi_entry_point():
     assert importlib.util.find_spec("erphub.asgi") is None
 
 
-# --- key providers from the seed's variables (DESIGN §10) ---------------------------------------------------
+# --- key providers from the deployment's variables (architecture.md §10) -------------------------------
 
 PROVIDERS = (
     "import django; django.setup(); from django.conf import settings; "
@@ -382,3 +387,69 @@ def test_without_a_checkpoint_bucket_checkpoints_stay_in_a_local_directory(tmp_p
     assert result.returncode == 0, result.stderr
     assert "CLASS django.core.files.storage.filesystem FileSystemStorage" in result.stdout
     assert str(tmp_path / "ckpt") in result.stdout
+
+
+# --- HTTPS in production: redirect, HSTS, the proxy's header (manage.py check --deploy) --------------------
+
+HTTPS_PROBE = (
+    "import django; django.setup(); from django.test import Client; c = Client(HTTP_HOST='erp.example.com'); "
+    "r = c.get('/api/schema/'); print('plain', r.status_code, r.get('Location')); "
+    "r = c.get('/health'); print('health', r.status_code); "
+    "r = c.get('/health', HTTP_X_FORWARDED_PROTO='https'); "
+    "print('hsts', r.get('Strict-Transport-Security'))"
+)
+
+
+def probe_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The probe's own output (stdout also carries each request's JSON access line)."""
+    return [line for line in result.stdout.splitlines() if not line.startswith("{")]
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    return {
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "k" * 60,
+        "DJANGO_ALLOWED_HOSTS": "erp.example.com",
+        "BLOB_MASTER_KEYS": master_keys(),
+        "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+        **extra,
+    }
+
+
+def test_production_redirects_to_https_and_sends_hsts_behind_the_proxy(tmp_path):
+    result = start(tmp_path, argv=("-c", HTTPS_PROBE), **production_env())
+    assert result.returncode == 0, result.stderr
+    lines = probe_lines(result)
+    assert "plain 301 https://erp.example.com/api/schema/" in lines
+    assert "health 200" in lines  # probes reach the pod over plain HTTP: never redirected
+    assert "hsts max-age=31536000; includeSubDomains; preload" in lines
+
+
+def test_hsts_and_the_redirect_are_configurable(tmp_path):
+    env = production_env(
+        DJANGO_SECURE_SSL_REDIRECT="false",
+        DJANGO_SECURE_HSTS_SECONDS="600",
+        DJANGO_SECURE_HSTS_PRELOAD="false",
+        DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS="false",
+    )
+    result = start(tmp_path, argv=("-c", HTTPS_PROBE), **env)
+    assert result.returncode == 0, result.stderr
+    lines = probe_lines(result)
+    assert lines[0].startswith("plain 200") or lines[0].startswith("plain 4")  # not redirected
+    assert "hsts max-age=600" in lines
+
+
+def test_development_neither_redirects_nor_sends_hsts(tmp_path):
+    result = start(tmp_path, argv=("-c", HTTPS_PROBE.replace("erp.example.com", "localhost")))
+    assert result.returncode == 0, result.stderr
+    assert "hsts None" in probe_lines(result)
+    assert not probe_lines(result)[0].startswith("plain 301")
+
+
+def test_check_deploy_warns_when_https_is_switched_off(tmp_path):
+    env = production_env(
+        DJANGO_SECURE_SSL_REDIRECT="false", DJANGO_SECURE_HSTS_SECONDS="0", METRICS_TOKEN="t"
+    )
+    result = start(tmp_path, argv=("manage.py", "check", "--deploy"), **env)
+    assert "security.W008" in result.stdout + result.stderr
+    assert "security.W004" in result.stdout + result.stderr

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from audit.actors import Actor
+from core.actors import Actor
 from erphub import roles
 from flags import services
 from flags.bucketing import in_rollout

@@ -12,8 +12,8 @@ from django.test import RequestFactory
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from audit.actors import Actor
 from audit.models import AuditEvent
+from core.actors import Actor
 from flags import services
 from flags.bucketing import in_rollout
 from flags.exceptions import FlagConflict, FlagError, FlagRetired, InvalidRollout, RetirementRefused

@@ -1,4 +1,4 @@
-"""Local master keys, for development and single-machine installs (DESIGN §4).
+"""Local master keys, for development and single-machine installs (architecture.md §4).
 
 Master keys come from ``BLOB_MASTER_KEYS`` (``id:base64key,...``) or a key file with one ``id:base64key``
 per line (mode 0600). The first key is active; the others still unwrap, so adding a key never strands old
@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from erphub.secret_files import create_secret_file
+from core.secret_files import create_secret_file
 
 from ..base import KeyProvider, WrappedKey, encode_context
 from ..exceptions import KeyNotFound, KeyUnavailable, UnwrapFailed

@@ -118,15 +118,30 @@ def make_backend(name: str, request: pytest.FixtureRequest) -> Backend:
     raise ValueError(name)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    built = make_backend(request.param, request)
+def _built(name: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    built = make_backend(name, request)
     yield built
     built.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from _built(request.param, request)
 
 
 @pytest.fixture(params=CLOUD)
 def cloud_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    built = make_backend(request.param, request)
-    yield built
-    built.close()
+    yield from _built(request.param, request)
+
+
+def _one_backend(name: str):
+    @pytest.fixture(name=name)
+    def one(request: pytest.FixtureRequest) -> Iterator[Backend]:
+        yield from _built(name, request)
+
+    one.__doc__ = f"The {name} backend alone: a fresh key on the session's server."
+    return one
+
+
+# `aws`, `azure`, `gcp`, `vault`: one provider's backend, for its own module's tests.
+aws, azure, gcp, vault = (_one_backend(name) for name in CLOUD)

@@ -7,14 +7,6 @@ import os
 import pytest
 
 from kms.providers.aws import AwsKmsKeyProvider
-from kms.tests.conftest import make_backend
-
-
-@pytest.fixture
-def aws(request):
-    backend = make_backend("aws", request)
-    yield backend
-    backend.close()
 
 
 def test_aws_endpoint_url_kms_from_the_environment_is_honoured(aws, moto_server, monkeypatch):

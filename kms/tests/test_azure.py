@@ -9,15 +9,8 @@ import pytest
 from kms.base import WrappedKey
 from kms.exceptions import KeyUnavailable, UnwrapFailed
 from kms.providers.azure import ALGORITHM, open_payload, seal_payload
-from kms.tests.conftest import AZURE_TOKEN, calls, make_backend
+from kms.tests.conftest import AZURE_TOKEN, calls
 from kms.tests.fakes import StaticTokenCredential
-
-
-@pytest.fixture
-def azure(request):
-    backend = make_backend("azure", request)
-    yield backend
-    backend.close()
 
 
 def test_payload_binds_the_context():

@@ -5,14 +5,12 @@ KMS_PROVIDERS entry, as in production."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 
 from blobs.models import Blob
 from blobs.services import blob_open
-from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, make_user, pattern, stored_files
 from kms import registry
 from kms.exceptions import KeyUnavailable
 from kms.tests.conftest import calls
@@ -28,11 +26,6 @@ def cloud_default(cloud_backend, settings):
     settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 4096}
     yield cloud_backend
     registry.reset()  # closes the providers the registry built
-
-
-def stored_files() -> list[Path]:
-    root = Path(blob_store("blobs").storage.location)
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def test_upload_and_download_through_the_cloud_provider(cloud_default):

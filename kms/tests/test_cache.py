@@ -1,4 +1,4 @@
-"""kms.cache: TTL, uses, LRU bound, single-flight, failures not cached, settings reset (DESIGN §4)."""
+"""kms.cache: TTL, uses, LRU bound, single-flight, failures not cached, settings reset (architecture §4)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from prometheus_client import REGISTRY
 
-from kms import cache
 from kms.base import WrappedKey
 from kms.cache import DataKeyCache, cache_key, dek_cache
 from kms.exceptions import KeyUnavailable
@@ -278,17 +277,18 @@ def test_an_unwrap_in_flight_during_clear_does_not_repopulate():
 
 
 def test_the_process_cache_follows_the_settings(settings):
-    settings.KMS_DEK_CACHE = {"TTL_SECONDS": 7, "MAX_USES": 5, "MAX_ENTRIES": 3}
+    settings.KMS = {**settings.KMS, "DEK_CACHE": {"TTL_SECONDS": 7, "MAX_USES": 5, "MAX_ENTRIES": 3}}
     c = dek_cache()
     assert (c.ttl_seconds, c.max_uses, c.max_entries) == (7, 5, 3)
     assert dek_cache() is c
-    settings.KMS_DEK_CACHE = {"MAX_USES": 0}  # only the keys a deployment changes; the rest default
+    # Only the keys a deployment changes; the rest default.
+    settings.KMS = {**settings.KMS, "DEK_CACHE": {"MAX_USES": 0}}
     assert dek_cache() is not c
     assert not dek_cache().enabled
     assert dek_cache().ttl_seconds == 300
 
 
-@pytest.mark.parametrize("setting", ["KMS_PROVIDERS", "KMS_DEFAULT_PROVIDER", "KMS_DEK_CACHE"])
+@pytest.mark.parametrize("setting", ["KMS_PROVIDERS", "KMS_DEFAULT_PROVIDER", "KMS"])
 def test_changing_a_kms_setting_clears_the_process_cache(settings, setting):
     u = Unwrapper()
     get(dek_cache(), u, wrapped())
@@ -300,7 +300,5 @@ def test_changing_a_kms_setting_clears_the_process_cache(settings, setting):
 
 
 def test_an_unknown_cache_setting_is_refused(settings):
-    settings.KMS_DEK_CACHE = {"TTL": 5}
-    cache.reset()
     with pytest.raises(ImproperlyConfigured, match="TTL"):
-        dek_cache()
+        settings.KMS = {**settings.KMS, "DEK_CACHE": {"TTL": 5}}

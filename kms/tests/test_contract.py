@@ -1,4 +1,4 @@
-"""The key-provider contract (kms/base.py), run against every provider (STYLE.md: one contract suite).
+"""The key-provider contract (kms/base.py), run against every provider (one contract suite for every backend).
 
 local; AWS against moto's KMS server over real HTTP; Vault against a real OpenBao dev server; GCP's real
 client against the in-process gRPC fake; Azure's real SDK against the HTTPS fake (bearer challenge included).

@@ -9,7 +9,7 @@ import pytest
 from kms.base import WrappedKey
 from kms.exceptions import UnwrapFailed
 from kms.providers.gcp import crc32c, crypto_key_of
-from kms.tests.conftest import calls, make_backend
+from kms.tests.conftest import calls
 from kms.tests.fakes import crc32c_bitwise
 
 
@@ -27,13 +27,6 @@ def test_crypto_key_of_a_version_name():
     ref = "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/12"
     assert crypto_key_of(ref) == "projects/p/locations/l/keyRings/r/cryptoKeys/k"
     assert crypto_key_of("projects/p/locations/l/keyRings/r/cryptoKeys/k") is None
-
-
-@pytest.fixture
-def gcp(request):
-    backend = make_backend("gcp", request)
-    yield backend
-    backend.close()
 
 
 def test_a_corrupted_answer_is_retried(gcp, gcp_fake):

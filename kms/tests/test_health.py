@@ -77,7 +77,7 @@ def test_concurrent_probes_of_a_failing_provider_make_one_round_trip(held_wraps,
 
 
 def test_the_ttl_has_a_default_when_the_setting_is_absent(settings, counted_wraps):
-    del settings.KMS_HEALTH_TTL_SECONDS
+    settings.KMS = {}
     calls = counted_wraps
     now = [0.0]
     assert health.provider_health("local", clock=lambda: now[0]).ok

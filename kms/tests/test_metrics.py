@@ -1,4 +1,4 @@
-"""kms.metrics: names and labels the seed's dashboards use, and prometheus_client's multiprocess mode."""
+"""kms.metrics: names and labels the dashboards and alerts use, and prometheus_client's multiprocess mode."""
 
 from __future__ import annotations
 

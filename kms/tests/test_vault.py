@@ -9,20 +9,13 @@ import pytest
 from kms.base import WrappedKey
 from kms.exceptions import KeyUnavailable, UnwrapFailed
 from kms.providers.vault import key_ref_of
-from kms.tests.conftest import calls, make_backend
+from kms.tests.conftest import calls
 
 
 def test_key_ref_of_a_transit_ciphertext():
     assert key_ref_of("vault:v12:abc=") == "vault:v12"
     assert key_ref_of("vault:abc") is None
     assert key_ref_of("") is None
-
-
-@pytest.fixture
-def vault(request):
-    backend = make_backend("vault", request)
-    yield backend
-    backend.close()
 
 
 def test_a_ciphertext_disagreeing_with_its_recorded_version_is_refused_without_a_call(vault):

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_checkpoint
+from audit.verification import audit_checkpoint
+from core.actors import Actor
 
 
 class Command(BaseCommand):

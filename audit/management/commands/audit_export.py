@@ -10,9 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_export
+from audit.export import audit_export
+from core.actors import Actor
 
 from ._dates import parse_when
 

@@ -1,4 +1,4 @@
-"""The retention purge: the only way audit events are ever deleted (DESIGN §8)."""
+"""The retention purge: the only way audit events are ever deleted (architecture.md §8)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError, PurgeRefused
-from audit.services import audit_purge
+from audit.retention import audit_purge
+from core.actors import Actor
 
 from ._dates import parse_when
 

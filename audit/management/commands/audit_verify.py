@@ -1,4 +1,5 @@
-"""Recompute the audit chain from the last trusted checkpoint (or, with --full, from the oldest event)."""
+"""Recompute the audit chain from the last trusted checkpoint (or, with --full, from the oldest event), or
+check an export file on its own (--export)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.exceptions import CheckpointError
-from audit.services import audit_chain_status, audit_record, verify_export
+from audit.export import audit_export_verify
+from audit.recording import audit_record
+from audit.verification import audit_chain_status
+from core.actors import Actor
 
 
 class Command(BaseCommand):
@@ -60,12 +63,13 @@ class Command(BaseCommand):
         )
 
     def _verify_export(self, path: Path) -> None:
-        """An export on its own (no database needed): signature, SHA-256, count and the chain inside it."""
+        """An export on its own (no database needed): signature, SHA-256, count and the chain inside it,
+        read line by line."""
         manifest_path = path.with_name(path.name + ".manifest.json")
         try:
             manifest = json.loads(manifest_path.read_text())
             with path.open("rb") as handle:
-                report = verify_export(lines=iter(handle.readlines()), manifest=manifest)
+                report = audit_export_verify(lines=handle, manifest=manifest)
         except (OSError, ValueError) as exc:
             raise CommandError(f"Cannot read the export or its manifest: {exc}") from exc
         except CheckpointError as exc:

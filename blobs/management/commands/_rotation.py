@@ -1,6 +1,6 @@
 """What blobs_rewrap and blobs_reencrypt share: the batch loop, progress, counts, the run record.
 
-DESIGN §10 conventions: counts on stdout, the progress bar and per-blob failures on stderr, a non-zero exit
+Conventions (architecture §10): counts on stdout, progress bar and per-blob failures on stderr, non-zero exit
 naming the failed blob ids. A run is recorded (kms.KeyRotation) however it ends, interrupted included.
 """
 
@@ -15,14 +15,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
-from audit.actors import Actor
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob, BlobQuerySet
 from blobs.rotation import Outcome, RotationTarget, iter_batches
+from core.actors import Actor
 from kms.exceptions import KmsError
 from kms.models import KeyRotation
-from kms.services import cli_actor, key_rotation_record
+from kms.services import key_rotation_record
 
 # Failures of one blob that the run reports and goes on from; anything else is a bug and stops the run.
 ROW_ERRORS = (KmsError, BlobError, ImproperlyConfigured)
@@ -52,6 +52,7 @@ class RotationCommand(BaseCommand):
             raise CommandError("--batch-size must be at least 1.")
         started = timezone.now()
         total = queryset.count()
+        actor = Actor.cli()  # one name for this run in the audit log and the rotation record
         counts: Counter[str] = Counter()
         failed: list[uuid.UUID] = []
         outcome = KeyRotation.Outcome.INTERRUPTED
@@ -67,7 +68,7 @@ class RotationCommand(BaseCommand):
                             # The row is unchanged (its transaction rolled back), so this is after the fact.
                             audit_record_after(
                                 action=f"blob.{self.kind}",
-                                actor=Actor.cli(),
+                                actor=actor,
                                 target_type="blob",
                                 target_id=str(blob.pk),
                                 outcome="error",
@@ -78,7 +79,7 @@ class RotationCommand(BaseCommand):
         finally:
             audit_record_after(
                 action=f"kms.{self.kind}_run",
-                actor=Actor.cli(),
+                actor=actor,
                 target_type="key",
                 target_id=f"{target.alias}:{target.key_ref or ''}",
                 outcome={"completed": "success", "failed": "error"}.get(str(outcome), "aborted"),
@@ -94,7 +95,7 @@ class RotationCommand(BaseCommand):
                 outcome=outcome,
                 started_at=started,
                 finished_at=timezone.now(),
-                actor=cli_actor(),
+                actor=actor,
                 target_provider=target.alias,
                 target_key_ref=target.key_ref,
                 selection=selection,

@@ -10,12 +10,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob
 from blobs.ranges import RangeNotSatisfiable, parse_range
 from blobs.services import blob_open
+from core.actors import Actor
 from kms.exceptions import KmsError
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             if ranges is None:
                 raise CommandError(f"Invalid range {byte_range!r}; use A-B (inclusive), A- or -N.")
             start, stop = ranges[0].start, ranges[0].stop
-        # Plaintext leaving the system is a download: audited, whatever the outcome (DESIGN §8).
+        # Plaintext leaving the system is a download: audited, whatever the outcome (architecture.md §8).
         details = {
             "range": [start, stop - 1] if stop > start else None,
             "to": "stdout" if output == "-" else "file",

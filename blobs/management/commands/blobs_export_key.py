@@ -18,11 +18,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.actors import Actor
 from audit.services import audit_record_after
 from blobs.keyset import tink_json_keyset
 from blobs.models import Blob
 from blobs.services import blob_export_data_key
+from core.actors import Actor
 from kms.exceptions import KmsError
 
 FLAG = "--acknowledge-key-exposure"

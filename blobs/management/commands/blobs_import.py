@@ -1,4 +1,4 @@
-"""Import files as encrypted blobs (DESIGN §10 conventions).
+"""Import files as encrypted blobs (architecture.md §10 conventions).
 
 Prints ``<id>\\t<path>`` per file on stdout; progress on stderr. Re-running skips a file already imported
 from the same path with the same SHA-256. Any failure is reported and makes the exit status non-zero.
@@ -57,7 +57,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path)
         parser.add_argument("--owner", required=True, help="username that will own the blobs")
-        parser.add_argument("--legacy-id", help="legacy file id (seed §5.2); only with a single file")
+        parser.add_argument("--legacy-id", help="id under /legacy/files/ (one file only)")
 
     def handle(
         self, *args: Any, paths: list[Path], owner: str, legacy_id: str | None, **options: Any

@@ -1,5 +1,5 @@
 """Give blobs new data keys: each object is rewritten under a new name and its row swapped atomically
-(DESIGN §4). The old object goes only after the new row commits; downloads keep working throughout.
+(architecture.md §4). The old object goes only after the new row commits; downloads keep working throughout.
 
 ``--only KEYREF`` limits the run to blobs whose data key is wrapped by that key (e.g. one suspected of
 compromise); since re-encrypted blobs are wrapped by the active key, re-running it after a kill or a failure

@@ -1,4 +1,4 @@
-"""Move every blob's wrapped data key to the active (or given) provider and key version (DESIGN §4).
+"""Move every blob's wrapped data key to the active (or given) provider and key version (architecture.md §4).
 
 Rows already there are skipped, so a re-run (after a kill, or after a failure) finishes the job. Same
 provider: the provider's rewrap (server-side where the KMS can); another provider: unwrap with the old one,

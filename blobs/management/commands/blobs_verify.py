@@ -64,5 +64,6 @@ class Command(BaseCommand):
             self.stdout.write(f"{alias}\t{ref}\t{good}\t{bad}")
         self.stdout.write(f"total\t{total - len(failed)}\t{len(failed)}")
         if failed:
-            ids = ", ".join(map(str, failed))
-            raise CommandError(f"{len(failed)} of {total} blob(s) failed verification: {ids}")
+            raise CommandError(
+                f"{len(failed)} of {total} blob(s) failed verification: {', '.join(map(str, failed))}"
+            )

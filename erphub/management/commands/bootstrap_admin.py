@@ -24,7 +24,9 @@ class Command(BaseCommand):
             return
         config = settings.BOOTSTRAP_SUPERUSER
         password = config["PASSWORD"] or secrets.token_urlsafe(18)
-        User.objects.create_superuser(username=config["USERNAME"], email=config["EMAIL"], password=password)
+        User.objects.create_superuser(
+            username=config["USERNAME"] or "admin", email=config["EMAIL"] or "", password=password
+        )
         self.stdout.write(f"Created admin account {config['USERNAME']!r}.")
         if not config["PASSWORD"]:
             self.stdout.write(f"Generated password (shown once, store it now): {password}")

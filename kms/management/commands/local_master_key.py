@@ -1,4 +1,4 @@
-"""Manage the local provider's master key file (DESIGN §4; docs/keys.md).
+"""Manage the local provider's master key file (architecture.md §4; docs/keys.md).
 
 ``--create`` makes the file (0600) with one key unless it exists — what ``make run`` does. In production
 (``DEBUG`` off) it refuses to make one without ``--allow-production``: a missing key file there is a lost key
@@ -14,13 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connection
 
-from audit.actors import Actor
-from audit.models import AuditEvent
-from audit.services import audit_record_after
+from core.actors import Actor
 from kms.exceptions import KmsError
 from kms.providers.local import add_key_to_file, create_key_file, parse_keys
+from kms.signals import master_key_changed
 
 
 class Command(BaseCommand):
@@ -82,19 +80,10 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: {exc}") from exc
 
     def _audit(self, action: str, *, key_id: str, path: Path) -> None:
-        """Key configuration changes are audited (the key id and file, never the key). The very first key
-        of a new install is made before ``migrate`` has created the audit log: that one is said, not lost."""
-        try:
-            migrated = AuditEvent._meta.db_table in connection.introspection.table_names()
-        except DatabaseError:
-            migrated = False
-        if not migrated:
-            self.stderr.write("The audit log is not migrated yet: this key change is not recorded in it.")
-            return
-        audit_record_after(
-            action=action,
-            actor=Actor.cli(),
-            target_type="key",
-            target_id=f"local:{key_id}",
-            details={"file": str(path)},
+        """Key configuration changes are audited (the key id and file, never the key) by whoever listens
+        (the audit app); a change nobody recorded is said, not lost silently."""
+        replies = master_key_changed.send(
+            sender=self.__class__, action=action, key_id=key_id, path=path, actor=Actor.cli()
         )
+        if not any(recorded for _receiver, recorded in replies):
+            self.stderr.write("The audit log is not migrated yet: this key change is not recorded in it.")

@@ -1,15 +1,17 @@
 """Test support: empty the audit tables as their owner (drop the guards, delete, re-create the guards).
 
-For tests that commit (``transaction=True``, live_server): Django's flush between tests would otherwise be
-refused by the triggers. Runs with the owner's rights in the test database only; the application's guard
-is never weakened, and every statement it needs is the migration's own.
+Used by the fixtures in ``conftest.py`` (this package's, before each test that runs in a transaction, and
+the project's, after each test that commits: ``transaction=True``, live_server — Django's flush between
+tests would otherwise be refused by the triggers). It runs with the owner's rights in the test database
+only, and lives here, in the tests, so that no application code can call it; every statement it needs is
+the migration's own.
 """
 
 from __future__ import annotations
 
 from django.db import connection
 
-from .triggers import GUARDED, statements
+from audit.triggers import GUARDED, statements
 
 
 def wipe_audit_tables_as_owner() -> None:

@@ -1,4 +1,4 @@
-"""The key status page (kms.admin): what key administrators see, and who may not see it."""
+"""The key status page (blobs.admin): what key administrators see, and who may not see it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from blobs.tests.factories import make_blob, make_user, pattern
+from core.actors import Actor
 from erphub import roles
 from kms.models import KeyRotation
 from kms.providers.local import LocalKeyProvider
@@ -99,8 +100,8 @@ def test_the_last_rotation_is_the_newest(key_admin):
     for minutes, changed in ((30, 1), (5, 2), (60, 3)):
         at = now - timedelta(minutes=minutes)
         key_rotation_record(
-            kind="reencrypt", outcome="completed", started_at=at, finished_at=at, actor="system:cli:ops",
-            target_provider="local", target_key_ref="mk-9", changed=changed,
+            kind="reencrypt", outcome="completed", started_at=at, finished_at=at,
+            actor=Actor.system("cli:ops"), target_provider="local", target_key_ref="mk-9", changed=changed,
         )
     last = logged_in(key_admin).get(STATUS).content.decode().split('id="last-rotation">', 1)[1]
     assert text(last.split("</p>", 1)[0]).split("by system:cli:ops: ", 1)[1].startswith("2 changed")

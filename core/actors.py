@@ -1,8 +1,13 @@
-"""Who did it: a user (id and a username snapshot that outlives the account) or a named system part."""
+"""Who did it: a user (id and a username snapshot that outlives the account) or a named system part.
+
+Every record of an actor — audit events, key rotation runs — uses this one type, so a person running
+commands has one name everywhere (``system:cli:<os-user>``).
+"""
 
 from __future__ import annotations
 
 import getpass
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +40,8 @@ class Actor:
         """A management command: the operating-system user who ran it (``system:cli:<os-user>``)."""
         try:
             user = getpass.getuser()
-        except (KeyError, OSError):  # no passwd entry (containers running as an arbitrary uid)
-            user = "unknown"
+        except (KeyError, OSError):  # no login name and no passwd entry (containers with an arbitrary uid)
+            user = f"uid{os.getuid()}"
         return cls.system(f"cli:{user}")
 
     @classmethod

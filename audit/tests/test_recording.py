@@ -1,0 +1,198 @@
+"""audit_record / audit_record_after: the chain they write, details rules, transactions, retries."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+
+import pytest
+from django.db import OperationalError, connection, transaction
+from prometheus_client import REGISTRY
+
+from audit.chain import GENESIS, verify_chain
+from audit.exceptions import AuditDetailsInvalid
+from audit.models import AuditEvent
+from audit.recording import audit_record, audit_record_after
+from core.actors import Actor
+
+from .factories import chain_rows, record
+
+pytestmark = pytest.mark.django_db
+
+
+def failures() -> float:
+    return REGISTRY.get_sample_value("audit_write_failures_total") or 0.0
+
+
+def test_events_form_a_gap_free_verifying_chain():
+    events = record(4)
+    assert [e.sequence for e in events] == [1, 2, 3, 4]
+    assert events[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    report = verify_chain(chain_rows())
+    assert report.ok
+    assert report.checked == 4
+
+
+def test_the_hash_covers_the_values_as_stored():
+    audit_record(
+        action="t",
+        actor=Actor.system("test"),
+        details={
+            "float": 0.1,
+            "big": 1e300,
+            "whole": 2.0,
+            "tuple": (1, 2),
+            "text": "€\u2028",
+            "nested": {"b": 1, "a": [None]},
+        },
+    )
+    (stored,) = chain_rows()
+    assert stored["details"]["whole"] == 2
+    assert stored["details"]["tuple"] == [1, 2]
+    assert verify_chain([stored]).ok  # re-read from the database, hashed again: the same bytes
+
+
+def test_a_rolled_back_change_takes_its_event_with_it():
+    def change_that_fails() -> None:
+        with transaction.atomic():
+            record(1)
+            raise RuntimeError("the change failed")
+
+    with pytest.raises(RuntimeError):
+        change_that_fails()
+    assert AuditEvent.objects.count() == 0
+    (event,) = record(1)
+    assert event.sequence == 1  # no gap left behind
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"when": object()},
+        {"n": float("nan")},
+        {"n": [2**53 + 1]},
+        {"s": "\x00"},
+        {"s": "\ud800"},
+        ["not a mapping"],
+    ],
+)
+def test_non_json_details_are_rejected_and_nothing_is_written(details):
+    with pytest.raises(AuditDetailsInvalid):
+        audit_record(action="t", actor=Actor.system("test"), details=details)
+    assert AuditEvent.objects.count() == 0
+
+
+def test_oversized_details_are_replaced_by_a_digest(settings):
+    settings.AUDIT = {**settings.AUDIT, "MAX_DETAILS_BYTES": 100}
+    event = audit_record(action="t", actor=Actor.system("test"), details={"blob": "x" * 500})
+    assert event.details == {
+        "_truncated": True,
+        "bytes": 511,
+        "sha256": hashlib.sha256(('{"blob":"' + "x" * 500 + '"}').encode()).hexdigest(),
+    }
+    assert verify_chain(chain_rows()).ok
+
+
+def test_bad_outcome_is_refused():
+    with pytest.raises(ValueError, match="outcome"):
+        audit_record(action="t", actor=Actor.system("test"), outcome="maybe")
+
+
+def test_long_fields_are_cut_predictably():
+    event = audit_record(action="t", actor=Actor.system("test"), target_id="x" * 1000)
+    assert event.target_id == "x" * 255
+
+
+def test_each_event_is_one_json_log_line(caplog, django_capture_on_commit_callbacks):
+    with caplog.at_level(logging.INFO, logger="audit"), django_capture_on_commit_callbacks(execute=True):
+        (event,) = record(1, details={"k": "v"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "audit"]
+    assert len(lines) == 1
+    logged = json.loads(lines[0])
+    assert logged["hash"] == event.hash
+    assert logged["details"] == {"k": "v"}
+    assert logged["sequence"] == 1
+
+
+def test_log_line_waits_for_the_commit(caplog, django_capture_on_commit_callbacks):
+    with (
+        caplog.at_level(logging.INFO, logger="audit"),
+        django_capture_on_commit_callbacks(execute=False) as cbs,
+    ):
+        record(1)
+    assert not [r for r in caplog.records if r.name == "audit"]
+    assert len(cbs) == 1
+
+
+class LockedDatabase:
+    """Fails the audit INSERT the way a busy database does, ``times`` times (a Django execute wrapper:
+    the real statement path, failing at the database boundary)."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.attempts = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith('INSERT INTO "AUDIT_AUDITEVENT"'):
+            self.attempts += 1
+            if self.attempts <= self.times:
+                raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+
+def test_after_the_fact_events_are_retried():
+    locked = LockedDatabase(times=2)
+    sleeps: list[float] = []
+    with connection.execute_wrapper(locked):
+        event = audit_record_after(
+            action="blob.download.end", actor=Actor.system("test"), sleep=sleeps.append
+        )
+    assert event is not None
+    assert locked.attempts == 3
+    assert sleeps == [0.05, 0.1]
+    assert AuditEvent.objects.get().action == "blob.download.end"
+
+
+def test_after_the_fact_events_that_cannot_be_written_are_logged_and_counted(caplog):
+    before = failures()
+    with connection.execute_wrapper(LockedDatabase(times=99)), caplog.at_level(logging.CRITICAL):
+        event = audit_record_after(
+            action="blob.download.end", actor=Actor.system("test"), target_id="b1", sleep=lambda _: None
+        )
+    assert event is None
+    assert failures() == before + 1
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert "AUDIT EVENT NOT WRITTEN" in message
+    assert '"target_id": "b1"' in message
+    assert AuditEvent.objects.count() == 0
+
+
+def test_after_the_fact_with_bad_details_is_counted_not_raised():
+    before = failures()
+    assert audit_record_after(action="t", actor=Actor.system("test"), details={"x": {1}}) is None
+    assert failures() == before + 1
+
+
+def test_actors():
+    from blobs.tests.factories import make_user
+
+    user = make_user("ann")
+    assert Actor.for_user(user) == Actor(type="user", id=str(user.pk), name="ann")
+    assert Actor.system("rollout-guard").name == "system:rollout-guard"
+    assert Actor.cli().name.startswith("system:cli:")
+    with pytest.raises(ValueError, match="prefix"):
+        Actor.system("system:x")
+
+
+def test_audit_lines_have_their_own_handler_and_bare_format():
+    # settings.LOGGING: one JSON object per line on the audit stream, not the root's "time level name" form.
+    audit_logger = logging.getLogger("audit")
+    assert audit_logger.propagate is False
+    # Only settings' own handler: pytest attaches its capture handlers (subclasses) beside it.
+    (handler,) = [h for h in audit_logger.handlers if type(h) is logging.StreamHandler]
+    assert handler.formatter is not None
+    assert handler.formatter._fmt == "%(message)s"
+    assert logging.getLogger("azure").level == logging.WARNING

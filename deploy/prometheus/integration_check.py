@@ -1,0 +1,245 @@
+"""Integration check: a real Prometheus scrapes a live gunicorn and evaluates our recording rules and alerts.
+
+Run by .ci/deploy-checks (needs Debian's `prometheus` binary and the project's virtualenv). Everything
+listens on 127.0.0.1 and stops by itself (bounded waits, bounded traffic):
+
+1. gunicorn (deploy/docker/serve.sh, two gthread workers, multiprocess metrics, METRICS_TOKEN) on SQLite,
+   with KEY_PROVIDER=vault pointing at a loopback port where nothing listens: every key wrap fails;
+2. Prometheus with deploy/prometheus/recording-rules.yml and alerts.yml (intervals shortened to 1 s) and the
+   bearer-token scrape job of prometheus.yml;
+3. idle: the scrape is up (the token works), the error rate reads 0 and the KMS success rate 1, not NaN;
+4. failing: N uploads, each one failed KMS attempt (KMS_MAX_ATTEMPTS=1): Prometheus must see exactly N
+   failed attempts summed over both workers, a KMS success rate of 0 and KMSKeyRetrievalFailing pending.
+
+The download metrics (file_downloads_total, ...) are checked the same way once the app exposes them: until
+then their rules read their idle values, which step 3 asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = Path(__file__).resolve().parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+UPLOADS = 5
+TIMEOUT = 60.0  # seconds any one wait may take
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310 (loopback URLs)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_for(what: str, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"integration check: timed out waiting for {what}")
+
+
+class Prometheus:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def query(self, expr: str) -> list[dict[str, object]]:
+        status, body = http(f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        if status != 200:
+            raise ValueError(f"query {expr!r}: HTTP {status}")
+        result: list[dict[str, object]] = json.loads(body)["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float:
+        result = self.query(expr)
+        if len(result) != 1:
+            raise ValueError(f"{expr}: {len(result)} samples")
+        return float(result[0]["value"][1])  # type: ignore[index]
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)  # the session this script started for it
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="erp-hub-integration-"))
+    app_port, prometheus_port = free_port(), free_port()
+    # Bound but never listening: connections to it are refused, so every Vault call fails at once.
+    dead_kms = socket.socket()
+    dead_kms.bind(("127.0.0.1", 0))
+    token, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
+    env = {
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ERPHUB_VAR_DIR": str(workdir / "var"),
+        "METRICS_TOKEN": token,
+        "KEY_PROVIDER": "vault",
+        "VAULT_ADDR": f"http://127.0.0.1:{dead_kms.getsockname()[1]}",
+        "VAULT_TOKEN": "integration-check",
+        "VAULT_TRANSIT_KEY": "erphub",
+        "KMS_MAX_ATTEMPTS": "1",
+        "KMS_CONNECT_TIMEOUT": "1",
+        "DJANGO_SUPERUSER_USERNAME": "admin",
+        "DJANGO_SUPERUSER_PASSWORD": password,
+        "GUNICORN_BIND": f"127.0.0.1:{app_port}",
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "2",
+        "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[BinaryIO] = []
+    try:
+        for command in (["migrate", "--noinput"], ["bootstrap_admin"]):
+            subprocess.run(
+                [str(PYTHON), "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
+            )
+        app_log = (workdir / "app.log").open("wb")
+        logs.append(app_log)
+        processes.append(
+            subprocess.Popen(
+                [str(ROOT / "deploy" / "docker" / "serve.sh")],
+                cwd=ROOT,
+                env={**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")},
+                stdout=app_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        app = f"http://127.0.0.1:{app_port}"
+        wait_for("gunicorn /health", lambda: http(f"{app}/health")[0] == 200)
+
+        (workdir / "token").write_text(token)
+        for name in ("recording-rules.yml", "alerts.yml"):
+            text = (RULES / name).read_text().replace("interval: 30s", "interval: 1s")
+            (workdir / name).write_text(text)
+        (workdir / "prometheus.yml").write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(workdir / "recording-rules.yml"), str(workdir / "alerts.yml")],
+                    "scrape_configs": [
+                        {
+                            "job_name": "erp-hub",
+                            "metrics_path": "/metrics",
+                            "authorization": {"type": "Bearer", "credentials_file": str(workdir / "token")},
+                            "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}],
+                        }
+                    ],
+                }
+            )
+        )
+        prometheus_log = (workdir / "prometheus.log").open("wb")
+        logs.append(prometheus_log)
+        processes.append(
+            subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                    "--log.level=warn",
+                ],
+                stdout=prometheus_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        prometheus = Prometheus(prometheus_port)
+        wait_for("Prometheus ready", lambda: http(f"{prometheus.base}/-/ready")[0] == 200)
+
+        # Idle: the scrape works with the token, and the ratios read their idle values.
+        wait_for("the erp-hub target up", lambda: prometheus.value('up{job="erp-hub"}') == 1)
+        wait_for("idle error rate 0", lambda: prometheus.value("erp_hub:blob_download:error_rate") == 0)
+        wait_for("idle KMS success rate 1", lambda: prometheus.value("erp_hub:kms:success_rate") == 1)
+        print("idle: target up with the bearer token; error rate 0, KMS success rate 1")
+
+        # Failing KMS: uploads spread over several scrapes, so that rate() sees the counter rise.
+        _, body = http(
+            f"{app}/api/token/",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        access = json.loads(body)["access"]
+        statuses = []
+        for i in range(UPLOADS):
+            status, _ = http(
+                f"{app}/secure/files/?filename=check-{i}.bin",
+                data=os.urandom(4096),
+                headers={"Authorization": f"Bearer {access}", "Content-Type": "application/octet-stream"},
+            )
+            statuses.append(status)
+            time.sleep(1.5)
+        if any(status < 500 for status in statuses):
+            raise SystemExit(f"integration check: uploads with an unreachable KMS answered {statuses}")
+
+        def failed_attempts() -> float:
+            return prometheus.value('sum(kms_calls_total{job="erp-hub",status!="success"})')
+
+        wait_for(f"{UPLOADS} failed KMS attempts", lambda: failed_attempts() == UPLOADS)
+        wait_for("KMS success rate 0", lambda: prometheus.value("erp_hub:kms:success_rate") == 0)
+        wait_for(
+            "KMSKeyRetrievalFailing pending",
+            lambda: len(prometheus.query('ALERTS{alertname="KMSKeyRetrievalFailing"}')) == 1,
+        )
+        print(
+            f"failing: {UPLOADS} uploads answered {sorted(set(statuses))}; Prometheus counts "
+            f"{UPLOADS} failed KMS attempts over 2 workers, KMS success rate 0, "
+            "KMSKeyRetrievalFailing pending"
+        )
+        return 0
+    except (SystemExit, subprocess.CalledProcessError) as failure:
+        for log in ("app.log", "prometheus.log"):
+            path = workdir / log
+            if path.exists():
+                print(
+                    f"--- {log} (last lines)\n" + "\n".join(path.read_text().splitlines()[-20:]),
+                    file=sys.stderr,
+                )
+        if isinstance(failure, subprocess.CalledProcessError):
+            print(failure.stderr.decode(errors="replace")[-2000:], file=sys.stderr)
+        raise
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        for log_file in logs:
+            log_file.close()
+        dead_kms.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
