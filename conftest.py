@@ -122,6 +122,16 @@ def owner():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def owner_client(owner):  # type: ignore[no-untyped-def]
+    """Django's test client, signed in as ``owner``."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
 def counted_wraps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Count real LocalKeyProvider.wrap calls (the spy delegates to the real method)."""
     from kms.providers.local import LocalKeyProvider

@@ -4,35 +4,20 @@ bytes that moved, the in-progress gauge back at zero, and no label but the fixed
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from prometheus_client import REGISTRY
 
 from blobs.metrics import STATUSES
 from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern
 from blobs.tests.streams import close
 from kms.exceptions import KeyUnavailable
 from kms.providers.local import LocalKeyProvider
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("small_segments")]
 
 
-@pytest.fixture(autouse=True)
-def small_segments(settings):
-    settings.BLOBS = {**settings.BLOBS, "SEGMENT_SIZE": 128}
 
-
-@pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
-def client(owner):
-    c = Client()
-    c.force_login(owner)
-    return c
 
 
 def value(name: str, **labels: str) -> float:
@@ -59,34 +44,34 @@ class Delta:
         return {k: after[k] - self.before[k] for k in after if after[k] != self.before[k]}
 
 
-def test_a_whole_download_counts_one_success_with_its_bytes(client, owner):
+def test_a_whole_download_counts_one_success_with_its_bytes(owner_client, owner):
     blob = make_blob(owner, pattern(1000))
     delta = Delta("file_download")
-    response = client.get(reverse("blobs:stream", args=[blob.pk]))
+    response = owner_client.get(reverse("blobs:stream", args=[blob.pk]))
     assert delta() == {"in_progress": 1}  # under way until its body ends, not when the view returned
     assert b"".join(response.streaming_content) == pattern(1000)
     assert delta() == {"success": 1, "bytes": 1000, "count": 1}
 
 
-def test_a_range_counts_the_bytes_of_the_range(client, owner):
+def test_a_range_counts_the_bytes_of_the_range(owner_client, owner):
     blob = make_blob(owner, pattern(1000))
     delta = Delta("file_download")
-    response = client.get(reverse("blobs:stream", args=[blob.pk]), headers={"Range": "bytes=10-10"})
+    response = owner_client.get(reverse("blobs:stream", args=[blob.pk]), headers={"Range": "bytes=10-10"})
     assert b"".join(response.streaming_content) == pattern(1000)[10:11]
     assert delta() == {"success": 1, "bytes": 1, "count": 1}
 
 
-def test_a_client_that_goes_away_is_counted_aborted_with_the_bytes_it_got(client, owner):
+def test_a_client_that_goes_away_is_counted_aborted_with_the_bytes_it_got(owner_client, owner):
     blob = make_blob(owner, pattern(5000))
     delta = Delta("file_download")
-    response = client.get(reverse("blobs:stream", args=[blob.pk]))
+    response = owner_client.get(reverse("blobs:stream", args=[blob.pk]))
     chunks = iter(response.streaming_content)
     got = next(chunks) + next(chunks)
     close(response)  # what the server does when the socket is gone
     assert delta() == {"aborted": 1, "bytes": len(got), "count": 1}
 
 
-def test_a_refused_download_is_an_error_and_never_in_progress(client, owner, monkeypatch):
+def test_a_refused_download_is_an_error_and_never_in_progress(owner_client, owner, monkeypatch):
     blob = make_blob(owner, b"cold")
 
     def down(self, wrapped, *, context):
@@ -94,11 +79,11 @@ def test_a_refused_download_is_an_error_and_never_in_progress(client, owner, mon
 
     monkeypatch.setattr(LocalKeyProvider, "unwrap", down)
     delta = Delta("file_download")
-    assert client.get(reverse("blobs:stream", args=[blob.pk])).status_code == 503
+    assert owner_client.get(reverse("blobs:stream", args=[blob.pk])).status_code == 503
     assert delta() == {"error": 1, "count": 1}
 
 
-def test_a_segment_failing_authentication_mid_stream_is_an_error(client, owner):
+def test_a_segment_failing_authentication_mid_stream_is_an_error(owner_client, owner):
     data = pattern(5000)
     blob = make_blob(owner, data)
     path = blob_store(blob.storage_alias)._path(blob.storage_name)
@@ -106,7 +91,7 @@ def test_a_segment_failing_authentication_mid_stream_is_an_error(client, owner):
     raw[20 * blob.params.segment_size + 7] ^= 0x80
     path.write_bytes(bytes(raw))
     delta = Delta("file_download")
-    response = client.get(reverse("blobs:stream", args=[blob.pk]))
+    response = owner_client.get(reverse("blobs:stream", args=[blob.pk]))
     received = []
     with pytest.raises(Exception, match="integrity"):
         received.extend(response.streaming_content)
@@ -115,13 +100,13 @@ def test_a_segment_failing_authentication_mid_stream_is_an_error(client, owner):
     assert change == {"error": 1, "count": 1}
 
 
-def test_head_and_not_modified_are_not_downloads(client, owner):
+def test_head_and_not_modified_are_not_downloads(owner_client, owner):
     blob = make_blob(owner, b"x")
     url = reverse("blobs:stream", args=[blob.pk])
-    etag = client.head(url)["ETag"]
+    etag = owner_client.head(url)["ETag"]
     delta = Delta("file_download")
-    assert client.head(url).status_code == 200
-    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert owner_client.head(url).status_code == 200
+    assert owner_client.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert delta() == {}
 
 
@@ -131,35 +116,35 @@ def upload(client, data: bytes, **headers):
     )
 
 
-def test_an_upload_counts_one_success_with_its_bytes(client):
+def test_an_upload_counts_one_success_with_its_bytes(owner_client):
     delta = Delta("file_upload")
-    assert upload(client, pattern(3000)).status_code == 201
+    assert upload(owner_client, pattern(3000)).status_code == 201
     assert delta() == {"success": 1, "bytes": 3000, "count": 1}
 
 
-def test_a_multipart_upload_counts_one_success(client):
+def test_a_multipart_upload_counts_one_success(owner_client):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     delta = Delta("file_upload")
-    response = client.post("/secure/files/", {"file": SimpleUploadedFile("m.bin", pattern(700))})
+    response = owner_client.post("/secure/files/", {"file": SimpleUploadedFile("m.bin", pattern(700))})
     assert response.status_code == 201
     assert delta() == {"success": 1, "bytes": 700, "count": 1}
 
 
-def test_an_upload_the_key_service_refuses_is_an_error(client, monkeypatch):
+def test_an_upload_the_key_service_refuses_is_an_error(owner_client, monkeypatch):
     def down(self, data_key, *, context):
         raise KeyUnavailable("KMS unreachable", provider=self.alias)
 
     monkeypatch.setattr(LocalKeyProvider, "wrap", down)
     delta = Delta("file_upload")
-    assert upload(client, b"data").status_code == 503
+    assert upload(owner_client, b"data").status_code == 503
     assert delta() == {"error": 1, "count": 1}
 
 
-def test_an_upload_over_the_limit_is_an_error(client, settings):
+def test_an_upload_over_the_limit_is_an_error(owner_client, settings):
     settings.BLOBS = {**settings.BLOBS, "MAX_UPLOAD_BYTES": 100}
     delta = Delta("file_upload")
-    assert upload(client, pattern(500)).status_code == 413
+    assert upload(owner_client, pattern(500)).status_code == 413
     change = delta()
     assert change.pop("bytes", 0) <= 500
     assert change == {"error": 1, "count": 1}
@@ -177,11 +162,11 @@ def test_a_body_shorter_than_declared_is_aborted(owner):
     assert delta() == {"aborted": 1, "bytes": 4, "count": 1}
 
 
-def test_labels_are_the_fixed_statuses_only(client, owner):
+def test_labels_are_the_fixed_statuses_only(owner_client, owner):
     # A file name, id or user never becomes a label value (bounded cardinality).
     blob = make_blob(owner, b"x", filename="secret-name.txt")
-    b"".join(client.get(reverse("blobs:stream", args=[blob.pk])).streaming_content)
-    upload(client, b"y")
+    b"".join(owner_client.get(reverse("blobs:stream", args=[blob.pk])).streaming_content)
+    upload(owner_client, b"y")
     for family in REGISTRY.collect():
         if family.name.startswith(("file_download", "file_upload")):
             for s in family.samples:

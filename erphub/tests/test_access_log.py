@@ -6,36 +6,25 @@ import json
 import logging
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from structlog.testing import capture_logs
 
-from blobs.tests.factories import make_blob, make_user, pattern
+from blobs.tests.factories import make_blob, pattern
 from blobs.tests.streams import close
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def owner():
-    return make_user("owner")
-
-
-@pytest.fixture
-def client(owner):
-    c = Client()
-    c.force_login(owner)
-    return c
 
 
 def requests(logs: list[dict]) -> list[dict]:
     return [entry for entry in logs if entry["event"] == "request"]
 
 
-def test_a_download_is_one_line_written_when_its_body_ends(client, owner):
+def test_a_download_is_one_line_written_when_its_body_ends(owner_client, owner):
     blob = make_blob(owner, pattern(3000))
     with capture_logs() as logs:
-        response = client.get(reverse("blobs:stream", args=[blob.pk]), headers={"X-Request-ID": "dl-1"})
+        response = owner_client.get(reverse("blobs:stream", args=[blob.pk]), headers={"X-Request-ID": "dl-1"})
         assert requests(logs) == []  # the view returned; the body has not been sent yet
         assert b"".join(response.streaming_content) == pattern(3000)
     (line,) = requests(logs)
@@ -48,19 +37,19 @@ def test_a_download_is_one_line_written_when_its_body_ends(client, owner):
     assert line["duration_ms"] >= 0
 
 
-def test_a_client_that_goes_away_is_logged_aborted_with_the_bytes_it_got(client, owner):
+def test_a_client_that_goes_away_is_logged_aborted_with_the_bytes_it_got(owner_client, owner):
     blob = make_blob(owner, pattern(300_000))
     with capture_logs() as logs:
-        response = client.get(reverse("blobs:stream", args=[blob.pk]))
+        response = owner_client.get(reverse("blobs:stream", args=[blob.pk]))
         first = next(iter(response.streaming_content))
         close(response)
     (line,) = requests(logs)
     assert (line["outcome"], line["bytes"]) == ("aborted", len(first))
 
 
-def test_an_ordinary_response_is_logged_at_once_without_secrets_or_query(client, owner):
+def test_an_ordinary_response_is_logged_at_once_without_secrets_or_query(owner_client, owner):
     with capture_logs() as logs:
-        response = client.get(
+        response = owner_client.get(
             "/secure/files/?name=private-name.txt", headers={"Authorization": "Bearer not-a-real-token"}
         )
     (line,) = requests(logs)
@@ -71,14 +60,14 @@ def test_an_ordinary_response_is_logged_at_once_without_secrets_or_query(client,
     assert "not-a-real-token" not in text
 
 
-def test_the_line_is_rendered_as_one_json_object(client, owner, capsys):
+def test_the_line_is_rendered_as_one_json_object(owner_client, owner, capsys):
     # The configured handler (LOGGING "access", structlog's JSON renderer) writes the line.
     handler = logging.getLogger("erphub.access").handlers[0]
     record_lines: list[str] = []
     original = handler.emit
     handler.emit = lambda record: record_lines.append(handler.format(record))  # type: ignore[method-assign]
     try:
-        client.get("/health")
+        owner_client.get("/health")
     finally:
         handler.emit = original  # type: ignore[method-assign]
     (rendered,) = record_lines
