@@ -60,10 +60,12 @@ def _isolated_blob_environment(
     (root / "upload-tmp").mkdir()
     from django.core.cache import cache
 
+    from flags.services import flag_cache_reset
     from kms import health
 
     health.reset()
     cache.clear()  # throttle counters (uploads, failed logins) must not leak from one test into the next
+    flag_cache_reset()  # a flag snapshot loaded inside the previous test's (rolled back) transaction
 
 
 @pytest.fixture
@@ -95,6 +97,8 @@ PURE_TEST_MODULES = frozenset(
         "audit.tests.test_canonical",
         "audit.tests.test_chain",
         "audit.tests.test_remote",
+        "flags.tests.test_bucketing",
+        "flags.tests.test_evaluation",
     }
 )
 
@@ -182,6 +186,20 @@ def local_providers(settings):  # type: ignore[no-untyped-def]
         settings.KMS_DEFAULT_PROVIDER = default or next(iter(aliases))
 
     return configure
+
+
+@pytest.fixture(autouse=True)
+def _migration_flags_restored(request: pytest.FixtureRequest) -> None:
+    """Tests that really commit start from a flushed database, the rows migrations made included: put back
+    the rollout flag (flags/testing.py), or the secure file API would answer 404 to everyone."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and marker.kwargs.get("transaction")
+    if not (transactional or {"transactional_db", "live_server"} & set(request.fixturenames)):
+        return
+    request.getfixturevalue("transactional_db")
+    from flags.testing import restore_migration_flags
+
+    restore_migration_flags()
 
 
 @pytest.fixture(autouse=True)

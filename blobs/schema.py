@@ -12,11 +12,43 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 
-from core.schema import ErrorSerializer, error_responses
+from core.schema import MEANINGS, ErrorSerializer, error_responses
 
 from .serializers import BlobSerializer
 
 BLOB_ID = OpenApiParameter("blob_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The file's id.")
+
+# What the rollout gate (flags.gate, on every /secure/files endpoint) adds to the 404 and the 503.
+GATE_RESPONSES = {
+    404: OpenApiResponse(
+        ErrorSerializer,
+        description=f"{MEANINGS[404]} Code `feature_not_available`: the API is not rolled out to your "
+        "account yet; your files are kept and reappear when it is.",
+        examples=[
+            OpenApiExample(
+                "not rolled out to you",
+                value={
+                    "detail": "This feature is not available to your account yet.",
+                    "code": "feature_not_available",
+                },
+            )
+        ],
+    ),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        description=f"{MEANINGS[503]} Code `feature_disabled`: the API is switched off for everyone (kill "
+        "switch); retry after `Retry-After` seconds.",
+        examples=[
+            OpenApiExample(
+                "switched off",
+                value={
+                    "detail": "This feature is switched off for everyone at the moment; try again later.",
+                    "code": "feature_disabled",
+                },
+            )
+        ],
+    ),
+}
 
 stream_schema = extend_schema_view(
     get=extend_schema(
@@ -54,7 +86,8 @@ stream_schema = extend_schema_view(
                 description="One range (with Content-Range), or several as multipart/byteranges.",
             ),
             (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412, 416, 500, 503),
+            **error_responses(401, 412, 416, 500),
+            **GATE_RESPONSES,
         },
     ),
     head=extend_schema(
@@ -65,7 +98,8 @@ stream_schema = extend_schema_view(
         responses={
             (200, "application/octet-stream"): OpenApiResponse(description="Headers only."),
             (304, "application/octet-stream"): OpenApiResponse(description="Not modified."),
-            **error_responses(401, 404, 412),
+            **error_responses(401, 412),
+            **GATE_RESPONSES,
         },
     ),
 )
@@ -96,7 +130,7 @@ collection_schema = extend_schema_view(
     get=extend_schema(
         tags=["files"],
         summary="List the files you may see",
-        responses={200: BlobSerializer(many=True), **error_responses(400, 401, 404)},
+        responses={200: BlobSerializer(many=True), **error_responses(400, 401), **GATE_RESPONSES},
     ),
     post=extend_schema(
         tags=["files"],
@@ -114,7 +148,11 @@ collection_schema = extend_schema_view(
             },
             "application/octet-stream": {"type": "string", "format": "binary"},
         },
-        responses={201: BlobSerializer, **error_responses(400, 401, 403, 411, 413, 429, 503, 507)},
+        responses={
+            201: BlobSerializer,
+            **error_responses(400, 401, 403, 411, 413, 429, 507),
+            **GATE_RESPONSES,
+        },
     ),
 )
 
@@ -123,13 +161,17 @@ detail_schema = extend_schema_view(
         tags=["files"],
         summary="A file's metadata",
         parameters=[BLOB_ID],
-        responses={200: BlobSerializer, **error_responses(401, 404)},
+        responses={200: BlobSerializer, **error_responses(401), **GATE_RESPONSES},
     ),
     delete=extend_schema(
         tags=["files"],
         summary="Delete a file: its row, wrapped key and stored object",
         parameters=[BLOB_ID],
-        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            **error_responses(401, 403),
+            **GATE_RESPONSES,
+        },
     ),
 )
 
@@ -139,8 +181,8 @@ legacy_schema = extend_schema(
     deprecated=True,
     description=(
         '`Link: <...>; rel="successor-version"` points to the file\'s new address only when '
-        "a file was imported under this legacy id and you may see it; otherwise the answer is the same "
-        "whether or not the id ever existed."
+        "a file was imported under this legacy id, you may see it and the secure file API is rolled out to "
+        "you; otherwise the answer is the same whether or not the id ever existed."
     ),
     parameters=[OpenApiParameter("legacy_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
     responses={

@@ -33,6 +33,8 @@ from rest_framework.views import APIView
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import error_response
+from flags.gate import SECURE_BLOB_STREAMING, flag_required
+from flags.services import flag_decide, flag_is_enabled
 
 from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
@@ -60,6 +62,14 @@ STREAM_HEADERS = {
     "Content-Security-Policy": "sandbox",
 }
 
+
+
+# The secure file API is rolled out by the secure_blob_streaming flag (flags.gate): the gate runs before
+# authentication, so a kill switch answers 503 even to anonymous callers (blobs.schema documents both).
+GATED: list[type[permissions.BasePermission]] = [
+    flag_required(SECURE_BLOB_STREAMING),
+    permissions.IsAuthenticated,
+]
 
 
 class BrowserLoginMixin(APIView):
@@ -118,6 +128,7 @@ class BlobStreamView(BrowserLoginMixin, APIView):
 
     http_method_names = ["get", "head", "options"]
     content_negotiation_class = FileNegotiation
+    permission_classes = GATED
 
     def get(self, request: Request, blob_id: str) -> HttpResponseBase:
         return self._respond(request, blob_id, head=False)
@@ -231,6 +242,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
     filterset_class = BlobFilter
     parser_classes = [MultiPartParser, FormParser, RawBodyParser]
     http_method_names = ["get", "post", "options"]
+    permission_classes = GATED
 
     def get_queryset(self) -> Any:
         return (
@@ -283,6 +295,7 @@ class BlobDetailView(BrowserLoginMixin, APIView):
     """``GET``/``DELETE /secure/files/{id}/``."""
 
     http_method_names = ["get", "delete", "options"]
+    permission_classes = GATED
 
     def get(self, request: Request, blob_id: str) -> Response:
         return Response(BlobSerializer(blob_get_for_user(user=request.user, blob_id=blob_id)).data)
@@ -327,9 +340,12 @@ class LegacyFileView(APIView):
         links = [f'<{reverse("api-docs")}>; rel="deprecation"; type="text/html"']
         # An id no row can hold (too long, or a NUL PostgreSQL text refuses) is simply not found.
         storable = len(legacy_id) <= LEGACY_ID_MAX_LENGTH and "\x00" not in legacy_id
+        # The successor is offered only to callers the rollout includes: others would get a 404 there.
         blob = (
             blob_list_for_user(user=request.user).filter(legacy_id=legacy_id).only("id").first()
             if storable
+            and request.user.is_authenticated
+            and flag_is_enabled(SECURE_BLOB_STREAMING, request.user, request=request)
             else None
         )
         if blob is not None:
@@ -352,3 +368,10 @@ class MyFilesView(LoginRequiredMixin, ListView):
 
     def get_queryset(self) -> Any:
         return blob_list_for_user(user=self.request.user).filter(owner_id=self.request.user.pk)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        # The files are listed either way; their download links only where the secure API is rolled out
+        # to the user (behind them it would answer 404 or, under a kill switch, 503).
+        decision = flag_decide(SECURE_BLOB_STREAMING, self.request.user, request=self.request)
+        context = super().get_context_data(**kwargs)
+        return {**context, "downloads": decision.enabled, "killed": decision.killed}

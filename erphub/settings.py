@@ -107,6 +107,7 @@ INSTALLED_APPS = [
     "kms",
     "blobs",
     "audit",
+    "flags",  # rollout flags (DESIGN §7): gate the secure file API
     "auditlog",
     # Request, database and cache metrics on /metrics (with ours; multiprocess mode under gunicorn).
     "django_prometheus",
@@ -376,6 +377,17 @@ BLOBS = {
     # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
+}
+
+# --- Rollout flags (DESIGN §7) ---------------------------------------------------------------------------
+# false = the guide's immediate rollback: the secure file API answers 503 for everyone, whatever the
+# database says (the kill switch an operator sets on the deployment).
+FEATURE_SECURE_BLOB_ENABLED = _env_bool("FEATURE_SECURE_BLOB_ENABLED", True)
+FLAGS = {
+    "FORCED_OFF": [] if FEATURE_SECURE_BLOB_ENABLED else ["secure_blob_streaming"],  # whatever the DB says
+    "VERSION_CHECK_SECONDS": _env_float("FLAG_VERSION_CHECK_SECONDS", 1.0),  # how often workers look (s)
+    "RETRY_AFTER_SECONDS": _env_int("FLAG_RETRY_AFTER_SECONDS", 300),  # Retry-After of a kill switch's 503
+    "RETIRE_AFTER_DAYS": _env_int("FLAG_RETIRE_AFTER_DAYS", 7),  # healthy days at 100 % before retiring
 }
 
 # --- Cache ---------------------------------------------------------------------------------------------

@@ -1,1 +1,2 @@
-"""DB-backed percentage rollout flags (DESIGN §7). Not installed yet: it lands with its own issue."""
+"""DB-backed percentage rollout flags (docs/architecture.md §7, docs/flags.md): model, pure bucketing,
+evaluation, gate and admin."""
