@@ -397,7 +397,10 @@ FLAGS = {
 REDIS_URL = _env("REDIS_URL")  # e.g. redis://127.0.0.1:6379/0
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache",
+            "LOCATION": REDIS_URL,
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
