@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from blobs.tests.liveserver import (
     THREADS,
     WORKERS,
     Gunicorn,
+    Holders,
     ServerError,
     free_port,
     prepare_database,
@@ -88,9 +88,15 @@ def value(text: bytes, name: str, **labels: str) -> float:
     return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def start_server(var_dir: Path, **overrides: str) -> tuple[Server, dict[str, str]]:
+def start_server(var_dir: Path, **overrides: str | None) -> tuple[Server, dict[str, str]]:
+    """Migrates and starts a server in ``var_dir``; an override ``None`` removes that variable."""
     username, password = "metrics-admin", secrets.token_urlsafe(18)
-    env = server_env(var_dir, username=username, password=password, key_id="ml-1", **overrides)
+    env = server_env(var_dir, username=username, password=password, key_id="ml-1")
+    for name, setting in overrides.items():
+        if setting is None:
+            env.pop(name, None)
+        else:
+            env[name] = setting
     prepare_database(env)
     server = Server.start(
         env,
@@ -147,66 +153,6 @@ def blob_path(server: Server, cookie: str) -> str:
 
 
 # --- holding every worker thread ---------------------------------------------------------------------------
-
-
-class Holders:
-    """Downloads whose client reads nothing after the response headers: each holds a worker thread blocked
-    in ``send`` (the client's receive window is tiny and never drains) until it is closed."""
-
-    def __init__(self, server: Gunicorn, path: str, cookie: str) -> None:
-        self.server, self.path, self.cookie = server, path, cookie
-        self.sockets: list[socket.socket] = []
-        self.received: dict[socket.socket, bytes] = {}
-        self.streaming: list[socket.socket] = []
-
-    def open_one(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
-        sock.connect((self.server.host, self.server.port))
-        request = f"GET {self.path} HTTP/1.1\r\nHost: {self.server.host}\r\nCookie: {self.cookie}\r\n\r\n"
-        sock.sendall(request.encode())
-        sock.setblocking(False)
-        self.sockets.append(sock)
-        self.received[sock] = b""
-
-    def hold_every_thread(self, threads: int, timeout: float = WAIT) -> None:
-        """Returns once ``threads`` downloads have their response headers: that many threads are streaming.
-
-        gunicorn hands connections to workers unevenly, so one worker may queue a download while the other
-        has a thread free: another download is opened each second without progress, until both are full.
-        """
-        for _ in range(threads):
-            self.open_one()
-        deadline = time.monotonic() + timeout
-        last_progress = time.monotonic()
-        while len(self.streaming) < threads:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {len(self.streaming)} of {threads} downloads started")
-            for sock in self.sockets:
-                if sock in self.streaming:
-                    continue
-                try:
-                    chunk = sock.recv(1024)
-                except BlockingIOError:
-                    continue
-                assert chunk, "the server closed a download"
-                self.received[sock] += chunk
-                if b"\r\n\r\n" in self.received[sock]:
-                    assert self.received[sock].startswith(b"HTTP/1.1 200"), self.received[sock][:200]
-                    self.streaming.append(sock)  # headers in: a thread serves it; read nothing more
-                    last_progress = time.monotonic()
-            if time.monotonic() - last_progress > 1.0 and len(self.sockets) < 3 * threads:
-                self.open_one()
-                last_progress = time.monotonic()
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        while self.sockets:
-            sock = self.sockets.pop()
-            # RST: the server's blocked send fails at once (the download counts as aborted).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
-        self.streaming.clear()
 
 
 @pytest.fixture
@@ -355,7 +301,7 @@ def test_the_listener_stops_with_the_master(tmp_path):
     [
         ({"METRICS_PORT": "metrics"}, "METRICS_PORT='metrics' is not a TCP port number"),
         ({"METRICS_PORT": "PORT_IN_USE"}, "Address already in use"),
-        ({"METRICS_PORT": "FREE", "PROMETHEUS_MULTIPROC_DIR": ""}, "METRICS_PORT needs PROMETHEUS_MULTIPROC"),
+        ({"METRICS_PORT": "FREE", "PROMETHEUS_MULTIPROC_DIR": None}, "needs PROMETHEUS_MULTIPROC_DIR"),
     ],
 )
 def test_a_misconfigured_listener_stops_the_server_at_start(tmp_path, overrides, message):
@@ -364,8 +310,8 @@ def test_a_misconfigured_listener_stops_the_server_at_start(tmp_path, overrides,
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = {"PORT_IN_USE": str(taken.getsockname()[1]), "FREE": str(free_port())}
-        env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
-        env.update({name: ports.get(value, value) for name, value in overrides.items()})
+        env: dict[str, str | None] = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+        env.update({name: ports.get(value, value) if value else value for name, value in overrides.items()})
         srv, _ = start_server(tmp_path, **env)
         try:
             srv.proc.wait(timeout=WAIT)
