@@ -34,7 +34,7 @@ from blobs.tests.liveserver import (
 )
 from blobs.tests.liveserver import Session as LiveSession
 from erphub.metrics_listener import start_listener
-from erphub.scrape import CONTENT_TYPE
+from erphub.scrape import CONTENT_TYPE, bearer_token_matches
 
 pytestmark = pytest.mark.e2e
 
@@ -336,3 +336,22 @@ def test_a_forked_child_gets_no_copy_of_the_listener(tmp_path):
     finally:
         listener.shutdown()
         listener.server_close()
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [
+        ("Bearer s3cret", True),
+        ("bearer s3cret", True),  # RFC 9110 §11.1: the scheme is case-insensitive
+        ("BEARER  s3cret ", True),
+        ("", False),
+        ("Bearer", False),
+        ("Bearer ", False),
+        ("Bearer s3cre", False),
+        ("Bearer s3cretX", False),
+        ("Basic czNjcmV0", False),
+        ("s3cret", False),
+    ],
+)
+def test_the_bearer_check_both_ports_share(authorization, matches):
+    assert bearer_token_matches(authorization, "s3cret") is matches
