@@ -14,6 +14,9 @@ WORKERS ?= 2
 THREADS ?= 4
 # prometheus_client multiprocess mode (docs/architecture.md §9): the workers' metric files, emptied at every start.
 PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
+# The gunicorn master's own /metrics listener (erphub/metrics_listener.py), answered even while every worker
+# thread is busy streaming; on HOST. Empty: none (/metrics on PORT still answers).
+METRICS_PORT ?= $(shell echo $$(($(PORT) + 100)))
 
 .PHONY: run test install install-dev lint migrate bench clean
 
@@ -45,7 +48,9 @@ run: install
 	@# Files left by an earlier run would be summed into this one's counters.
 	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/, metrics at /metrics)"
-	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" $(BIN)/gunicorn erphub.wsgi:application \
+	@$(if $(METRICS_PORT),echo "Metrics listener on http://$(HOST):$(METRICS_PORT)/metrics",true)
+	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" METRICS_PORT="$(METRICS_PORT)" \
+		$(BIN)/gunicorn erphub.wsgi:application \
 		-c python:erphub.gunicorn_conf --worker-class gthread --workers $(WORKERS) \
 		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
 		--no-sendfile --no-control-socket

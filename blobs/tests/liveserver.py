@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -328,3 +329,69 @@ class Session:
         )
         if reply.status != 302 or "sessionid" not in self.cookies:
             raise ServerError(f"login failed: {reply.status} {reply.body[:500]!r}")
+
+
+# --- every worker thread busy -------------------------------------------------------------------------------
+
+
+class Holders:
+    """Downloads whose client reads nothing after the response headers: each holds a worker thread blocked
+    in ``send`` (the client's receive window is tiny and never drains) until it is closed. ``path`` must be a
+    blob much larger than the loopback socket buffers (tcp_wmem's maximum, 4 MiB by default)."""
+
+    def __init__(self, server: Gunicorn, path: str, cookie: str) -> None:
+        self.server, self.path, self.cookie = server, path, cookie
+        self.sockets: list[socket.socket] = []
+        self.received: dict[socket.socket, bytes] = {}
+        self.streaming: list[socket.socket] = []
+
+    def open_one(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+        sock.connect((self.server.host, self.server.port))
+        request = f"GET {self.path} HTTP/1.1\r\nHost: {self.server.host}\r\nCookie: {self.cookie}\r\n\r\n"
+        sock.sendall(request.encode())
+        sock.setblocking(False)
+        self.sockets.append(sock)
+        self.received[sock] = b""
+
+    def hold_every_thread(self, threads: int = WORKERS * THREADS, timeout: float = 60.0) -> None:
+        """Returns once ``threads`` downloads have their response headers: that many threads are streaming.
+
+        gunicorn hands connections to workers unevenly, so one worker may queue a download while the other
+        has a thread free: another download is opened each second without progress, until both are full.
+        """
+        for _ in range(threads):
+            self.open_one()
+        deadline = time.monotonic() + timeout
+        last_progress = time.monotonic()
+        while len(self.streaming) < threads:
+            if time.monotonic() > deadline:
+                raise ServerError(f"only {len(self.streaming)} of {threads} downloads started")
+            for sock in self.sockets:
+                if sock in self.streaming:
+                    continue
+                try:
+                    chunk = sock.recv(1024)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise ServerError("the server closed a download")
+                self.received[sock] += chunk
+                if b"\r\n\r\n" in self.received[sock]:
+                    if not self.received[sock].startswith(b"HTTP/1.1 200"):
+                        raise ServerError(f"a download failed: {self.received[sock][:200]!r}")
+                    self.streaming.append(sock)  # headers in: a thread serves it; read nothing more
+                    last_progress = time.monotonic()
+            if time.monotonic() - last_progress > 1.0 and len(self.sockets) < 3 * threads:
+                self.open_one()
+                last_progress = time.monotonic()
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        while self.sockets:
+            sock = self.sockets.pop()
+            # RST: the server's blocked send fails at once (the download counts as aborted).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        self.streaming.clear()

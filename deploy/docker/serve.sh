@@ -1,9 +1,13 @@
 #!/bin/sh
 # Serves ERP Hub with gunicorn gthread workers: the command of the container image, the Kubernetes
 # Deployment and docker-compose.yml (the same flags as `make run`). Environment: GUNICORN_WORKERS,
-# GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT (seconds in-flight streams get at shutdown), GUNICORN_BIND;
-# further arguments are passed to gunicorn.
+# GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT (seconds in-flight streams get at shutdown), GUNICORN_BIND,
+# METRICS_PORT (9100: the gunicorn master's own /metrics listener on GUNICORN_BIND's host, answered while
+# every worker thread is busy; empty: none); further arguments are passed to gunicorn.
 set -eu
+
+# Read by erphub.gunicorn_conf in the master (it needs PROMETHEUS_MULTIPROC_DIR, below).
+export METRICS_PORT="${METRICS_PORT-9100}"
 
 if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
   # prometheus_client multiprocess mode: files left by an earlier server would be summed into this one's

@@ -3,10 +3,11 @@
 Run by .ci/deploy-checks (needs Debian's `prometheus` binary and the project's virtualenv). Everything
 listens on 127.0.0.1 and stops by itself (bounded waits, bounded traffic):
 
-1. gunicorn (deploy/docker/serve.sh, two gthread workers, multiprocess metrics, METRICS_TOKEN) on SQLite,
-   with KEY_PROVIDER=vault pointing at a loopback port where nothing listens: every key wrap fails;
+1. gunicorn (deploy/docker/serve.sh, two gthread workers, multiprocess metrics, METRICS_TOKEN, the master's
+   metrics listener on METRICS_PORT) on SQLite, with KEY_PROVIDER=vault pointing at a loopback port where
+   nothing listens: every key wrap fails;
 2. Prometheus with deploy/prometheus/recording-rules.yml and alerts.yml (intervals shortened to 1 s) and the
-   bearer-token scrape job of prometheus.yml;
+   bearer-token scrape job of prometheus.yml, which scrapes the metrics listener as in production;
 3. idle: the scrape is up (the token works), the error rate reads 0 and the KMS success rate 1, not NaN;
 4. failing: N uploads, each one failed KMS attempt (KMS_MAX_ATTEMPTS=1): Prometheus must see exactly N
    failed attempts summed over both workers, a KMS success rate of 0 and KMSKeyRetrievalFailing pending.
@@ -98,7 +99,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="erp-hub-integration-"))
-    app_port, prometheus_port = free_port(), free_port()
+    app_port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
     # Bound but never listening: connections to it are refused, so every Vault call fails at once.
     dead_kms = socket.socket()
     dead_kms.bind(("127.0.0.1", 0))
@@ -116,6 +117,7 @@ def main() -> int:
         "DJANGO_SUPERUSER_USERNAME": "admin",
         "DJANGO_SUPERUSER_PASSWORD": password,
         "GUNICORN_BIND": f"127.0.0.1:{app_port}",
+        "METRICS_PORT": str(metrics_port),
         "GUNICORN_WORKERS": "2",
         "GUNICORN_THREADS": "2",
         "GUNICORN_GRACEFUL_TIMEOUT": "5",
@@ -141,6 +143,9 @@ def main() -> int:
         )
         app = f"http://127.0.0.1:{app_port}"
         wait_for("gunicorn /health", lambda: http(f"{app}/health")[0] == 200)
+        listener = f"http://127.0.0.1:{metrics_port}/metrics"
+        if http(listener)[0] != 401:
+            raise SystemExit("integration check: the metrics listener answered a scrape without the token")
 
         (workdir / "token").write_text(token)
         for name in ("recording-rules.yml", "alerts.yml"):
@@ -156,7 +161,7 @@ def main() -> int:
                             "job_name": "erp-hub",
                             "metrics_path": "/metrics",
                             "authorization": {"type": "Bearer", "credentials_file": str(workdir / "token")},
-                            "static_configs": [{"targets": [f"127.0.0.1:{app_port}"]}],
+                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
                         }
                     ],
                 }
@@ -185,7 +190,10 @@ def main() -> int:
         wait_for("the erp-hub target up", lambda: prometheus.value('up{job="erp-hub"}') == 1)
         wait_for("idle error rate 0", lambda: prometheus.value("erp_hub:blob_download:error_rate") == 0)
         wait_for("idle KMS success rate 1", lambda: prometheus.value("erp_hub:kms:success_rate") == 1)
-        print("idle: target up with the bearer token; error rate 0, KMS success rate 1")
+        print(
+            "idle: the metrics listener's target up with the bearer token (401 without); error rate 0, "
+            "KMS success rate 1"
+        )
 
         # Failing KMS: uploads spread over several scrapes, so that rate() sees the counter rise.
         _, body = http(
