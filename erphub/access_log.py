@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 import structlog
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from audit.context import request_context
@@ -40,7 +40,11 @@ class AccessLogMiddleware:
         except BaseException:
             _log(request, None, started, outcome=ERROR, sent=0)
             raise
-        if isinstance(response, StreamingHttpResponse) and not response.is_async:
+        if isinstance(response, FileResponse) and response.file_to_stream is not None:
+            # A file the server may send with sendfile (wsgi.file_wrapper; static files): replacing its
+            # body would lose that path. Django closes the response when the server is done with it.
+            _log_on_close(request, response, started)
+        elif isinstance(response, StreamingHttpResponse) and not response.is_async:
             body = cast(Iterator[bytes], response.streaming_content)
             response.streaming_content = _counted(body, request, response, started)
         else:
@@ -48,6 +52,23 @@ class AccessLogMiddleware:
             outcome = SUCCESS if response.status_code < 500 else ERROR
             _log(request, response, started, outcome=outcome, sent=sent)
         return response
+
+
+def _log_on_close(request: HttpRequest, response: FileResponse, started: float) -> None:
+    close = response.close
+    logged = False
+
+    def close_and_log() -> None:
+        nonlocal logged
+        try:
+            close()
+        finally:
+            if not logged:
+                logged = True
+                sent = int(response.get("Content-Length") or 0)  # the file, as handed to the server
+                _log(request, response, started, outcome=SUCCESS, sent=sent)
+
+    response.close = close_and_log  # type: ignore[method-assign]  # Django's WSGI handler calls this one
 
 
 def _counted(

@@ -76,3 +76,26 @@ def test_the_line_is_rendered_as_one_json_object(owner_client, owner, capsys):
     assert entry["route"] == "health"
     assert entry["level"] == "info"
     assert entry["timestamp"].endswith("Z")
+
+
+def test_a_file_response_keeps_its_file_for_sendfile_and_is_logged_on_close(tmp_path, rf):
+    # Static files (WhiteNoise) and any FileResponse: the server may send the file itself (sendfile), so
+    # the middleware must not replace the body; the line is written when Django closes the response.
+    from django.http import FileResponse
+
+    from erphub.access_log import AccessLogMiddleware
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 5000)
+
+    def view(request):
+        return FileResponse(path.open("rb"))
+
+    request = rf.get("/static/f.bin")
+    with capture_logs() as logs:
+        response = AccessLogMiddleware(view)(request)
+        assert response.file_to_stream is not None  # still a file: wsgi.file_wrapper can sendfile it
+        assert requests(logs) == []
+        response.close()
+    (line,) = requests(logs)
+    assert (line["status"], line["bytes"], line["outcome"]) == (200, 5000, "success")
