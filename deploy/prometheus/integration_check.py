@@ -10,14 +10,17 @@ listens on 127.0.0.1 and stops by itself (bounded waits, bounded traffic):
    bearer-token scrape job of prometheus.yml, which scrapes the metrics listener as in production;
 3. idle: the scrape is up (the token works), the error rate reads 0 and the KMS success rate 1, not NaN;
 4. failing: N uploads, each one failed KMS attempt (KMS_MAX_ATTEMPTS=1): Prometheus must see exactly N
-   failed attempts summed over both workers, a KMS success rate of 0 and KMSKeyRetrievalFailing pending.
-
-The download metrics (file_downloads_total, ...) are checked the same way once the app exposes them: until
-then their rules read their idle values, which step 3 asserts.
+   failed attempts summed over both workers, a KMS success rate of 0 and KMSKeyRetrievalFailing pending;
+5. downloads: blobs imported before the start under the local master key (still configured for unwrapping),
+   one of them with its stored first segment altered: GOOD good downloads and BAD refused ones (integrity
+   error), spread over several scrapes. The recording rules must read exactly what was sent: error rate
+   BAD / (GOOD + BAD), the bytes of the good ones, nothing in progress, a p95 duration present, and
+   BlobDownloadErrorRateHigh pending.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -31,6 +34,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = Path(__file__).resolve().parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
 UPLOADS = 5
+GOOD, BAD = 6, 2  # downloads that succeed and that fail their integrity check
+BLOB_SIZE = 200_000
 TIMEOUT = 60.0  # seconds any one wait may take
 
 
@@ -87,6 +93,31 @@ class Prometheus:
         return float(result[0]["value"][1])  # type: ignore[index]
 
 
+def import_blobs(workdir: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Two blobs imported under the local master key; the second one's stored first segment is altered,
+    so every download of it fails its integrity check before a byte is sent. Returns their ids."""
+    ids = []
+    for name in ("good.bin", "bad.bin"):
+        path = workdir / name
+        path.write_bytes(os.urandom(BLOB_SIZE))
+        done = subprocess.run(
+            [str(PYTHON), "manage.py", "blobs_import", str(path), "--owner", "admin"],
+            cwd=ROOT,
+            env={**env, "KEY_PROVIDER": "local"},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        ids.append(done.stdout.split("\t", 1)[0].strip())
+    bad = uuid.UUID(ids[1]).hex
+    (stored,) = (workdir / "var" / "blobs").glob(f"{bad[:2]}/{bad[2:4]}/{bad}")
+    data = bytearray(stored.read_bytes())
+    data[100] ^= 0x01  # inside the first segment's ciphertext (after the 40-byte header)
+    stored.chmod(0o600)
+    stored.write_bytes(bytes(data))
+    return ids[0], ids[1]
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)  # the session this script started for it
@@ -109,6 +140,8 @@ def main() -> int:
         "ERPHUB_VAR_DIR": str(workdir / "var"),
         "METRICS_TOKEN": token,
         "KEY_PROVIDER": "vault",
+        # The local provider stays configured for unwrapping: the blobs imported below are wrapped by it.
+        "BLOB_MASTER_KEYS": "mk-check-1:" + base64.b64encode(os.urandom(32)).decode(),
         "VAULT_ADDR": f"http://127.0.0.1:{dead_kms.getsockname()[1]}",
         "VAULT_TOKEN": "integration-check",
         "VAULT_TRANSIT_KEY": "erphub",
@@ -129,6 +162,7 @@ def main() -> int:
             subprocess.run(
                 [str(PYTHON), "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
             )
+        good_id, bad_id = import_blobs(workdir, env)
         app_log = (workdir / "app.log").open("wb")
         logs.append(app_log)
         processes.append(
@@ -227,6 +261,48 @@ def main() -> int:
             f"failing: {UPLOADS} uploads answered {sorted(set(statuses))}; Prometheus counts "
             f"{UPLOADS} failed KMS attempts over 2 workers, KMS success rate 0, "
             "KMSKeyRetrievalFailing pending"
+        )
+
+        # Downloads: good ones and ones whose first segment fails authentication, over several scrapes.
+        statuses = []
+        for i in range(GOOD + BAD):
+            blob = bad_id if i % ((GOOD + BAD) // BAD) == 0 else good_id
+            status, body = http(
+                f"{app}/secure/files/{blob}/stream", headers={"Authorization": f"Bearer {access}"}
+            )
+            statuses.append(status)
+            if status == 200 and len(body) != BLOB_SIZE:
+                raise SystemExit(f"integration check: a good download sent {len(body)} of {BLOB_SIZE} bytes")
+            time.sleep(1.0)
+        if statuses.count(200) != GOOD or len(statuses) - statuses.count(200) != BAD:
+            raise SystemExit(f"integration check: downloads answered {statuses}")
+
+        def downloads(status: str) -> float:
+            return prometheus.value(f'sum(file_downloads_total{{job="erp-hub",status="{status}"}})')
+
+        wait_for(
+            f"{GOOD} + {BAD} downloads scraped",
+            lambda: (downloads("success"), downloads("error")) == (GOOD, BAD),
+        )
+        expected = BAD / (GOOD + BAD)
+        wait_for(
+            f"error rate {expected}",
+            lambda: abs(prometheus.value("erp_hub:blob_download:error_rate") - expected) < 1e-9,
+        )
+        wait_for(
+            "bytes of the good downloads",
+            lambda: prometheus.value('sum(file_download_bytes_total{job="erp-hub"})') == GOOD * BLOB_SIZE,
+        )
+        wait_for("nothing in progress", lambda: prometheus.value("erp_hub:blob_download:active_count") == 0)
+        wait_for("a p95 duration", lambda: len(prometheus.query("erp_hub:blob_download:latency_p95")) == 1)
+        wait_for(
+            "BlobDownloadErrorRateHigh pending",
+            lambda: len(prometheus.query('ALERTS{alertname="BlobDownloadErrorRateHigh"}')) == 1,
+        )
+        print(
+            f"downloads: {GOOD} good and {BAD} failing their integrity check; Prometheus reads error rate "
+            f"{expected:.2f} (= {BAD}/{GOOD + BAD}), {GOOD * BLOB_SIZE} bytes, 0 in progress, a p95 "
+            "duration, BlobDownloadErrorRateHigh pending"
         )
         return 0
     except (SystemExit, subprocess.CalledProcessError) as failure:
