@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -355,3 +356,43 @@ def test_a_forked_child_gets_no_copy_of_the_listener(tmp_path):
 )
 def test_the_bearer_check_both_ports_share(authorization, matches):
     assert bearer_token_matches(authorization, "s3cret") is matches
+
+
+def test_a_scrape_during_a_worker_restart_is_never_partial_or_double_counted(server, holders):
+    # A worker dies (kill -9) while every thread streams; gunicorn starts another. Every scrape meanwhile
+    # must show totals that neither fall (the dead worker's counters stay) nor jump (nothing counted twice),
+    # and the dead worker's downloads leave the in-progress gauge (child_exit drops its live samples).
+    threads = WORKERS * THREADS
+    holders.hold_every_thread(threads)
+    wait_for(lambda: value(server.listener().body, "file_download_in_progress") == threads)
+    before = server.listener().body
+
+    def totals(text: bytes) -> tuple[float, float]:
+        ended = sum(value(text, "file_downloads_total", status=s) for s in ("success", "aborted", "error"))
+        return ended, value(text, "file_download_bytes_total")
+
+    ended_before, bytes_before = totals(before)
+    workers = server.worker_pids()
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    seen_in_progress = set()
+    deadline = time.monotonic() + WAIT
+    while True:
+        scrape = server.listener().body
+        ended, sent = totals(scrape)
+        assert ended == ended_before  # nothing ended: held downloads of the survivor are still open
+        assert sent >= bytes_before  # the dead worker's bytes stay counted, never reset
+        seen_in_progress.add(value(scrape, "file_download_in_progress"))
+        replaced = len(server.worker_pids() - {victim}) == WORKERS
+        if replaced and value(scrape, "file_download_in_progress") < threads:
+            break
+        assert time.monotonic() < deadline, "the worker was not replaced"
+        time.sleep(0.05)
+    survivors_in_progress = value(server.listener().body, "file_download_in_progress")
+    assert 0 < survivors_in_progress < threads
+    assert seen_in_progress <= {float(threads), survivors_in_progress}  # never a partial or doubled sum
+    holders.close()
+    # The survivor's downloads end as aborted; the gauge returns to zero.
+    wait_for(lambda: value(server.listener().body, "file_download_in_progress") == 0)
+    ended_after, _ = totals(server.listener().body)
+    assert ended_after >= ended_before + survivors_in_progress
