@@ -6,23 +6,40 @@ guard against a real Prometheus (Debian's binary) scraping a real gunicorn that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import secrets
+import shutil
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from audit.models import AuditEvent
-from blobs.tests.liveserver import free_port
+from blobs.tests.liveserver import (
+    ROOT,
+    Gunicorn,
+    ServerError,
+    free_port,
+    manage,
+    prepare_database,
+    server_env,
+)
+from blobs.tests.liveserver import Session as LiveSession
 from flags import guard
 from flags.checks import check_flags_settings
 from flags.guard import histogram_quantile, rollout_guard
@@ -473,3 +490,209 @@ def test_local_metrics_idle_is_healthy(workers, flag):
 )
 def test_histogram_quantile_as_prometheus_computes_it(buckets, expected):
     assert histogram_quantile(0.95, buckets) == (pytest.approx(expected) if expected is not None else None)
+
+
+# --- a real Prometheus scraping a real gunicorn -----------------------------------------------------------
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = ROOT / "deploy" / "prometheus" / "recording-rules.yml"
+WAIT = 45.0  # seconds any one condition may take to show in Prometheus
+
+
+def wait_until(what: str, check, logs: tuple[Path, ...] = ()) -> None:
+    """Polls ``check`` (a condition in Prometheus or the app), up to WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, ValueError, KeyError, IndexError, requests.RequestException):
+            pass
+        time.sleep(0.25)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
+    pytest.fail(f"timed out waiting for {what}\n{tails}")
+
+
+class RealPrometheus:
+    def __init__(self, work: Path, target: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        rules = work / "recording-rules.yml"
+        rules.write_text(RULES.read_text().replace("interval: 30s", "interval: 1s"))
+        config = work / "prometheus.yml"
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(rules)],
+                    "scrape_configs": [{"job_name": "erp-hub", "static_configs": [{"targets": [target]}]}],
+                }
+            )
+        )
+        self.log = work / "prometheus.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def values(self, expr: str) -> list[float]:
+        reply = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
+        return [float(r["value"][1]) for r in reply.json()["data"]["result"]]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # the process this test started, by its handle
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def real_prometheus_and_gunicorn(tmp_path) -> Iterator[tuple[RealPrometheus, Gunicorn, dict[str, str]]]:
+    if PROMETHEUS is None:
+        if os.environ.get("REQUIRE_PROMETHEUS"):
+            pytest.fail("REQUIRE_PROMETHEUS is set but Debian's prometheus is missing (.ci/run installs it)")
+        pytest.skip("Debian's prometheus binary is not installed (apt-get install prometheus)")
+    (tmp_path / "metrics").mkdir()
+    password = secrets.token_urlsafe(18)
+    env = server_env(
+        tmp_path,
+        username="guard-admin",
+        password=password,
+        key_id="guard-1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),  # /metrics sums both workers, as in production
+    )
+    prepare_database(env)
+    with contextlib.ExitStack() as stack:
+        server = Gunicorn.start(env, tmp_path / "gunicorn.log", timeout=60, name="guard")
+        stack.callback(server.stop)
+        server.password = password  # type: ignore[attr-defined]
+        try:
+            server.wait_until_healthy(30)
+        except ServerError as exc:
+            pytest.fail(str(exc))
+        prometheus = RealPrometheus(tmp_path, f"{server.host}:{server.port}")
+        stack.callback(prometheus.stop)
+        logs = (prometheus.log, server.log_path)
+        wait_until("the erp-hub target up", lambda: prometheus.values('up{job="erp-hub"}') == [1.0], logs)
+        # Every download series exists from the first scrape (blobs.metrics), so rate() sees each increase.
+        wait_until(
+            "the download counters scraped",
+            lambda: prometheus.values('count(file_downloads_total{job="erp-hub"})') == [3.0],
+            logs,
+        )
+        yield prometheus, server, {**env, "PROMETHEUS_URL": prometheus.url}
+
+
+def guard_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py rollout_guard`` as the CronJob runs it: its own process, the server's database."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "rollout_guard", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+AUDIT_OF_FLAG = """
+import json
+from audit.models import AuditEvent
+from flags.models import Flag
+flag = Flag.objects.get(name="secure_blob_streaming")
+events = AuditEvent.objects.filter(target_type="flag").order_by("sequence")
+print(json.dumps({"kill_switch": flag.kill_switch,
+                  "events": [{"action": e.action, "actor": e.actor, "details": e.details} for e in events]}))
+"""
+
+
+@pytest.mark.e2e
+def test_the_guard_trips_on_real_prometheus_data_and_not_on_healthy_data(real_prometheus_and_gunicorn):
+    prometheus, server, env = real_prometheus_and_gunicorn
+    logs = (prometheus.log, server.log_path)
+    session = LiveSession(server)
+    session.login("guard-admin", server.password)  # type: ignore[attr-defined]
+    blob_ids = []
+    for i in range(4):
+        reply = session.request(
+            "POST",
+            f"/secure/files/?filename=guard-{i}.bin",
+            body=os.urandom(2048),
+            headers={"Content-Type": "application/octet-stream", **session.csrf_headers()},
+        )
+        assert reply.status == 201, reply.body
+        blob_ids.append(reply.json()["id"])
+
+    # Healthy traffic: every download succeeds; Prometheus has seen them all and evaluated the rules.
+    for blob_id in blob_ids * 2:
+        assert session.request("GET", f"/secure/files/{blob_id}/stream").status == 200
+    wait_until(
+        "8 successful downloads in Prometheus",
+        lambda: prometheus.values('sum(file_downloads_total{status="success"})') == [8.0],
+        logs,
+    )
+    wait_until(
+        "a P95 latency recorded", lambda: len(prometheus.values("erp_hub:blob_download:latency_p95")) == 1
+    )
+    healthy = guard_process(env)
+    assert healthy.returncode == 0, healthy.stderr
+    assert "secure_blob_streaming: healthy (prometheus http://127.0.0.1:" in healthy.stdout
+    assert "download error rate 0.00 %" in healthy.stdout
+    state = json.loads(manage(env, "shell", "-c", AUDIT_OF_FLAG).strip().splitlines()[-1])
+    assert state == {"kill_switch": False, "events": []}
+
+    # Made to fail: every stored object is corrupted, so every download is refused (integrity error).
+    from blobs.services import object_name
+
+    storage = Path(env["BLOB_STORAGE_DIR"])
+    for blob_id in blob_ids:
+        path = storage / object_name(uuid.UUID(blob_id))
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0x01  # the last segment's tag
+        path.write_bytes(bytes(data))
+    for blob_id in blob_ids:
+        assert session.request("GET", f"/secure/files/{blob_id}/stream").status >= 500
+    wait_until(
+        "the error rate above 5 % in Prometheus",
+        lambda: prometheus.values("erp_hub:blob_download:error_rate > 0.05") != [],
+        logs,
+    )
+    tripped = guard_process(env)
+    assert tripped.returncode == 1, (tripped.stdout, tripped.stderr)
+    assert tripped.stdout == ""
+    # One log line (JSON in production) from the guard; the audit event is the other JSON line on stderr.
+    records = [json.loads(ln) for ln in tripped.stderr.splitlines() if ln.startswith("{")]
+    [line] = [r["event"] for r in records if r.get("logger") == "flags.guard"]
+    assert [r["level"] for r in records if r.get("logger") == "flags.guard"] == ["error"]
+    assert "kill switch tripped" in line
+    assert "download error rate" in line
+    assert "erp_hub:blob_download:error_rate" in line
+
+    state = json.loads(manage(env, "shell", "-c", AUDIT_OF_FLAG).strip().splitlines()[-1])
+    assert state["kill_switch"] is True
+    [event] = state["events"]
+    assert (event["action"], event["actor"]) == ("flag.kill_switch", "system:rollout-guard")
+    checks = {c["trigger"]: c for c in event["details"]["trigger"]["checks"]}
+    assert checks["error_rate"]["fired"] is True
+    assert checks["error_rate"]["value"] == pytest.approx(4 / 12)  # 4 refused of 12 downloads in the window
+    assert checks["error_rate"]["query"] == "erp_hub:blob_download:error_rate"
+    assert checks["kms_success_rate"]["value"] == 1.0  # local keys: the KMS was never the problem
+
+    # The running workers enforce it: the secure API answers 503 for everyone within seconds.
+    wait_until(
+        "the kill switch enforced", lambda: session.request("GET", "/secure/files/").status == 503, logs
+    )
