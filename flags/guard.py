@@ -359,10 +359,12 @@ def rollout_guard(
     fired = reading.fired
     if fired:
         what = "; ".join(check.describe() + f" [query {check.query}]" for check in fired)
+        # Idempotent: a switch already on records nothing new; the run still fails while the trigger holds.
+        state = "kill switch already on" if flag.kill_switch else "kill switch tripped"
         flag_trip_kill_switch(
             name=name, actor=ACTOR, reason=f"rollout_guard: {what}", details=reading.as_data()
         )
-        return _count(Outcome(TRIPPED, (f"{name}: kill switch tripped ({reading.source}): {what}",)))
+        return _count(Outcome(TRIPPED, (f"{name}: {state} ({reading.source}): {what}",)))
     lines = [f"{name}: healthy ({reading.source}): {reading.describe()}"]
     result = HEALTHY
     if advance:

@@ -183,6 +183,15 @@ def test_a_fired_trigger_trips_the_kill_switch_audited_with_its_value_and_query(
     assert runs("tripped") == before + 1
 
 
+def test_a_switch_already_on_records_nothing_new_and_still_fails(prometheus, flag, caplog):
+    prometheus.answers[ERROR_RATE] = [0.5]
+    assert run_command()[0] == 1
+    with caplog.at_level(logging.ERROR, logger="flags.guard"):
+        assert run_command()[0] == 1
+    assert "kill switch already on" in caplog.records[-1].getMessage()
+    assert AuditEvent.objects.filter(action="flag.kill_switch").count() == 1
+
+
 def test_values_at_the_thresholds_do_not_trip(prometheus, flag):
     prometheus.answers.update({ERROR_RATE: [0.05], LATENCY_5M: [10.0], KMS: [0.9]})
     assert run_command()[0] == 0
