@@ -144,6 +144,11 @@ class Reading:
 class Source(Protocol):
     def read(self, config: Mapping[str, Any]) -> Reading: ...
 
+    def read_hold(self, config: Mapping[str, Any], seconds: float) -> Reading | None:
+        """The triggers over the last ``seconds`` (a stage's hold), worst value of each; None: not
+        supported by this source."""
+        ...
+
 
 def _limits(trigger: Trigger, config: Mapping[str, Any]) -> tuple[float, float]:
     return float(config[trigger.threshold_setting]), float(config[trigger.for_setting])
@@ -194,11 +199,28 @@ class PrometheusSource:
             raise MetricsUnavailable(source=where, reason=f"query {expr!r}: malformed sample") from exc
         return [value for value in values if not math.isnan(value)]
 
+    def hold_query_for(self, trigger: Trigger, for_seconds: float, hold_seconds: float) -> str:
+        # The worst value the trigger's own query took at any moment of the hold (a subquery, one step a
+        # minute, when the trigger has a window of its own).
+        worst = "max_over_time" if trigger.kind == "max" else "min_over_time"
+        if not for_seconds:
+            return f"{worst}({trigger.record}[{int(hold_seconds)}s])"
+        return f"{worst}({self.query_for(trigger, for_seconds)}[{int(hold_seconds)}s:1m])"
+
     def read(self, config: Mapping[str, Any]) -> Reading:
+        return self._read(config, None)
+
+    def read_hold(self, config: Mapping[str, Any], seconds: float) -> Reading:
+        return self._read(config, seconds)
+
+    def _read(self, config: Mapping[str, Any], hold_seconds: float | None) -> Reading:
         checks = []
         for trigger in TRIGGERS:
             threshold, for_seconds = _limits(trigger, config)
-            expr = self.query_for(trigger, for_seconds)
+            if hold_seconds is None:
+                expr = self.query_for(trigger, for_seconds)
+            else:
+                expr = self.hold_query_for(trigger, for_seconds, hold_seconds)
             values = self.query(expr)
             if not values and not trigger.may_be_empty:
                 # The ratio rules answer even when idle (recording-rules.yml): no sample means they are not
@@ -284,6 +306,9 @@ class MultiprocessSource:
             checks.append(Check(trigger, values[trigger.key], threshold, 0, f"{trigger.record} ({window})"))
         return Reading(f"multiprocess {self.path}", tuple(checks))
 
+    def read_hold(self, config: Mapping[str, Any], seconds: float) -> None:
+        return None  # no history here: the hold is judged by "no trip since the last change" alone
+
 
 def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
     """Prometheus's ``histogram_quantile`` on cumulative bucket counts (``le`` → count): linear within the
@@ -344,7 +369,8 @@ def rollout_guard(
     if flag.retired:
         return _count(Outcome(HEALTHY, (f"{name}: retired, nothing to guard.",)))
     try:
-        reading = (source or guard_source()).read(config)
+        source = source or guard_source()
+        reading = source.read(config)
     except MetricsUnavailable as exc:
         if not fail_closed:
             return _count(Outcome(UNAVAILABLE, (f"{name}: not guarded, metrics unavailable: {exc.detail}",)))
@@ -368,7 +394,7 @@ def rollout_guard(
     lines = [f"{name}: healthy ({reading.source}): {reading.describe()}"]
     result = HEALTHY
     if advance:
-        advanced, line = _advance(flag, reading)
+        advanced, line = _advance(flag, reading, source, config)
         lines.append(line)
         result = ADVANCED if advanced else HEALTHY
     else:
@@ -378,7 +404,9 @@ def rollout_guard(
     return _count(Outcome(result, tuple(lines)))
 
 
-def _advance(flag: Flag, reading: Reading) -> tuple[bool, str]:
+def _advance(
+    flag: Flag, reading: Reading, source: Source, config: Mapping[str, Any]
+) -> tuple[bool, str]:
     now = clock()
     name = flag.name
     if flag.kill_switch:
@@ -403,6 +431,15 @@ def _advance(flag: Flag, reading: Reading) -> tuple[bool, str]:
             f"{name}: {stage.label} since {flag.changed_at:%Y-%m-%d %H:%M} UTC, holds {_hours(hold)} h; "
             f"{following.label} from {due:%Y-%m-%d %H:%M} UTC ({_hours(left)} h left)."
         )
+    # Healthy for the whole hold, not only now: where the source keeps history (Prometheus), no trigger
+    # may have held at any moment of the last hold time, even one the guard did not see (not running).
+    try:
+        during = source.read_hold(config, hold.total_seconds())
+    except MetricsUnavailable as exc:
+        return False, f"{name}: not advanced: cannot read the metrics of the hold: {exc.detail}"
+    if during is not None and during.fired:
+        what = "; ".join(check.describe() + f" [query {check.query}]" for check in during.fired)
+        return False, f"{name}: not advanced: a trigger held during {stage.label}'s hold: {what}"
     reason = (
         f"rollout_guard: {stage.label} held {_hours(now - flag.changed_at)} h (hold {_hours(hold)} h) "
         f"without a trigger; {reading.describe()}"
@@ -416,6 +453,7 @@ def _advance(flag: Flag, reading: Reading) -> tuple[bool, str]:
             reason=reason,
             details={
                 **reading.as_data(),
+                "hold": during.as_data() if during is not None else None,
                 "from_stage": stage.key,
                 "held_hours": _hours(now - flag.changed_at),
             },

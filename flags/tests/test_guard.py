@@ -52,6 +52,11 @@ pytestmark = pytest.mark.django_db
 ERROR_RATE = "erp_hub:blob_download:error_rate"
 LATENCY_5M = "min_over_time(erp_hub:blob_download:latency_p95[300s])"
 KMS = "erp_hub:kms:success_rate"
+RECORDS = {
+    "erp_hub:blob_download:error_rate": ERROR_RATE,
+    "erp_hub:blob_download:latency_p95": LATENCY_5M,
+    KMS: KMS,
+}
 
 
 def vector(*values: float) -> dict:
@@ -74,7 +79,10 @@ class FakePrometheus:
                 url = urlparse(self.path)
                 query = parse_qs(url.query).get("query", [""])[0]
                 fake.queries.append(query)
-                answer = fake.answers.get(query, [])
+                answer = fake.answers.get(query)
+                if answer is None:  # a hold query: the record's own answer, unless the test set one
+                    record = next((r for r in RECORDS if r in query), None)
+                    answer = fake.answers.get(RECORDS.get(record, ""), [])
                 status, body = answer if isinstance(answer, tuple) else (200, vector(*answer))
                 data = json.dumps(body).encode() if isinstance(body, dict) else body
                 self.send_response(status)
@@ -351,6 +359,27 @@ def test_advance_waits_for_the_hold_then_moves_exactly_one_stage(prometheus, now
     now["now"] += timedelta(hours=1)
     assert "advanced Beta → 25 %" in run_command("--flag", "guarded", "--advance")[1]
     assert Flag.objects.get(name="guarded").rollout_basis_points == 2_500
+
+
+def test_a_trigger_during_the_hold_blocks_the_advance_even_if_healthy_now(prometheus, now):
+    at_stage(beta=False, basis_points=0, since=now["now"] - timedelta(hours=50))
+    hold = {
+        "max_over_time(erp_hub:blob_download:error_rate[172800s])": [0.2],  # 48 h: Internal's hold
+        "max_over_time(min_over_time(erp_hub:blob_download:latency_p95[300s])[172800s:1m])": [1.0],
+        "min_over_time(erp_hub:kms:success_rate[172800s])": [1.0],
+    }
+    prometheus.answers.update(hold)
+    code, out = run_command("--flag", "guarded", "--advance")
+    assert code == 0
+    assert "not advanced: a trigger held during Internal's hold: download error rate 20.00 %" in out
+    assert prometheus.queries[3:] == list(hold)
+    flag = Flag.objects.get(name="guarded")
+    assert not flag.beta_enabled
+    assert not flag.kill_switch  # the past is not a reason to trip now
+    prometheus.answers["max_over_time(erp_hub:blob_download:error_rate[172800s])"] = [0.01]
+    assert "advanced Internal → Beta" in run_command("--flag", "guarded", "--advance")[1]
+    event = AuditEvent.objects.get(action="flag.stage")
+    assert event.details["trigger"]["hold"]["checks"][0]["value"] == 0.01
 
 
 def test_hold_times_are_configurable(prometheus, now, settings):
