@@ -647,12 +647,18 @@ def guard_process(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     )
 
 
+STAGED_FLAG = """
+from datetime import timedelta
+from django.utils import timezone
+from flags.models import Flag
+Flag.objects.create(name="staged", enabled=True, changed_at=timezone.now() - timedelta(hours=49))
+"""
 AUDIT_OF_FLAG = """
 import json
 from audit.models import AuditEvent
 from flags.models import Flag
 flag = Flag.objects.get(name="secure_blob_streaming")
-events = AuditEvent.objects.filter(target_type="flag").order_by("sequence")
+events = AuditEvent.objects.filter(target_type="flag", target_id=flag.name).order_by("sequence")
 print(json.dumps({"kill_switch": flag.kill_switch,
                   "events": [{"action": e.action, "actor": e.actor, "details": e.details} for e in events]}))
 """
@@ -692,6 +698,12 @@ def test_the_guard_trips_on_real_prometheus_data_and_not_on_healthy_data(real_pr
     assert "download error rate 0.00 %" in healthy.stdout
     state = json.loads(manage(env, "shell", "-c", AUDIT_OF_FLAG).strip().splitlines()[-1])
     assert state == {"kill_switch": False, "events": []}
+
+    # --advance on the same healthy data: the hold queries (subqueries over 48 h) run on the real Prometheus.
+    manage(env, "shell", "-c", STAGED_FLAG)
+    advanced = guard_process(env, "--flag", "staged", "--advance")
+    assert advanced.returncode == 0, advanced.stderr
+    assert "staged: advanced Internal → Beta." in advanced.stdout
 
     # Made to fail: every stored object is corrupted, so every download is refused (integrity error).
     from blobs.services import object_name
