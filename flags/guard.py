@@ -356,7 +356,7 @@ class Outcome:
         return EXIT_CODES[self.result]
 
 
-def rollout_guard(
+def flag_guard(
     *, name: str, advance: bool = False, fail_closed: bool | None = None, source: Source | None = None
 ) -> Outcome:
     """Read the triggers for flag ``name``; trip its kill switch when one fires (or, ``fail_closed``, when
@@ -434,7 +434,7 @@ def _advance(
     # Healthy for the whole hold, not only now: where the source keeps history (Prometheus), no trigger
     # may have held at any moment of the last hold time, even one the guard did not see (not running).
     try:
-        during = source.read_hold(config, hold.total_seconds())
+        during = source.read_hold(config, hold.total_seconds()) if hold else None
     except MetricsUnavailable as exc:
         return False, f"{name}: not advanced: cannot read the metrics of the hold: {exc.detail}"
     if during is not None and during.fired:
@@ -466,7 +466,7 @@ def _advance(
 
 
 def _hours(delta: timedelta) -> str:
-    return f"{delta.total_seconds() / 3600:g}"
+    return f"{delta.total_seconds() / 3600:.1f}"
 
 
 def _count(outcome: Outcome) -> Outcome:

@@ -42,7 +42,7 @@ from blobs.tests.liveserver import (
 from blobs.tests.liveserver import Session as LiveSession
 from flags import guard
 from flags.checks import check_flags_settings
-from flags.guard import histogram_quantile, rollout_guard
+from flags.guard import flag_guard, histogram_quantile
 from flags.models import Flag
 
 from .factories import make_flag
@@ -294,7 +294,7 @@ def test_nan_is_no_sample(prometheus, flag):
 
 def test_no_source_at_all_is_unavailable(settings, flag):
     settings.FLAGS = {**settings.FLAGS, "GUARD": {"PROMETHEUS_URL": None, "MULTIPROC_DIR": None}}
-    outcome = rollout_guard(name="secure_blob_streaming")
+    outcome = flag_guard(name="secure_blob_streaming")
     assert outcome.exit_code == 2
     assert "set PROMETHEUS_URL" in outcome.lines[0]
 

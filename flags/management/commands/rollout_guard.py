@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from flags.guard import HEALTHY, TRIPPED, UNAVAILABLE, rollout_guard
+from flags.guard import HEALTHY, TRIPPED, UNAVAILABLE, flag_guard
 from flags.models import SECURE_BLOB_STREAMING, Flag
 
 logger = logging.getLogger("flags.guard")
@@ -41,7 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            outcome = rollout_guard(
+            outcome = flag_guard(
                 name=options["flag"], advance=options["advance"], fail_closed=options["fail_closed"]
             )
         except Flag.DoesNotExist:
