@@ -388,6 +388,13 @@ def test_hold_times_are_configurable(prometheus, now, settings):
     assert "advanced 25 % → 50 %" in run_command("--flag", "guarded", "--advance")[1]
 
 
+def test_a_zero_hold_advances_at_once_without_reading_history(prometheus, now, settings):
+    settings.FLAGS = {**settings.FLAGS, "STAGE_HOLD_HOURS": {"50": 0}}
+    at_stage(beta=True, basis_points=5_000, since=now["now"])
+    assert "advanced 50 % → 100 %" in run_command("--flag", "guarded", "--advance")[1]
+    assert prometheus.queries == [ERROR_RATE, LATENCY_5M, KMS]
+
+
 def test_a_state_between_stages_advances_to_the_next_stage_not_beyond(prometheus, now):
     at_stage(beta=True, basis_points=1_000, since=now["now"] - timedelta(days=30))  # 10 %: counts as Beta
     assert "advanced Beta → 25 %" in run_command("--flag", "guarded", "--advance")[1]
