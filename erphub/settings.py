@@ -388,6 +388,14 @@ FLAGS = {
     "VERSION_CHECK_SECONDS": _env_float("FLAG_VERSION_CHECK_SECONDS", 1.0),  # how often workers look (s)
     "RETRY_AFTER_SECONDS": _env_int("FLAG_RETRY_AFTER_SECONDS", 300),  # Retry-After of a kill switch's 503
     "RETIRE_AFTER_DAYS": _env_int("FLAG_RETIRE_AFTER_DAYS", 7),  # healthy days at 100 % before retiring
+    # manage.py rollout_guard (docs/flags.md "Guarded rollout"); thresholds: flags.conf, the guide's values.
+    "GUARD": {
+        # Prometheus with our recording rules (http://prometheus:9090); unset = the workers' own metrics.
+        "PROMETHEUS_URL": _env("PROMETHEUS_URL"),
+        "MULTIPROC_DIR": PROMETHEUS_MULTIPROC_DIR,  # read twice, LOCAL_SAMPLE_SECONDS apart, without it
+        # true = metrics that cannot be read trip the kill switch too (default: fail, exit 2, no trip)
+        "FAIL_CLOSED": _env_bool("FLAG_GUARD_FAIL_CLOSED", False),
+    },
 }
 
 # --- Cache ---------------------------------------------------------------------------------------------

@@ -38,4 +38,22 @@ def check_flags_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
     holds = values["STAGE_HOLD_HOURS"]
     if set(holds) != set(STAGE_KEYS) or not all(isinstance(h, int) and h >= 0 for h in holds.values()):
         errors.append(checks.Error(f"FLAGS['STAGE_HOLD_HOURS'] maps {STAGE_KEYS} to hours.", id="flags.E005"))
+    guard = values["GUARD"]
+    for name, value in guard.items():
+        if name in ("PROMETHEUS_URL", "MULTIPROC_DIR"):
+            ok = value is None or isinstance(value, str)
+            if ok and name == "PROMETHEUS_URL" and value and not value.startswith(("http://", "https://")):
+                ok = False
+        elif name == "FAIL_CLOSED":
+            ok = isinstance(value, bool)
+        else:
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and value >= 0
+        if not ok:
+            errors.append(
+                checks.Error(
+                    f"FLAGS['GUARD'][{name!r}] is invalid: {value!r}.",
+                    hint="PROMETHEUS_URL: http(s) URL; FAIL_CLOSED: true or false; the rest: numbers >= 0.",
+                    id="flags.E006",
+                )
+            )
     return errors

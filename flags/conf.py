@@ -31,6 +31,29 @@ DEFAULTS: dict[str, Any] = {
     "RETIRE_AFTER_DAYS": 7,
     # Hold time of each stage (hours) before the next; the rollout guide's durations.
     "STAGE_HOLD_HOURS": {stage.key: stage.hold_hours for stage in STAGES},
+    # manage.py rollout_guard (flags.guard, docs/flags.md "Guarded rollout"): the rollout guide's rollback
+    # triggers, where it reads them, and what it does when it cannot.
+    "GUARD": {
+        # Prometheus's base URL (http://prometheus:9090); None = the app's own multiprocess metrics.
+        "PROMETHEUS_URL": None,
+        # Without PROMETHEUS_URL: the workers' prometheus_client multiprocess directory, sampled twice.
+        "MULTIPROC_DIR": None,
+        # Seconds between the two samples of the multiprocess metrics (rates over that interval).
+        "LOCAL_SAMPLE_SECONDS": 30.0,
+        # Seconds one HTTP query to Prometheus may take.
+        "TIMEOUT_SECONDS": 10.0,
+        # True = metrics that cannot be read trip the kill switch too (default: exit non-zero, no trip).
+        "FAIL_CLOSED": False,
+        # The guide's triggers: download error rate > 5 %, P95 latency > 10 s for 5 minutes, KMS
+        # success rate < 90 %. A *_FOR_SECONDS above 0 means "the whole window": min_over_time (for a
+        # maximum) or max_over_time (for a minimum) of the recording rule over that many seconds.
+        "ERROR_RATE_MAX": 0.05,
+        "ERROR_RATE_FOR_SECONDS": 0,
+        "LATENCY_P95_MAX_SECONDS": 10.0,
+        "LATENCY_P95_FOR_SECONDS": 300,
+        "KMS_SUCCESS_MIN": 0.90,
+        "KMS_SUCCESS_FOR_SECONDS": 0,
+    },
 }
 
 

@@ -38,3 +38,11 @@ class RetirementRefused(FlagError):
 
 class InvalidRollout(FlagError):
     """A rollout value outside 0–10000 basis points."""
+
+
+class MetricsUnavailable(FlagError):
+    """The rollout guard could not read its triggers (``source`` says where it looked, ``reason`` why)."""
+
+    def __init__(self, *, source: str, reason: str) -> None:
+        self.source, self.reason = source, reason
+        super().__init__(f"{source}: {reason}")

@@ -416,10 +416,12 @@ def flag_set_stage(
     actor: Actor,
     reason: str,
     confirm_skip: bool = False,
+    details: Mapping[str, Any] | None = None,
     user: Any = None,
     request: HttpRequest | None = None,
 ) -> Flag:
-    """Move to one of the guide's stages. Jumping over stages needs ``confirm_skip``."""
+    """Move to one of the guide's stages. Jumping over stages needs ``confirm_skip``. ``details`` travel
+    into the audit event (the rollout guard's metric values)."""
     if stage not in BY_KEY:
         raise FlagError(f"No stage {stage!r}; stages are {', '.join(s.key for s in STAGES)}.")
     target = BY_KEY[stage]
@@ -439,7 +441,11 @@ def flag_set_stage(
         action="flag.stage",
         user=user,
         request=request,
-        extra={"stage": target.key, "skipped": [s.key for s in skips]},
+        extra={
+            "stage": target.key,
+            "skipped": [s.key for s in skips],
+            **({"trigger": dict(details)} if details else {}),
+        },
     )
 
 
