@@ -240,7 +240,9 @@ def main() -> int:
     server: Gunicorn | None = None
     try:
         prepare_database(env)
-        server = Gunicorn.start(env, work / "gunicorn.log", timeout=300, name="bench-metrics")
+        server = Gunicorn.start(
+            env, work / "gunicorn.log", timeout=300, name="bench-metrics", worker_connections=THREADS
+        )
         server.wait_until_healthy(60)
         session = LiveSession(server, timeout=120)
         session.login("admin", password)

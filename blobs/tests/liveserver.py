@@ -145,6 +145,7 @@ class Gunicorn:
         timeout: int,
         sendfile: bool = False,
         access_log: bool = False,
+        worker_connections: int | None = None,
         **fields: Any,
     ) -> Self:
         """Starts ``erphub.wsgi`` (settings from ``env``) on a free loopback port; does not wait for it.
@@ -174,6 +175,9 @@ class Gunicorn:
             # gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, shared by every server on the machine.
             "--no-control-socket",
             *([] if sendfile else ["--no-sendfile"]),
+            # A gthread worker keeps accepting connections beyond its threads (queued, up to 1,000), so one
+            # worker can take every new download while the other idles: capped, a full worker stops accepting.
+            *(["--worker-connections", str(worker_connections)] if worker_connections else []),
         ]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(

@@ -104,6 +104,7 @@ def start_server(var_dir: Path, **overrides: str | None) -> tuple[Server, dict[s
         var_dir / "gunicorn.log",
         timeout=120,
         name="metrics-listener",
+        worker_connections=THREADS,  # every held download on a thread, none queued behind a full worker
         metrics_port=int(port) if (port := env.get("METRICS_PORT", "")).isdigit() else 0,
         multiproc_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", var_dir)),
         username=username,
