@@ -215,3 +215,14 @@ def _audit_tables_emptied_by_owner(request: pytest.FixtureRequest):
     from audit.tests.wipe import wipe_audit_tables_as_owner
 
     wipe_audit_tables_as_owner()
+
+
+@pytest.fixture
+def browser(tmp_path):  # type: ignore[no-untyped-def]
+    """Headless Chromium (blobs/tests/browser.py); mark the test ``requires_browser``."""
+    from blobs.tests.browser import start_browser
+
+    driver = start_browser(tmp_path / "profile")
+    yield driver
+    driver.quit()
+

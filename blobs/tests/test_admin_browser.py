@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -15,48 +14,13 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from blobs.models import Blob
+from blobs.tests.browser import requires_browser
 from blobs.tests.factories import pattern
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER) and os.environ.get("REQUIRE_BROWSER") != "1",
-        reason="Debian's chromium and chromium-driver are not installed",
-    ),
+    requires_browser,
 ]
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or "/usr/bin/chromium"
-    # The flags this machine needs: no sandbox as root, and no background traffic off loopback.
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=Service(executable_path=CHROMEDRIVER or "/usr/bin/chromedriver"), options=options
-    )
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
 
 
 def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp_path, settings):
