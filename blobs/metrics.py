@@ -77,10 +77,6 @@ class Transfer:
         self._metrics.total.labels(status=status).inc()
         self._metrics.duration.observe(self._clock() - self._started)
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
 
 DOWNLOADS = TransferMetrics("file_download", "Download")
 UPLOADS = TransferMetrics("file_upload", "Upload")

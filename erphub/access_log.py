@@ -21,10 +21,9 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 
 from audit.context import request_context
+from blobs.metrics import ABORTED, ERROR, SUCCESS  # one vocabulary for how a transfer ended
 
 logger = structlog.get_logger("erphub.access")
-
-SUCCESS, ABORTED, ERROR = "success", "aborted", "error"
 
 
 class AccessLogMiddleware:

@@ -60,7 +60,7 @@ def test_an_ordinary_response_is_logged_at_once_without_secrets_or_query(owner_c
     assert "not-a-real-token" not in text
 
 
-def test_the_line_is_rendered_as_one_json_object(owner_client, owner, capsys):
+def test_the_line_is_rendered_as_one_json_object(owner_client):
     # The configured handler (LOGGING "access", structlog's JSON renderer) writes the line.
     handler = logging.getLogger("erphub.access").handlers[0]
     record_lines: list[str] = []
