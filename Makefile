@@ -11,7 +11,6 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
-THREADS ?= 4
 # prometheus_client multiprocess mode (docs/architecture.md §9): the workers' metric files, emptied at every start.
 PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
 # The gunicorn master's own /metrics listener (erphub/metrics_listener.py), answered even while every worker
@@ -39,7 +38,8 @@ migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
 # Installs, migrates, creates the local master key (0600) and the first admin if missing, then serves with
-# gunicorn gthread workers (sync workers would cut long downloads at their timeout). Safe to re-run.
+# gunicorn's event-driven worker (erphub/event_worker.py: a greenlet per connection, header and idle timeouts,
+# connection caps; SERVER_* in .env.example). Safe to re-run.
 run: install
 	$(BIN)/python manage.py local_master_key --create
 	$(BIN)/python manage.py migrate --noinput
@@ -51,8 +51,8 @@ run: install
 	@$(if $(METRICS_PORT),echo "Metrics listener on http://$(HOST):$(METRICS_PORT)/metrics",true)
 	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" METRICS_PORT="$(METRICS_PORT)" \
 		$(BIN)/gunicorn erphub.wsgi:application \
-		-c python:erphub.gunicorn_conf --worker-class gthread --workers $(WORKERS) \
-		--threads $(THREADS) --bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
+		-c python:erphub.gunicorn_conf --workers $(WORKERS) \
+		--bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \
 		--no-sendfile --no-control-socket
 
 test: install-dev

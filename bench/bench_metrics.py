@@ -241,7 +241,12 @@ def main() -> int:
     try:
         prepare_database(env)
         server = Gunicorn.start(
-            env, work / "gunicorn.log", timeout=300, name="bench-metrics", worker_connections=THREADS
+            env,
+            work / "gunicorn.log",
+            timeout=300,
+            name="bench-metrics",
+            mode="gthread",
+            worker_connections=THREADS,
         )
         server.wait_until_healthy(60)
         session = LiveSession(server, timeout=120)

@@ -21,6 +21,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# The event-driven worker (erphub/event_worker.py) is the default; ``--worker-class gthread --threads N`` on
+# the command line still selects the thread-per-connection mode (kept for comparison: docs/benchmarks.md).
+worker_class = "erphub.event_worker.EventWorker"
+
 
 def _listener_host(addresses: list[Any]) -> str:
     """The host of the first TCP address gunicorn binds (``(host, port)``; a unix socket is a path)."""

@@ -31,6 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 WORKERS = 2
 THREADS = 4
+# Worker class arguments per serving mode; "event" is erphub.gunicorn_conf's default worker class.
+MODES = {
+    "event": ("--worker-class", "erphub.event_worker.EventWorker"),
+    "gthread": ("--worker-class", "gthread", "--threads", str(THREADS)),
+}
 
 # Variables erphub/settings.py (or gunicorn) reads: none leaks from the caller's environment into the server.
 _SERVER_ENV_PREFIXES = (
@@ -51,6 +56,7 @@ _SERVER_ENV_PREFIXES = (
     "METRICS_",
     "GUNICORN_",
     "WEB_CONCURRENCY",
+    "SERVER_",
 )
 _SERVER_ENV_NAMES = {"HOST", "PORT"}
 
@@ -146,10 +152,14 @@ class Gunicorn:
         sendfile: bool = False,
         access_log: bool = False,
         worker_connections: int | None = None,
+        mode: str = "event",
         **fields: Any,
     ) -> Self:
         """Starts ``erphub.wsgi`` (settings from ``env``) on a free loopback port; does not wait for it.
-        ``fields`` are the subclass's own."""
+        ``mode``: ``event`` (the default worker, erphub/event_worker.py) or ``gthread`` (a thread per
+        connection). ``fields`` are the subclass's own."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: one of {sorted(MODES)}")
         port = free_port()
         command = [
             *gunicorn_command(),
@@ -157,12 +167,9 @@ class Gunicorn:
             # The same gunicorn hooks as `make run` (erphub/gunicorn_conf.py).
             "-c",
             "python:erphub.gunicorn_conf",
-            "--worker-class",
-            "gthread",
+            *MODES[mode],
             "--workers",
             str(WORKERS),
-            "--threads",
-            str(THREADS),
             "--bind",
             f"{HOST}:{port}",
             "--timeout",

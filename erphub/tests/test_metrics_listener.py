@@ -104,6 +104,9 @@ def start_server(var_dir: Path, **overrides: str | None) -> tuple[Server, dict[s
         var_dir / "gunicorn.log",
         timeout=120,
         name="metrics-listener",
+        # The listener's reason to exist is a worker with every thread busy: that is the gthread mode (the
+        # event worker has no threads to exhaust, and the listener serves it the same way).
+        mode="gthread",
         worker_connections=THREADS,  # every held download on a thread, none queued behind a full worker
         metrics_port=int(port) if (port := env.get("METRICS_PORT", "")).isdigit() else 0,
         multiproc_dir=Path(env.get("PROMETHEUS_MULTIPROC_DIR", var_dir)),
