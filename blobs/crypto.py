@@ -195,6 +195,12 @@ class StreamParams:
             raise ParameterError("offset is beyond the format's maximum size")
         return index, within
 
+    def segment_end(self, offset: int) -> int:
+        """Where the segment holding plaintext offset ``offset`` ends (exclusive; not clamped to a size)."""
+        index, _ = self.locate(offset)
+        # Segment 0 holds [0, first); segment i >= 1 holds [i*ps - header_size, (i+1)*ps - header_size).
+        return self.first_segment_plaintext + index * self.segment_plaintext
+
     def segment_span(self, index: int, plaintext_size: int) -> tuple[int, int]:
         """``(ciphertext offset, ciphertext length)`` of segment ``index`` of a ``plaintext_size`` object."""
         count = self.segment_count(plaintext_size)

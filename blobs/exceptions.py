@@ -43,6 +43,15 @@ class UploadIncomplete(InvalidUpload):
     """The body ended before it was complete: the client went away (counted ``aborted``, not ``error``)."""
 
 
+class UploadStalled(UploadIncomplete):
+    """The body stopped arriving for the server's idle timeout (erphub/event_worker.py): the client is
+    slow on purpose or stuck. RFC 9110 §15.5.9: 408, and the connection closes."""
+
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "The request body stopped arriving before it was complete; nothing was stored."
+
+
 class LengthRequired(BlobError):
     # A chunked body the server cannot tell the end of (it did not set wsgi.input_terminated): refusing
     # is the only way never to store a truncated or empty file in its place (RFC 9110 §15.5.12).

@@ -25,6 +25,7 @@ from audit.context import current_actor
 from audit.sealed import seal
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
+from core.db import release_connections
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError
@@ -45,6 +46,7 @@ from .exceptions import (
 )
 from .metrics import ABORTED, ERROR, SUCCESS, UPLOADS
 from .models import Blob
+from .pacing import paced
 from .storage import BlobStore, BlobWriter, blob_store
 
 if TYPE_CHECKING:
@@ -233,6 +235,8 @@ class BlobUpload:
         self._open = True
         self.finished = False
         self._transfer = UPLOADS.start()
+        # The body may take hours to arrive: hold no database connection meanwhile (finish reconnects).
+        release_connections()
 
     @property
     def size(self) -> int:
@@ -405,6 +409,18 @@ class BlobReader:
             raise BlobIntegrityError() from exc
         finally:
             raw.close()
+
+    def iter_paced(self, start: int, stop: int) -> Generator[bytes, None, None]:
+        """The plaintext of [start, stop) in pieces sized to the consumer's speed (blobs.pacing): what a
+        response body uses, so that a slow client holds a piece rather than a decrypted segment."""
+        params = self.blob.params
+        return paced(
+            self.iter_range,
+            start,
+            stop,
+            segment_end=params.segment_end,
+            segment_plaintext=params.segment_plaintext,
+        )
 
     def iter_all(self) -> Generator[bytes, None, None]:
         header_size = self.blob.params.header_size

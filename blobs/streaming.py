@@ -21,6 +21,7 @@ from django.utils.crypto import salted_hmac
 from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
+from core.db import release_connections
 from kms.exceptions import KmsError
 
 from .disposition import INLINE_SAFE_TYPES, content_disposition
@@ -100,6 +101,9 @@ class GuardedBody:
         self, first: bytes | None, rest: Iterator[bytes], blob_id: object
     ) -> Generator[bytes, None, None]:
         try:
+            # The view and its middleware are done: from here the body may take hours to drain to a slow
+            # client, with no database connection held (the end's audit event reconnects).
+            release_connections()
             if first:
                 self._count(first)
                 yield first
@@ -239,13 +243,13 @@ def _open_stream(
             # Nothing to send, but the object (header and one empty last segment) must still authenticate.
             for _ in reader.iter_all():
                 pass
-        whole = reader.iter_range(0, blob.size)
+        whole = reader.iter_paced(0, blob.size)
         first = next(whole, None)
         body = GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk)
         return StreamBody(200, blob.size, blob.content_type, None, body)
     if len(ranges) == 1:
         (only,) = ranges
-        part = reader.iter_range(only.start, only.stop)
+        part = reader.iter_paced(only.start, only.stop)
         first = next(part, None)
         return StreamBody(
             206,
@@ -257,13 +261,13 @@ def _open_stream(
     # RFC 9110 §14.6: several ranges go out as multipart/byteranges, each part with its Content-Range.
     plan = plan_multipart(ranges, size=blob.size, content_type=blob.content_type)
     first_range = plan.parts[0][1]
-    first_part = reader.iter_range(first_range.start, first_range.stop)
+    first_part = reader.iter_paced(first_range.start, first_range.stop)
     primed = next(first_part, None)
 
     def read(part: ByteRange) -> Iterator[bytes]:
         if part is first_range:
             return itertools.chain([primed] if primed else [], first_part)
-        return reader.iter_range(part.start, part.stop)
+        return reader.iter_paced(part.start, part.stop)
 
     body = GuardedBody(
         None,

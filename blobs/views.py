@@ -39,7 +39,13 @@ from flags.services import flag_decide, flag_is_enabled
 from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
-from .exceptions import LengthRequired, NoFileUploaded, RangeNotSatisfiable, UploadIncomplete
+from .exceptions import (
+    LengthRequired,
+    NoFileUploaded,
+    RangeNotSatisfiable,
+    UploadIncomplete,
+    UploadStalled,
+)
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
 from .models import LEGACY_ID_MAX_LENGTH
@@ -211,7 +217,10 @@ class _RequestBody:
     def read(self, size: int = -1) -> bytes:
         try:
             return self._stream.read(size)
-        except OSError:
+        except OSError as exc:
+            # The idle timeout surfaces as TimeoutError (Django wraps it in UnreadablePostError).
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                raise UploadStalled() from None
             raise UploadIncomplete(
                 "The request body ended before it was complete; nothing was stored."
             ) from None

@@ -153,6 +153,7 @@ class Gunicorn:
         access_log: bool = False,
         worker_connections: int | None = None,
         mode: str = "event",
+        workers: int = WORKERS,
         **fields: Any,
     ) -> Self:
         """Starts ``erphub.wsgi`` (settings from ``env``) on a free loopback port; does not wait for it.
@@ -169,7 +170,7 @@ class Gunicorn:
             "python:erphub.gunicorn_conf",
             *MODES[mode],
             "--workers",
-            str(WORKERS),
+            str(workers),
             "--bind",
             f"{HOST}:{port}",
             "--timeout",
