@@ -9,6 +9,7 @@ transaction commits, so callers record last, just before their transaction ends.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -130,12 +131,16 @@ def _sqlite_writer_queue(connection: Any) -> Iterator[None]:
     if connection.vendor != "sqlite" or connection.in_atomic_block or not name or "memory" in name:
         yield
         return
-    fd = os.open(f"{name}-auditlock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    # This process's writer turn first (core/backends/sqlite3): flock blocks the whole process, so under the
+    # event worker it must only ever wait for another process, never for a greenlet of this one.
+    turn = getattr(connection, "serialized_writes", contextlib.nullcontext)
+    with turn():
+        fd = os.open(f"{name}-auditlock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def _append(fields: dict[str, Any]) -> AuditEvent:

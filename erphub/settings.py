@@ -167,7 +167,8 @@ DATABASES = {
 }
 # django-prometheus's wrappers of the same backends count queries, errors and connections per database.
 _PROMETHEUS_DB_ENGINES = {
-    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    # django-prometheus's SQLite wrapper, with one writer per process at a time (core/backends/sqlite3).
+    "django.db.backends.sqlite3": "core.backends.sqlite3",
     "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
 }
 DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(

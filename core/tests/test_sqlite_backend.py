@@ -1,0 +1,89 @@
+"""core.backends.sqlite3 under gevent: a greenlet that yields inside a write transaction does not stall the
+other greenlets' writes into "database is locked" (the stock backend does: its busy handler sleeps the
+whole process). Run in a subprocess, since monkey-patching cannot be undone in the test process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import json
+    import sys
+
+    import django
+    import gevent
+    from django.conf import settings
+
+    engine, path = sys.argv[1:3]
+    options = {"timeout": 2, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    settings.configure(DATABASES={"default": {"ENGINE": engine, "NAME": path, "OPTIONS": options}})
+    django.setup()
+    from django.db import connection, transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (v INTEGER)")
+    connection.close()
+
+
+    def holder():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO t VALUES (1)")
+            gevent.sleep(0.5)  # a KMS or cache call: this greenlet yields, holding SQLite's write lock
+        connection.close()
+
+
+    def autocommit_writer():
+        gevent.sleep(0.1)
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO t VALUES (2)")
+        connection.close()
+
+
+    def transaction_writer():
+        gevent.sleep(0.1)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("INSERT INTO t VALUES (3)")
+        connection.close()
+
+
+    jobs = [gevent.spawn(f) for f in (holder, autocommit_writer, transaction_writer)]
+    gevent.joinall(jobs)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT v FROM t ORDER BY v")
+        rows = [row[0] for row in cursor.fetchall()]
+    print(json.dumps({"errors": [str(job.exception) for job in jobs if job.exception], "rows": rows}))
+    """
+)
+
+
+def _run(engine: str, tmp_path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, engine, str(tmp_path / "db.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_writers_wait_their_turn_instead_of_failing(tmp_path):
+    assert _run("core.backends.sqlite3", tmp_path) == {"errors": [], "rows": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("engine", ["django.db.backends.sqlite3"])
+def test_the_stock_backend_fails_the_same_writers(tmp_path, engine):
+    # What the backend exists for: the same script, SQLite's busy handler alone.
+    result = _run(engine, tmp_path)
+    assert any("database is locked" in error for error in result["errors"])
