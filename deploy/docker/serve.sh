@@ -1,9 +1,11 @@
 #!/bin/sh
-# Serves ERP Hub with gunicorn gthread workers: the command of the container image, the Kubernetes
-# Deployment and docker-compose.yml (the same flags as `make run`). Environment: GUNICORN_WORKERS,
-# GUNICORN_THREADS, GUNICORN_GRACEFUL_TIMEOUT (seconds in-flight streams get at shutdown), GUNICORN_BIND,
-# METRICS_PORT (9100: the gunicorn master's own /metrics listener on GUNICORN_BIND's host, answered while
-# every worker thread is busy; empty: none); further arguments are passed to gunicorn.
+# Serves ERP Hub with gunicorn's event-driven worker (erphub/event_worker.py, erphub.gunicorn_conf's default:
+# a greenlet per connection): the command of the container image, the Kubernetes Deployment and
+# docker-compose.yml (the same flags as `make run`). Environment: GUNICORN_WORKERS (processes: one per CPU),
+# GUNICORN_GRACEFUL_TIMEOUT (seconds in-flight streams get at shutdown), GUNICORN_BIND, METRICS_PORT (9100:
+# the gunicorn master's own /metrics listener on GUNICORN_BIND's host; empty: none), and the worker's limits
+# SERVER_HEADER_TIMEOUT, SERVER_IDLE_TIMEOUT, SERVER_MAX_CONNECTIONS, SERVER_MAX_CONNECTIONS_PER_ADDRESS
+# (.env.example); further arguments are passed to gunicorn.
 set -eu
 
 # Read by erphub.gunicorn_conf in the master (it needs PROMETHEUS_MULTIPROC_DIR, below).
@@ -18,9 +20,7 @@ fi
 
 exec gunicorn erphub.wsgi:application \
   -c python:erphub.gunicorn_conf \
-  --worker-class gthread \
-  --workers "${GUNICORN_WORKERS:-4}" \
-  --threads "${GUNICORN_THREADS:-8}" \
+  --workers "${GUNICORN_WORKERS:-2}" \
   --bind "${GUNICORN_BIND:-0.0.0.0:8000}" \
   --timeout 120 \
   --graceful-timeout "${GUNICORN_GRACEFUL_TIMEOUT:-300}" \
