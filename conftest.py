@@ -226,3 +226,32 @@ def browser(tmp_path):  # type: ignore[no-untyped-def]
     yield driver
     driver.quit()
 
+
+@pytest.fixture
+def postgres_database():  # type: ignore[no-untyped-def]
+    """A fresh, empty PostgreSQL database on the suite's server, as a DATABASE_URL, dropped afterwards: for
+    processes of their own (a live server, concurrent writers). Runs in the PostgreSQL suite only."""
+    import secrets
+
+    from django.conf import settings
+
+    default = settings.DATABASES["default"]
+    if not default["ENGINE"].endswith(".postgresql"):
+        pytest.skip("runs in the PostgreSQL suite (DATABASE_URL=postgres://...)")
+    import psycopg
+
+    name = f"erphub_t_{secrets.token_hex(4)}"
+    params = {
+        "host": default["HOST"] or "127.0.0.1",
+        "port": default["PORT"] or 5432,
+        "user": default["USER"],
+        "password": default["PASSWORD"] or None,
+        "dbname": "postgres",
+        "autocommit": True,
+    }
+    with psycopg.connect(**params) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    password = f":{default['PASSWORD']}" if default["PASSWORD"] else ""
+    yield f"postgres://{default['USER']}{password}@{params['host']}:{params['port']}/{name}"
+    with psycopg.connect(**params) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -5,13 +5,9 @@ dropped at the end), so these commits never touch the test database and no guard
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
-from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 4
@@ -70,30 +66,6 @@ def verified(env: dict[str, str]) -> int:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: "), done.stdout
     return int(done.stdout.split()[1])
-
-
-@pytest.fixture
-def postgres_database():
-    default = settings.DATABASES["default"]
-    if not default["ENGINE"].endswith(".postgresql"):
-        pytest.skip("runs in the PostgreSQL suite (DATABASE_URL=postgres://...)")
-    import psycopg
-
-    name = f"audit_mp_{secrets.token_hex(4)}"
-    params = {
-        "host": default["HOST"] or "127.0.0.1",
-        "port": default["PORT"] or 5432,
-        "user": default["USER"],
-        "password": default["PASSWORD"] or None,
-        "dbname": "postgres",
-        "autocommit": True,
-    }
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    password = f":{default['PASSWORD']}" if default["PASSWORD"] else ""
-    yield f"postgres://{default['USER']}{password}@{params['host']}:{params['port']}/{name}"
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _run(database_url: str, tmp_path: Path) -> None:

@@ -316,13 +316,14 @@ def _worker_db_handles(server: Gunicorn, env: dict[str, str]) -> int:
     return count
 
 
-def test_downloads_in_progress_hold_no_database_connection(slow):
-    server, env = slow
+@contextlib.contextmanager
+def _downloads_in_progress(server: Gunicorn, count: int) -> Iterator[None]:
+    """``count`` downloads streaming at once, each blocked on a client that reads nothing."""
     token = _token(server)
     blob_id = _upload(server, token, random.Random(7).randbytes(8 * 1024 * 1024))
     held = []
     try:
-        for _ in range(24):
+        for _ in range(count):
             sock = _connect(server, rcvbuf=16 * 1024)
             sock.sendall(
                 f"GET /secure/files/{blob_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -330,12 +331,32 @@ def test_downloads_in_progress_hold_no_database_connection(slow):
             )
             assert sock.recv(12) == b"HTTP/1.1 200"
             held.append(sock)
-        # 24 downloads are streaming (each blocked on its client); the workers hold at most a connection or
-        # two of their own (none per download).
-        assert _worker_db_handles(server, env) <= 4
+        yield
     finally:
         for sock in held:
             sock.close()
+
+
+def test_downloads_in_progress_hold_no_database_connection(slow):
+    server, env = slow
+    with _downloads_in_progress(server, 24):
+        # The workers hold at most a connection or two of their own (none per download).
+        assert _worker_db_handles(server, env) <= 4
+
+
+def test_on_postgresql_downloads_in_progress_hold_no_connection(tmp_path, postgres_database):
+    import psycopg
+
+    server, _ = _start(tmp_path, "pg", DATABASE_URL=postgres_database)
+    name = postgres_database.rsplit("/", 1)[1]
+    try:
+        with _downloads_in_progress(server, 24), psycopg.connect(postgres_database) as conn:
+            (backends,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name]
+            ).fetchone()
+            assert backends <= 4
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
