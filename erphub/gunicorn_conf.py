@@ -34,6 +34,42 @@ def _listener_host(addresses: list[Any]) -> str:
     return "127.0.0.1"  # only unix sockets: nothing else is reachable from outside either
 
 
+def _debug_on(env: Any) -> bool:
+    """``DJANGO_DEBUG`` as erphub/settings.py reads it (default true: `make run`'s friendly mode)."""
+    value = (env.get("DJANGO_DEBUG") or "true").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise RuntimeError(f"DJANGO_DEBUG={value!r} is not a boolean; use true or false.")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def on_starting(server: Any) -> None:
+    # Debug mode serves Django's technical pages (settings, tracebacks, SQL) to whoever reaches the port:
+    # allowed on loopback only (issue 15: `make run` is friendly, never exposed).
+    if not _debug_on(os.environ):
+        return
+    for address in server.cfg.address:
+        if isinstance(address, tuple) and not _loopback(str(address[0])):
+            raise RuntimeError(
+                f"Refusing to serve on {address[0]}:{address[1]} with DJANGO_DEBUG on: debug pages would be "
+                "open to the network. Bind 127.0.0.1 (HOST=127.0.0.1), or run in production mode "
+                "(DJANGO_DEBUG=false with DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS and a master key: "
+                "deploy/README.md)."
+            )
+
+
 def when_ready(server: Any) -> None:
     port = os.environ.get("METRICS_PORT", "")
     if not port:
