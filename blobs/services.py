@@ -412,15 +412,33 @@ class BlobReader:
 
     def iter_paced(self, start: int, stop: int) -> Generator[bytes, None, None]:
         """The plaintext of [start, stop) in pieces sized to the consumer's speed (blobs.pacing): what a
-        response body uses, so that a slow client holds a piece rather than a decrypted segment."""
+        response body uses, so that a slow client holds a piece rather than a decrypted segment.
+
+        The object is opened once for the whole body, and pieces seek within it: a download in progress keeps
+        reading the object it started on even if re-encryption or rotation replaces it meanwhile (the name is
+        unlinked, the open file lives on), as a single sequential read did."""
+        if start >= stop:
+            return
         params = self.blob.params
-        return paced(
-            self.iter_range,
-            start,
-            stop,
-            segment_end=params.segment_end,
-            segment_plaintext=params.segment_plaintext,
-        )
+        raw = self._store.open_range(self.blob.storage_name, 0, self.blob.ciphertext_size)
+
+        def read(a: int, b: int) -> Generator[bytes, None, None]:
+            raw.seek(self._decryptor.span(a, b)[0])
+            try:
+                yield from self._decryptor.iter_range(raw, a, b)
+            except crypto.IntegrityError as exc:
+                raise BlobIntegrityError() from exc
+
+        try:
+            yield from paced(
+                read,
+                start,
+                stop,
+                segment_end=params.segment_end,
+                segment_plaintext=params.segment_plaintext,
+            )
+        finally:
+            raw.close()
 
     def iter_all(self) -> Generator[bytes, None, None]:
         header_size = self.blob.params.header_size

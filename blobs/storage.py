@@ -58,7 +58,8 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def open_range(self, name: str, start: int, length: int) -> BinaryIO:
-        """A readable positioned at ``start`` that yields at least ``length`` bytes (fewer if truncated)."""
+        """A readable positioned at ``start`` that yields at least ``length`` bytes (fewer if truncated), and
+        seekable within the object: a download seeks between its pieces on one open read (blobs.pacing)."""
 
     @abc.abstractmethod
     def size(self, name: str) -> int:
