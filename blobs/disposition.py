@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
     "INLINE_SAFE_TYPES",
     "OCTET_STREAM",
+    "FilenameError",
     "content_disposition",
+    "disposition_filename",
     "disposition_type",
     "is_inline_safe",
     "normalize_content_type",
     "safe_filename",
+    "upload_filename",
 ]
 
 OCTET_STREAM = "application/octet-stream"
@@ -204,3 +207,88 @@ def content_disposition(filename: str, *, inline: bool = False) -> str:
     kind = "inline" if inline else "attachment"
     encoded = quote(name, safe=_ATTR_CHAR_EXTRA, encoding="utf-8", errors="strict")
     return f"{kind}; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{encoded}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Filenames sent with an upload (RFC 6266 §4.3, RFC 8187 §3.2, RFC 7578 §4.2)
+# --------------------------------------------------------------------------------------------------------
+
+
+class FilenameError(ValueError):
+    """A filename the client sent cannot be read as text. Refused, never guessed at: storing a repaired
+    name (mojibake, U+FFFD, or "file") would keep a name the uploader never gave."""
+
+
+# What a decoder leaves for bytes it could not read: Django's multipart parser decodes RFC 2231/8187 values
+# with errors="replace", and so does its query-string parsing, so a name holding it was damaged on the way.
+REPLACEMENT_CHARACTER = "\ufffd"
+# RFC 8187 §3.2.1: recipients must support UTF-8 and ISO-8859-1; other charsets are not ours to guess.
+_EXT_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "iso-8859-1"}
+# ext-value = charset "'" [ language ] "'" value-chars; value-chars = *( pct-encoded / attr-char )
+_EXT_VALUE = re.compile(
+    r"([!#$%&+\-^_`{}~0-9A-Za-z]+)"  # charset: mime-charset chars (RFC 2978 §2.3)
+    r"'[0-9A-Za-z-]*'"  # language: ignored
+    r"((?:%[0-9A-Fa-f]{2}|[!#$&+\-.^_`|~0-9A-Za-z])*)"  # value-chars
+)
+# One disposition parameter (RFC 6266 §4.1): name "=" ( token / quoted-string / ext-value ). Matched over the
+# header's octets read as ISO-8859-1 (one character per octet), so that nothing is decoded before we know
+# which parameter a byte belongs to.
+_PARAMETER_RE = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
+
+
+def _decode_utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FilenameError("the filename is not UTF-8") from None
+
+
+def _ext_value(value: str) -> str:
+    # RFC 8187 §3.2: the octets after percent-decoding are text in the declared charset.
+    match = _EXT_VALUE.fullmatch(value.strip())
+    if match is None:
+        raise FilenameError("filename* is not an RFC 8187 ext-value")
+    charset = _EXT_CHARSETS.get(match.group(1).lower())
+    if charset is None:
+        raise FilenameError(f"filename* charset {match.group(1)!r} is neither UTF-8 nor ISO-8859-1")
+    octets = unquote_to_bytes(match.group(2))
+    if charset == "utf-8":
+        return _decode_utf8(octets)
+    return octets.decode("iso-8859-1")
+
+
+def disposition_filename(value: bytes) -> str | None:
+    """The filename in a ``Content-Disposition`` request header, given as the octets that were sent.
+
+    ``filename*`` (RFC 8187 ext-value, UTF-8 or ISO-8859-1) wins over ``filename`` (RFC 6266 §4.3). A
+    ``filename`` token or quoted-string carrying non-ASCII octets is read as UTF-8, which is what clients
+    send when they send raw bytes (RFC 7578 §4.2 for form data, curl, browsers). Octets that do not decode,
+    an unknown charset or a malformed ext-value raise ``FilenameError``. No filename parameter: ``None``.
+    """
+    text = value.decode("iso-8859-1")
+    found: dict[str, str] = {}
+    for match in _PARAMETER_RE.finditer(text):
+        name = match.group(1).lower()
+        if name in {"filename", "filename*"} and name not in found:
+            found[name] = match.group(2).strip()
+    if "filename*" in found:
+        return _ext_value(found["filename*"])
+    if "filename" not in found:
+        return None
+    raw = found["filename"]
+    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+        raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)  # quoted-pair (RFC 9110 §5.6.4)
+    return _decode_utf8(raw.encode("iso-8859-1"))
+
+
+def upload_filename(name: str | None) -> str:
+    """The name to store for an uploaded file: one rule for every upload path (the raw body's
+    ``?filename=`` or ``Content-Disposition``, a multipart part's ``filename``), applied once the name is
+    text (``disposition_filename`` for raw header octets).
+
+    A name holding U+FFFD raises ``FilenameError``: it is the mark of octets a decoder could not read.
+    Otherwise the name is ``safe_filename``'s (no name at all: ``"file"``).
+    """
+    if name is not None and REPLACEMENT_CHARACTER in name:
+        raise FilenameError("the filename holds octets that could not be decoded")
+    return safe_filename(name)

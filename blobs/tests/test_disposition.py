@@ -16,11 +16,14 @@ from hypothesis import strategies as st
 from blobs.disposition import (
     INLINE_SAFE_TYPES,
     OCTET_STREAM,
+    FilenameError,
     content_disposition,
+    disposition_filename,
     disposition_type,
     is_inline_safe,
     normalize_content_type,
     safe_filename,
+    upload_filename,
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -340,3 +343,73 @@ def test_content_disposition_is_always_a_safe_header(filename, inline):
     assert re.fullmatch(r"(?:[A-Za-z0-9!#$&+\-.^_`|~]|%[0-9A-F]{2})+", match.group(3))
     assert unquote(match.group(3), errors="strict") == safe_filename(filename)
     assert not re.search(r"%[0-9A-Fa-f]{2}", match.group(2))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Filenames sent with an upload: disposition_filename (the header's octets), upload_filename (every path)
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b'attachment; filename="plain.txt"', "plain.txt"),
+        (b"attachment; filename=token.txt", "token.txt"),
+        (b"attachment; filename=token.txt; size=3", "token.txt"),
+        (b'attachment; FileName="case.txt"', "case.txt"),  # parameter names are case-insensitive (RFC 6266)
+        # Raw UTF-8 octets, as curl and browsers send them: read as UTF-8, not as ISO-8859-1 ("Ã©").
+        ('attachment; filename="café ✓.txt"'.encode(), "café ✓.txt"),
+        (b'attachment; filename="a\\"b;c.txt"', 'a"b;c.txt'),  # quoted-pair, and ";" inside quotes
+        (b"attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf", "résumé ✓.pdf"),
+        (b"attachment; filename*=utf-8'en'x.txt", "x.txt"),  # charset case-insensitive, language ignored
+        (b"attachment; filename*=ISO-8859-1''caf%E9.txt", "café.txt"),  # RFC 8187 §3.2.1's other charset
+        # RFC 6266 §4.3: filename* wins over filename, whichever comes first.
+        (b"attachment; filename=\"fallback.txt\"; filename*=UTF-8''%E2%9C%93.txt", "✓.txt"),
+        (b"attachment; filename*=UTF-8''%E2%9C%93.txt; filename=\"fallback.txt\"", "✓.txt"),
+        (b'attachment; x="; filename=evil.txt"', None),  # inside another parameter's quoted-string
+        (b"attachment", None),
+        (b"inline; name=x", None),
+    ],
+)
+def test_disposition_filename(header, expected):
+    assert disposition_filename(header) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'attachment; filename="caf\xe9.txt"',  # ISO-8859-1 octets in a plain filename: not UTF-8
+        b'attachment; filename="\xc3"',  # truncated UTF-8 sequence
+        b"attachment; filename*=UTF-8''caf%E9.txt",  # percent-decoded octets are not UTF-8
+        b"attachment; filename*=UTF-8''%C3",
+        b"attachment; filename*=KOI8-R''%C1",  # RFC 8187 §3.2.1 requires only UTF-8 and ISO-8859-1
+        b"attachment; filename*=UTF-8''two words.txt",  # a space is not attr-char: malformed ext-value
+        b"attachment; filename*=UTF-8''%zz.txt",
+        b"attachment; filename*=no-quotes.txt",
+    ],
+)
+def test_disposition_filename_refuses_what_does_not_decode(header):
+    with pytest.raises(FilenameError):
+        disposition_filename(header)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (None, "file"),
+        ("", "file"),
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),  # safe_filename's rules, unchanged
+        ("café ✓.txt", "café ✓.txt"),
+    ],
+)
+def test_upload_filename(name, expected):
+    assert upload_filename(name) == expected
+
+
+@pytest.mark.parametrize("name", ["caf\ufffd.txt", "\ufffd", "a\ufffdb"])
+def test_upload_filename_refuses_a_decoder_replacement_character(name):
+    # What Django's multipart parser (RFC 2231 values) and query-string parsing leave for octets they
+    # could not decode: such a name is damaged, not a name the uploader chose.
+    with pytest.raises(FilenameError):
+        upload_filename(name)

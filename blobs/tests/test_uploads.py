@@ -603,3 +603,94 @@ def test_the_disk_scan_would_catch_django_default_handlers(client, temp_dirs, se
     data = marked_plaintext(3 * 1024 * 1024 + 12345)
     multipart(client, data, name="secret.txt", content_type="text/plain")
     assert files_containing(MARKER, temp_dirs) != []
+
+
+# --- filenames: one rule for raw bodies and multipart parts (RFC 6266 §4.3, RFC 8187) ----------------------
+
+
+def wsgi_header(value: bytes) -> str:
+    """A header value as a WSGI server hands it to Django: its octets as an ISO-8859-1 string (PEP 3333).
+    Passing a str with "é" in it straight to the test client would stand for the single octet E9."""
+    return value.decode("iso-8859-1")
+
+
+def raw_upload(client: Client, disposition: bytes):
+    return client.post(
+        URL,
+        data=b"x",
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": wsgi_header(b"attachment; " + disposition)},
+    )
+
+
+def multipart_upload(client: Client, disposition: bytes):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode()
+        + disposition
+        + b"\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    return client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+
+PATHS = {"raw": raw_upload, "multipart": multipart_upload}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("disposition", "stored"),
+    [
+        # Raw UTF-8 octets (what curl and browsers send): the raw path stored "cafÃ© â\x9c\x93.txt".
+        ('filename="café ✓.txt"'.encode(), "café ✓.txt"),
+        (b"filename*=UTF-8''caf%C3%A9%20%E2%9C%93.txt", "café ✓.txt"),
+        # RFC 8187's other charset: the raw path stored "file".
+        (b"filename*=ISO-8859-1''caf%E9.txt", "café.txt"),
+    ],
+    ids=["raw-utf8", "rfc8187-utf8", "rfc8187-latin1"],
+)
+def test_both_upload_paths_store_the_same_name(client, path, disposition, stored):
+    r = PATHS[path](client, disposition)
+    assert r.status_code == 201, r.content
+    assert r.json()["filename"] == stored
+    assert Blob.objects.get().filename == stored
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_undecodable_rfc8187_filename_is_refused_on_both_paths(client, path):
+    # "%E9" alone is not UTF-8: both paths stored "caf\ufffd.txt" (Django's RFC 2231 decoding and unquote
+    # replace what they cannot decode).
+    r = PATHS[path](client, b"filename*=UTF-8''caf%E9.txt")
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [b'filename="caf\xe9.txt"', b"filename*=KOI8-R''%C1.txt", b"filename*=UTF-8''two words.txt"],
+    ids=["latin1-octets", "unknown-charset", "malformed-ext-value"],
+)
+def test_an_undecodable_raw_body_filename_is_a_400_and_stores_nothing(client, disposition):
+    # The raw path stored these as "café.txt", "file" and "two words.txt": a name the client did not send.
+    r = raw_upload(client, disposition)
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
+
+
+def test_an_undecodable_multipart_part_header_stores_nothing(client):
+    # Django's multipart parser reads part headers as UTF-8 and drops a line that is not, so the part is
+    # no file at all: refused (400, nothing stored), though as "no_file" — the name never reaches us.
+    r = multipart_upload(client, b'filename="caf\xe9.txt"')
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] in {"no_file", "invalid_filename"}
+    assert_nothing_stored()
+
+
+def test_an_undecodable_filename_query_parameter_is_refused(client):
+    # Django decodes the query string as UTF-8 with errors="replace": "%E9" arrives as U+FFFD.
+    r = client.post(f"{URL}?filename=caf%E9.txt", data=b"x", content_type="application/octet-stream")
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
