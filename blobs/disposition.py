@@ -15,6 +15,7 @@ __all__ = [
     "INLINE_SAFE_TYPES",
     "OCTET_STREAM",
     "FilenameError",
+    "PartFilenameCheck",
     "content_disposition",
     "disposition_filename",
     "disposition_type",
@@ -257,28 +258,91 @@ def _ext_value(value: str) -> str:
     return octets.decode("iso-8859-1")
 
 
+def _parameters(value: bytes) -> dict[str, str]:
+    # Names lowercased (RFC 6266 §4.1: case-insensitive), quoted-strings unquoted (RFC 9110 §5.6.4), values
+    # still one character per octet: nothing is decoded yet. The first of a repeated name wins.
+    found: dict[str, str] = {}
+    for match in _PARAMETER_RE.finditer(value.decode("iso-8859-1")):
+        raw = match.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
+        found.setdefault(match.group(1).lower(), raw)
+    return found
+
+
 def disposition_filename(value: bytes) -> str | None:
-    """The filename in a ``Content-Disposition`` request header, given as the octets that were sent.
+    """The filename in a ``Content-Disposition`` header (a raw body's, or a multipart part's), given as the
+    octets that were sent.
 
     ``filename*`` (RFC 8187 ext-value, UTF-8 or ISO-8859-1) wins over ``filename`` (RFC 6266 §4.3). A
     ``filename`` token or quoted-string carrying non-ASCII octets is read as UTF-8, which is what clients
     send when they send raw bytes (RFC 7578 §4.2 for form data, curl, browsers). Octets that do not decode,
     an unknown charset or a malformed ext-value raise ``FilenameError``. No filename parameter: ``None``.
     """
-    text = value.decode("iso-8859-1")
-    found: dict[str, str] = {}
-    for match in _PARAMETER_RE.finditer(text):
-        name = match.group(1).lower()
-        if name in {"filename", "filename*"} and name not in found:
-            found[name] = match.group(2).strip()
+    found = _parameters(value)
     if "filename*" in found:
         return _ext_value(found["filename*"])
     if "filename" not in found:
         return None
-    raw = found["filename"]
-    if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-        raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)  # quoted-pair (RFC 9110 §5.6.4)
-    return _decode_utf8(raw.encode("iso-8859-1"))
+    return _decode_utf8(found["filename"].encode("iso-8859-1"))
+
+
+class PartFilenameCheck:
+    """Applies ``disposition_filename`` to the part headers of a ``multipart/form-data`` body (RFC 7578) as
+    the body streams past, for the parts named ``field``: ``feed`` raises ``FilenameError`` at the first
+    whose filename does not decode.
+
+    Needed because Django's multipart parser reads each part header line as UTF-8 and silently drops a line
+    that is not, so a part whose filename is raw ISO-8859-1 would reach no upload handler at all ("no file")
+    instead of being refused by the rule raw bodies follow. Parts are split where Django splits them: at
+    ``--boundary`` wherever it occurs; a part's headers end at the first CRLF CRLF. Memory: at most one
+    part header (``max_header`` octets; a longer one is Django's to refuse) plus a delimiter's length.
+    """
+
+    def __init__(self, boundary: bytes, *, field: str, max_header: int = 64 * 1024) -> None:
+        if not boundary:
+            raise ValueError("a multipart body needs a boundary (RFC 2046 §5.1.1)")
+        self._delimiter = b"--" + boundary
+        self._field = field
+        self._max_header = max_header
+        self._buffer = b""
+        self._in_header = False
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        if self._done or not data:
+            return
+        self._buffer += data
+        while not self._done:
+            if not self._in_header:
+                found = self._buffer.find(self._delimiter)
+                if found < 0:
+                    # Keep what may be the start of a delimiter split across two reads.
+                    keep = len(self._delimiter) - 1
+                    self._buffer = self._buffer[-keep:] if len(self._buffer) > keep else self._buffer
+                    return
+                self._buffer = self._buffer[found + len(self._delimiter) :]
+                self._in_header = True
+            if len(self._buffer) < 2:
+                return
+            if self._buffer.startswith(b"--"):  # the close delimiter: the rest is epilogue
+                self._done = True
+                return
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self._done = len(self._buffer) > self._max_header
+                return
+            block, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+            self._in_header = False
+            self._check(block)
+
+    def _check(self, block: bytes) -> None:
+        for line in block.split(b"\r\n"):
+            name, colon, value = line.partition(b":")
+            if not colon or name.strip().lower() != b"content-disposition":
+                continue
+            if _parameters(value).get("name") == self._field:
+                disposition_filename(value)
 
 
 def upload_filename(name: str | None) -> str:

@@ -93,6 +93,9 @@ class EncryptingUploadHandler(FileUploadHandler):
         if field_name != UPLOAD_FIELD or self._uploads():
             raise SkipFile()
         assert self.request is not None  # Django hands every upload handler its request
+        if getattr(self.request, ERROR_ATTR, None) is not None:
+            # Already refused (an undecodable part filename, blobs.middleware): encrypt nothing more.
+            raise StopUpload(connection_reset=True)
         if (wait := upload_wait(self.request)) is not None:
             self._fail(UploadThrottled(wait=wait))
         # Django has decoded the part's filename (raw UTF-8, or RFC 2231/8187 with errors="replace"): the

@@ -17,6 +17,7 @@ from blobs.disposition import (
     INLINE_SAFE_TYPES,
     OCTET_STREAM,
     FilenameError,
+    PartFilenameCheck,
     content_disposition,
     disposition_filename,
     disposition_type,
@@ -413,3 +414,82 @@ def test_upload_filename_refuses_a_decoder_replacement_character(name):
     # could not decode: such a name is damaged, not a name the uploader chose.
     with pytest.raises(FilenameError):
         upload_filename(name)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PartFilenameCheck: the same rule over a multipart/form-data body as it streams (RFC 7578, RFC 2046)
+# --------------------------------------------------------------------------------------------------------
+
+
+def form(*parts: bytes, boundary: bytes = b"BoUnDaRy") -> bytes:
+    body = b"preamble\r\n"
+    for part in parts:
+        body += b"--" + boundary + b"\r\n" + part + b"\r\n"
+    return body + b"--" + boundary + b"--\r\nepilogue"
+
+
+def part(disposition: bytes, content: bytes = b"content") -> bytes:
+    headers = b"Content-Disposition: form-data; " + disposition + b"\r\nContent-Type: text/plain\r\n"
+    return headers + b"\r\n" + content
+
+
+BAD = b'name="file"; filename="caf\xe9.txt"'
+GOOD = b'name="file"; filename="caf\xc3\xa9.txt"'
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (form(part(GOOD)), False),
+        (form(part(BAD)), True),
+        (form(part(b"name=\"file\"; filename*=UTF-8''caf%E9")), True),
+        (form(part(b"name=\"file\"; filename*=ISO-8859-1''caf%E9")), False),
+        (form(part(b'name="other"; filename="caf\xe9"'), part(GOOD)), False),  # not the upload field
+        (form(part(b'name="note"'), part(BAD)), True),  # the second part
+        (form(part(GOOD, b"Content-Disposition: form-data; " + BAD + b"\r\n\r\n")), False),  # content
+        (form(part(GOOD)) + b"\r\n" + part(BAD), False),  # after the close delimiter: epilogue
+        (form(part(b'name="file"')), False),  # no filename: Django's to decide, not a bad name
+    ],
+    ids=["utf8", "latin1", "rfc8187-bad", "rfc8187-latin1", "other-field", "second-part", "in-content",
+         "epilogue", "no-filename"],
+)
+def test_part_filename_check(body, refused):
+    # Every split of the body into two reads gives the same answer: delimiters and header ends may
+    # straddle reads.
+    for cut in range(len(body) + 1):
+        check = PartFilenameCheck(b"BoUnDaRy", field="file")
+        try:
+            check.feed(body[:cut])
+            check.feed(body[cut:])
+        except FilenameError:
+            assert refused, cut
+        else:
+            assert not refused, cut
+
+
+@settings(max_examples=50)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_part_filename_check_any_read_sizes(sizes):
+    body = form(part(b'name="note"'), part(GOOD, b"x" * 200), part(BAD))
+    check = PartFilenameCheck(b"BoUnDaRy", field="file")
+    offset, refused = 0, False
+    try:
+        while offset < len(body):
+            size = sizes[offset % len(sizes)]
+            check.feed(body[offset : offset + size])
+            offset += size
+    except FilenameError:
+        refused = True
+    assert refused
+
+
+def test_part_filename_check_keeps_memory_bounded():
+    check = PartFilenameCheck(b"BoUnDaRy", field="file", max_header=1024)
+    check.feed(form(part(GOOD))[:-30])
+    for _ in range(1000):
+        check.feed(b"y" * 1000)  # a large file's content: nothing of it is kept
+    assert len(check._buffer) < len(b"--BoUnDaRy")
+    unending = PartFilenameCheck(b"BoUnDaRy", field="file", max_header=1024)
+    unending.feed(b"--BoUnDaRy\r\n" + b"h" * 5000)  # a header without end: Django refuses it, we let go
+    unending.feed(b"y" * 100_000)
+    assert len(unending._buffer) <= 5002  # stopped watching: nothing more is kept

@@ -666,26 +666,61 @@ def test_an_undecodable_rfc8187_filename_is_refused_on_both_paths(client, path):
     assert_nothing_stored()
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(
     "disposition",
     [b'filename="caf\xe9.txt"', b"filename*=KOI8-R''%C1.txt", b"filename*=UTF-8''two words.txt"],
     ids=["latin1-octets", "unknown-charset", "malformed-ext-value"],
 )
-def test_an_undecodable_raw_body_filename_is_a_400_and_stores_nothing(client, disposition):
-    # The raw path stored these as "café.txt", "file" and "two words.txt": a name the client did not send.
-    r = raw_upload(client, disposition)
+def test_an_undecodable_filename_is_invalid_filename_on_both_paths(client, path, disposition):
+    # Django's multipart parser drops a part header line it cannot read (the first two), so that part
+    # used to be "no file" (400 no_file); the raw path stored "café.txt", "file" and "two words.txt".
+    r = PATHS[path](client, disposition)
     assert r.status_code == 400, r.content
     assert r.json()["code"] == "invalid_filename"
     assert_nothing_stored()
 
 
-def test_an_undecodable_multipart_part_header_stores_nothing(client):
-    # Django's multipart parser reads part headers as UTF-8 and drops a line that is not, so the part is
-    # no file at all: refused (400, nothing stored), though as "no_file" — the name never reaches us.
-    r = multipart_upload(client, b'filename="caf\xe9.txt"')
+def test_a_valid_file_after_a_refused_part_is_not_kept(client):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.txt"\r\n\r\nx\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="ok.txt"\r\n\r\ny\r\n'
+        f"--{boundary}--\r\n"
+    ).encode("iso-8859-1")
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
     assert r.status_code == 400, r.content
-    assert r.json()["code"] in {"no_file", "invalid_filename"}
+    assert r.json()["code"] == "invalid_filename"
     assert_nothing_stored()
+
+
+def test_a_part_header_look_alike_inside_file_content_is_content(client):
+    # Only what follows the boundary is a part header: a file that holds such text (an .eml, a .mbox)
+    # is stored as it is.
+    content = b'Content-Disposition: form-data; name="file"; filename="caf\xe9.txt"\r\n\r\nnot a part'
+    r = multipart_upload(client, b'filename="mail.eml"')
+    assert r.status_code == 201
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="mail.eml"\r\n\r\n'.encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 201, r.content
+    assert streamed(client, r.json()["id"]) == content
+
+
+def test_an_undecodable_filename_on_another_field_is_not_ours(client):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="other"; filename="caf\xe9"\r\n\r\nz\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="ok.txt"\r\n\r\ny\r\n'
+        f"--{boundary}--\r\n"
+    ).encode("iso-8859-1")
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 201, r.content
+    assert r.json()["filename"] == "ok.txt"
 
 
 def test_an_undecodable_filename_query_parameter_is_refused(client):
