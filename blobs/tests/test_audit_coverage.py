@@ -401,9 +401,10 @@ def _writer_of_this_statement() -> str:
             parts = Path(frame.f_code.co_filename).resolve().relative_to(ROOT).with_suffix("").parts
         except ValueError:
             parts = ()
-        # models.py is the machinery a write goes through (BlobQuerySet.delete_rows): the census names the
-        # function that calls it, so does this.
-        if parts and parts[0] in PACKAGES and "tests" not in parts and parts[-1] != "models":
+        # models.py (BlobQuerySet.delete_rows) and our database backend (core/backends) are machinery a
+        # write goes through: the census names the function that calls them, so does this.
+        machinery = parts[-1:] == ("models",) or parts[:2] == ("core", "backends")
+        if parts and parts[0] in PACKAGES and "tests" not in parts and not machinery:
             return f"{'.'.join(parts)}:{frame.f_code.co_qualname}"
         frame = frame.f_back
     return "<not application code>"
