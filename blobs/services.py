@@ -643,7 +643,8 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
 
     An upload is idle when neither its row's creation nor its object's last write is recent, so a long
     upload that is still writing is never cut off. The row goes first, and only while still pending: an
-    upload claimed at the same moment keeps its object.
+    upload claimed at the same moment keeps its object. Each removed row is a ``blob.gc`` audit event in
+    the row's transaction (``_remove_pending``); removing an orphan object changes no row and is not.
     """
     cutoff = (now or timezone.now()) - older_than
     stale = list(
