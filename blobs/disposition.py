@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
     "INLINE_SAFE_TYPES",
     "OCTET_STREAM",
+    "FilenameError",
+    "PartFilenameCheck",
     "content_disposition",
+    "disposition_filename",
     "disposition_type",
     "is_inline_safe",
     "normalize_content_type",
     "safe_filename",
+    "upload_filename",
 ]
 
 OCTET_STREAM = "application/octet-stream"
@@ -204,3 +208,151 @@ def content_disposition(filename: str, *, inline: bool = False) -> str:
     kind = "inline" if inline else "attachment"
     encoded = quote(name, safe=_ATTR_CHAR_EXTRA, encoding="utf-8", errors="strict")
     return f"{kind}; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{encoded}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Filenames sent with an upload (RFC 6266 §4.3, RFC 8187 §3.2, RFC 7578 §4.2)
+# --------------------------------------------------------------------------------------------------------
+
+
+class FilenameError(ValueError):
+    """A filename the client sent cannot be read as text. Refused, never guessed at: storing a repaired
+    name (mojibake, U+FFFD, or "file") would keep a name the uploader never gave."""
+
+
+# What a decoder leaves for bytes it could not read: Django's multipart parser decodes RFC 2231/8187 values
+# with errors="replace", and so does its query-string parsing, so a name holding it was damaged on the way.
+REPLACEMENT_CHARACTER = "\ufffd"
+# RFC 8187 §3.2.1: recipients must support UTF-8 and ISO-8859-1; other charsets are not ours to guess.
+_EXT_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "iso-8859-1"}
+# ext-value = charset "'" [ language ] "'" value-chars; value-chars = *( pct-encoded / attr-char )
+_EXT_VALUE = re.compile(
+    r"([!#$%&+\-^_`{}~0-9A-Za-z]+)"  # charset: mime-charset chars (RFC 2978 §2.3)
+    r"'[0-9A-Za-z-]*'"  # language: ignored
+    r"((?:%[0-9A-Fa-f]{2}|[!#$&+\-.^_`|~0-9A-Za-z])*)"  # value-chars
+)
+# One disposition parameter (RFC 6266 §4.1): name "=" ( token / quoted-string / ext-value ). Matched over the
+# header's octets read as ISO-8859-1 (one character per octet), so that nothing is decoded before we know
+# which parameter a byte belongs to.
+_PARAMETER_RE = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
+
+
+def _decode_utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FilenameError("the filename is not UTF-8") from None
+
+
+def _ext_value(value: str) -> str:
+    # RFC 8187 §3.2: the octets after percent-decoding are text in the declared charset.
+    match = _EXT_VALUE.fullmatch(value.strip())
+    if match is None:
+        raise FilenameError("filename* is not an RFC 8187 ext-value")
+    charset = _EXT_CHARSETS.get(match.group(1).lower())
+    if charset is None:
+        raise FilenameError(f"filename* charset {match.group(1)!r} is neither UTF-8 nor ISO-8859-1")
+    octets = unquote_to_bytes(match.group(2))
+    if charset == "utf-8":
+        return _decode_utf8(octets)
+    return octets.decode("iso-8859-1")
+
+
+def _parameters(value: bytes) -> dict[str, str]:
+    # Names lowercased (RFC 6266 §4.1: case-insensitive), quoted-strings unquoted (RFC 9110 §5.6.4), values
+    # still one character per octet: nothing is decoded yet. The first of a repeated name wins.
+    found: dict[str, str] = {}
+    for match in _PARAMETER_RE.finditer(value.decode("iso-8859-1")):
+        raw = match.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
+        found.setdefault(match.group(1).lower(), raw)
+    return found
+
+
+def disposition_filename(value: bytes) -> str | None:
+    """The filename in a ``Content-Disposition`` header (a raw body's, or a multipart part's), given as the
+    octets that were sent.
+
+    ``filename*`` (RFC 8187 ext-value, UTF-8 or ISO-8859-1) wins over ``filename`` (RFC 6266 §4.3). A
+    ``filename`` token or quoted-string carrying non-ASCII octets is read as UTF-8, which is what clients
+    send when they send raw bytes (RFC 7578 §4.2 for form data, curl, browsers). Octets that do not decode,
+    an unknown charset or a malformed ext-value raise ``FilenameError``. No filename parameter: ``None``.
+    """
+    found = _parameters(value)
+    if "filename*" in found:
+        return _ext_value(found["filename*"])
+    if "filename" not in found:
+        return None
+    return _decode_utf8(found["filename"].encode("iso-8859-1"))
+
+
+class PartFilenameCheck:
+    """Applies ``disposition_filename`` to the part headers of a ``multipart/form-data`` body (RFC 7578) as
+    the body streams past, for the parts named ``field``: ``feed`` raises ``FilenameError`` at the first
+    whose filename does not decode.
+
+    Needed because Django's multipart parser reads each part header line as UTF-8 and silently drops a line
+    that is not, so a part whose filename is raw ISO-8859-1 would reach no upload handler at all ("no file")
+    instead of being refused by the rule raw bodies follow. Parts are split where Django splits them: at
+    ``--boundary`` wherever it occurs; a part's headers end at the first CRLF CRLF. Memory: at most one
+    part header (``max_header`` octets; a longer one is Django's to refuse) plus a delimiter's length.
+    """
+
+    def __init__(self, boundary: bytes, *, field: str, max_header: int = 64 * 1024) -> None:
+        if not boundary:
+            raise ValueError("a multipart body needs a boundary (RFC 2046 §5.1.1)")
+        self._delimiter = b"--" + boundary
+        self._field = field
+        self._max_header = max_header
+        self._buffer = b""
+        self._in_header = False
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        if self._done or not data:
+            return
+        self._buffer += data
+        while not self._done:
+            if not self._in_header:
+                found = self._buffer.find(self._delimiter)
+                if found < 0:
+                    # Keep what may be the start of a delimiter split across two reads.
+                    keep = len(self._delimiter) - 1
+                    self._buffer = self._buffer[-keep:] if len(self._buffer) > keep else self._buffer
+                    return
+                self._buffer = self._buffer[found + len(self._delimiter) :]
+                self._in_header = True
+            if len(self._buffer) < 2:
+                return
+            if self._buffer.startswith(b"--"):  # the close delimiter: the rest is epilogue
+                self._done = True
+                return
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self._done = len(self._buffer) > self._max_header
+                return
+            block, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+            self._in_header = False
+            self._check(block)
+
+    def _check(self, block: bytes) -> None:
+        for line in block.split(b"\r\n"):
+            name, colon, value = line.partition(b":")
+            if not colon or name.strip().lower() != b"content-disposition":
+                continue
+            if _parameters(value).get("name") == self._field:
+                disposition_filename(value)
+
+
+def upload_filename(name: str | None) -> str:
+    """The name to store for an uploaded file: one rule for every upload path (the raw body's
+    ``?filename=`` or ``Content-Disposition``, a multipart part's ``filename``), applied once the name is
+    text (``disposition_filename`` for raw header octets).
+
+    A name holding U+FFFD raises ``FilenameError``: it is the mark of octets a decoder could not read.
+    Otherwise the name is ``safe_filename``'s (no name at all: ``"file"``).
+    """
+    if name is not None and REPLACEMENT_CHARACTER in name:
+        raise FilenameError("the filename holds octets that could not be decoded")
+    return safe_filename(name)

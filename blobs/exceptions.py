@@ -39,6 +39,17 @@ class InvalidUpload(BlobError):
     default_detail = "The upload is malformed."
 
 
+class InvalidFilename(InvalidUpload):
+    """The upload's filename cannot be read as text (blobs.disposition.upload_filename): refused on every
+    upload path alike, before anything is stored."""
+
+    code = "invalid_filename"
+    default_detail = (
+        "The filename cannot be decoded: send UTF-8, or RFC 8187 filename*=UTF-8''<percent-encoded>. "
+        "Nothing was stored."
+    )
+
+
 class UploadIncomplete(InvalidUpload):
     """The body ended before it was complete: the client went away (counted ``aborted``, not ``error``)."""
 

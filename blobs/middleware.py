@@ -11,8 +11,9 @@ from core.errors import DomainError, domain_error_response, error_response
 
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
-from .exceptions import InvalidUpload, StorageUnavailable, UploadTooLarge
-from .uploadhandler import ERROR_ATTR, discard_uploads
+from .disposition import FilenameError, PartFilenameCheck
+from .exceptions import InvalidFilename, InvalidUpload, StorageUnavailable, UploadTooLarge
+from .uploadhandler import ERROR_ATTR, UPLOAD_FIELD, discard_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,46 @@ def verify_multipart_digest(request: HttpRequest) -> None:
         raise InvalidUpload("The content does not match its Content-Digest; nothing was stored.")
 
 
+class _PartFilenameReader:
+    """The request body, shown to PartFilenameCheck as Django's multipart parser reads it. A part named
+    ``file`` whose filename does not decode becomes the request's upload error (InvalidFilename), answered
+    below like the upload handler's errors — the rule raw bodies follow (blobs.disposition)."""
+
+    def __init__(self, request: HttpRequest, check: PartFilenameCheck) -> None:
+        self._request = request
+        self._stream = request._stream
+        self._check: PartFilenameCheck | None = check
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._seen(self._stream.read(size))
+
+    def readline(self, size: int = -1, /) -> bytes:
+        # The parser drains what it leaves by iterating the request (HttpRequest.__iter__ uses readline).
+        return self._seen(self._stream.readline(size))
+
+    def _seen(self, data: bytes) -> bytes:
+        if self._check is not None:
+            try:
+                self._check.feed(data)
+            except FilenameError:
+                self._check = None
+                if getattr(self._request, ERROR_ATTR, None) is None:
+                    setattr(self._request, ERROR_ATTR, InvalidFilename())
+        return data
+
+
+def _watch_part_filenames(request: HttpRequest) -> None:
+    if request.method != "POST" or request.content_type != "multipart/form-data":
+        return
+    try:
+        boundary = (request.content_params or {}).get("boundary", "").encode("ascii")
+    except UnicodeEncodeError:
+        return  # Django refuses the body itself (RFC 2046 §5.1.1 boundaries are ASCII)
+    if boundary:
+        # Wrapped before anything has read a byte, like the digest above (Django reads only _stream).
+        request._stream = _PartFilenameReader(request, PartFilenameCheck(boundary, field=UPLOAD_FIELD))  # type: ignore[assignment]
+
+
 class BlobErrorMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -78,6 +119,7 @@ class BlobErrorMiddleware:
             return domain_error_response(UploadTooLarge(limit=limit))
         if (refused := _digest_multipart(request)) is not None:
             return refused
+        _watch_part_filenames(request)
         try:
             response: HttpResponse = self.get_response(request)
         except BaseException:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth.models import Permission
 from typing_extensions import TypeIs
 
 from .models import Blob
@@ -55,3 +56,19 @@ def may_delete(user: Any, blob: Blob) -> bool:
     """Delete a blob one can see: one's own, or anyone's with the delete permission. Seeing someone else's
     file (``view_any_blob``) does not make it yours to delete."""
     return bool(user.is_authenticated and (blob.owner_id == user.pk or may_delete_any(user)))
+
+
+EXPORT_DATA_KEY = "kms.export_data_key"
+
+
+def may_export_data_key(user: Any) -> bool:
+    """Print a blob's data key in clear (``blobs_export_key``, disaster recovery): an active user holding
+    ``kms.export_data_key`` by an explicit grant — the Key administrators role, or the permission given
+    to the user. Superuser status alone is not enough (``has_perm`` answers True to every superuser): a
+    data key in clear reads the file without the application, so it takes a deliberate grant that an
+    auditor can see in the role's membership, not a flag that every admin account carries."""
+    if user is None or not user.is_active:
+        return False
+    app_label, codename = EXPORT_DATA_KEY.split(".")
+    granted = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    return granted.filter(user=user).exists() or granted.filter(group__user=user).exists()

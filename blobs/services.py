@@ -39,6 +39,7 @@ from .digest import DigestingReader, digests_match
 from .disposition import normalize_content_type, safe_filename
 from .exceptions import (
     BlobIntegrityError,
+    BlobNotFound,
     InvalidUpload,
     StorageUnavailable,
     UploadIncomplete,
@@ -229,7 +230,7 @@ class BlobUpload:
                 max_bytes=blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes,
             )
         except BaseException:
-            Blob.objects.filter(pk=blob_id).delete_rows()
+            _remove_pending(self.blob, action="blob.upload", outcome=ERROR, size=0)
             UPLOADS.refused()
             raise
         self._open = True
@@ -275,7 +276,7 @@ class BlobUpload:
         self._open = False
         self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
-        if Blob.objects.filter(pk=self.blob.pk, state=Blob.State.PENDING).delete_rows():
+        if _remove_pending(self.blob, action="blob.upload", outcome=outcome, size=self._sealed.size):
             self._store.delete(self.blob.storage_name)
 
 
@@ -285,20 +286,70 @@ def _mark_ready(
     updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
     if filename is not None:
         updates["filename"] = safe_filename(filename)
+    old_owner, old_filename = blob.owner, blob.filename
     with transaction.atomic():
         claimed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).update(**updates)
         if claimed != 1:
             raise InvalidUpload("The upload was already claimed or has expired.")
         blob.refresh_from_db()
+        changes: dict[str, dict[str, object]] = {
+            "state": {"old": Blob.State.PENDING.value, "new": blob.state},
+            **_owner_change(old_owner, blob.owner),
+        }
+        if blob.filename != old_filename:  # sealed like every file name in the log (audit/sealed.py)
+            changes["filename"] = {
+                "old": seal("filename", old_filename),
+                "new": seal("filename", blob.filename),
+            }
         # In the claim's transaction: a blob becomes visible only together with its audit event.
         audit_record(
             action="blob.upload",
             actor=actor or current_actor(),
             target_type="blob",
             target_id=str(blob.pk),
-            details=_blob_details(blob),
+            details={**_blob_details(blob), "changes": changes},
         )
     return blob
+
+
+def _owner_change(old: User, new: User) -> dict[str, dict[str, object]]:
+    # Audit details' old -> new values, in the shape flag changes use (flags/services.py): owners by
+    # username snapshot and id, so the event still reads right after an account is renamed or removed.
+    if old.pk == new.pk:
+        return {}
+    return {
+        "owner": {"old": old.get_username(), "new": new.get_username()},
+        "owner_id": {"old": str(old.pk), "new": str(new.pk)},
+    }
+
+
+def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: Actor | None = None) -> bool:
+    """Delete ``blob``'s row if it is still ``pending``, with its audit event in the same transaction; True
+    if it was. Removing the object is the caller's job, after this returns (never before the row is gone).
+
+    A pending row's insert is not audited on its own (one more serialized append per upload); instead every
+    pending row ends audited, in the transaction that ends it: claimed (``blob.upload`` success,
+    ``_mark_ready``), or removed here (``blob.upload`` error/aborted for a failed upload, ``blob.gc`` for a
+    crashed one). No file name in these events: sealing it needs the key service, and cleaning up after a
+    failure must not depend on it.
+    """
+    with transaction.atomic():
+        removed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).delete_rows()
+        if removed:
+            audit_record(
+                action=action,
+                actor=actor or current_actor(),
+                target_type="blob",
+                target_id=str(blob.pk),
+                outcome=outcome,
+                details={
+                    "size": size,
+                    "owner_id": str(blob.owner_id),
+                    "storage_alias": blob.storage_alias,
+                    "changes": {"state": {"old": Blob.State.PENDING.value, "new": "removed"}},
+                },
+            )
+    return bool(removed)
 
 
 def _blob_details(blob: Blob) -> dict[str, object]:
@@ -509,7 +560,14 @@ def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
             target_type="blob",
             target_id=str(blob.pk),
             outcome="success" if deleted else "error",
-            details={**_blob_details(blob), **({} if deleted else {"error": "already deleted"})},
+            details={
+                **_blob_details(blob),
+                **(
+                    {"changes": {"state": {"old": blob.state, "new": "removed"}}}
+                    if deleted
+                    else {"error": "already deleted"}
+                ),
+            },
         )
         transaction.on_commit(lambda: _remove_object(blob))
 
@@ -564,9 +622,29 @@ def _verify(blob: Blob) -> VerifyResult:
     return VerifyResult(ok=True, detail="ok")
 
 
-def blob_transfer_ownership(*, blob: Blob, new_owner: User) -> Blob:
-    # Owner is PROTECT: a user with blobs cannot be deleted until their blobs move to someone else.
-    Blob.objects.filter(pk=blob.pk).update(owner=new_owner, updated_at=timezone.now())
+def blob_transfer_ownership(*, blob: Blob, new_owner: User, actor: Actor | None = None) -> Blob:
+    """Give ``blob`` to ``new_owner`` (owner is PROTECT: a user with blobs cannot be deleted until their
+    blobs move to someone else). The row is locked, changed and audited (``blob.transfer``, old -> new
+    owner) in one transaction; the old owner is read from the locked row, not from ``blob`` (the admin's
+    form has already set the new one on it). Giving a blob to its owner changes and records nothing.
+    Raises BlobNotFound when the row is gone."""
+    with transaction.atomic():
+        # of=("self",): lock the blob row only, not its owner's (PostgreSQL; SQLite's write lock is taken
+        # at BEGIN IMMEDIATE).
+        locked = Blob.objects.select_for_update(of=("self",)).select_related("owner")
+        current = locked.filter(pk=blob.pk).first()
+        if current is None:
+            raise BlobNotFound()
+        changes = _owner_change(current.owner, new_owner)
+        if changes:
+            Blob.objects.filter(pk=blob.pk).update(owner=new_owner, updated_at=timezone.now())
+            audit_record(
+                action="blob.transfer",
+                actor=actor or current_actor(),
+                target_type="blob",
+                target_id=str(blob.pk),
+                details={"changes": changes},
+            )
     blob.refresh_from_db()
     return blob
 
@@ -583,23 +661,25 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
 
     An upload is idle when neither its row's creation nor its object's last write is recent, so a long
     upload that is still writing is never cut off. The row goes first, and only while still pending: an
-    upload claimed at the same moment keeps its object.
+    upload claimed at the same moment keeps its object. Each removed row is a ``blob.gc`` audit event in
+    the row's transaction (``_remove_pending``); removing an orphan object changes no row and is not.
     """
     cutoff = (now or timezone.now()) - older_than
     stale = list(
         Blob.objects.filter(state=Blob.State.PENDING, created_at__lt=cutoff)
         .order_by()
-        .values_list("pk", "state", "storage_alias", "storage_name")
+        .only("pk", "state", "size", "owner_id", "storage_alias", "storage_name")
     )
     rows = 0
-    for pk, state, alias, name in stale:
-        store = blob_store(alias)
-        written = store.last_modified(name)
+    for blob in stale:
+        store = blob_store(blob.storage_alias)
+        written = store.last_modified(blob.storage_name)
         if written is not None and written >= cutoff.timestamp():
             continue  # still being written
-        if Blob.objects.filter(pk=pk, state=state).delete_rows():
+        # Each removal is audited in its row's transaction (blob.gc), like every other change to a row.
+        if _remove_pending(blob, action="blob.gc", outcome=SUCCESS, size=blob.size):
             rows += 1
-            store.delete(name)
+            store.delete(blob.storage_name)
     aliases = {
         blob_setting("STORAGE_ALIAS"),
         *Blob.objects.order_by().values_list("storage_alias", flat=True).distinct(),

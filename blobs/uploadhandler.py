@@ -22,7 +22,8 @@ from django.http import HttpRequest
 
 from kms.exceptions import KmsError
 
-from .exceptions import BlobError, UploadThrottled
+from .disposition import FilenameError, upload_filename
+from .exceptions import BlobError, InvalidFilename, UploadThrottled
 from .metrics import ABORTED, ERROR
 from .models import Blob
 from .permissions import may_upload
@@ -92,10 +93,19 @@ class EncryptingUploadHandler(FileUploadHandler):
         if field_name != UPLOAD_FIELD or self._uploads():
             raise SkipFile()
         assert self.request is not None  # Django hands every upload handler its request
+        if getattr(self.request, ERROR_ATTR, None) is not None:
+            # Already refused (an undecodable part filename, blobs.middleware): encrypt nothing more.
+            raise StopUpload(connection_reset=True)
         if (wait := upload_wait(self.request)) is not None:
             self._fail(UploadThrottled(wait=wait))
+        # Django has decoded the part's filename (raw UTF-8, or RFC 2231/8187 with errors="replace"): the
+        # rule raw bodies follow decides whether it is a name at all, before a data key or a row exists.
         try:
-            upload = BlobUpload(owner=user, filename=file_name, content_type=content_type)
+            name = upload_filename(file_name)
+        except FilenameError:
+            self._fail(InvalidFilename())
+        try:
+            upload = BlobUpload(owner=user, filename=name, content_type=content_type)
         except (BlobError, KmsError) as exc:
             self._fail(exc)
         self._upload = upload

@@ -9,11 +9,9 @@ live in the selectors: a blob the caller may not see is a 404, exactly like a mi
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
-from urllib.parse import unquote
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
@@ -39,7 +37,9 @@ from flags.services import flag_decide, flag_is_enabled
 from . import ranges as ranges_core
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
+from .disposition import FilenameError, disposition_filename, upload_filename
 from .exceptions import (
+    InvalidFilename,
     LengthRequired,
     NoFileUploaded,
     RangeNotSatisfiable,
@@ -191,20 +191,25 @@ class BlobStreamView(BrowserLoginMixin, APIView):
         return streaming
 
 
-_FILENAME_STAR = re.compile(r"filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)")
-_FILENAME = re.compile(r'filename\s*=\s*"?([^";]+)"?')
+def _raw_filename(request: HttpRequest) -> str:
+    """The stored name of a raw-body upload: ``?filename=`` or the ``Content-Disposition`` header, by the
+    rule multipart uploads follow too (``upload_filename``). Raises InvalidFilename before a byte is read.
 
-
-def _raw_filename(request: HttpRequest) -> str | None:
-    name = request.GET.get("filename")
-    if name:
-        return name
-    disposition = request.headers.get("Content-Disposition", "")
-    if match := _FILENAME_STAR.search(disposition):
-        return unquote(match.group(1))
-    if match := _FILENAME.search(disposition):
-        return match.group(1)
-    return None
+    WSGI hands header values over as ISO-8859-1 strings, one character per octet (PEP 3333, "native
+    strings"), so the header's octets are recovered exactly and decoded once, in ``disposition_filename``;
+    reading the string as-is stored raw UTF-8 as mojibake ("é" as "Ã©").
+    """
+    try:
+        name = request.GET.get("filename")
+        if not name and (header := request.headers.get("Content-Disposition")):
+            try:
+                octets = header.encode("iso-8859-1")
+            except UnicodeEncodeError:  # not from a WSGI server: no octet reading of it exists
+                raise FilenameError("the header is not a WSGI native string") from None
+            name = disposition_filename(octets)
+        return upload_filename(name or None)
+    except FilenameError:
+        raise InvalidFilename() from None
 
 
 class _RequestBody:
@@ -284,11 +289,12 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
             raise NoFileUploaded()
         else:
             declared = django_request.META.get("CONTENT_LENGTH")
+            filename = _raw_filename(django_request)
             blob = blob_create(
                 owner=request.user,
                 stream=_raw_body(django_request),
                 expected_size=int(declared) if declared and declared.isdigit() else None,
-                filename=_raw_filename(django_request),
+                filename=filename,
                 content_type=django_request.META.get("CONTENT_TYPE"),
                 content_digest=requested_digests(django_request),
             )

@@ -193,6 +193,12 @@ def test_change_view_transfers_ownership_and_keeps_format_fields_read_only(admin
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"owner_id", "updated_at"}
     assert plaintext(blob) == pattern(2000)
+    # The transfer is audited in its transaction, by the staff member who made it, old -> new owner.
+    from audit.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="blob.transfer")
+    assert (event.actor, event.target_id) == ("boss", str(blob.pk))
+    assert event.details["changes"]["owner"] == {"old": "alice", "new": "bob"}
 
 
 def test_key_and_format_fields_render_read_only(admin_client, alice):

@@ -16,11 +16,15 @@ from hypothesis import strategies as st
 from blobs.disposition import (
     INLINE_SAFE_TYPES,
     OCTET_STREAM,
+    FilenameError,
+    PartFilenameCheck,
     content_disposition,
+    disposition_filename,
     disposition_type,
     is_inline_safe,
     normalize_content_type,
     safe_filename,
+    upload_filename,
 )
 
 # --------------------------------------------------------------------------------------------------------
@@ -340,3 +344,152 @@ def test_content_disposition_is_always_a_safe_header(filename, inline):
     assert re.fullmatch(r"(?:[A-Za-z0-9!#$&+\-.^_`|~]|%[0-9A-F]{2})+", match.group(3))
     assert unquote(match.group(3), errors="strict") == safe_filename(filename)
     assert not re.search(r"%[0-9A-Fa-f]{2}", match.group(2))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Filenames sent with an upload: disposition_filename (the header's octets), upload_filename (every path)
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b'attachment; filename="plain.txt"', "plain.txt"),
+        (b"attachment; filename=token.txt", "token.txt"),
+        (b"attachment; filename=token.txt; size=3", "token.txt"),
+        (b'attachment; FileName="case.txt"', "case.txt"),  # parameter names are case-insensitive (RFC 6266)
+        # Raw UTF-8 octets, as curl and browsers send them: read as UTF-8, not as ISO-8859-1 ("Ã©").
+        ('attachment; filename="café ✓.txt"'.encode(), "café ✓.txt"),
+        (b'attachment; filename="a\\"b;c.txt"', 'a"b;c.txt'),  # quoted-pair, and ";" inside quotes
+        (b"attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%20%E2%9C%93.pdf", "résumé ✓.pdf"),
+        (b"attachment; filename*=utf-8'en'x.txt", "x.txt"),  # charset case-insensitive, language ignored
+        (b"attachment; filename*=ISO-8859-1''caf%E9.txt", "café.txt"),  # RFC 8187 §3.2.1's other charset
+        # RFC 6266 §4.3: filename* wins over filename, whichever comes first.
+        (b"attachment; filename=\"fallback.txt\"; filename*=UTF-8''%E2%9C%93.txt", "✓.txt"),
+        (b"attachment; filename*=UTF-8''%E2%9C%93.txt; filename=\"fallback.txt\"", "✓.txt"),
+        (b'attachment; x="; filename=evil.txt"', None),  # inside another parameter's quoted-string
+        (b"attachment", None),
+        (b"inline; name=x", None),
+    ],
+)
+def test_disposition_filename(header, expected):
+    assert disposition_filename(header) == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'attachment; filename="caf\xe9.txt"',  # ISO-8859-1 octets in a plain filename: not UTF-8
+        b'attachment; filename="\xc3"',  # truncated UTF-8 sequence
+        b"attachment; filename*=UTF-8''caf%E9.txt",  # percent-decoded octets are not UTF-8
+        b"attachment; filename*=UTF-8''%C3",
+        b"attachment; filename*=KOI8-R''%C1",  # RFC 8187 §3.2.1 requires only UTF-8 and ISO-8859-1
+        b"attachment; filename*=UTF-8''two words.txt",  # a space is not attr-char: malformed ext-value
+        b"attachment; filename*=UTF-8''%zz.txt",
+        b"attachment; filename*=no-quotes.txt",
+    ],
+)
+def test_disposition_filename_refuses_what_does_not_decode(header):
+    with pytest.raises(FilenameError):
+        disposition_filename(header)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (None, "file"),
+        ("", "file"),
+        ("report.pdf", "report.pdf"),
+        ("../../etc/passwd", "passwd"),  # safe_filename's rules, unchanged
+        ("café ✓.txt", "café ✓.txt"),
+    ],
+)
+def test_upload_filename(name, expected):
+    assert upload_filename(name) == expected
+
+
+@pytest.mark.parametrize("name", ["caf\ufffd.txt", "\ufffd", "a\ufffdb"])
+def test_upload_filename_refuses_a_decoder_replacement_character(name):
+    # What Django's multipart parser (RFC 2231 values) and query-string parsing leave for octets they
+    # could not decode: such a name is damaged, not a name the uploader chose.
+    with pytest.raises(FilenameError):
+        upload_filename(name)
+
+
+# --------------------------------------------------------------------------------------------------------
+# PartFilenameCheck: the same rule over a multipart/form-data body as it streams (RFC 7578, RFC 2046)
+# --------------------------------------------------------------------------------------------------------
+
+
+def form(*parts: bytes, boundary: bytes = b"BoUnDaRy") -> bytes:
+    body = b"preamble\r\n"
+    for part in parts:
+        body += b"--" + boundary + b"\r\n" + part + b"\r\n"
+    return body + b"--" + boundary + b"--\r\nepilogue"
+
+
+def part(disposition: bytes, content: bytes = b"content") -> bytes:
+    headers = b"Content-Disposition: form-data; " + disposition + b"\r\nContent-Type: text/plain\r\n"
+    return headers + b"\r\n" + content
+
+
+BAD = b'name="file"; filename="caf\xe9.txt"'
+GOOD = b'name="file"; filename="caf\xc3\xa9.txt"'
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (form(part(GOOD)), False),
+        (form(part(BAD)), True),
+        (form(part(b"name=\"file\"; filename*=UTF-8''caf%E9")), True),
+        (form(part(b"name=\"file\"; filename*=ISO-8859-1''caf%E9")), False),
+        (form(part(b'name="other"; filename="caf\xe9"'), part(GOOD)), False),  # not the upload field
+        (form(part(b'name="note"'), part(BAD)), True),  # the second part
+        (form(part(GOOD, b"Content-Disposition: form-data; " + BAD + b"\r\n\r\n")), False),  # content
+        (form(part(GOOD)) + b"\r\n" + part(BAD), False),  # after the close delimiter: epilogue
+        (form(part(b'name="file"')), False),  # no filename: Django's to decide, not a bad name
+    ],
+    ids=["utf8", "latin1", "rfc8187-bad", "rfc8187-latin1", "other-field", "second-part", "in-content",
+         "epilogue", "no-filename"],
+)
+def test_part_filename_check(body, refused):
+    # Every split of the body into two reads gives the same answer: delimiters and header ends may
+    # straddle reads.
+    for cut in range(len(body) + 1):
+        check = PartFilenameCheck(b"BoUnDaRy", field="file")
+        try:
+            check.feed(body[:cut])
+            check.feed(body[cut:])
+        except FilenameError:
+            assert refused, cut
+        else:
+            assert not refused, cut
+
+
+@settings(max_examples=50)
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_part_filename_check_any_read_sizes(sizes):
+    body = form(part(b'name="note"'), part(GOOD, b"x" * 200), part(BAD))
+    check = PartFilenameCheck(b"BoUnDaRy", field="file")
+    offset, refused = 0, False
+    try:
+        while offset < len(body):
+            size = sizes[offset % len(sizes)]
+            check.feed(body[offset : offset + size])
+            offset += size
+    except FilenameError:
+        refused = True
+    assert refused
+
+
+def test_part_filename_check_keeps_memory_bounded():
+    check = PartFilenameCheck(b"BoUnDaRy", field="file", max_header=1024)
+    check.feed(form(part(GOOD))[:-30])
+    for _ in range(1000):
+        check.feed(b"y" * 1000)  # a large file's content: nothing of it is kept
+    assert len(check._buffer) < len(b"--BoUnDaRy")
+    unending = PartFilenameCheck(b"BoUnDaRy", field="file", max_header=1024)
+    unending.feed(b"--BoUnDaRy\r\n" + b"h" * 5000)  # a header without end: Django refuses it, we let go
+    unending.feed(b"y" * 100_000)
+    assert len(unending._buffer) <= 5002  # stopped watching: nothing more is kept

@@ -662,3 +662,38 @@ def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session
     ):
         assert secret not in log
 
+
+
+@pytest.mark.parametrize(
+    ("disposition", "status", "stored"),
+    [
+        # Raw UTF-8 octets in the header, as curl sends them: gunicorn hands them to Django as ISO-8859-1
+        # (PEP 3333), which the raw path used to store as "cafÃ© â\x9c\x93.txt".
+        ('attachment; filename="café ✓.txt"'.encode(), 201, "café ✓.txt"),
+        (b'attachment; filename="caf\xe9.txt"', 400, None),  # not UTF-8: refused, not guessed at
+    ],
+    ids=["utf8", "latin1"],
+)
+def test_raw_upload_filename_octets_through_gunicorn(server, session, disposition, status, stored):
+    before = _stored_objects(server)
+    body = b"named by its header"
+    head = (
+        f"POST /secure/files/ HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nConnection: close\r\n"
+        f"Cookie: {session.headers()['Cookie']}\r\nX-CSRFToken: {session.cookies['csrftoken']}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
+    sock = socket.create_connection((server.host, server.port), timeout=HTTP_TIMEOUT)
+    try:
+        sock.sendall(head + b"Content-Disposition: " + disposition + b"\r\n\r\n" + body)
+        answer = bytearray()
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    head_out, _, payload = bytes(answer).partition(b"\r\n\r\n")
+    assert int(head_out.split(b" ", 2)[1]) == status, payload[:300]
+    if stored is None:
+        assert json.loads(payload)["code"] == "invalid_filename"
+        assert _stored_objects(server) == before
+    else:
+        assert json.loads(payload)["filename"] == stored

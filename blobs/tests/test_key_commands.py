@@ -228,3 +228,43 @@ def test_export_key_refuses_anyone_but_an_active_key_administrator(owner, who):
     assert message.startswith(f"{who!r} is not an active key administrator")
     event = AuditEvent.objects.get(action="blob.key_export")
     assert (event.outcome, event.details) == ("denied", {"as": who})
+
+
+def test_export_key_refuses_a_superuser_outside_the_key_administrators_role(owner):
+    # has_perm() is True for every active superuser; the data key in clear needs the explicit grant.
+    make_user("root", perms=(), is_superuser=True, is_staff=True)
+    blob = make_blob(owner, b"secret")
+    with pytest.raises(CommandError) as info:
+        call_command(
+            "blobs_export_key", str(blob.pk), FLAG, "--as", "root", stdout=io.StringIO(), stderr=io.StringIO()
+        )
+    message = str(info.value)
+    assert "\n" not in message  # one line, what manage.py prints after "CommandError: "
+    assert message.startswith("'root' is not an active key administrator")
+    assert "superuser status is not enough" in message
+    assert info.value.returncode != 0  # manage.py exits with it
+    event = AuditEvent.objects.get(action="blob.key_export")
+    assert (event.outcome, event.details) == ("denied", {"as": "root"})
+
+
+@pytest.mark.parametrize("grant", ["role", "permission"])
+def test_export_key_allows_an_explicit_grant_superuser_or_not(owner, grant):
+    from django.contrib.auth.models import Permission
+
+    from erphub import roles
+
+    user = make_user(
+        "granted",
+        perms=(),
+        roles=(roles.KEY_ADMINISTRATORS,) if grant == "role" else (),
+        is_superuser=grant == "role",  # a superuser inside the role is allowed: the role is the grant
+    )
+    if grant == "permission":
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label="kms", codename="export_data_key")
+        )
+    blob = make_blob(owner, pattern(300))
+    out, _ = run("blobs_export_key", str(blob.pk), FLAG, "--as", "granted")
+    assert tink_decrypt(out, blob) == pattern(300)
+    event = AuditEvent.objects.get(action="blob.key_export")
+    assert (event.actor, event.outcome) == ("granted", "success")

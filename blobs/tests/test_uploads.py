@@ -603,3 +603,129 @@ def test_the_disk_scan_would_catch_django_default_handlers(client, temp_dirs, se
     data = marked_plaintext(3 * 1024 * 1024 + 12345)
     multipart(client, data, name="secret.txt", content_type="text/plain")
     assert files_containing(MARKER, temp_dirs) != []
+
+
+# --- filenames: one rule for raw bodies and multipart parts (RFC 6266 §4.3, RFC 8187) ----------------------
+
+
+def wsgi_header(value: bytes) -> str:
+    """A header value as a WSGI server hands it to Django: its octets as an ISO-8859-1 string (PEP 3333).
+    Passing a str with "é" in it straight to the test client would stand for the single octet E9."""
+    return value.decode("iso-8859-1")
+
+
+def raw_upload(client: Client, disposition: bytes):
+    return client.post(
+        URL,
+        data=b"x",
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": wsgi_header(b"attachment; " + disposition)},
+    )
+
+
+def multipart_upload(client: Client, disposition: bytes):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode()
+        + disposition
+        + b"\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    return client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+
+PATHS = {"raw": raw_upload, "multipart": multipart_upload}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("disposition", "stored"),
+    [
+        # Raw UTF-8 octets (what curl and browsers send): the raw path stored "cafÃ© â\x9c\x93.txt".
+        ('filename="café ✓.txt"'.encode(), "café ✓.txt"),
+        (b"filename*=UTF-8''caf%C3%A9%20%E2%9C%93.txt", "café ✓.txt"),
+        # RFC 8187's other charset: the raw path stored "file".
+        (b"filename*=ISO-8859-1''caf%E9.txt", "café.txt"),
+    ],
+    ids=["raw-utf8", "rfc8187-utf8", "rfc8187-latin1"],
+)
+def test_both_upload_paths_store_the_same_name(client, path, disposition, stored):
+    r = PATHS[path](client, disposition)
+    assert r.status_code == 201, r.content
+    assert r.json()["filename"] == stored
+    assert Blob.objects.get().filename == stored
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_undecodable_rfc8187_filename_is_refused_on_both_paths(client, path):
+    # "%E9" alone is not UTF-8: both paths stored "caf\ufffd.txt" (Django's RFC 2231 decoding and unquote
+    # replace what they cannot decode).
+    r = PATHS[path](client, b"filename*=UTF-8''caf%E9.txt")
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "disposition",
+    [b'filename="caf\xe9.txt"', b"filename*=KOI8-R''%C1.txt", b"filename*=UTF-8''two words.txt"],
+    ids=["latin1-octets", "unknown-charset", "malformed-ext-value"],
+)
+def test_an_undecodable_filename_is_invalid_filename_on_both_paths(client, path, disposition):
+    # Django's multipart parser drops a part header line it cannot read (the first two), so that part
+    # used to be "no file" (400 no_file); the raw path stored "café.txt", "file" and "two words.txt".
+    r = PATHS[path](client, disposition)
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
+
+
+def test_a_valid_file_after_a_refused_part_is_not_kept(client):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="caf\xe9.txt"\r\n\r\nx\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="ok.txt"\r\n\r\ny\r\n'
+        f"--{boundary}--\r\n"
+    ).encode("iso-8859-1")
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()
+
+
+def test_a_part_header_look_alike_inside_file_content_is_content(client):
+    # Only what follows the boundary is a part header: a file that holds such text (an .eml, a .mbox)
+    # is stored as it is.
+    content = b'Content-Disposition: form-data; name="file"; filename="caf\xe9.txt"\r\n\r\nnot a part'
+    r = multipart_upload(client, b'filename="mail.eml"')
+    assert r.status_code == 201
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="mail.eml"\r\n\r\n'.encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 201, r.content
+    assert streamed(client, r.json()["id"]) == content
+
+
+def test_an_undecodable_filename_on_another_field_is_not_ours(client):
+    boundary = "BoUnDaRy"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="other"; filename="caf\xe9"\r\n\r\nz\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="ok.txt"\r\n\r\ny\r\n'
+        f"--{boundary}--\r\n"
+    ).encode("iso-8859-1")
+    r = client.post(URL, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert r.status_code == 201, r.content
+    assert r.json()["filename"] == "ok.txt"
+
+
+def test_an_undecodable_filename_query_parameter_is_refused(client):
+    # Django decodes the query string as UTF-8 with errors="replace": "%E9" arrives as U+FFFD.
+    r = client.post(f"{URL}?filename=caf%E9.txt", data=b"x", content_type="application/octet-stream")
+    assert r.status_code == 400, r.content
+    assert r.json()["code"] == "invalid_filename"
+    assert_nothing_stored()

@@ -1,6 +1,8 @@
 """Print one blob's data key as a Tink JSON keyset: disaster recovery without this application
 (docs/disaster-recovery.md). Refuses without ``--acknowledge-key-exposure`` and ``--as USERNAME`` naming
-an active key administrator (``kms.export_data_key``), who is the event's actor in the audit log.
+an active user granted ``kms.export_data_key`` (the Key administrators role), who is the event's actor in the
+audit log. Being a superuser is not a grant (blobs.permissions.may_export_data_key): a superuser outside the
+role is refused like anyone else.
 
 Shell access to the app's environment already reaches the master key, so ``--as`` is accountability and a
 guard against the wrong person running this by habit, not authentication: the audit log says who asked.
@@ -21,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from audit.services import audit_record_after
 from blobs.keyset import tink_json_keyset
 from blobs.models import Blob
+from blobs.permissions import EXPORT_DATA_KEY, may_export_data_key
 from blobs.services import blob_export_data_key
 from core.actors import Actor
 from kms.exceptions import KmsError
@@ -29,7 +32,13 @@ FLAG = "--acknowledge-key-exposure"
 
 
 class Command(BaseCommand):
-    help = "Print a blob's data key as a Tink JSON keyset (disaster recovery). Needs " + FLAG + "."
+    help = (
+        "Print a blob's data key as a Tink JSON keyset (disaster recovery). Needs "
+        + FLAG
+        + " and --as naming an active member of the Key administrators role (permission "
+        + EXPORT_DATA_KEY
+        + " granted through the role or to the user; superuser status alone is refused)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("blob_id")
@@ -38,7 +47,10 @@ class Command(BaseCommand):
             dest="username",
             required=True,
             metavar="USERNAME",
-            help="the key administrator (kms.export_data_key) on whose behalf the key is exported",
+            help=(
+                "the key administrator on whose behalf the key is exported: an active user granted "
+                f"{EXPORT_DATA_KEY} (the Key administrators role); a superuser outside it is refused"
+            ),
         )
         parser.add_argument(
             FLAG,
@@ -57,7 +69,7 @@ class Command(BaseCommand):
         if not acknowledged:
             raise CommandError(f"Refusing to print a data key without {FLAG}.")
         user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
-        if user is None or not user.is_active or not user.has_perm("kms.export_data_key"):
+        if not may_export_data_key(user):
             audit_record_after(
                 action="blob.key_export",
                 actor=Actor.cli(),
@@ -67,7 +79,8 @@ class Command(BaseCommand):
                 details={"as": username[:150]},
             )
             raise CommandError(
-                f"{username!r} is not an active key administrator (permission kms.export_data_key): refusing."
+                f"{username!r} is not an active key administrator (permission {EXPORT_DATA_KEY}, the Key "
+                "administrators role; superuser status is not enough): refusing."
             )
         try:
             blob = Blob.objects.ready().get(pk=uuid.UUID(blob_id))
