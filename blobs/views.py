@@ -104,9 +104,7 @@ class NoStoreMixin(APIView):
     """JSON that lists or describes files (names, sizes, owners) is kept by no cache, private or shared:
     ``Cache-Control: no-store`` (RFC 9111 §5.2.2.5). Error bodies already carry it (core.errors)."""
 
-    def finalize_response(
-        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         response.setdefault("Cache-Control", "no-store")
         return response
