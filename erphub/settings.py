@@ -18,7 +18,7 @@ import dj_database_url
 import structlog
 from django.core.exceptions import ImproperlyConfigured
 
-from core.secret_files import create_secret_file
+from core.secret_files import create_private_file, create_secret_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -182,6 +182,12 @@ if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # SQLite creates a missing database file with the umask's mode (0644: password hashes, sessions and
+    # wrapped keys readable by every local user) and gives its -wal and -shm files the database file's own
+    # mode: create it empty and owner-only first, its directory (var/) 0700 (issue 15 item 12).
+    _sqlite_name = str(DATABASES["default"].get("NAME") or "")
+    if _sqlite_name and _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
+        create_private_file(Path(_sqlite_name))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
