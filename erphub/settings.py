@@ -123,6 +123,9 @@ MIDDLEWARE = [
     "erphub.access_log.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A Content-Security-Policy on every response that has none (pages: same-origin files only, no inline
+    # script; JSON: nothing), errors from the middleware below included (erphub/csp.py).
+    "erphub.csp.ContentSecurityPolicyMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
     # JSON error body, and discards uploads that no view claimed (architecture.md §5).
     "blobs.middleware.BlobErrorMiddleware",
