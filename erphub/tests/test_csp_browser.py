@@ -107,13 +107,34 @@ def test_admin_and_pages_work_under_the_policy_with_no_violation(browser, live_s
     assert_policy_holds_without_violations(browser, "/files/")
 
 
+# "Try it out" on POST /secure/files/ with the browser's session, through the init script's request
+# interceptor (which adds the CSRF token from the page's data block), and once without it.
+TRY_UPLOAD = """
+const [intercept, done] = [arguments[0], arguments[arguments.length - 1]];
+const request = {method: "POST", credentials: "same-origin", headers: {"Content-Type": "text/plain"}};
+if (intercept) ui.getConfigs().requestInterceptor(request);
+fetch("/secure/files/?filename=tried.txt", {...request, body: "tried"}).then((r) => done(r.status));
+"""
+
+
 def test_swagger_ui_works_under_the_policy_with_no_violation(browser, live_server):
+    from selenium.webdriver.common.by import By
+
+    get_user_model().objects.create_superuser("boss", "boss@example.com", "correct horse battery")
     browser = collecting_browser(browser)
+    browser.get(f"{live_server.url}/accounts/login/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys("correct horse battery")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(browser, "#result_list")  # landed on /files/
+
     browser.get(f"{live_server.url}/api/docs/")
     # Operations appear only once the static init script has run and the schema has been fetched and drawn.
     wait_for(browser, ".opblock")
     assert "/secure/files/{blob_id}/stream" in browser.page_source
     assert_policy_holds_without_violations(browser, "/api/docs/")
+    assert browser.execute_async_script(TRY_UPLOAD, False) == 403  # Django's CSRF check: no token
+    assert browser.execute_async_script(TRY_UPLOAD, True) == 201
 
 
 def stock_docs_urls() -> list[Any]:
