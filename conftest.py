@@ -97,6 +97,7 @@ PURE_TEST_MODULES = frozenset(
         "audit.tests.test_canonical",
         "audit.tests.test_chain",
         "audit.tests.test_remote",
+        "core.tests.test_secret_files",
         "flags.tests.test_bucketing",
         "flags.tests.test_evaluation",
     }

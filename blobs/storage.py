@@ -21,6 +21,8 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from core.secret_files import create_private_dirs
+
 from .exceptions import StorageFull, StorageUnavailable
 
 
@@ -96,7 +98,8 @@ class _FileWriter(BlobWriter):
         self._path = path
         self._part = path.with_name(path.name + FileSystemBlobStore.PART_SUFFIX)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Owner-only, the shard directories too (ab/ and ab/cd/), not just the last one mkdir -p makes.
+            create_private_dirs(path.parent)
             fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise _translate_os_error(exc) from exc
@@ -214,7 +217,7 @@ class FileSystemBlobStore(BlobStore):
     def check(self) -> None:
         root = Path(self.storage.location)
         try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            create_private_dirs(root)
             probe = root / f".ready-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)

@@ -18,7 +18,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.http import http_date as format_http_date
+from django.views.decorators.cache import never_cache
 from django.views.generic import ListView
 from rest_framework import exceptions, generics, permissions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -61,9 +63,13 @@ from .uploadhandler import EncryptedUploadedFile
 
 # Sent with every plaintext response, 200/206/304/HEAD alike (architecture.md §6 rows 1, 19 and
 # notes): resumable, never transformed by a proxy or compressor, never sniffed into something active.
+# Cache-Control (RFC 9111 §5.2.2): "private" keeps plaintext out of shared caches; "no-cache" makes a browser
+# revalidate every reuse (the response has Last-Modified, from which a cache may otherwise compute a heuristic
+# freshness, §4.2.2), which the ETag answers with a bodiless 304; "no-transform" keeps proxies from rewriting
+# a body whose Content-Length and Content-Range are committed.
 STREAM_HEADERS = {
     "Accept-Ranges": "bytes",
-    "Cache-Control": "private, no-transform",
+    "Cache-Control": "private, no-cache, no-transform",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox",
 }
@@ -92,6 +98,16 @@ class BrowserLoginMixin(APIView):
         ):
             return redirect_to_login(request.get_full_path())
         return super().handle_exception(exc)
+
+
+class NoStoreMixin(APIView):
+    """JSON that lists or describes files (names, sizes, owners) is kept by no cache, private or shared:
+    ``Cache-Control: no-store`` (RFC 9111 §5.2.2.5). Error bodies already carry it (core.errors)."""
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response.setdefault("Cache-Control", "no-store")
+        return response
 
 
 class FileNegotiation(BaseContentNegotiation):
@@ -249,7 +265,7 @@ def _raw_body(request: HttpRequest) -> _RequestBody:
 
 
 @collection_schema
-class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
+class BlobCollectionView(NoStoreMixin, BrowserLoginMixin, generics.GenericAPIView):
     """``GET /secure/files/`` (paginated, filtered) and ``POST /secure/files/`` (upload)."""
 
     serializer_class = BlobSerializer
@@ -306,7 +322,7 @@ class BlobCollectionView(BrowserLoginMixin, generics.GenericAPIView):
 
 
 @detail_schema
-class BlobDetailView(BrowserLoginMixin, APIView):
+class BlobDetailView(NoStoreMixin, BrowserLoginMixin, APIView):
     """``GET``/``DELETE /secure/files/{id}/``."""
 
     http_method_names = ["get", "delete", "options"]
@@ -375,6 +391,8 @@ class LegacyFileView(APIView):
         return response
 
 
+# The page lists file names like the JSON list does: no cache keeps it either (RFC 9111 §5.2.2.5).
+@method_decorator(never_cache, name="dispatch")
 class MyFilesView(LoginRequiredMixin, ListView):
     """``GET /files/``: the signed-in user's own files (never other owners', whatever their permissions)."""
 

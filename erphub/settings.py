@@ -18,7 +18,7 @@ import dj_database_url
 import structlog
 from django.core.exceptions import ImproperlyConfigured
 
-from core.secret_files import create_secret_file
+from core.secret_files import create_private_file, create_secret_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -123,6 +123,9 @@ MIDDLEWARE = [
     "erphub.access_log.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A Content-Security-Policy on every response that has none (pages: same-origin files only, no inline
+    # script; JSON: nothing), errors from the middleware below included (erphub/csp.py).
+    "erphub.csp.ContentSecurityPolicyMiddleware",
     # Outermost of ours: maps domain errors raised outside DRF (upload handler, admin, health) to the one
     # JSON error body, and discards uploads that no view claimed (architecture.md §5).
     "blobs.middleware.BlobErrorMiddleware",
@@ -182,6 +185,12 @@ if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # SQLite creates a missing database file with the umask's mode (0644: password hashes, sessions and
+    # wrapped keys readable by every local user) and gives its -wal and -shm files the database file's own
+    # mode: create it empty and owner-only first, its directory (var/) 0700 (issue 15 item 12).
+    _sqlite_name = str(DATABASES["default"].get("NAME") or "")
+    if _sqlite_name and _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
+        create_private_file(Path(_sqlite_name))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -2,9 +2,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView
 
 from . import health, metrics, tokens
+from .api_docs import SwaggerUIView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -22,9 +23,9 @@ urlpatterns = [
     path("api/token/refresh/", tokens.TokenRefreshView.as_view(), name="token-refresh"),
     path("api/token/blacklist/", tokens.TokenBlacklistView.as_view(), name="token-blacklist"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # The split view serves its JavaScript as a file: no inline script, so a strict CSP holds. Swagger
-    # UI's own files come from drf-spectacular-sidecar through our static files, never a CDN.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # No inline script or style, so the pages' CSP holds (erphub/api_docs.py SwaggerUIView). Swagger UI's own
+    # files come from drf-spectacular-sidecar through our static files, never a CDN.
+    path("api/docs/", SwaggerUIView.as_view(url_name="api-schema"), name="api-docs"),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
     path("metrics", metrics.metrics, name="metrics"),

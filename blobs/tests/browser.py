@@ -43,6 +43,8 @@ def start_browser(profile: Path) -> Any:
         "--window-size=1280,900",
     ):
         options.add_argument(flag)
+    # The console (driver.get_log("browser")): where Chromium reports Content-Security-Policy violations.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(
         service=Service(executable_path=CHROMEDRIVER or "/usr/bin/chromedriver"), options=options
     )

@@ -58,6 +58,34 @@ def test_object_is_visible_only_on_commit(store):
     assert oct(final(store).stat().st_mode & 0o777) == oct(0o600)
 
 
+@pytest.fixture
+def common_umask():
+    """The umask most systems start with (022), under which mkdir -p makes 0755 directories."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("common_umask")
+def test_the_root_and_shard_directories_are_owner_only(store):
+    # Issue 15 item 12: the object was 0600 but mkdir -p left the root and the first shard (ab/) 0755.
+    with store.writer(NAME) as writer:
+        writer.write(b"ciphertext")
+        writer.commit()
+    made = [root(store), root(store) / "ab", root(store) / "ab" / "cd"]
+    assert {str(d.relative_to(root(store).parent)): oct(d.stat().st_mode & 0o777) for d in made} == {
+        str(d.relative_to(root(store).parent)): oct(0o700) for d in made
+    }
+    assert oct(final(store).stat().st_mode & 0o777) == oct(0o600)
+
+
+@pytest.mark.usefixtures("common_umask")
+def test_the_readiness_probe_makes_the_root_and_its_parents_owner_only(tmp_path):
+    fresh = FileSystemBlobStore(FileSystemStorage(location=str(tmp_path / "var" / "blobs")), "fresh")
+    fresh.check()  # the first thing a new deployment's /ready does
+    assert [oct((tmp_path / d).stat().st_mode & 0o777) for d in ("var", "var/blobs")] == [oct(0o700)] * 2
+
+
 def test_abort_leaves_nothing(store):
     writer = store.writer(NAME)
     writer.write(b"x" * 1000)

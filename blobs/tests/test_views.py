@@ -207,6 +207,24 @@ def test_304_content_length_is_the_representation_length(client, blob):
     assert not_modified.content == b""
 
 
+def test_every_plaintext_answer_must_be_revalidated_before_reuse(client, blob):
+    # RFC 9111 §5.2.2.4: no-cache — a browser may keep the plaintext (private) but must ask before reusing
+    # it; without it, Last-Modified alone lets a cache compute a heuristic freshness (§4.2.2) and serve a
+    # copy the server was never asked about. The ETag makes the revalidation a bodiless 304.
+    full = get(client, blob)
+    answers = {
+        "200": full,
+        "206": get(client, blob, Range="bytes=1-2"),
+        "multipart 206": get(client, blob, Range="bytes=0-1,500-600"),
+        "304": get(client, blob, **{"If-None-Match": full["ETag"]}),
+        "HEAD": client.head(url(blob)),
+    }
+    for answer, response in answers.items():
+        directives = {d.strip() for d in response["Cache-Control"].split(",")}
+        assert directives == {"private", "no-cache", "no-transform"}, answer
+        assert "Expires" not in response, answer
+
+
 def test_row19_206_carries_the_200_headers(client, blob):
     full = get(client, blob)
     part = get(client, blob, Range="bytes=1-2")
@@ -219,7 +237,7 @@ def test_row19_206_carries_the_200_headers(client, blob):
 
 def test_security_headers_and_strong_keyed_etag(client, blob):
     r = get(client, blob)
-    assert r["Cache-Control"] == "private, no-transform"
+    assert r["Cache-Control"] == "private, no-cache, no-transform"
     assert r["X-Content-Type-Options"] == "nosniff"
     assert r["Content-Security-Policy"] == "sandbox"
     assert r["Content-Disposition"].startswith("attachment;")

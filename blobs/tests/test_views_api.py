@@ -205,6 +205,26 @@ def test_uploads_are_throttled_per_user_before_the_body_is_read(api, settings):
     assert other.post(f"{COLLECTION}?filename=o", data=b"x", content_type="text/plain").status_code == 201
 
 
+# --- caching -----------------------------------------------------------------------------------------------
+
+
+def test_json_that_lists_or_describes_files_is_never_stored(api, alice):
+    # RFC 9111 §5.2.2.5: no-store — file names, sizes and owners stay out of every cache, the browser's disk
+    # cache included (the body answers to the caller's credentials, which no cache key sees).
+    blob = make_blob(alice, b"payroll", filename="payroll 2026.xlsx")
+    detail = reverse("blobs:detail", args=[blob.pk])
+    created = api.post(f"{COLLECTION}?filename=minutes.txt", data=b"x", content_type="text/plain")
+    answers = {"list": api.get(COLLECTION), "detail": api.get(detail), "upload": created}
+    for answer, response in answers.items():
+        assert response.status_code in (200, 201), (answer, response.content)
+        assert response["Cache-Control"] == "no-store", answer
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(reverse("blobs:my-files"))  # the owner's HTML list names the same files
+    assert "payroll 2026.xlsx" in page.content.decode()
+    assert "no-store" in {d.strip() for d in page["Cache-Control"].split(",")}
+
+
 # --- listing -----------------------------------------------------------------------------------------------
 
 

@@ -79,8 +79,12 @@ def test_docs_are_served_from_our_own_static_files_with_no_inline_script():
         assert not re.match(r"^(https?:)?//", src), src  # nothing from another origin
         if src.startswith(settings.STATIC_URL):
             assert finders.find(src.removeprefix(settings.STATIC_URL)), src
-    # Every <script> has a src: no inline code, so `script-src 'self'` holds.
-    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", html))
+    # Every <script> has a src or is a JSON data block, never executed: no inline code, so `script-src 'self'`
+    # holds (erphub/csp.py). No <style> block or style attribute either: `style-src 'self'`.
+    scripts = re.findall(r"<script[^>]*>", html)
+    assert all("src=" in tag or 'type="application/json"' in tag for tag in scripts), scripts
+    assert "<style" not in html
+    assert "style=" not in html
 
 
 # --- schemathesis against a live server ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import json
 import os
 import stat
 import subprocess
@@ -124,6 +125,51 @@ def test_development_needs_no_configuration(tmp_path):
     assert len(generated) >= 50
     assert start(tmp_path).returncode == 0
     assert secret.read_text() == generated  # kept across restarts
+
+
+# Everything the embedded default keeps in var/ (issue 15 item 12), made the way `make run` makes it:
+# settings, migrate, a local master key on first use, an upload, and a connection left open so SQLite's -wal
+# and -shm files exist. The umask is the common 022, under which SQLite and mkdir -p would give 0644 and 0755.
+EMBEDDED_DEFAULT = """
+import io, json, os, stat
+os.umask(0o022)
+import django
+django.setup()
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from blobs.services import blob_create
+call_command("migrate", verbosity=0)
+owner = get_user_model().objects.create_user("owner")
+blob_create(owner=owner, stream=io.BytesIO(b"payroll"), filename="payroll.csv", content_type="text/csv")
+connection.cursor().execute("SELECT count(*) FROM blobs_blob")
+var = str(settings.VAR_DIR)
+modes = {".": stat.S_IMODE(os.stat(var).st_mode)}
+for parent, dirs, files in os.walk(var):
+    for name in dirs + files:
+        path = os.path.join(parent, name)
+        modes[os.path.relpath(path, var)] = stat.S_IMODE(os.lstat(path).st_mode)
+print(json.dumps(modes))
+"""
+
+
+def test_the_embedded_default_keeps_var_owner_only(tmp_path):
+    result = start(tmp_path, argv=("-c", EMBEDDED_DEFAULT))
+    assert result.returncode == 0, result.stderr
+    modes = json.loads(result.stdout.strip().splitlines()[-1])
+    # What must be there, so that the check below cannot pass on an empty directory.
+    for name in ("db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm", "master.key", "secret_key", "blobs"):
+        assert name in modes, sorted(modes)
+    objects = [name for name in modes if name.startswith("blobs/") and name.count("/") == 3]
+    assert len(objects) == 1, sorted(modes)  # blobs/ab/cd/<id>: two shard directories and the object
+    directories = {name for name in modes if (tmp_path / "var" / name).is_dir()}
+    loose = {
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if name in directories else 0o600)
+    }
+    assert loose == {}  # password hashes, sessions, wrapped keys and ciphertext: the owner's only
 
 
 def test_an_invalid_boolean_is_refused_with_the_fix(tmp_path):
