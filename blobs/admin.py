@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from kms.exceptions import KmsError
@@ -70,7 +71,7 @@ class BlobAddForm(forms.ModelForm):
 
 @admin.register(Blob)
 class BlobAdmin(admin.ModelAdmin):
-    list_display = ("filename", "owner", "human_size", "key", "state", "created_at")
+    list_display = ("filename", "owner", "human_size", "key", "state", "integrity", "created_at")
     list_filter = ("state", "key_provider", "content_type", "created_at")
     search_fields = ("filename", "=id", "owner__username", "=sha256", "=legacy_id")
     list_select_related = ("owner",)
@@ -83,6 +84,14 @@ class BlobAdmin(admin.ModelAdmin):
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: Blob) -> str:
         return filesizeformat(obj.size)
+
+    @admin.display(description="integrity", ordering="integrity_failed_at")
+    def integrity(self, obj: Blob) -> str:
+        # A ready blob whose object failed authentication when read (blobs_verify clears it once it passes).
+        if obj.integrity_failed_at is None:
+            return "ok"
+        when = date_format(obj.integrity_failed_at, "DATETIME_FORMAT")
+        return format_html('<strong class="errornote">failed {}</strong>', when)
 
     @admin.display(description="key")
     def key(self, obj: Blob) -> str:
@@ -115,10 +124,10 @@ class BlobAdmin(admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Blob | None = None) -> list[Any]:
         if obj is None:
             return ["file", "owner"] if self.may_choose_owner(request) else ["file"]
-        return ["owner", "download", *FORMAT_FIELDS]
+        return ["owner", "download", "integrity", *FORMAT_FIELDS]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Blob | None = None) -> tuple[str, ...]:
-        return () if obj is None else ("download", *FORMAT_FIELDS)
+        return () if obj is None else ("download", "integrity", *FORMAT_FIELDS)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"owner": request.user.pk}

@@ -78,5 +78,12 @@ class Transfer:
         self._metrics.duration.observe(self._clock() - self._started)
 
 
+# Each time a blob's object fails authentication when read (docs/runbooks/incident-response.md): corruption or
+# tampering, never an outage; any increase deserves a look (alert BlobIntegrityFailure).
+INTEGRITY_FAILURES = Counter(
+    "blob_integrity_failures",
+    "Reads of a blob whose object failed authentication, by where it was read.",
+    ["where"],
+)
 DOWNLOADS = TransferMetrics("file_download", "Download")
 UPLOADS = TransferMetrics("file_upload", "Upload")

@@ -44,6 +44,13 @@ class Blob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    integrity_failed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When reading the object last failed authentication (corruption or "
+        "tampering); cleared by a verification that passes.",
+    )
 
     # Format: Tink AES-GCM-HKDF-Streaming, AD = id.bytes (architecture.md §3).
     segment_size = models.PositiveIntegerField()

@@ -45,7 +45,7 @@ from .exceptions import (
     UploadIncomplete,
     UploadTooLarge,
 )
-from .metrics import ABORTED, ERROR, SUCCESS, UPLOADS
+from .metrics import ABORTED, ERROR, INTEGRITY_FAILURES, SUCCESS, UPLOADS
 from .models import Blob
 from .pacing import paced
 from .storage import BlobStore, BlobWriter, blob_store
@@ -585,6 +585,8 @@ def _remove_object(blob: Blob) -> None:
 class VerifyResult:
     ok: bool
     detail: str
+    #: The object was read but did not authenticate or hash as its row says (not: it could not be read).
+    integrity: bool = False
 
 
 def blob_verify(*, blob: Blob, actor: Actor | None = None) -> VerifyResult:
@@ -592,14 +594,24 @@ def blob_verify(*, blob: Blob, actor: Actor | None = None) -> VerifyResult:
     object is a failed verification; a key service that is down is not (KmsError propagates). The result
     is audited either way."""
     result = _verify(blob)
-    audit_record(
-        action="blob.verify",
-        actor=actor or current_actor(),
-        target_type="blob",
-        target_id=str(blob.pk),
-        outcome="success" if result.ok else "error",
-        details={"ok": result.ok, "detail": result.detail},
-    )
+    if not result.ok and result.integrity:
+        blob_mark_integrity_failure(blob_id=blob.pk, where="verify", actor=actor)
+    details: dict[str, object] = {"ok": result.ok, "detail": result.detail}
+    with transaction.atomic():
+        if result.ok:
+            # A verification that passes clears an earlier failure (the object was restored, say).
+            old = Blob.objects.filter(pk=blob.pk).values_list("integrity_failed_at", flat=True).first()
+            if old is not None and Blob.objects.filter(pk=blob.pk).update(integrity_failed_at=None):
+                details["changes"] = {"integrity_failed_at": _change(old, None)}
+                blob.integrity_failed_at = None
+        audit_record(
+            action="blob.verify",
+            actor=actor or current_actor(),
+            target_type="blob",
+            target_id=str(blob.pk),
+            outcome="success" if result.ok else "error",
+            details=details,
+        )
     return result
 
 
@@ -612,14 +624,40 @@ def _verify(blob: Blob) -> VerifyResult:
             digest.update(chunk)
             size += len(chunk)
     except BlobIntegrityError:
-        return VerifyResult(ok=False, detail="the object does not authenticate")
+        return VerifyResult(ok=False, detail="the object does not authenticate", integrity=True)
     except StorageUnavailable as exc:
         return VerifyResult(ok=False, detail=f"the object cannot be read: {exc.detail}")
     if size != blob.size:
-        return VerifyResult(ok=False, detail=f"decrypted {size} bytes, row says {blob.size}")
+        return VerifyResult(ok=False, detail=f"decrypted {size} bytes, row says {blob.size}", integrity=True)
     if not hmac.compare_digest(digest.hexdigest(), blob.sha256):
-        return VerifyResult(ok=False, detail="plaintext SHA-256 differs from the row")
+        return VerifyResult(ok=False, detail="plaintext SHA-256 differs from the row", integrity=True)
     return VerifyResult(ok=True, detail="ok")
+
+
+def blob_mark_integrity_failure(*, blob_id: uuid.UUID, where: str, actor: Actor | None = None) -> None:
+    """Record that reading ``blob_id`` failed authentication (``where``: ``download`` or ``verify``): the
+    row's ``integrity_failed_at`` (the admin shows it), the counter ``blob_integrity_failures_total``, an
+    ERROR log line and a ``blob.integrity_failure`` audit event in the row's transaction. Never a key or a
+    byte of the blob."""
+    INTEGRITY_FAILURES.labels(where=where).inc()
+    logger.error("blob %s failed integrity on %s: its object does not authenticate", blob_id, where)
+    now = timezone.now()
+    with transaction.atomic():
+        old = Blob.objects.filter(pk=blob_id).values_list("integrity_failed_at", flat=True).first()
+        if not Blob.objects.filter(pk=blob_id).update(integrity_failed_at=now):
+            return  # deleted meanwhile: nothing left to mark
+        audit_record(
+            action="blob.integrity_failure",
+            actor=actor or current_actor(),
+            target_type="blob",
+            target_id=str(blob_id),
+            outcome="error",
+            details={"where": where, "changes": {"integrity_failed_at": _change(old, now)}},
+        )
+
+
+def _change(old: datetime | None, new: datetime | None) -> dict[str, str | None]:
+    return {"old": old.isoformat() if old else None, "new": new.isoformat() if new else None}
 
 
 def blob_transfer_ownership(*, blob: Blob, new_owner: User, actor: Actor | None = None) -> Blob:

@@ -8,9 +8,11 @@ aborts the connection: unauthenticated plaintext is never sent and nothing is pa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +31,7 @@ from .exceptions import BlobError, BlobIntegrityError
 from .metrics import ABORTED, DOWNLOADS, ERROR, SUCCESS, Transfer
 from .models import Blob
 from .ranges import ByteRange, iter_multipart, plan_multipart
-from .services import blob_open
+from .services import blob_mark_integrity_failure, blob_open
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +87,13 @@ class GuardedBody:
         first: bytes | None,
         rest: Generator[bytes, None, None],
         *,
-        blob_id: object,
+        blob_id: uuid.UUID,
         also_close: tuple = (),
         on_end: Callable[[str, int], None] | None = None,
         on_chunk: Callable[[int], None] | None = None,
+        abort_connection: Callable[[], None] | None = None,
     ):
+        self._abort_connection = abort_connection
         self._rest = rest
         self._also_close = also_close
         self._on_end = on_end
@@ -98,7 +102,7 @@ class GuardedBody:
         self._gen = self._run(first, rest, blob_id)
 
     def _run(
-        self, first: bytes | None, rest: Iterator[bytes], blob_id: object
+        self, first: bytes | None, rest: Iterator[bytes], blob_id: uuid.UUID
     ) -> Generator[bytes, None, None]:
         try:
             # The view and its middleware are done: from here the body may take hours to drain to a slow
@@ -111,10 +115,14 @@ class GuardedBody:
                 self._count(chunk)
                 yield chunk
         except BlobIntegrityError:
-            # Headers are gone already: the only honest move is to abort the connection (the WSGI server
-            # does when the iterator raises). Log without any plaintext.
+            # Headers are gone already: the only honest move is to abort the connection, with a reset (not
+            # the clean close a WSGI server makes when the iterator raises), so that no client can take the
+            # cut for the end of the body. Log without any plaintext.
             logger.error("blob %s: segment failed authentication mid-stream; connection aborted", blob_id)
+            if self._abort_connection is not None:
+                self._abort_connection()
             self._end(ERROR)
+            blob_mark_integrity_failure(blob_id=blob_id, where="download")
             raise
         except GeneratorExit:
             self._end(ABORTED)
@@ -187,9 +195,16 @@ def _download_audit(
     return {"actor": who, "context": context, "details": details}, on_end
 
 
-def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor | None = None) -> StreamBody:
+def blob_open_stream(
+    *,
+    blob: Blob,
+    ranges: list[ByteRange] | None,
+    actor: Actor | None = None,
+    abort_connection: Callable[[], None] | None = None,
+) -> StreamBody:
     """Open the blob and prepare its body for ``ranges`` (None = the whole representation), audited:
     a start event now, an end event (success, aborted or error, with the bytes sent) when the body ends.
+    ``abort_connection`` resets the client's connection when a later segment fails authentication.
 
     Raises before any byte is sent if the key cannot be unwrapped, the object's length disagrees with
     the row, or the first needed segment does not authenticate (audited as an error).
@@ -197,11 +212,13 @@ def blob_open_stream(*, blob: Blob, ranges: list[ByteRange] | None, actor: Actor
     transfer = DOWNLOADS.start()
     start, on_end = _download_audit(blob, ranges, actor, transfer)
     try:
-        body = _open_stream(blob, ranges, on_end, transfer.sent)
+        body = _open_stream(blob, ranges, on_end, transfer.sent, abort_connection)
     except BaseException as exc:
         transfer.end(ERROR)
         if not isinstance(exc, BlobError | KmsError):
             raise
+        if isinstance(exc, BlobIntegrityError):
+            blob_mark_integrity_failure(blob_id=blob.pk, where="download", actor=actor)
         # A key that will not unwrap (KMS down, or a wrapped key that fails authentication: tampering)
         # is as much part of the trail as a corrupt object. Only the error's code: never its message,
         # which can name key ids.
@@ -235,7 +252,11 @@ def _open_stream(
     ranges: list[ByteRange] | None,
     on_end: Callable[[str, int], None],
     on_chunk: Callable[[int], None],
+    abort_connection: Callable[[], None] | None,
 ) -> StreamBody:
+    guarded = functools.partial(
+        GuardedBody, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk, abort_connection=abort_connection
+    )
     # The download path: a hot blob's data key comes from the process cache, not a KMS call (architecture §4).
     reader = blob_open(blob=blob, cached=True)
     if not ranges:
@@ -245,7 +266,7 @@ def _open_stream(
                 pass
         whole = reader.iter_paced(0, blob.size)
         first = next(whole, None)
-        body = GuardedBody(first, whole, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk)
+        body = guarded(first, whole)
         return StreamBody(200, blob.size, blob.content_type, None, body)
     if len(ranges) == 1:
         (only,) = ranges
@@ -256,7 +277,7 @@ def _open_stream(
             only.length,
             blob.content_type,
             only.content_range(blob.size),
-            GuardedBody(first, part, blob_id=blob.pk, on_end=on_end, on_chunk=on_chunk),
+            guarded(first, part),
         )
     # RFC 9110 §14.6: several ranges go out as multipart/byteranges, each part with its Content-Range.
     plan = plan_multipart(ranges, size=blob.size, content_type=blob.content_type)
@@ -269,12 +290,5 @@ def _open_stream(
             return itertools.chain([primed] if primed else [], first_part)
         return reader.iter_paced(part.start, part.stop)
 
-    body = GuardedBody(
-        None,
-        iter_multipart(plan, read),
-        blob_id=blob.pk,
-        also_close=(first_part,),
-        on_end=on_end,
-        on_chunk=on_chunk,
-    )
+    body = guarded(None, iter_multipart(plan, read), also_close=(first_part,))
     return StreamBody(206, plan.content_length, plan.content_type, None, body)

@@ -8,8 +8,11 @@ live in the selectors: a blob the caller may not see is a 404, exactly like a mi
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterable
+import socket
+import struct
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -197,7 +200,7 @@ class BlobStreamView(BrowserLoginMixin, APIView):
                 )
             except ranges_core.RangeNotSatisfiable as exc:
                 raise RangeNotSatisfiable(content_range=exc.content_range) from None
-        body = blob_open_stream(blob=blob, ranges=ranges)
+        body = blob_open_stream(blob=blob, ranges=ranges, abort_connection=_connection_aborter(request))
         streaming = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
         streaming["Content-Length"] = str(body.content_length)
         if body.content_range:
@@ -226,6 +229,25 @@ def _raw_filename(request: HttpRequest) -> str:
         return upload_filename(name or None)
     except FilenameError:
         raise InvalidFilename() from None
+
+
+def _connection_aborter(request: HttpRequest) -> Callable[[], None] | None:
+    """What resets this request's TCP connection, when the WSGI server exposes it (gunicorn: every mode).
+
+    A body cut mid-way after a 200 with its Content-Length must not look like its end: with SO_LINGER on and
+    a zero timeout, close() aborts the connection with a RST (RFC 9293 §3.6) rather than the FIN of a clean
+    close, which is what gunicorn sends when a response iterator raises. gunicorn's own cleanup of the
+    closed socket then fails quietly (it catches OSError)."""
+    sock = request.META.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def abort() -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+    return abort
 
 
 class _RequestBody:

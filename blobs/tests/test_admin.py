@@ -275,6 +275,24 @@ def test_verify_action_reports_a_tampered_blob(admin_client, alice):
     assert not any("good.bin" in m for m in msgs)
 
 
+def test_a_blob_that_failed_integrity_is_shown_as_such_until_a_verify_passes(admin_client, alice):
+    good = make_blob(alice, pattern(1000), filename="good.bin")
+    bad = make_blob(alice, pattern(1000), filename="bad.bin")
+    path = object_path(bad)
+    original = path.read_bytes()
+    path.write_bytes(original[:500] + bytes([original[500] ^ 0x80]) + original[501:])
+    verify(admin_client, [good, bad])
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert page.count('class="errornote">failed ') == 1
+    assert 'class="errornote">failed ' in admin_client.get(change_url(bad)).content.decode()
+    assert Blob.objects.get(pk=good.pk).integrity_failed_at is None
+    # Restored from a backup: the next verification clears the mark.
+    path.write_bytes(original)
+    verify(admin_client, [bad])
+    assert Blob.objects.get(pk=bad.pk).integrity_failed_at is None
+    assert 'class="errornote">failed ' not in admin_client.get(CHANGELIST).content.decode()
+
+
 def test_verify_action_reports_a_missing_object_and_goes_on(admin_client, alice):
     lost = make_blob(alice, pattern(1000), filename="lost.bin")
     good = make_blob(alice, pattern(900), filename="good.bin")

@@ -38,7 +38,9 @@ from blobs.services import (
     BlobUpload,
     blob_claim,
     blob_delete,
+    blob_mark_integrity_failure,
     blob_transfer_ownership,
+    blob_verify,
     blobs_gc,
 )
 from blobs.storage import blob_store
@@ -369,6 +371,31 @@ CASES = [
         setup=_blob_under_old_key,
         act=lambda env, blob: blob_reencrypt(blob=blob),
         action="blob.reencrypt",
+    ),
+]
+
+
+def _failed_integrity(env: Env) -> Blob:
+    blob = make_blob(env.owner, b"restored from backup")
+    Blob.objects.filter(pk=blob.pk).update(integrity_failed_at=timezone.now() - timedelta(days=1))
+    return Blob.objects.get(pk=blob.pk)
+
+
+CASES += [
+    Case(
+        "integrity-failure",
+        frozenset({"blobs.services:blob_mark_integrity_failure"}),
+        setup=lambda env: make_blob(env.owner, b"tampered with"),
+        act=lambda env, blob: blob_mark_integrity_failure(blob_id=blob.pk, where="download"),
+        action="blob.integrity_failure",
+        outcome="error",
+    ),
+    Case(
+        "verify-clears-integrity",
+        frozenset({"blobs.services:blob_verify"}),
+        setup=_failed_integrity,
+        act=lambda env, blob: blob_verify(blob=blob),
+        action="blob.verify",
     ),
 ]
 AUDITED = [case for case in CASES if case.action is not None]
