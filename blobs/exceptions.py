@@ -105,6 +105,14 @@ class BlobIntegrityError(BlobError):
     default_detail = "The stored file failed its integrity check."
 
 
+class ObjectMissing(BlobIntegrityError):
+    """The storage answers, but a ready blob's object is not in it (deleted, or lost in a restore): data loss,
+    not an outage, so no Retry-After — retrying cannot bring it back (docs/runbooks/incident-response.md)."""
+
+    code = "object_missing"
+    default_detail = "The stored file is missing; retrying will not help."
+
+
 class StorageUnavailable(BlobError):
     status_code = 503
     code = "storage_unavailable"

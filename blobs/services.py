@@ -41,6 +41,7 @@ from .exceptions import (
     BlobIntegrityError,
     BlobNotFound,
     InvalidUpload,
+    ObjectMissing,
     StorageUnavailable,
     UploadIncomplete,
     UploadTooLarge,
@@ -623,6 +624,8 @@ def _verify(blob: Blob) -> VerifyResult:
         for chunk in reader.iter_all():
             digest.update(chunk)
             size += len(chunk)
+    except ObjectMissing as exc:
+        return VerifyResult(ok=False, detail=f"the object cannot be read: {exc.detail}", integrity=True)
     except BlobIntegrityError:
         return VerifyResult(ok=False, detail="the object does not authenticate", integrity=True)
     except StorageUnavailable as exc:

@@ -23,7 +23,7 @@ from django.dispatch import receiver
 
 from core.secret_files import create_private_dirs
 
-from .exceptions import StorageFull, StorageUnavailable
+from .exceptions import BlobError, ObjectMissing, StorageFull, StorageUnavailable
 
 
 class BlobWriter(abc.ABC):
@@ -65,7 +65,8 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def size(self, name: str) -> int:
-        """Object size in bytes; StorageUnavailable if the object is missing."""
+        """Object size in bytes. ObjectMissing if the store answers but has no such object (lost data);
+        StorageUnavailable if the store itself cannot be reached (an outage)."""
 
     @abc.abstractmethod
     def delete(self, name: str) -> None:
@@ -159,11 +160,18 @@ class FileSystemBlobStore(BlobStore):
     def writer(self, name: str) -> BlobWriter:
         return _FileWriter(self._path(name))
 
+    def _missing(self, exc: FileNotFoundError) -> BlobError:
+        # The storage root is there, the object is not: lost data (ObjectMissing). No root at all (a volume
+        # not mounted): an outage (StorageUnavailable, 503 with Retry-After).
+        if Path(self.storage.location).is_dir():
+            return ObjectMissing()
+        return StorageUnavailable("The blob storage is not mounted.")
+
     def open_range(self, name: str, start: int, length: int) -> BinaryIO:
         try:
             handle = open(self._path(name), "rb", buffering=0)  # noqa: SIM115 — the caller closes it
         except FileNotFoundError as exc:
-            raise StorageUnavailable("The stored object is missing.") from exc
+            raise self._missing(exc) from exc
         except OSError as exc:
             raise _translate_os_error(exc) from exc
         try:
@@ -177,7 +185,7 @@ class FileSystemBlobStore(BlobStore):
         try:
             return self._path(name).stat().st_size
         except FileNotFoundError as exc:
-            raise StorageUnavailable("The stored object is missing.") from exc
+            raise self._missing(exc) from exc
         except OSError as exc:
             raise _translate_os_error(exc) from exc
 

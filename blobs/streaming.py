@@ -24,7 +24,7 @@ from audit.context import current_actor, current_context
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
 from core.db import release_connections
-from kms.exceptions import KmsError
+from kms.exceptions import KmsError, UnwrapFailed
 
 from .disposition import INLINE_SAFE_TYPES, content_disposition
 from .exceptions import BlobError, BlobIntegrityError
@@ -217,7 +217,8 @@ def blob_open_stream(
         transfer.end(ERROR)
         if not isinstance(exc, BlobError | KmsError):
             raise
-        if isinstance(exc, BlobIntegrityError):
+        if isinstance(exc, BlobIntegrityError | UnwrapFailed):
+            # The object, or the blob's wrapped key, does not authenticate: corruption or tampering.
             blob_mark_integrity_failure(blob_id=blob.pk, where="download", actor=actor)
         # A key that will not unwrap (KMS down, or a wrapped key that fails authentication: tampering)
         # is as much part of the trail as a corrupt object. Only the error's code: never its message,

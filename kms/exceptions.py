@@ -52,9 +52,20 @@ class KeyNotFound(KmsError):
 
 
 class UnwrapFailed(KmsError):
-    """The wrapped key did not authenticate: wrong key, wrong context (another blob's key) or tampering."""
+    """The wrapped key did not authenticate: wrong key, wrong context (another blob's key) or tampering.
 
+    An integrity failure, not an outage: 500 with no Retry-After (a client retrying would retry forever), and
+    logged when answered; the download path also marks the blob (blobs.services.blob_mark_integrity_failure).
+    """
+
+    status_code = 500
     code = "kms_unwrap_failed"
+
+    def public_detail(self) -> str:
+        return "The file's key failed its integrity check; retrying will not help."
+
+    def response_headers(self) -> dict[str, str]:
+        return {}
 
 
 class KeyMismatch(KmsError):

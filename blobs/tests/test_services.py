@@ -307,9 +307,10 @@ def test_retired_master_key_is_key_not_found(blob, settings):
 
 def test_missing_object_is_reported(blob):
     object_path(blob).unlink()
-    from blobs.exceptions import StorageUnavailable
+    from blobs.exceptions import ObjectMissing
 
-    with pytest.raises(StorageUnavailable):
+    # The storage answers but has lost the object: data loss, not an outage (no Retry-After).
+    with pytest.raises(ObjectMissing):
         blob_open(blob=blob)
 
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage
 
-from blobs.exceptions import StorageFull, StorageUnavailable
+from blobs.exceptions import ObjectMissing, StorageFull, StorageUnavailable
 from blobs.storage import FileSystemBlobStore, blob_store
 
 NAME = "ab/cd/abcdef0123456789"
@@ -49,7 +49,7 @@ def test_object_is_visible_only_on_commit(store):
     writer.write(bytearray(b"world"))
     assert not final(store).exists()
     assert part(store).exists()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(ObjectMissing):
         store.size(NAME)
     writer.commit()
     assert final(store).read_bytes() == b"hello world"
@@ -170,10 +170,22 @@ def test_open_range_of_a_truncated_object_yields_fewer_bytes(store):
         assert handle.read(10) == b"89"
 
 
-def test_missing_object_is_storage_unavailable(store):
-    with pytest.raises(StorageUnavailable, match="missing"):
+def test_a_missing_object_is_lost_data_and_a_missing_store_an_outage(store):
+    put(store, b"keep the root")  # the storage root exists: it answers, and this object is not in it
+    with pytest.raises(ObjectMissing, match="missing"):
         store.open_range("no/such/object", 0, 1)
-    with pytest.raises(StorageUnavailable, match="missing"):
+    with pytest.raises(ObjectMissing, match="missing"):
+        store.size("no/such/object")
+    assert ObjectMissing.status_code == 500
+    assert ObjectMissing().response_headers() == {}  # retrying cannot bring it back
+
+
+def test_a_store_whose_root_is_gone_is_unavailable(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(store.storage, "location", str(tmp_path / "not-mounted"))
+    with pytest.raises(StorageUnavailable, match="not mounted") as caught:
+        store.open_range("no/such/object", 0, 1)
+    assert caught.value.status_code == 503
+    with pytest.raises(StorageUnavailable, match="not mounted"):
         store.size("no/such/object")
 
 

@@ -112,9 +112,14 @@ def test_a_tampered_wrapped_key_is_audited_as_an_error(client, owner):
     tampered[-1] ^= 1
     Blob.objects.filter(pk=blob.pk).update(wrapped_key=bytes(tampered))
     response = client.get(reverse("blobs:stream", args=[blob.pk]))
-    assert response.status_code == 503
+    # An integrity failure, not an outage: no Retry-After, its own code; the blob is marked (issue 15 item 7).
+    assert response.status_code == 500
+    assert "Retry-After" not in response
+    assert response.json()["code"] == "kms_unwrap_failed"
     event = AuditEvent.objects.get(action="blob.download.start", target_id=str(blob.pk))
     assert (event.outcome, event.details["error"]) == ("error", "kms_unwrap_failed")
+    assert AuditEvent.objects.get(action="blob.integrity_failure", target_id=str(blob.pk)).outcome == "error"
+    assert Blob.objects.get(pk=blob.pk).integrity_failed_at is not None
 
 
 def test_an_upload_the_kms_refuses_is_audited_and_stores_nothing(client, owner, monkeypatch):
@@ -160,7 +165,7 @@ def test_a_tampered_wrapped_key_is_not_served_from_the_cache(client, owner):
     # Another blob's wrapped key copied onto this row: a different cache key, so the KMS is asked and refuses.
     Blob.objects.filter(pk=other.pk).update(wrapped_key=bytes(blob.wrapped_key))
     status, _body = download(client, other)
-    assert status == 503
+    assert status == 500
 
 
 def test_concurrent_cold_downloads_make_one_unwrap(owner, monkeypatch, counted_unwraps):
