@@ -465,6 +465,8 @@ SIMPLE_JWT = {
     "CHECK_USER_IS_ACTIVE": True,  # a deactivated user's tokens stop working at once
     "CHECK_REVOKE_TOKEN": True,  # tokens carry a hash of the password hash: a password change revokes them
     "USER_ID_FIELD": "id",
+    # Checks the claims of a validly signed token before simplejwt looks its user up (erphub/tokens.py).
+    "AUTH_TOKEN_CLASSES": ("erphub.tokens.AccessToken",),
 }
 
 SPECTACULAR_SETTINGS = {
