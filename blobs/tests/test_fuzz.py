@@ -242,6 +242,20 @@ def assert_nothing_left_over(server: Server, bound: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def wait_for_log(server: Server, offset: int, marker: str, bound: float = 15.0) -> str:
+    """The server's log from ``offset`` on, once ``marker`` is in it."""
+    deadline = time.monotonic() + bound
+    while True:
+        with server.log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        if marker in text:
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {marker!r} in the log within {bound:.0f} s:\n{text[-3000:]}")
+        time.sleep(0.05)
+
+
 def ready_count(server: Server) -> int:
     return server.rows("SELECT count(*) FROM blobs_blob WHERE state = 'ready'")[0][0]
 
@@ -318,6 +332,7 @@ def test_generated_chunked_framings_never_fail_the_server(server, token, body, k
 @pytest.mark.parametrize("ending", ["fin", "reset"])
 def test_an_upload_cut_short_stores_nothing(server, token, kind, framing, ending):
     before = ready_count(server)
+    offset = server.log_path.stat().st_size
     data = multipart_body(b"x" * 300_000)[:200_000] if kind == "multipart" else b"x" * 200_000
     if framing.startswith("Transfer"):
         data = b"%x\r\n%s" % (len(data) + 100, data)  # a chunk that never ends
@@ -334,6 +349,11 @@ def test_an_upload_cut_short_stores_nothing(server, token, kind, framing, ending
     assert_not_a_server_error(status, answer)
     if ending == "fin":  # the raw-body answer for both kinds (issue 15, item 21)
         assert status == 400, answer[:600]
+    # A reset upload has no one to answer: what it did shows in the server's log (a 500 and two ERROR
+    # tracebacks for a multipart one, before) once its request line is written.
+    logged = wait_for_log(server, offset, '"route": "secure/files/"')
+    assert "Internal Server Error" not in logged, logged
+    assert '"level": "error"' not in logged, logged
     assert_nothing_left_over(server)
     assert ready_count(server) == before
     assert Session(server).request("GET", "/health").status == 200
