@@ -143,6 +143,9 @@ class BlobErrorMiddleware:
             if isinstance(error, StorageUnavailable):  # a KmsError is logged where it is mapped
                 logger.warning("upload refused: %s", error)
             response = domain_error_response(error)
+            # Made here, it skips CommonMiddleware, which gives every other response its length: without
+            # one, the server would send this small body chunked (and a client reading by length hangs).
+            response["Content-Length"] = str(len(response.content))
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:

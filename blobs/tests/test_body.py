@@ -140,6 +140,7 @@ def test_malformed_chunked_raw_upload_is_400_and_stores_nothing(client, raw, cap
     assert response.json()["code"] == "malformed_body"
     # Where the next request would start is unknown: the connection must not be reused.
     assert response["Connection"] == "close"
+    assert response["Content-Length"] == str(len(response.content))
     assert_nothing_stored()
     no_errors_logged(caplog)
 
