@@ -8,12 +8,13 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views import View
 
+from blobs.body import body_stream
 from blobs.conf import blob_setting
 from blobs.ranges import if_range_allows, parse_range
 from blobs.selectors import blob_get_for_user
 from blobs.services import blob_create
 from blobs.streaming import blob_open_stream, blob_representation
-from blobs.views import _raw_body, _raw_filename, _validator_headers
+from blobs.views import _raw_filename, _validator_headers
 from core.errors import error_response
 
 
@@ -48,7 +49,7 @@ class FoundationUploadView(View):
         declared = request.META.get("CONTENT_LENGTH")
         blob = blob_create(
             owner=request.user,
-            stream=_raw_body(request),  # type: ignore[arg-type]
+            stream=body_stream(request),
             expected_size=int(declared) if declared and declared.isdigit() else None,
             filename=_raw_filename(request),
             content_type=request.META.get("CONTENT_TYPE"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from django.http import UnreadablePostError
+
 from core.errors import DomainError
 
 
@@ -61,6 +63,37 @@ class UploadStalled(UploadIncomplete):
     status_code = 408
     code = "request_timeout"
     default_detail = "The request body stopped arriving before it was complete; nothing was stored."
+
+
+class RequestBodyError(InvalidUpload, UnreadablePostError):
+    """The request body could not be read to its end (raised by ``blobs.body.RequestBody``).
+
+    Also Django's ``UnreadablePostError``: Django's own readers (the CSRF check, form parsing) then treat it
+    as they treat a dropped connection instead of failing with it, and ``HttpRequest.read`` re-raises it as
+    an ``UnreadablePostError`` whose ``__cause__`` is this error (the exception handlers answer with that).
+    """
+
+
+class MalformedBody(RequestBodyError):
+    """The body's framing is broken (RFC 9112 §7.1: a bad chunk size, extension, terminator or trailer)."""
+
+    code = "malformed_body"
+    default_detail = "The request body is not valid HTTP/1.1 chunked coding; nothing was stored."
+
+    def response_headers(self) -> dict[str, str]:
+        # Where the next request would start is unknown: close (RFC 9112 §6.3 asks the same of a bad
+        # Content-Length).
+        return {"Connection": "close"}
+
+
+class BodyIncomplete(RequestBodyError, UploadIncomplete):
+    """The connection ended (FIN or RST) inside the body: the client went away (counted ``aborted``)."""
+
+    default_detail = "The request body ended before it was complete; nothing was stored."
+
+
+class BodyStalled(RequestBodyError, UploadStalled):
+    """The server's idle timeout expired while reading the body: ``UploadStalled``'s 408."""
 
 
 class LengthRequired(BlobError):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
 from core.errors import DomainError, domain_error_response, error_response
 
+from .body import body_error, wrap_request_body
 from .conf import blob_setting
 from .digest import DigestError, DigestingReader, digests_match, parse_content_digest
 from .disposition import FilenameError, PartFilenameCheck
-from .exceptions import InvalidFilename, InvalidUpload, StorageUnavailable, UploadTooLarge
+from .exceptions import InvalidFilename, InvalidUpload, StorageUnavailable, UploadIncomplete, UploadTooLarge
+from .metrics import ABORTED, ERROR
 from .uploadhandler import ERROR_ATTR, UPLOAD_FIELD, discard_uploads
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,8 @@ class BlobErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # Before anything reads a byte: the server's read errors become domain errors (blobs/body.py).
+        wrap_request_body(request)
         limit = blob_setting("MAX_UPLOAD_BYTES")
         declared = _declared_length(request)
         too_large = declared is not None and declared > limit + MULTIPART_OVERHEAD
@@ -125,20 +129,28 @@ class BlobErrorMiddleware:
         except BaseException:
             discard_uploads(request, claimed_too=False)
             raise
-        error = getattr(request, ERROR_ATTR, None)
+        # The upload handler's error, or else the body's: a body that could not be read is the answer even
+        # where a reader swallowed the error (the CSRF check does) and the view saw an empty body.
+        error: DomainError | None = getattr(request, ERROR_ATTR, None) or body_error(request)
         # Encrypted uploads the view did not claim are removed now, not at GC time. When the handler
         # stopped the body, the answer says nothing was stored: the files the view claimed from the part
         # that did arrive go too, so a client that retries does not end up with duplicates.
-        discard_uploads(request, claimed_too=error is not None)
+        outcome = ABORTED if isinstance(error, UploadIncomplete) else ERROR
+        discard_uploads(request, claimed_too=error is not None, outcome=outcome)
         if error is not None:
             # The handler's error is the answer (too large, KMS or storage down), whichever view or
             # middleware happened to trigger the parse.
             if isinstance(error, StorageUnavailable):  # a KmsError is logged where it is mapped
                 logger.warning("upload refused: %s", error)
             response = domain_error_response(error)
+            # Made here, it skips CommonMiddleware, which gives every other response its length: without
+            # one, the server would send this small body chunked (and a client reading by length hangs).
+            response["Content-Length"] = str(len(response.content))
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if isinstance(exc, UnreadablePostError) and isinstance(exc.__cause__, DomainError):
+            exc = exc.__cause__  # HttpRequest.read re-raised the body's error (blobs/body.py)
         if isinstance(exc, DomainError):
             return domain_error_response(exc)
         return None

@@ -144,13 +144,14 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._abort(outcome=ABORTED)
 
 
-def discard_uploads(request: HttpRequest, *, claimed_too: bool) -> int:
+def discard_uploads(request: HttpRequest, *, claimed_too: bool, outcome: str = ERROR) -> int:
     """Remove this request's encrypted uploads that no view claimed — and, with ``claimed_too``, the
-    claimed ones as well (the request failed as a whole). Returns how many were removed."""
+    claimed ones as well (the request failed as a whole). ``outcome`` of an unfinished upload: ``aborted``
+    when the client went away. Returns how many were removed."""
     removed = 0
     for upload in getattr(request, UPLOADS_ATTR, ()):
         if upload.blob.state == upload.blob.State.PENDING:
-            upload.abort()
+            upload.abort(outcome=outcome)
             removed += 1
         elif claimed_too:
             blob_delete(blob=upload.blob)

@@ -9,12 +9,11 @@ live in the selectors: a blob the caller may not see is a 404, exactly like a mi
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
 import struct
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
@@ -40,17 +39,11 @@ from flags.gate import SECURE_BLOB_STREAMING, flag_required
 from flags.services import flag_decide, flag_is_enabled
 
 from . import ranges as ranges_core
+from .body import body_stream, uploaded_files
 from .conditional import evaluate_preconditions, http_date
 from .conf import blob_setting
 from .disposition import FilenameError, disposition_filename, upload_filename
-from .exceptions import (
-    InvalidFilename,
-    LengthRequired,
-    NoFileUploaded,
-    RangeNotSatisfiable,
-    UploadIncomplete,
-    UploadStalled,
-)
+from .exceptions import InvalidFilename, NoFileUploaded, RangeNotSatisfiable
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
 from .models import LEGACY_ID_MAX_LENGTH
@@ -76,7 +69,6 @@ STREAM_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox",
 }
-
 
 
 # The secure file API is rolled out by the secure_blob_streaming flag (flags.gate): the gate runs before
@@ -250,42 +242,6 @@ def _connection_aborter(request: HttpRequest) -> Callable[[], None] | None:
     return abort
 
 
-class _RequestBody:
-    """The upload's input stream. A read that fails (the client went away mid-body: gunicorn's
-    NoMoreData, Django's UnreadablePostError — both OSError) is the client's error, not a server fault."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._stream.read(size)
-        except OSError as exc:
-            # The idle timeout surfaces as TimeoutError (Django wraps it in UnreadablePostError).
-            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
-                raise UploadStalled() from None
-            raise UploadIncomplete(
-                "The request body ended before it was complete; nothing was stored."
-            ) from None
-
-
-def _raw_body(request: HttpRequest) -> _RequestBody:
-    """The request body as a stream, read to EOF whatever its framing.
-
-    With Content-Length, Django's request stream is bounded by it. Without (a chunked body), Django would
-    present an empty body: read the server's input to EOF instead — only when the server says that input
-    ends with the request (``wsgi.input_terminated``, PEP 3333 extension; gunicorn sets it), since reading
-    past the request would block. A chunked body on any other server is refused, never stored empty.
-    """
-    if request.META.get("CONTENT_LENGTH"):
-        return _RequestBody(request)  # type: ignore[arg-type]  # HttpRequest.read() is bounded by it
-    if request.META.get("wsgi.input_terminated"):
-        return _RequestBody(request.META["wsgi.input"])
-    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        raise LengthRequired()
-    return _RequestBody(io.BytesIO())  # RFC 9112 §6.3: no Content-Length, no Transfer-Encoding: empty
-
-
 @collection_schema
 class BlobCollectionView(NoStoreMixin, BrowserLoginMixin, generics.GenericAPIView):
     """``GET /secure/files/`` (paginated, filtered) and ``POST /secure/files/`` (upload)."""
@@ -318,7 +274,7 @@ class BlobCollectionView(NoStoreMixin, BrowserLoginMixin, generics.GenericAPIVie
         django_request = request._request
         content_type = django_request.content_type
         if content_type == "multipart/form-data":
-            upload = django_request.FILES.get("file")
+            upload = uploaded_files(django_request).get("file")
             if not isinstance(upload, EncryptedUploadedFile):
                 raise NoFileUploaded()
             verify_multipart_digest(django_request)
@@ -330,7 +286,7 @@ class BlobCollectionView(NoStoreMixin, BrowserLoginMixin, generics.GenericAPIVie
             filename = _raw_filename(django_request)
             blob = blob_create(
                 owner=request.user,
-                stream=_raw_body(django_request),
+                stream=body_stream(django_request),
                 expected_size=int(declared) if declared and declared.isdigit() else None,
                 filename=filename,
                 content_type=django_request.META.get("CONTENT_TYPE"),

@@ -7,10 +7,14 @@ what they may do there.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.contenttypes import views as contenttype_views
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import URLPattern, URLResolver, path
 
 from .roles import has_staff_role
 
@@ -34,3 +38,27 @@ class ErphubAdminSite(admin.AdminSite):
 
     def has_permission(self, request: HttpRequest) -> bool:
         return has_staff_role(request.user)
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        # Ahead of Django's own "r/" pattern (the first match wins), under the same name and the same
+        # admin_view wrapper: only the lookup's error handling differs.
+        return [
+            path(
+                "r/<path:content_type_id>/<path:object_id>/",
+                self.admin_view(view_on_site),
+                name="view_on_site",
+            ),
+            *super().get_urls(),
+        ]
+
+
+def view_on_site(request: HttpRequest, content_type_id: Any, object_id: Any) -> HttpResponse:
+    """Django's "view on site" redirect, with a 404 for an id that no row of the model can have.
+
+    Django's shortcut view turns ``ValueError`` into a 404 but not the ``ValidationError`` a UUID (or
+    other strict) primary key raises for text that is not a valid value: that was a 500 (issue 15, item 5).
+    """
+    try:
+        return contenttype_views.shortcut(request, content_type_id, object_id)
+    except ValidationError:
+        raise Http404("No such object.") from None

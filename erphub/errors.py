@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, UnreadablePostError
 from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
 from rest_framework import exceptions
@@ -36,6 +36,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
     Returns ``None`` for anything else, so DRF re-raises it and it stays a real 500 (logged, with the
     generic body of :func:`server_error`), never a 200 or a traceback for the client.
     """
+    if isinstance(exc, UnreadablePostError) and isinstance(exc.__cause__, DomainError):
+        # HttpRequest.read re-raises every OSError of the body stream as UnreadablePostError: the body
+        # wrapper's domain error underneath (blobs/body.py) is the answer.
+        exc = exc.__cause__
     if isinstance(exc, DomainError):
         return domain_error_response(exc)
     if isinstance(exc, Http404):

@@ -440,7 +440,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSONParser with a nesting limit: deep nesting was a RecursionError (erphub/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["erphub.parsers.BoundedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "blobs.pagination.BlobPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -465,6 +466,8 @@ SIMPLE_JWT = {
     "CHECK_USER_IS_ACTIVE": True,  # a deactivated user's tokens stop working at once
     "CHECK_REVOKE_TOKEN": True,  # tokens carry a hash of the password hash: a password change revokes them
     "USER_ID_FIELD": "id",
+    # Checks the claims of a validly signed token before simplejwt looks its user up (erphub/tokens.py).
+    "AUTH_TOKEN_CLASSES": ("erphub.tokens.AccessToken",),
 }
 
 SPECTACULAR_SETTINGS = {

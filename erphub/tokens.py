@@ -12,17 +12,18 @@ import hmac
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework_simplejwt import tokens as jwt_tokens
 from rest_framework_simplejwt import views as jwt_views
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.serializers import TokenBlacklistSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
-from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
 
 from audit.services import audit_record
@@ -30,6 +31,51 @@ from core.actors import Actor
 from core.schema import error_responses
 
 from . import login_throttle
+
+
+def check_claims(payload: dict[str, Any]) -> None:
+    """Refuse (``TokenError``, answered 401) a validly signed token whose claims no token of ours has.
+
+    Only this server can sign, so such a token means a leaked signing key or a bug; either way it must be
+    refused, not reach a query: simplejwt looks the user up with the claim as it is, and ``"abc"`` or
+    ``[1]`` for an integer primary key raised ValueError/TypeError there (500; issue 15, item 4), while
+    ``true`` or ``1.5`` would have named user 1. The blacklist reads ``jti`` before checking it is present.
+    """
+    jti = payload.get(jwt_settings.JTI_CLAIM)
+    if not isinstance(jti, str) or not jti:
+        raise TokenError("Token has no id")
+    user_id = payload.get(jwt_settings.USER_ID_CLAIM)
+    # simplejwt writes an int primary key as an int and any other as a str (RefreshToken.for_user).
+    if isinstance(user_id, bool) or not isinstance(user_id, int | str):
+        raise TokenError("Token contained no recognizable user identification")
+    field = get_user_model()._meta.get_field(jwt_settings.USER_ID_FIELD)
+    assert isinstance(field, models.Field)  # USER_ID_FIELD names a column, never a relation
+    try:
+        value = field.to_python(user_id)
+        field.run_validators(value)  # an integer beyond the column's range, among others
+    except ValidationError:
+        raise TokenError("Token contained no recognizable user identification") from None
+    if value is None or str(value) != str(user_id):  # one spelling per user: not " 1" or "01"
+        raise TokenError("Token contained no recognizable user identification")
+
+
+class AccessToken(jwt_tokens.AccessToken):
+    """simplejwt's access token (``AUTH_TOKEN_CLASSES``), refused before any lookup if its claims are odd."""
+
+    def verify(self) -> None:
+        check_claims(self.payload)
+        super().verify()
+
+
+class RefreshToken(jwt_tokens.RefreshToken):
+    """simplejwt's refresh token, for the refresh and blacklist endpoints: the same check, before its
+    blacklist lookup."""
+
+    access_token_class = AccessToken
+
+    def verify(self) -> None:
+        check_claims(self.payload)
+        super().verify()
 
 
 def _actor_from_token(raw: str) -> Actor:
@@ -90,6 +136,8 @@ class RefreshSerializer(TokenRefreshSerializer):
     - A deleted user: simplejwt's ``.get()`` would be a 500.
     """
 
+    token_class = RefreshToken
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:
         try:
             refresh = self.token_class(attrs["refresh"])  # signature, expiry, type, blacklist (a first pass)
@@ -132,6 +180,10 @@ class RefreshSerializer(TokenRefreshSerializer):
                 BlacklistedToken.objects.create(token=outstanding)
         except IntegrityError:
             raise InvalidToken("Token is blacklisted") from None
+
+
+class BlacklistSerializer(TokenBlacklistSerializer):
+    token_class = RefreshToken
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -183,6 +235,8 @@ class TokenRefreshView(jwt_views.TokenRefreshView):
     responses={200: OpenApiResponse(description="Revoked."), **error_responses(400, 401)},
 )
 class TokenBlacklistView(jwt_views.TokenBlacklistView):
+    serializer_class = BlacklistSerializer
+
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return _audited(
             "auth.token_revoke",

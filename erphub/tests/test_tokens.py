@@ -183,3 +183,64 @@ def test_a_refresh_token_racing_itself_mints_one_family(user, monkeypatch):
     assert second.json()["code"] == "token_not_valid"
     jti = jwt.decode(pair["refresh"], options={"verify_signature": False})["jti"]
     assert BlacklistedToken.objects.filter(token__jti=jti).count() == 1
+
+
+# --- validly signed tokens with claims no user can have (issue 15, item 4) ----------------------------------
+
+ODD_USER_IDS = ["abc", [1], {"id": 1}, True, 1.5, "", "1; DROP", 2**70, None]
+
+
+def _signed(token_class, user, **claims):
+    """A token signed with the real key, whose claims are then set (None: removed)."""
+    token = token_class.for_user(user)
+    for name, value in claims.items():
+        if value is None:
+            del token[name]
+        else:
+            token[name] = value
+    return str(token)
+
+
+@pytest.mark.parametrize("user_id", ODD_USER_IDS, ids=repr)
+def test_a_signed_access_token_naming_no_possible_user_is_401(user, user_id):
+    client = Client(
+        raise_request_exception=False,
+        HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, user_id=user_id)}",
+    )
+    response = client.get(COLLECTION)
+    assert response.status_code == 401, response.content[:300]
+    assert response.json()["code"] in {"token_not_valid", "user_not_found"}
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("user_id", ODD_USER_IDS, ids=repr)
+@pytest.mark.parametrize("url", [REFRESH, BLACKLIST], ids=["refresh", "blacklist"])
+def test_a_signed_refresh_token_naming_no_possible_user_is_401(user, url, user_id):
+    refresh = _signed(RefreshToken, user, user_id=user_id)
+    response = Client(raise_request_exception=False).post(
+        url, {"refresh": refresh}, content_type="application/json"
+    )
+    assert response.status_code == 401, response.content[:300]
+    assert not BlacklistedToken.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "claims", [{"jti": None}, {"jti": [1]}, {"jti": {"a": 1}}, {"exp": "soon"}, {"token_type": [1]}], ids=repr
+)
+@pytest.mark.parametrize("url", [REFRESH, BLACKLIST], ids=["refresh", "blacklist"])
+def test_a_signed_refresh_token_with_odd_claims_is_401(user, url, claims):
+    refresh = _signed(RefreshToken, user, **claims)
+    response = Client(raise_request_exception=False).post(
+        url, {"refresh": refresh}, content_type="application/json"
+    )
+    assert response.status_code == 401, response.content[:300]
+
+
+@pytest.mark.parametrize(
+    "claims", [{"jti": None}, {"jti": [1]}, {"exp": "soon"}, {"token_type": [1]}], ids=repr
+)
+def test_a_signed_access_token_with_odd_claims_is_401(user, claims):
+    client = Client(
+        raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, **claims)}"
+    )
+    assert client.get(COLLECTION).status_code == 401
