@@ -246,14 +246,26 @@ def test_slowloris_headers_are_cut_while_everyone_else_is_served(slow):
             sock.close()
 
 
-def test_a_stalled_upload_body_gets_408_and_stores_nothing(slow):
+MULTIPART_HEAD = (
+    b"--stall\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stalled.bin\"\r\n"
+    b"Content-Type: application/octet-stream\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("kind", ["raw", "multipart"])
+def test_a_stalled_upload_body_gets_408_and_stores_nothing(slow, kind):
     server, env = slow
     token = _token(server)
+    content_type, first = {
+        "raw": ("application/octet-stream", b""),
+        "multipart": ("multipart/form-data; boundary=stall", MULTIPART_HEAD),
+    }[kind]
     with contextlib.closing(_connect(server)) as sock:
         sock.sendall(
             b"POST /secure/files/?filename=stalled.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            + f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n".encode()
+            + f"Authorization: Bearer {token}\r\nContent-Type: {content_type}\r\n".encode()
             + b"Content-Length: 10485760\r\n\r\n"
+            + first
             + os.urandom(300 * 1024)
         )
         # ... and nothing more: the idle timeout (2 s) ends the upload.
