@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.contenttypes import views as contenttype_views
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, path
 
@@ -40,6 +40,8 @@ class ErphubAdminSite(admin.AdminSite):
         return has_staff_role(request.user)
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
+        for model_admin in self._registry.values():
+            _guard_history(model_admin)
         # Ahead of Django's own "r/" pattern (the first match wins), under the same name and the same
         # admin_view wrapper: only the lookup's error handling differs.
         return [
@@ -52,6 +54,26 @@ class ErphubAdminSite(admin.AdminSite):
         ]
 
 
+def _guard_history(model_admin: admin.ModelAdmin) -> None:
+    """Check the model-level permission before the object lookup in the history view.
+
+    Django's ``history_view`` looks the object up first and only then checks permission, so a role that may
+    not see a model learnt whether an id exists: 403 for a real one, a redirect for a random one (issue 15,
+    item 6). Asked first, both get the same 403; a role that may see the model goes on to Django's view.
+    """
+    if getattr(model_admin.history_view, "_permission_first", False):
+        return
+    original = model_admin.history_view
+
+    def history_view(request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        if not model_admin.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return original(request, object_id, extra_context)
+
+    history_view._permission_first = True  # type: ignore[attr-defined]
+    model_admin.history_view = history_view  # type: ignore[method-assign]
+
+
 def view_on_site(request: HttpRequest, content_type_id: Any, object_id: Any) -> HttpResponse:
     """Django's "view on site" redirect, with a 404 for an id that no row of the model can have.
 
@@ -60,5 +82,7 @@ def view_on_site(request: HttpRequest, content_type_id: Any, object_id: Any) -> 
     """
     try:
         return contenttype_views.shortcut(request, content_type_id, object_id)
-    except ValidationError:
+    except (ValidationError, Http404):
+        # One text for every miss: Django's differ between "does not exist" and "has no URL" (an object that
+        # does exist), which debug pages show (issue 15, item 6). No model of ours has a URL to go to.
         raise Http404("No such object.") from None

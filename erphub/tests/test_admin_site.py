@@ -45,3 +45,31 @@ def test_view_on_site_still_needs_the_admin(staff_client):
     anonymous = Client().get(path)
     assert anonymous.status_code == 302
     assert anonymous["Location"].startswith(reverse("admin:login"))
+
+
+# --- history: no existence oracle (issue 15, item 6) ---------------------------------------------------------
+
+
+def _history(client: Client, model: str, object_id: object) -> int:
+    return client.get(f"/admin/{model}/{object_id}/history/").status_code
+
+
+@pytest.mark.parametrize("role", ["Key administrators", "Rollout operators", "Auditors"])
+def test_history_answers_the_same_for_a_real_and_a_random_id_to_a_role_that_may_not_see_the_model(role):
+    import uuid
+
+    owner = make_user("owner")
+    real = make_blob(owner, b"someone else's")
+    client = Client(raise_request_exception=False)
+    client.force_login(make_user("staff", perms=(), roles=(role,)))
+    for model, real_id, random_id in [
+        ("blobs/blob", real.pk, uuid.uuid4()),
+        ("auth/user", owner.pk, 987654),
+    ]:
+        answers = {_history(client, model, real_id), _history(client, model, random_id)}
+        assert answers == {403}, (model, answers)
+
+
+def test_history_still_works_for_who_may_see_the_model(staff_client):
+    blob = make_blob(make_user("owner"), b"x")
+    assert _history(staff_client, "blobs/blob", blob.pk) == 200
