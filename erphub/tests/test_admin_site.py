@@ -47,7 +47,7 @@ def test_view_on_site_still_needs_the_admin(staff_client):
     assert anonymous["Location"].startswith(reverse("admin:login"))
 
 
-# --- history: no existence oracle (issue 15, item 6) ---------------------------------------------------------
+# --- history: no existence oracle (issue 15, item 6) --------------------------------------------------------
 
 
 def _history(client: Client, model: str, object_id: object) -> int:
