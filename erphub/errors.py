@@ -4,18 +4,45 @@ they stay real 500s."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, UnreadablePostError
 from django.views import defaults
 from django.views.debug import SafeExceptionReporterFilter
+from prometheus_client import Counter
 from rest_framework import exceptions
 
 from core.errors import DomainError, domain_error_response, error_response
+
+logger = logging.getLogger(__name__)
+
+# A database that cannot be reached, or stays locked past the busy timeout, is an outage like a key service
+# that is down: 503 with Retry-After, counted, for every path (issue 15 item 17). Other database errors
+# (constraint violations, programming errors) stay 500s.
+DATABASE_OUTAGE = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = 5
+DATABASE_UNAVAILABLE = Counter(
+    "database_unavailable",
+    "Times a request met a database that could not be reached or stayed locked (it was answered 503).",
+)
+
+
+def database_unavailable(exc: BaseException) -> HttpResponse:
+    DATABASE_UNAVAILABLE.inc()
+    logger.warning("database unavailable: %s", type(exc).__name__)  # the message can name hosts and users
+    return error_response(
+        503,
+        detail="The database is unavailable. Try again shortly.",
+        code="database_unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -42,6 +69,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespon
         exc = exc.__cause__
     if isinstance(exc, DomainError):
         return domain_error_response(exc)
+    if isinstance(exc, DATABASE_OUTAGE):
+        return database_unavailable(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -89,6 +118,10 @@ def _error_handler(
     a browser asking for HTML. ``exception`` is absent for handler500 (Django calls it with the request)."""
 
     def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        # handler500 runs inside Django's except block: the exception that got here, whichever middleware or
+        # view raised it (a session or user lookup included).
+        if status == 500 and isinstance(current := sys.exc_info()[1], DATABASE_OUTAGE):
+            return database_unavailable(current)
         if _wants_html(request):
             return page(request) if exception is None else page(request, exception)
         return error_response(status, detail=detail, code=code)
