@@ -26,9 +26,9 @@ Scenarios, each mode through the same harness (a figure a mode cannot reach is r
   /health meanwhile, and ``pending`` blobs left (the SQLite file queried directly).
 - D: idle server, event vs gthread interleaved: one fast full download, and 4 simultaneous ones.
 
-The client is this one process (asyncio, no thread per connection, plus two probe threads and curl for the
-fast downloads) on the same machine as the server: the output says so. Prints a Markdown section for
-docs/benchmarks.md on stdout; progress goes to stderr.
+The client is this one process (asyncio, no thread per connection), a forked process for the /health and
+1 MiB download probes, and curl for the fast downloads, on the same machine as the server: the output says
+so. Prints a Markdown section for docs/benchmarks.md on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -132,18 +132,18 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     slow_clients=100,
-    slow_range=96 * KIB,
+    slow_range=64 * KIB,
     slow_rate=16 * KIB,
     ramp=1.0,
     small_blob=16 * MIB,
-    big_blob=64 * MIB,
+    big_blob=32 * MIB,
     tricklers=40,
-    trickle_seconds=5.0,
+    trickle_seconds=4.0,
     slowloris=10,
     stalled_bodies=5,
     non_readers=5,
     dropped=1000,
-    hold_seconds=4.0,
+    hold_seconds=3.0,
     rounds=3,
     concurrent=4,
     settle=1.0,
@@ -327,6 +327,8 @@ class Probes:
 
 
 def latency_summary(samples: list[float | None]) -> str:
+    if not samples:
+        return "no samples"
     ok = sorted(x for x in samples if x is not None)
     failed = len(samples) - len(ok)
     if not ok:
@@ -373,6 +375,8 @@ class SlowResult:
     errors: Counter[str] = field(default_factory=Counter)
     bytes_checked: int = 0
     finished_at: list[float] = field(default_factory=list)
+    headers_after: list[float] = field(default_factory=list)  # seconds from connect to the response headers
+    settled: int = 0  # downloads that have their response headers, or failed before them
 
 
 async def slow_download(
@@ -392,14 +396,19 @@ async def slow_download(
     tick = 0.5
     writer = None
     loop = asyncio.get_running_loop()
+    settled = False
     try:
         async with asyncio.timeout_at(deadline):
+            asked = loop.time()
             reader, writer = await connect(port, rcvbuf=64 * KIB)
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nCookie: {cookie}\r\nConnection: close\r\n"
                 f"Range: bytes={start}-{start + length - 1}\r\n\r\n".encode()
             )
             head = await reader.readuntil(b"\r\n\r\n")
+            result.headers_after.append(loop.time() - asked)
+            result.settled += 1
+            settled = True
             status = head.split(b" ", 2)[1].decode()
             if status != "206":
                 result.errors[f"status {status}"] += 1
@@ -429,6 +438,8 @@ async def slow_download(
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         result.errors[type(exc).__name__] += 1
     finally:
+        if not settled:
+            result.settled += 1
         if writer is not None:
             abort(writer)
 
@@ -631,7 +642,7 @@ def scenario_a(server: ModeServer, ctx: Context) -> dict[str, Any]:
     ideal = s.ramp + s.slow_range / s.slow_rate
     budget = ideal * 1.5 + 10
 
-    async def run() -> tuple[float, tuple[float, int, int, float] | None, tuple[float, float]]:
+    async def run() -> tuple[float, Any, tuple[float, float], float | None, float]:
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + budget
@@ -652,8 +663,13 @@ def scenario_a(server: ModeServer, ctx: Context) -> dict[str, Any]:
             )
             for i in range(s.slow_clients)
         ]
-        # C: once every slow download has started, one fast download of the big blob.
-        await asyncio.sleep(s.ramp + 1.0)
+        # C: one fast download of the big blob once every slow one is streaming (the steady state the
+        # target is about: starting 1,000 requests is itself seconds of CPU), at most 15 s after the ramp.
+        await asyncio.sleep(s.ramp)
+        while result.settled < s.slow_clients and loop.time() < began + s.ramp + 15:
+            await asyncio.sleep(0.1)
+        all_started = loop.time() - began if result.settled == s.slow_clients else None
+        await asyncio.sleep(1.0)
         fast_window = (time.monotonic(), 0.0)
         try:
             fast: tuple[float, int, int, float] | None = await asyncio.wait_for(
@@ -664,16 +680,22 @@ def scenario_a(server: ModeServer, ctx: Context) -> dict[str, Any]:
         fast_window = (fast_window[0], time.monotonic())
         await asyncio.gather(*tasks)
         last = max(result.finished_at, default=loop.time())
-        return last - began, fast, fast_window
+        return last - began, fast, fast_window, all_started, began
 
     with Probes(server) as probes:
         started = time.monotonic()
-        took, fast, fast_window = asyncio.run(run())
+        took, fast, fast_window, all_started, began = asyncio.run(run())
         if not result.finished_at:
             took = time.monotonic() - started
     settle(ctx)
     health = [latency for _, latency in probes.health]
-    health_outside_c = [lat for when, lat in probes.health if not fast_window[0] <= when <= fast_window[1]]
+    # Steady state: every slow download streaming, C's fast download not running.
+    steady_from = began + all_started if all_started is not None else float("inf")
+    steady = [
+        lat
+        for when, lat in probes.health
+        if when >= steady_from and not fast_window[0] <= when <= fast_window[1]
+    ]
     return {
         "result": result,
         "took": took,
@@ -683,7 +705,8 @@ def scenario_a(server: ModeServer, ctx: Context) -> dict[str, Any]:
         "rss_peak": max([rss_before, *probes.rss]),
         "fds": (fds_before, server.fds()),
         "health": health,
-        "health_outside_c": health_outside_c,
+        "health_steady": steady,
+        "all_started": all_started,
         "idle_fast": idle,
         "fast": fast,
     }
@@ -826,7 +849,8 @@ def report(
     )
     print(
         "The clients run on the same machine as the server (the same cores): one asyncio process for the "
-        "many connections, two probe threads, curl for fast downloads. Servers: gunicorn, 2 workers each — "
+        "many connections, a forked process for the /health and 1 MiB probes, curl for fast downloads. "
+        "Servers: gunicorn, 2 workers each — "
         f"`event` = erphub.event_worker.EventWorker (SERVER_MAX_CONNECTIONS_PER_ADDRESS={PER_ADDRESS_CAP}, "
         "raised because every benchmark connection comes from 127.0.0.1; other SERVER_* at their defaults), "
         f"`gthread` = {WORKERS} workers x {THREADS} threads (before issue 13), `uvicorn` = stock Django "
@@ -865,11 +889,19 @@ def report(
             f"| {latency_summary(a['health'])} | {a['fds'][0]} → {a['fds'][1]} | {yes(met)} |"
         )
     print(
-        "\n/health during A without the seconds of C's fast download: "
-        + "; ".join(
-            f"{m}: {latency_summary(r['A']['health_outside_c'])}" for m, r in results.items() if r.get("A")
-        )
+        "\nA's start-up and steady state (every download streaming, C not running):\n\n"
+        "| mode | every download streaming after | response headers after, median / max "
+        "| /health p50 / p99, steady state |"
     )
+    print("|---|--:|--:|--:|")
+    for mode, r in results.items():
+        a = r.get("A")
+        if not a:
+            continue
+        heads = sorted(a["result"].headers_after)
+        heads_text = f"{heads[len(heads) // 2]:.2f} / {heads[-1]:.2f} s" if heads else "none"
+        started = f"{a['all_started']:.1f} s" if a["all_started"] is not None else "not within ramp + 15 s"
+        print(f"| {mode} | {started} | {heads_text} | {latency_summary(a['health_steady'])} |")
 
     print(f"\n### C. One fast {mib(s.big_blob)} download (curl) during A vs on the idle server\n")
     print("| mode | idle MB/s (best of 2) | during A MB/s | ratio | ≥ 0.5 |")
