@@ -64,6 +64,7 @@ lint: install-dev
 	$(BIN)/mypy
 
 bench: install-dev
+	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python bench/bench_download.py
 
 clean:
