@@ -16,6 +16,13 @@ On top of gunicorn's gevent worker (architecture.md §12):
   An upload body that stalls fails with 408 and stores nothing; a client that stops reading is cut (its
   download is audited ``aborted`` with the bytes sent). Downloads are written in pieces sized to the client's
   speed, floor 64 KiB (blobs.pacing), so only a client slower than about 1 KiB/s meets it.
+- **Admission** (``SERVER_MAX_ACTIVE_REQUESTS``, 8): at most that many requests run the application's view
+  phase at once (authentication, queries, the audit event, the first piece of a body); the others wait their
+  turn on a greenlet semaphore. A request gives its turn back when the view returns (a download then streams
+  outside it) or when it starts reading its body (an upload arriving slowly holds no turn). Pure-Python and
+  SQLite work does not yield to the hub, so without it a burst of a thousand request starts would all be
+  runnable at once and a probe would wait behind every one of them; with it a probe waits for at most this
+  many.
 - **Connection caps**, per worker: at most ``SERVER_MAX_CONNECTIONS`` (1,000) connections are served; past
   that a request is answered ``503`` with ``Retry-After`` at once instead of queueing. At most
   ``SERVER_MAX_CONNECTIONS_PER_ADDRESS`` (128) from one peer address, past which ``429`` with
@@ -32,6 +39,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +73,7 @@ class Limits:
     idle_timeout: float = 60.0
     max_connections: int = 1000
     max_connections_per_address: int = 128
+    max_active_requests: int = 8
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
@@ -83,6 +92,9 @@ class Limits:
             max_connections=_positive(env, "SERVER_MAX_CONNECTIONS", cls.max_connections, integer=True),
             max_connections_per_address=_positive(
                 env, "SERVER_MAX_CONNECTIONS_PER_ADDRESS", cls.max_connections_per_address, integer=True
+            ),
+            max_active_requests=_positive(
+                env, "SERVER_MAX_ACTIVE_REQUESTS", cls.max_active_requests, integer=True
             ),
             trusted_proxies=proxies,
         )
@@ -126,6 +138,44 @@ def _canned(status: int, reason: str, code: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class _Once:
+    def __init__(self, action: Any) -> None:
+        self._action: Any = action
+
+    def __call__(self) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()
+
+
+class _ReleaseOnRead:
+    """The request body, giving the admission turn back at its first read: a body may take hours to arrive,
+    and a client sending it slowly must not hold a turn meanwhile."""
+
+    def __init__(self, stream: Any, release: _Once) -> None:
+        self._stream = stream
+        self._release = release
+
+    def read(self, *args: Any) -> Any:
+        self._release()
+        return self._stream.read(*args)
+
+    def readline(self, *args: Any) -> Any:
+        self._release()
+        return self._stream.readline(*args)
+
+    def readlines(self, *args: Any) -> Any:
+        self._release()
+        return self._stream.readlines(*args)
+
+    def __iter__(self) -> Any:
+        self._release()
+        return iter(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class EventWorker(GeventWorker):
     """gunicorn's gevent worker with a header timeout, an idle timeout and connection caps."""
 
@@ -146,6 +196,26 @@ class EventWorker(GeventWorker):
         from grpc.experimental import gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = self.wsgi  # type: ignore[has-type]  # gunicorn is untyped
+        # Created here, in the worker after monkey-patching: a gevent semaphore.
+        turn = threading.BoundedSemaphore(self.limits.max_active_requests)
+
+        def admitted(environ: dict[str, Any], start_response: Any) -> Any:
+            # The probes skip the queue: their own work is small and touches nothing external.
+            if environ.get("PATH_INFO") in EXEMPT_PATHS:
+                return app(environ, start_response)
+            turn.acquire()
+            release = _Once(turn.release)
+            environ["wsgi.input"] = _ReleaseOnRead(environ["wsgi.input"], release)
+            try:
+                return app(environ, start_response)  # the view phase; the body streams after the release
+            finally:
+                release()
+
+        self.wsgi = admitted
 
     def timeout_ctx(self) -> gevent.Timeout:
         # AsyncWorker.handle wraps reading each request's line and headers in this: a total deadline, so a

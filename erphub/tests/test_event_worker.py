@@ -247,7 +247,7 @@ def test_slowloris_headers_are_cut_while_everyone_else_is_served(slow):
 
 
 MULTIPART_HEAD = (
-    b"--stall\r\nContent-Disposition: form-data; name=\"file\"; filename=\"stalled.bin\"\r\n"
+    b'--stall\r\nContent-Disposition: form-data; name="file"; filename="stalled.bin"\r\n'
     b"Content-Type: application/octet-stream\r\n\r\n"
 )
 
@@ -423,3 +423,26 @@ def test_connection_caps_answer_429_and_503_with_retry_after_and_never_refuse_pr
             sock.close()
     # Capacity comes back as connections close.
     _wait_for(lambda: _get(server, "/secure/files/", token=token, source="127.0.0.3") == 200, "capacity")
+
+
+def test_an_upload_arriving_slowly_holds_no_admission_turn(tmp_path):
+    # One turn for the whole worker: were it held while the body trickles in (for up to the 30 s idle
+    # timeout), nothing else could run meanwhile.
+    server, _ = _start(
+        tmp_path, "admission", workers=1, SERVER_MAX_ACTIVE_REQUESTS="1", SERVER_IDLE_TIMEOUT="30"
+    )
+    try:
+        token = _token(server)
+        with contextlib.closing(_connect(server)) as uploading:
+            uploading.sendall(
+                b"POST /secure/files/?filename=slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n".encode()
+                + b"Content-Length: 1048576\r\n\r\n"
+                + os.urandom(1024)
+            )
+            time.sleep(0.5)  # the upload's view is reading its body now
+            for _ in range(3):
+                assert _get(server, "/secure/files/", token=token) == 200
+        assert _get(server, "/health") == 200
+    finally:
+        server.stop()
