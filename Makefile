@@ -46,7 +46,7 @@ run: install
 	$(BIN)/python manage.py bootstrap_admin
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@# Files left by an earlier run would be summed into this one's counters.
-	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p "$(PROMETHEUS_MULTIPROC_DIR)"
+	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p -m 0700 "$(PROMETHEUS_MULTIPROC_DIR)"
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/, metrics at /metrics)"
 	@$(if $(METRICS_PORT),echo "Metrics listener on http://$(HOST):$(METRICS_PORT)/metrics",true)
 	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" METRICS_PORT="$(METRICS_PORT)" \
