@@ -358,7 +358,7 @@ def test_jwt_head_on_the_stream(api, alice):
 
 
 @pytest.mark.parametrize("key_service", ["down", "up"])
-def test_delete_needs_no_key_service_even_in_a_fresh_worker(key_service, alice, api, request):
+def test_delete_needs_no_key_service_even_in_a_fresh_worker(key_service, alice, api, request, counted_wraps):
     """Issue 15 item 20: deleting seals nothing, so a worker with no sealing key cached (a fresh process)
     deletes during a key-service outage like a warm one. The event names the upload event that holds the
     sealed file name instead of the name."""
@@ -370,8 +370,10 @@ def test_delete_needs_no_key_service_even_in_a_fresh_worker(key_service, alice, 
     if key_service == "down":
         request.getfixturevalue("master_key_missing")  # the local key service: its master key is gone
     sealed.reset()  # what a freshly started worker holds: no audit sealing key
+    wraps = len(counted_wraps)
     response = api.delete(reverse("blobs:detail", args=[blob.pk]))
     assert response.status_code == 204
+    assert len(counted_wraps) == wraps  # not even asked while it is up: the same on every worker
     assert not Blob.objects.filter(pk=blob.pk).exists()
     event = AuditEvent.objects.filter(action="blob.delete").latest("sequence")
     upload = AuditEvent.objects.get(action="blob.upload", target_id=str(blob.pk))
