@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     "VERIFY_PUBLIC_KEYS": (),  # extra base64 Ed25519 public keys trusted for checkpoints (old keys)
     "AFTER_RETRIES": 3,  # attempts for events after the fact (a stream's end) before counting a failure
     "AFTER_RETRY_DELAY": 0.05,  # seconds before the first retry; doubles each time
+    # audit_verify re-checks 1/N of the older chain per run, so every event is re-verified every N runs
+    # (hourly runs: daily); an in-place edit of any event is reported within 2N runs.
+    "VERIFY_ROLLING_RUNS": 24,
     "DETAILS_ENCRYPTION_PROVIDER": None,  # KMS alias for encrypted detail fields (None = the default one)
 }
 

@@ -151,3 +151,18 @@ class PurgePermit(models.Model):
 
     def __str__(self) -> str:
         return f"purge permit {self.created_at}"
+
+
+class VerifyCursor(models.Model):
+    """``audit_verify``'s progress (audit/cursor.py): how far the chain is verified and where the rolling
+    full check stands, HMAC-signed with the server secret. Not append-only: each run replaces it. A database
+    superuser can delete it or put an older one back, which only makes the next runs check more; a state
+    that does not verify is ignored (docs/audit.md, "What a database superuser can hide")."""
+
+    name = models.CharField(max_length=32, unique=True)
+    state = models.JSONField()
+    signature = models.CharField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"verify cursor {self.name} at #{self.state.get('sequence')}"

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from audit.context import current_actor
 from audit.sealed import seal
+from audit.selectors import audit_event_ref
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
 from core.db import release_connections
@@ -353,11 +354,12 @@ def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: 
     return bool(removed)
 
 
-def _blob_details(blob: Blob) -> dict[str, object]:
+def _blob_details(blob: Blob, *, sealed_name: bool = True) -> dict[str, object]:
+    # File names can be personal data: sealed with the product's envelope encryption (audit/sealed.py);
+    # the audit chain covers the ciphertext, auditors with KMS access can unseal it.
+    name = {"filename": seal("filename", blob.filename)} if sealed_name else {}
     return {
-        # File names can be personal data: sealed with the product's envelope encryption (audit/sealed.py);
-        # the audit chain covers the ciphertext, auditors with KMS access can unseal it.
-        "filename": seal("filename", blob.filename),
+        **name,
         "size": blob.size,
         "owner": blob.owner.get_username(),
         "owner_id": str(blob.owner_id),
@@ -365,6 +367,11 @@ def _blob_details(blob: Blob) -> dict[str, object]:
         "key_ref": blob.key_ref,
         "storage_alias": blob.storage_alias,
     }
+
+
+def _name_event(blob: Blob) -> dict[str, object] | None:
+    # A ready blob's name is set only by its claim, the successful ``blob.upload`` (sealed there).
+    return audit_event_ref(action="blob.upload", target_type="blob", target_id=str(blob.pk))
 
 
 class ByteStream(Protocol):
@@ -552,7 +559,12 @@ def blob_export_data_key(*, blob: Blob, actor: Actor | None = None) -> bytes:
 def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
     """Remove row (and with it the wrapped key), then the object. A crash in between leaves only an
     object without a row, which ``blobs_gc`` removes; never a row without its object. Audited in the
-    row's transaction."""
+    row's transaction.
+
+    The event carries no file name, not even sealed: sealing needs the key service whenever this process
+    has no sealing key cached, and deleting must behave the same on every worker during an outage (issue
+    15 item 20). It names the event that holds the sealed name instead (``name_event``: the blob's
+    ``blob.upload``, by sequence and hash), so the trail still says which file went (docs/audit.md)."""
     with transaction.atomic():
         deleted = Blob.objects.filter(pk=blob.pk).delete_rows()
         audit_record(
@@ -562,7 +574,8 @@ def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
             target_id=str(blob.pk),
             outcome="success" if deleted else "error",
             details={
-                **_blob_details(blob),
+                **_blob_details(blob, sealed_name=False),
+                "name_event": _name_event(blob),
                 **(
                     {"changes": {"state": {"old": blob.state, "new": "removed"}}}
                     if deleted

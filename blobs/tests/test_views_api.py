@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import timedelta
 
 import pytest
@@ -354,3 +355,31 @@ def test_jwt_head_on_the_stream(api, alice):
     assert response.status_code == 200
     assert response["Content-Length"] == "777"
     assert response.content == b""
+
+
+@pytest.mark.parametrize("key_service", ["down", "up"])
+def test_delete_needs_no_key_service_even_in_a_fresh_worker(key_service, alice, api, request, counted_wraps):
+    """Issue 15 item 20: deleting seals nothing, so a worker with no sealing key cached (a fresh process)
+    deletes during a key-service outage like a warm one. The event names the upload event that holds the
+    sealed file name instead of the name."""
+    from audit import sealed
+    from audit.models import AuditEvent
+    from audit.sealed import unseal
+
+    blob = make_blob(alice, b"to delete", filename="Befund Müller.pdf")
+    if key_service == "down":
+        request.getfixturevalue("master_key_missing")  # the local key service: its master key is gone
+    sealed.reset()  # what a freshly started worker holds: no audit sealing key
+    wraps = len(counted_wraps)
+    response = api.delete(reverse("blobs:detail", args=[blob.pk]))
+    assert response.status_code == 204
+    assert len(counted_wraps) == wraps  # not even asked while it is up: the same on every worker
+    assert not Blob.objects.filter(pk=blob.pk).exists()
+    event = AuditEvent.objects.filter(action="blob.delete").latest("sequence")
+    upload = AuditEvent.objects.get(action="blob.upload", target_id=str(blob.pk))
+    assert (event.outcome, event.actor, event.target_id) == ("success", "alice", str(blob.pk))
+    assert event.details["name_event"] == {"sequence": upload.sequence, "hash": upload.hash}
+    assert "filename" not in event.details
+    assert "Befund" not in json.dumps(event.details, ensure_ascii=False)
+    if key_service == "up":  # the referenced event still yields the name to an auditor with the key
+        assert unseal("filename", upload.details["filename"]) == "Befund Müller.pdf"

@@ -1,5 +1,6 @@
-"""Recompute the audit chain from the last trusted checkpoint (or, with --full, from the oldest event), or
-check an export file on its own (--export)."""
+"""Verify the audit chain: what is new since the signed verification cursor (or the last checkpoint) plus
+the rolling check's next window of older history, so the whole chain is re-verified every
+AUDIT["VERIFY_ROLLING_RUNS"] runs (--full: everything now); or check an export file on its own (--export)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
 from audit.export import audit_export_verify
-from audit.recording import audit_record
-from audit.verification import audit_chain_status
+from audit.verification import audit_verify
 from core.actors import Actor
 
 
@@ -20,9 +20,7 @@ class Command(BaseCommand):
     help = "Verify the audit log's hash chain and signed checkpoints; exits non-zero at the first bad event."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--full", action="store_true", help="from the oldest event, not the last checkpoint"
-        )
+        parser.add_argument("--full", action="store_true", help="the whole chain now, from the oldest event")
         parser.add_argument(
             "--export", metavar="FILE", help="check an audit_export file against FILE.manifest.json instead"
         )
@@ -32,35 +30,37 @@ class Command(BaseCommand):
             self._verify_export(Path(export))
             return
         try:
-            status = audit_chain_status(full=full)
+            status = audit_verify(full=full, actor=Actor.cli())
         except CheckpointError as exc:
             raise CommandError(exc.detail) from exc
         for problem in status.rejected:
             self.stderr.write(f"ignored checkpoint: {problem}")
         report = status.report
-        start = f"checkpoint #{status.start.sequence}" if status.start else "the first event"
-        audit_record(
-            action="audit.verify",
-            actor=Actor.cli(),
-            outcome="success" if report.ok else "error",
-            details={
-                "full": full,
-                "from": status.start.sequence if status.start else 1,
-                "checked": report.checked,
-                "first_bad_sequence": report.first_bad_sequence,
-                "reason": report.reason,
-                "rejected_checkpoints": len(status.rejected),
-            },
-        )
-        if not report.ok:
+        start = f"{status.start.kind} #{status.start.sequence}" if status.start else "the first event"
+        if not status.ok:
+            failure = status.failure
+            where = (
+                f"checked {report.checked} events from {start}"
+                if failure is report
+                else "rolling check of #{}-#{}".format(*(status.window_range or (0, 0)))
+            )
             raise CommandError(
-                f"audit chain BROKEN at sequence {report.first_bad_sequence}: {report.reason} "
-                f"(checked {report.checked} events from {start})"
+                f"audit chain BROKEN at sequence {failure.first_bad_sequence}: {failure.reason} ({where})"
             )
         self.stdout.write(
             f"ok: {report.checked} events verified from {start}; last #{report.last_sequence} "
             f"{report.last_hash}; {status.checkpoints} signed checkpoints trusted"
         )
+        if status.window_range is not None:
+            self.stdout.write(
+                f"rolling check: #{status.window_range[0]}-#{status.window_range[1]} re-verified"
+            )
+        cursor = status.cursor
+        if cursor is not None and cursor.full_finished:
+            self.stdout.write(
+                f"last full verification: every event checked between {cursor.full_started} "
+                f"and {cursor.full_finished}"
+            )
 
     def _verify_export(self, path: Path) -> None:
         """An export on its own (no database needed): signature, SHA-256, count and the chain inside it,
