@@ -1,7 +1,9 @@
 """``/health`` (the process is up) and ``/ready`` (it can serve: database, blob storage, key provider).
 
-Readiness reuses the key provider's last successful round-trip (kms.health) instead of calling the KMS on
-every probe. Bodies are JSON and name what failed, never secrets.
+Neither waits on the key service: ``/health`` touches nothing external, and ``/ready`` reads what the process
+last learned about the key provider (kms.health: real traffic's calls, failures at once, and a background
+round-trip when nothing is recent).
+Bodies are JSON and name what failed, never secrets.
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ def ready(request: HttpRequest) -> JsonResponse:
         checks["storage"] = {"ok": False, "detail": exc.detail}
     alias = default_alias()
     kms = provider_health(alias)
-    checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": round(kms.age_seconds, 1)}
-    if not kms.ok:
+    age = None if kms.age_seconds is None else round(kms.age_seconds, 1)
+    checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": age}
+    if kms.age_seconds is None:
+        checks["kms"]["detail"] = "key provider not checked yet"
+    elif not kms.ok:
         checks["kms"]["detail"] = "key provider round-trip failed"
     elif checks["database"]["ok"]:
         try:

@@ -364,6 +364,8 @@ KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new b
 # The kms app's tunables (kms/conf.py has their defaults and meanings).
 KMS = {
     "HEALTH_TTL_SECONDS": _env_int("KMS_HEALTH_TTL_SECONDS", 60),  # /ready reuses a round-trip this long
+    # Key-provider calls in flight per provider and process; more get 503 at once, not queued. 0 = off.
+    "MAX_CONCURRENT_CALLS": _env_int("KMS_MAX_CONCURRENT_CALLS", 16),
     # Unwrapped data keys cached in process memory for downloads (never Redis). Any 0 turns it off.
     "DEK_CACHE": {
         "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
