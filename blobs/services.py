@@ -26,6 +26,7 @@ from audit.sealed import seal
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
 from core.db import release_connections
+from core.errors import DomainError
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError
@@ -230,8 +231,8 @@ class BlobUpload:
                 params=params,
                 max_bytes=blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes,
             )
-        except BaseException:
-            _remove_pending(self.blob, action="blob.upload", outcome=ERROR, size=0)
+        except BaseException as exc:
+            _remove_pending(self.blob, action="blob.upload", outcome=ERROR, size=0, error=_error_code(exc))
             UPLOADS.refused()
             raise
         self._open = True
@@ -270,14 +271,16 @@ class BlobUpload:
         """The blob became visible: the upload ended in success (metrics)."""
         self._transfer.end(SUCCESS)
 
-    def abort(self, *, outcome: str = ERROR) -> None:
+    def abort(self, *, outcome: str = ERROR, error: str | None = None) -> None:
         """Remove everything this upload wrote. Safe to call more than once. ``outcome``: ``aborted`` when
-        the client went away, else ``error`` (what the upload metrics count, once)."""
+        the client went away, else ``error`` (what the upload metrics count, once); ``error``: the answer's
+        code (``storage_full``, ...), for the audit event."""
         self._transfer.end(outcome)
         self._open = False
         self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
-        if _remove_pending(self.blob, action="blob.upload", outcome=outcome, size=self._sealed.size):
+        size = self._sealed.size
+        if _remove_pending(self.blob, action="blob.upload", outcome=outcome, size=size, error=error):
             self._store.delete(self.blob.storage_name)
 
 
@@ -324,7 +327,21 @@ def _owner_change(old: User, new: User) -> dict[str, dict[str, object]]:
     }
 
 
-def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: Actor | None = None) -> bool:
+def _error_code(exc: BaseException) -> str | None:
+    """The code a refused upload is answered with, for its audit event (never the message: it may name
+    paths or key ids)."""
+    return exc.code if isinstance(exc, DomainError) else None
+
+
+def _remove_pending(
+    blob: Blob,
+    *,
+    action: str,
+    outcome: str,
+    size: int,
+    actor: Actor | None = None,
+    error: str | None = None,
+) -> bool:
     """Delete ``blob``'s row if it is still ``pending``, with its audit event in the same transaction; True
     if it was. Removing the object is the caller's job, after this returns (never before the row is gone).
 
@@ -348,6 +365,8 @@ def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: 
                     "owner_id": str(blob.owner_id),
                     "storage_alias": blob.storage_alias,
                     "changes": {"state": {"old": Blob.State.PENDING.value, "new": "removed"}},
+                    # Why it was refused, like a refusal before any row (the KMS's): storage_full, ...
+                    **({"error": error} if error else {}),
                 },
             )
     return bool(removed)
@@ -421,8 +440,8 @@ def blob_create(
     except UploadIncomplete:
         upload.abort(outcome=ABORTED)
         raise
-    except BaseException:
-        upload.abort()
+    except BaseException as exc:
+        upload.abort(error=_error_code(exc))
         raise
     upload.claimed()
     return blob

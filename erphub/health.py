@@ -2,7 +2,7 @@
 
 Neither waits on the key service: ``/health`` touches nothing external, and ``/ready`` reads what the process
 last learned about the key provider (kms.health: real traffic's calls, failures at once, and a background
-round-trip when nothing is recent).
+round-trip when nothing is recent). Storage is not ready below ``BLOBS["MIN_FREE_BYTES"]`` free (one statvfs).
 Bodies are JSON and name what failed, never secrets.
 """
 
@@ -39,8 +39,13 @@ def ready(request: HttpRequest) -> JsonResponse:
     except DatabaseError as exc:
         checks["database"] = {"ok": False, "detail": type(exc).__name__}
     try:
-        blob_store(blob_setting("STORAGE_ALIAS")).check()
+        store = blob_store(blob_setting("STORAGE_ALIAS"))
+        store.check()
         checks["storage"] = {"ok": True}
+        free, floor = store.free_bytes(), blob_setting("MIN_FREE_BYTES")
+        if free is not None and free < floor:
+            # Uploads would fail with 507 soon or already: say so before they do (issue 15 item 19).
+            checks["storage"] = {"ok": False, "detail": "Blob storage is nearly full (below MIN_FREE_BYTES)."}
     except StorageUnavailable as exc:
         checks["storage"] = {"ok": False, "detail": exc.detail}
     alias = default_alias()

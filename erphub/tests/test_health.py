@@ -96,6 +96,21 @@ def test_ready_is_503_naming_storage_when_it_cannot_take_writes(settings, tmp_pa
     assert checks["kms"]["ok"] is True
 
 
+def test_ready_is_503_when_storage_is_below_its_free_space_floor(settings):
+    # A floor above what the real filesystem has free: the same answer as a disk with 236 KiB left.
+    settings.BLOBS = {**settings.BLOBS, "MIN_FREE_BYTES": 1 << 62}
+    _, r = _ready()
+    assert r.status_code == 503
+    checks = r.json()["checks"]
+    assert checks["storage"] == {
+        "ok": False,
+        "detail": "Blob storage is nearly full (below MIN_FREE_BYTES).",
+    }
+    assert checks["kms"]["ok"] is True
+    settings.BLOBS = {**settings.BLOBS, "MIN_FREE_BYTES": 0}  # 0 turns the floor off
+    assert Client().get("/ready").json()["checks"]["storage"] == {"ok": True}
+
+
 def test_ready_does_not_call_the_kms_on_every_probe(counted_wraps):
     client = Client()
     _ready(client)
