@@ -2,7 +2,8 @@
 
 Neither waits on the key service: ``/health`` touches nothing external, and ``/ready`` reads what the process
 last learned about the key provider (kms.health: real traffic's calls, failures at once, and a background
-round-trip when nothing is recent). Storage is not ready below ``BLOBS["MIN_FREE_BYTES"]`` free (one statvfs).
+round-trip when nothing is recent). Storage below ``BLOBS["MIN_FREE_BYTES"]`` free (one statvfs) is reported
+as nearly full.
 Bodies are JSON and name what failed, never secrets.
 """
 
@@ -44,8 +45,10 @@ def ready(request: HttpRequest) -> JsonResponse:
         checks["storage"] = {"ok": True}
         free, floor = store.free_bytes(), blob_setting("MIN_FREE_BYTES")
         if free is not None and free < floor:
-            # Uploads would fail with 507 soon or already: say so before they do (issue 15 item 19).
-            checks["storage"] = {"ok": False, "detail": "Blob storage is nearly full (below MIN_FREE_BYTES)."}
+            # Uploads fail with 507 soon or already: say so (issue 15 item 19), but stay ready. The volume is
+            # shared by every pod (architecture.md §11), so failing here would take the whole Service out,
+            # downloads included, over a condition that only refuses uploads.
+            checks["storage"] = {"ok": True, "nearly_full": True, "detail": "free space below MIN_FREE_BYTES"}
     except StorageUnavailable as exc:
         checks["storage"] = {"ok": False, "detail": exc.detail}
     alias = default_alias()

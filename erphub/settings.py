@@ -386,7 +386,7 @@ BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
-    "MIN_FREE_BYTES": _env_int("BLOB_MIN_FREE_BYTES", 256 * 1024**2),  # /ready fails below this free; 0 = off
+    "MIN_FREE_BYTES": _env_int("BLOB_MIN_FREE_BYTES", 256 * 1024**2),  # /ready: nearly_full below; 0 = off
     # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),
