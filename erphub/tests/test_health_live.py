@@ -1,7 +1,8 @@
 """A hung key service must not starve the probes (issue 15 item 18), against a real gunicorn whose KMS (Vault
 Transit) is a black hole: connections are accepted and never answered. The provider's read timeout is far
 longer than the clients' generous timeouts, so anything that waits on the KMS shows up as a client timeout,
-not as a measured duration."""
+not as a measured duration. The black hole counts the connections it accepted: the KMS sees at most one
+background round-trip per worker, whatever the number of probes, and at most the bulkhead's calls."""
 
 from __future__ import annotations
 
@@ -89,6 +90,14 @@ def test_probes_answer_while_uploads_hang_on_the_key_service(tmp_path, black_hol
     server = _serve(tmp_path, black_hole, mode)
     with contextlib.ExitStack() as stack:
         stack.callback(server.stop)
+        # A probe storm against the hung KMS: each answers from what its worker knows ("not checked yet"),
+        # and each worker starts at most one background round-trip, not one per probe.
+        with ThreadPoolExecutor(4) as pool:
+            storm = list(pool.map(lambda _: _get(server, "/ready"), range(8)))
+        for status, body in storm:
+            assert status == 503, body
+            assert body["checks"]["kms"]["detail"] == "key provider not checked yet"
+        assert len(black_hole._held) <= 2  # one background round-trip per worker at most
         token = _token(server)
         uploads = [_hung_upload(server, token) for _ in range(UPLOADS)]
         for sock in uploads:
@@ -112,3 +121,4 @@ def test_probes_answer_while_uploads_hang_on_the_key_service(tmp_path, black_hol
             assert b"kms_unavailable" in head
             assert b"Retry-After" in head
         assert len(refused) >= UPLOADS - 2 * BULKHEAD  # 2 workers, BULKHEAD calls hanging in each at most
+        assert len(black_hole._held) <= 2 * BULKHEAD  # nothing else reached the KMS: no probe's round trip
