@@ -30,7 +30,6 @@ from core.errors import DomainError
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError
-from kms.health import record_success
 from kms.registry import default_alias, get_provider
 from kms.services import kms_wrap
 
@@ -88,9 +87,8 @@ def _unwrap_data_key(blob: Blob, *, cached: bool = False) -> bytes:
     wrapped = _wrapped_key(blob)
 
     def unwrap() -> bytes:
-        data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
-        record_success(blob.key_provider)
-        return data_key
+        # Its outcome is /ready's evidence too: kms.base.KeyProvider._call records it (kms.status).
+        return get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
 
     if not cached:
         return unwrap()
@@ -105,7 +103,6 @@ def _new_data_key(blob_id: uuid.UUID) -> tuple[str, bytes, WrappedKey]:
     alias = default_alias()
     data_key = secrets.token_bytes(DATA_KEY_BYTES)
     wrapped = kms_wrap(alias=alias, data_key=data_key, context={"blob_id": str(blob_id)})
-    record_success(alias)
     return alias, data_key, wrapped
 
 
