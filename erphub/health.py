@@ -3,8 +3,7 @@
 Neither waits on the key service: ``/health`` touches nothing external, and ``/ready`` reads what the process
 last learned about the key provider (kms.health: real traffic's calls, failures at once, and a background
 round-trip when nothing is recent). Storage below ``BLOBS["MIN_FREE_BYTES"]`` free (one statvfs) is reported
-as nearly full.
-Bodies are JSON and name what failed, never secrets.
+as nearly full. Bodies are JSON and name what failed, never secrets.
 """
 
 from __future__ import annotations
