@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 10 * 1024**3,  # larger uploads get 413
     "STORAGE_ALIAS": "blobs",  # STORAGES alias for new blobs
     "GC_GRACE_MINUTES": 60,  # blobs_gc leaves pending uploads younger than this alone
+    # /ready reports storage "nearly_full" below this much free space (uploads soon answer 507). 0 = off.
+    "MIN_FREE_BYTES": 256 * 1024**2,
     "MAX_RANGES": MAX_RANGES,  # a Range header with more ranges is ignored (RFC 9110 §14.3 allows it)
     # Django reads each multipart part's headers up to 1,024 bytes and answers 400 beyond; a 1,000-character
     # file name (up to ~3,000 bytes of UTF-8 as browsers send it) must fit. Not more: Python's header

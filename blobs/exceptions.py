@@ -8,6 +8,8 @@ from django.http import UnreadablePostError
 
 from core.errors import DomainError
 
+from .metrics import STORAGE_FULL_ANSWERS
+
 
 class BlobError(DomainError):
     status_code = 500
@@ -156,6 +158,9 @@ class StorageFull(StorageUnavailable):
     status_code = 507
     code = "storage_full"
     default_detail = "Blob storage is full; nothing was stored."
+
+    def answered(self) -> None:
+        STORAGE_FULL_ANSWERS.inc()  # every 507 counted (issue 15 item 19): a full disk refuses uploads
 
 
 class RangeNotSatisfiable(BlobError):

@@ -85,5 +85,10 @@ INTEGRITY_FAILURES = Counter(
     "Reads of a blob whose object failed authentication, by where it was read.",
     ["where"],
 )
+# Each 507 storage_full answer (blobs.exceptions.StorageFull.answered): uploads refused by a full disk.
+STORAGE_FULL_ANSWERS = Counter(
+    "blob_storage_full",  # exposed as blob_storage_full_total
+    "Requests answered 507 storage_full: nothing was stored because blob storage is full.",
+)
 DOWNLOADS = TransferMetrics("file_download", "Download")
 UPLOADS = TransferMetrics("file_upload", "Upload")

@@ -27,10 +27,10 @@ from audit.selectors import audit_event_ref
 from audit.services import audit_record, audit_record_after
 from core.actors import Actor
 from core.db import release_connections
+from core.errors import DomainError
 from kms.base import DATA_KEY_BYTES, WrappedKey
 from kms.cache import dek_cache
 from kms.exceptions import KmsError
-from kms.health import record_success
 from kms.registry import default_alias, get_provider
 from kms.services import kms_wrap
 
@@ -88,9 +88,8 @@ def _unwrap_data_key(blob: Blob, *, cached: bool = False) -> bytes:
     wrapped = _wrapped_key(blob)
 
     def unwrap() -> bytes:
-        data_key = get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
-        record_success(blob.key_provider)
-        return data_key
+        # Its outcome is /ready's evidence too: kms.base.KeyProvider._call records it (kms.status).
+        return get_provider(blob.key_provider).unwrap(wrapped, context=blob.key_context)
 
     if not cached:
         return unwrap()
@@ -105,7 +104,6 @@ def _new_data_key(blob_id: uuid.UUID) -> tuple[str, bytes, WrappedKey]:
     alias = default_alias()
     data_key = secrets.token_bytes(DATA_KEY_BYTES)
     wrapped = kms_wrap(alias=alias, data_key=data_key, context={"blob_id": str(blob_id)})
-    record_success(alias)
     return alias, data_key, wrapped
 
 
@@ -231,8 +229,8 @@ class BlobUpload:
                 params=params,
                 max_bytes=blob_setting("MAX_UPLOAD_BYTES") if max_bytes is None else max_bytes,
             )
-        except BaseException:
-            _remove_pending(self.blob, action="blob.upload", outcome=ERROR, size=0)
+        except BaseException as exc:
+            _remove_pending(self.blob, action="blob.upload", outcome=ERROR, size=0, error=_error_code(exc))
             UPLOADS.refused()
             raise
         self._open = True
@@ -271,14 +269,16 @@ class BlobUpload:
         """The blob became visible: the upload ended in success (metrics)."""
         self._transfer.end(SUCCESS)
 
-    def abort(self, *, outcome: str = ERROR) -> None:
+    def abort(self, *, outcome: str = ERROR, error: str | None = None) -> None:
         """Remove everything this upload wrote. Safe to call more than once. ``outcome``: ``aborted`` when
-        the client went away, else ``error`` (what the upload metrics count, once)."""
+        the client went away, else ``error`` (what the upload metrics count, once); ``error``: the answer's
+        code (``storage_full``, ...), for the audit event."""
         self._transfer.end(outcome)
         self._open = False
         self._sealed.abort()
         # Only while still pending: a claimed (ready) blob is never removed by a late abort.
-        if _remove_pending(self.blob, action="blob.upload", outcome=outcome, size=self._sealed.size):
+        size = self._sealed.size
+        if _remove_pending(self.blob, action="blob.upload", outcome=outcome, size=size, error=error):
             self._store.delete(self.blob.storage_name)
 
 
@@ -325,7 +325,21 @@ def _owner_change(old: User, new: User) -> dict[str, dict[str, object]]:
     }
 
 
-def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: Actor | None = None) -> bool:
+def _error_code(exc: BaseException) -> str | None:
+    """The code a refused upload is answered with, for its audit event (never the message: it may name
+    paths or key ids)."""
+    return exc.code if isinstance(exc, DomainError) else None
+
+
+def _remove_pending(
+    blob: Blob,
+    *,
+    action: str,
+    outcome: str,
+    size: int,
+    actor: Actor | None = None,
+    error: str | None = None,
+) -> bool:
     """Delete ``blob``'s row if it is still ``pending``, with its audit event in the same transaction; True
     if it was. Removing the object is the caller's job, after this returns (never before the row is gone).
 
@@ -349,6 +363,8 @@ def _remove_pending(blob: Blob, *, action: str, outcome: str, size: int, actor: 
                     "owner_id": str(blob.owner_id),
                     "storage_alias": blob.storage_alias,
                     "changes": {"state": {"old": Blob.State.PENDING.value, "new": "removed"}},
+                    # Why it was refused, like a refusal before any row (the KMS's): storage_full, ...
+                    **({"error": error} if error else {}),
                 },
             )
     return bool(removed)
@@ -428,8 +444,8 @@ def blob_create(
     except UploadIncomplete:
         upload.abort(outcome=ABORTED)
         raise
-    except BaseException:
-        upload.abort()
+    except BaseException as exc:
+        upload.abort(error=_error_code(exc))
         raise
     upload.claimed()
     return blob

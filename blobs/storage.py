@@ -85,6 +85,11 @@ class BlobStore(abc.ABC):
     def check(self) -> None:
         """Raise StorageUnavailable unless the backend can take writes now (readiness)."""
 
+    def free_bytes(self) -> int | None:
+        """Bytes an unprivileged writer can still use, cheaply (readiness compares it with
+        ``BLOBS["MIN_FREE_BYTES"]``); None where the backend has no such limit (object stores)."""
+        return None
+
 
 def _translate_os_error(exc: OSError) -> StorageUnavailable:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -232,6 +237,13 @@ class FileSystemBlobStore(BlobStore):
             probe.unlink()
         except OSError as exc:
             raise _translate_os_error(exc) from exc
+
+    def free_bytes(self) -> int | None:
+        try:
+            stats = os.statvfs(self.storage.location)
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        return stats.f_bavail * stats.f_frsize  # f_bavail: what non-root may use (root's reserve excluded)
 
 
 # Storage backend class -> adapter class. django-storages backends join here with their adapters.

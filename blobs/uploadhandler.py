@@ -20,6 +20,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
 from django.http import HttpRequest
 
+from core.errors import DomainError
 from kms.exceptions import KmsError
 
 from .disposition import FilenameError, upload_filename
@@ -64,16 +65,16 @@ class EncryptingUploadHandler(FileUploadHandler):
             setattr(self.request, UPLOADS_ATTR, uploads)
         return uploads
 
-    def _fail(self, exc: BaseException) -> NoReturn:
-        self._abort()
+    def _fail(self, exc: DomainError) -> NoReturn:
+        self._abort(error=exc.code)
         setattr(self.request, ERROR_ATTR, exc)
         # connection_reset: do not read (and discard) the rest of a body we have already refused.
         raise StopUpload(connection_reset=True)
 
-    def _abort(self, *, outcome: str = ERROR) -> None:
+    def _abort(self, *, outcome: str = ERROR, error: str | None = None) -> None:
         if self._upload is not None:
             upload, self._upload = self._upload, None
-            upload.abort(outcome=outcome)
+            upload.abort(outcome=outcome, error=error)
 
     def new_file(
         self,

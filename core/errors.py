@@ -32,6 +32,9 @@ class DomainError(Exception):
     def response_headers(self) -> dict[str, str]:
         return {}
 
+    def answered(self) -> None:
+        """Called once when this error becomes a response: where an answer is counted (a metric)."""
+
 
 def error_response(
     status: int,
@@ -54,6 +57,7 @@ def error_response(
 def domain_error_response(exc: DomainError) -> JsonResponse:
     if exc.log_when_answered:
         logger.warning("%s: %s", exc.code, exc)
+    exc.answered()
     return error_response(
         exc.status_code, detail=exc.public_detail(), code=exc.code, headers=exc.response_headers()
     )

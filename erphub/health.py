@@ -1,7 +1,9 @@
 """``/health`` (the process is up) and ``/ready`` (it can serve: database, blob storage, key provider).
 
-Readiness reuses the key provider's last successful round-trip (kms.health) instead of calling the KMS on
-every probe. Bodies are JSON and name what failed, never secrets.
+Neither waits on the key service: ``/health`` touches nothing external, and ``/ready`` reads what the process
+last learned about the key provider (kms.health: real traffic's calls, failures at once, and a background
+round-trip when nothing is recent). Storage below ``BLOBS["MIN_FREE_BYTES"]`` free (one statvfs) is reported
+as nearly full. Bodies are JSON and name what failed, never secrets.
 """
 
 from __future__ import annotations
@@ -37,14 +39,24 @@ def ready(request: HttpRequest) -> JsonResponse:
     except DatabaseError as exc:
         checks["database"] = {"ok": False, "detail": type(exc).__name__}
     try:
-        blob_store(blob_setting("STORAGE_ALIAS")).check()
+        store = blob_store(blob_setting("STORAGE_ALIAS"))
+        store.check()
         checks["storage"] = {"ok": True}
+        free, floor = store.free_bytes(), blob_setting("MIN_FREE_BYTES")
+        if free is not None and free < floor:
+            # Uploads fail with 507 soon or already: say so (issue 15 item 19), but stay ready. The volume is
+            # shared by every pod (architecture.md §11), so failing here would take the whole Service out,
+            # downloads included, over a condition that only refuses uploads.
+            checks["storage"] = {"ok": True, "nearly_full": True, "detail": "free space below MIN_FREE_BYTES"}
     except StorageUnavailable as exc:
         checks["storage"] = {"ok": False, "detail": exc.detail}
     alias = default_alias()
     kms = provider_health(alias)
-    checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": round(kms.age_seconds, 1)}
-    if not kms.ok:
+    age = None if kms.age_seconds is None else round(kms.age_seconds, 1)
+    checks["kms"] = {"ok": kms.ok, "provider": alias, "checked_seconds_ago": age}
+    if kms.age_seconds is None:
+        checks["kms"]["detail"] = "key provider not checked yet"
+    elif not kms.ok:
         checks["kms"]["detail"] = "key provider round-trip failed"
     elif checks["database"]["ok"]:
         try:

@@ -364,6 +364,8 @@ KMS_DEFAULT_PROVIDER = KEY_PROVIDER  # alias used to wrap the data keys of new b
 # The kms app's tunables (kms/conf.py has their defaults and meanings).
 KMS = {
     "HEALTH_TTL_SECONDS": _env_int("KMS_HEALTH_TTL_SECONDS", 60),  # /ready reuses a round-trip this long
+    # Key-provider calls in flight per provider and process; more get 503 at once, not queued. 0 = off.
+    "MAX_CONCURRENT_CALLS": _env_int("KMS_MAX_CONCURRENT_CALLS", 16),
     # Unwrapped data keys cached in process memory for downloads (never Redis). Any 0 turns it off.
     "DEK_CACHE": {
         "TTL_SECONDS": _env_int("KMS_DEK_CACHE_TTL_SECONDS", 300),  # a revoked KEK still serves this long
@@ -384,6 +386,7 @@ BLOBS = {
     "SEGMENT_SIZE": _env_int("BLOB_SEGMENT_SIZE", 1 << 20),  # ciphertext segment size for new blobs
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
+    "MIN_FREE_BYTES": _env_int("BLOB_MIN_FREE_BYTES", 256 * 1024**2),  # /ready: nearly_full below; 0 = off
     # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),

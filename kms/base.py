@@ -9,8 +9,9 @@ AAD): unwrapping with another blob's context must fail.
 
 Providers are configured like STORAGES and built by ``kms.registry``; they raise only ``kms.exceptions``
 types. They must never log or repr key material. Every call a provider makes for wrap/unwrap/rewrap goes
-through ``KeyProvider._call`` (``kms.retry.call``): one place for timeouts' companion retry policy and for
-the ``kms_calls_total`` metric. A provider holding connections releases them in ``close``.
+through ``KeyProvider._call`` (``kms.retry.call``): one place for timeouts' companion retry policy, the
+``kms_calls_total`` metric, the cap on concurrent calls (``kms.bulkhead``) and the readiness evidence
+(``kms.status``). A provider holding connections releases them in ``close``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, ClassVar, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import retry
+from . import bulkhead, retry, status
+from .exceptions import KeyUnavailable
 
 DATA_KEY_BYTES = 32
 T = TypeVar("T")
@@ -88,8 +90,19 @@ class KeyProvider(abc.ABC):
         """Release network connections (the registry calls it when settings change). Idempotent."""
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
-        """Run one operation (``wrap``, ``unwrap``, ``rewrap``) with retries, counted per attempt."""
-        return retry.call(fn, provider=self.alias, operation=operation, policy=self.retry_policy)
+        """Run one operation (``wrap``, ``unwrap``, ``rewrap``) with retries, counted per attempt, inside
+        one of the process's call slots (``kms.bulkhead``); its outcome is readiness evidence
+        (``kms.status``)."""
+        with bulkhead.slot(self.alias):
+            try:
+                result = retry.call(fn, provider=self.alias, operation=operation, policy=self.retry_policy)
+            except KeyUnavailable as exc:
+                # The provider cannot serve (down, hung, denied): /ready says so now, not after its TTL. Not
+                # a missing key or a failed unwrap: those are one blob's problem, not the provider's.
+                status.record_failure(self.alias, f"{operation} failed: {type(exc).__name__}")
+                raise
+        status.record_success(self.alias)
+        return result
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r}>"

@@ -12,6 +12,9 @@ from core.conf import AppSettings
 
 DEFAULTS: dict[str, Any] = {
     "HEALTH_TTL_SECONDS": 60,  # /ready reuses a successful key-provider round-trip this long
+    # Key-provider calls in flight per provider and process (kms.bulkhead); more are refused at once with
+    # 503 + Retry-After, so a hung KMS cannot hold every connection of a worker. 0 = no cap.
+    "MAX_CONCURRENT_CALLS": 16,
     # Unwrapped data keys kept in process memory for the download path (kms.cache). Any 0 disables.
     "DEK_CACHE": {
         "TTL_SECONDS": 300,  # how long a revoked or disabled KEK can still serve already-cached blobs

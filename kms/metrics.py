@@ -25,6 +25,12 @@ KMS_CALLS = Counter(
 # unwrap (concurrent misses for the same key count one miss and, for the requests that waited, hits).
 DEK_CACHE_HITS = Counter("dek_cache_hits_total", "Data keys served from the in-process cache.")
 DEK_CACHE_MISSES = Counter("dek_cache_misses_total", "Data keys the cache had to unwrap through the KMS.")
+# kms.bulkhead: calls refused at once because the process already had its cap of calls in flight.
+BULKHEAD_REJECTIONS = Counter(
+    "kms_bulkhead_rejections",  # exposed as kms_bulkhead_rejections_total
+    "Key-provider calls refused because this process's concurrent-call slots were all busy.",
+    ["provider"],
+)
 
 KMS_CALL_DURATION = Histogram(
     "kms_call_duration_seconds",

@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 from django.utils.crypto import get_random_string
+from prometheus_client import REGISTRY
 
 from blobs.models import Blob
 from blobs.storage import blob_store
@@ -444,6 +445,27 @@ def test_disk_full_mid_raw_upload_is_507_with_nothing_stored(client, disk_full):
     r = client.post(f"{URL}?filename=x.bin", data=pattern(50_000), content_type="application/octet-stream")
     assert r.status_code == 507
     assert_nothing_stored()
+
+
+@pytest.mark.parametrize("body", ["multipart", "raw"])
+def test_a_507_is_counted_and_audited_as_a_refused_upload(client, disk_full, body):
+    from audit.models import AuditEvent
+
+    def answered() -> float:
+        return REGISTRY.get_sample_value("blob_storage_full_total") or 0.0
+
+    before = answered()
+    disk_full(room=5000)
+    if body == "multipart":
+        r = multipart(client, pattern(50_000))
+    else:
+        raw = pattern(50_000)
+        r = client.post(f"{URL}?filename=x.bin", data=raw, content_type="application/octet-stream")
+    assert r.status_code == 507
+    assert answered() == before + 1
+    refused = AuditEvent.objects.filter(action="blob.upload", outcome="error")
+    assert refused.exists()
+    assert {event.details.get("error") for event in refused} == {"storage_full"}
 
 
 # --- who may upload -----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""kms.health: probes that arrive together share one key-provider round-trip (single-flight per alias)."""
+"""kms.health: a probe never waits on the key provider; probes that arrive together start one background
+round-trip (single flight per alias) and answer from what is already known."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 
 import pytest
 
-from kms import health
+from kms import health, status
 from kms.providers.local import LocalKeyProvider
 
 PROBES = 8
@@ -14,76 +15,83 @@ PROBES = 8
 
 @pytest.fixture
 def held_wraps(monkeypatch):
-    """Real LocalKeyProvider.wrap calls, counted. The first one waits until every probe has started, so the
-    others arrive while its round-trip is in flight."""
+    """Real LocalKeyProvider.wrap calls, counted, each held until the test releases it: a probe that
+    waited for one would never return."""
     calls: list[str] = []
-    entered: set[threading.Thread] = set()
-    everyone_in = threading.Condition()
+    release = threading.Event()
     real_wrap = LocalKeyProvider.wrap
 
     def spy(self, data_key, *, context):
-        with everyone_in:
-            calls.append(self.alias)
-            first = len(calls) == 1
-            if first and not everyone_in.wait_for(lambda: len(entered) == PROBES, timeout=30):
-                raise AssertionError("not every probe started")
+        calls.append(self.alias)
+        if not release.wait(timeout=30):
+            raise AssertionError("the held wrap was never released")
         return real_wrap(self, data_key, context=context)
 
-    def clock() -> float:
-        with everyone_in:
-            entered.add(threading.current_thread())
-            everyone_in.notify_all()
-        return 1000.0
-
     monkeypatch.setattr(LocalKeyProvider, "wrap", spy)
-    return calls, clock
+    yield calls, release
+    release.set()
 
 
-def probe_together(clock) -> list[health.ProviderHealth]:
-    """PROBES threads (one each, so the spy can tell them apart) probe at once, like a readiness storm."""
+def probe_together() -> list[health.ProviderHealth]:
+    """PROBES threads probe at once, like a readiness storm; each must return on its own."""
     results: list[health.ProviderHealth] = []
 
     def probe() -> None:
-        results.append(health.provider_health("local", clock=clock))
+        results.append(health.provider_health("local"))
 
     threads = [threading.Thread(target=probe) for _ in range(PROBES)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a probe waited for the key provider"
     assert len(results) == PROBES
     return results
 
 
-def test_concurrent_probes_make_one_round_trip(held_wraps):
-    calls, clock = held_wraps
-    results = probe_together(clock)
+def settle() -> None:
+    thread = health.refreshing("local")
+    if thread is not None:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_concurrent_probes_start_one_round_trip_and_none_waits_for_it(held_wraps):
+    calls, release = held_wraps
+    results = probe_together()
+    assert all(r.detail == health.NOT_CHECKED and not r.ok for r in results)
+    assert health.refreshing("local") is not None
+    release.set()
+    settle()
     assert calls == ["local"]
-    assert all(r.ok for r in results)
+    assert health.provider_health("local").ok
 
 
-def test_concurrent_probes_of_a_failing_provider_make_one_round_trip(held_wraps, settings, tmp_path):
+def test_concurrent_probes_of_a_failing_provider_start_one_round_trip(held_wraps, settings, tmp_path):
     settings.KMS_PROVIDERS = {
         "local": {
             "BACKEND": "kms.providers.local.LocalKeyProvider",
             "OPTIONS": {"key_file": str(tmp_path / "gone.key")},
         }
     }
-    calls, clock = held_wraps
-    results = probe_together(clock)
+    calls, release = held_wraps
+    probe_together()
+    release.set()
+    settle()
     assert calls == ["local"]
-    assert not any(r.ok for r in results)
-    assert all("gone.key" in r.detail for r in results)
+    after = health.provider_health("local")
+    assert not after.ok
+    assert after.detail == "round-trip failed: KeyUnavailable"  # no path or key id
 
 
 def test_the_ttl_has_a_default_when_the_setting_is_absent(settings, counted_wraps):
     settings.KMS = {}
-    calls = counted_wraps
     now = [0.0]
-    assert health.provider_health("local", clock=lambda: now[0]).ok
+    status.record_success("local", clock=lambda: now[0])
     now[0] += 59
     assert health.provider_health("local", clock=lambda: now[0]).age_seconds == pytest.approx(59)
-    assert len(calls) == 1  # kms.conf's default: 60 seconds
+    assert health.refreshing("local") is None  # kms.conf's default: 60 seconds
     now[0] += 2
-    assert health.provider_health("local", clock=lambda: now[0]).age_seconds == 0
-    assert len(calls) == 2
+    health.provider_health("local", clock=lambda: now[0])
+    settle()
+    assert counted_wraps == ["local"]
