@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,11 +79,19 @@ def _hung_upload(server: Gunicorn, token: str) -> socket.socket:
 
 
 def _answer(sock: socket.socket) -> bytes | None:
-    """The upload's response, or None if it is still waiting on the KMS after the client's timeout."""
+    """The upload's whole response (head and body, which may arrive in separate segments), or None if it is
+    still waiting on the KMS after the client's timeout."""
+    received = b""
     try:
-        return sock.recv(65536)
+        while more := sock.recv(65536):
+            received += more
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                break
     except TimeoutError:
-        return None
+        return received or None
+    return received
 
 
 @pytest.mark.parametrize("mode", ["event", "gthread"])
