@@ -18,7 +18,10 @@ DEFAULTS: dict[str, Any] = {
     "VERIFY_PUBLIC_KEYS": (),  # extra base64 Ed25519 public keys trusted for checkpoints (old keys)
     "AFTER_RETRIES": 3,  # attempts for events after the fact (a stream's end) before counting a failure
     "AFTER_RETRY_DELAY": 0.05,  # seconds before the first retry; doubles each time
-    "DETAILS_ENCRYPTION_PROVIDER": None,  # KMS alias for encrypted detail fields (None = the default one)
+    "DETAILS_ENCRYPTION_PROVIDER": None,
+    # Appends outside a transaction share one with those of the same process arriving meanwhile (one commit,
+    # one fsync), each caller still returning only once its event is committed (recording.GroupCommit).
+    "GROUP_COMMIT": True,  # KMS alias for encrypted detail fields (None = the default one)
 }
 
 
