@@ -289,7 +289,10 @@ def _mark_ready(
         claimed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).update(**updates)
         if claimed != 1:
             raise InvalidUpload("The upload was already claimed or has expired.")
-        blob.refresh_from_db()
+        # The row now holds exactly these values (the update matched it): set them here rather than read the
+        # row and its owner back, two queries per upload.
+        for name, value in updates.items():
+            setattr(blob, name, value)
         # In the claim's transaction: a blob becomes visible only together with its audit event.
         audit_record(
             action="blob.upload",
