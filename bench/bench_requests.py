@@ -1,0 +1,309 @@
+"""Requests per second and time to first byte of small requests (issue 14), under the event worker.
+
+    .venv/bin/python bench/bench_requests.py                       # the full run (SQLite and PostgreSQL)
+    .venv/bin/python bench/bench_requests.py --seconds 0.5 --clients 1 8 --databases sqlite   # quick check
+
+For each database (SQLite in the var dir; PostgreSQL: a fresh database on 127.0.0.1:5432, dropped at the
+end) and each audit mode (group commit on, then off: the before/after of audit/recording.GroupCommit), one
+gunicorn server (``erphub.event_worker.EventWorker``, 2 workers, bench/settings_requests.py: the product's
+URLs plus a plaintext range view of the same file) serves, side by side in one run:
+
+- ``GET /health`` (Django, no database);
+- ``GET /bench/plain-range`` with a 1-byte and a 64 KiB ``Range`` (plain Django reading the plaintext file);
+- ``GET /secure/files/{id}/stream`` with the same ranges (JWT; authenticated, flag-gated, permission-checked,
+  decrypted, audited start and end);
+- ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT.
+
+Each cell: ``--seconds`` of ``N`` keep-alive clients (threads of this process, one connection each) sending
+requests back to back; range offsets are random over the file. Reported: requests/s, p50 and p95 time to
+first byte (request sent to status line read), errors (any status other than the expected one, or a dropped
+connection). After each server's run ``audit_verify --full`` must pass: every access audited, chain intact.
+The load generator shares the machine's cores with the server: on 2 vCPUs its own CPU caps what it can
+drive (reported beside the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_download import log, machine_facts, write_random
+from blobs.tests.liveserver import HOST, Gunicorn, manage, prepare_database, server_env
+
+USERNAME = "admin"
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    path: str
+    status: int
+    range_length: int | None = None  # a random range of this length per request
+    auth: bool = False
+
+
+@dataclass
+class Cell:
+    ttfb: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.ttfb) / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: float) -> float:
+        if not self.ttfb:
+            return float("nan")
+        ordered = sorted(self.ttfb)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def run_cell(port: int, target: Target, *, clients: int, seconds: float, size: int, token: str) -> Cell:
+    cell = Cell()
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+    stop_at: list[float] = []
+
+    def client() -> None:
+        rng = random.Random()
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        ttfb: list[float] = []
+        errors = 0
+        headers = {"Authorization": f"Bearer {token}"} if target.auth else {}
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            if target.range_length:
+                offset = rng.randrange(0, size - target.range_length)
+                headers["Range"] = f"bytes={offset}-{offset + target.range_length - 1}"
+            sent = time.perf_counter()
+            try:
+                conn.request("GET", target.path, headers=headers)
+                response = conn.getresponse()
+                first = time.perf_counter()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                continue
+            if response.status != target.status:
+                errors += 1
+            else:
+                ttfb.append(first - sent)
+        conn.close()
+        with lock:
+            cell.ttfb.extend(ttfb)
+            cell.errors += errors
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    stop_at.append(began + seconds)
+    start.wait()
+    for thread in threads:
+        thread.join()
+    cell.seconds = time.perf_counter() - began
+    return cell
+
+
+def create_postgres_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"erphub_bench_{secrets.token_hex(4)}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def obtain_token(port: int, password: str) -> str:
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        body = json.dumps({"username": USERNAME, "password": password})
+        conn.request("POST", "/api/token/", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = json.loads(response.read())
+    finally:
+        conn.close()
+    return str(data["access"])
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (from /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields_[11]) + int(fields_[12])
+    return total / tick
+
+
+def bench_database(
+    database: str, args: argparse.Namespace, work: Path, plain: Path
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for group_commit in args.group_commit:
+        var_dir = work / f"var-{database}-{group_commit}"
+        var_dir.mkdir()
+        password = secrets.token_urlsafe(18)
+        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+        env.update(
+            JWT_ACCESS_MINUTES="240",  # one token for the whole run
+            ERPHUB_BENCH_PLAIN_FILE=str(plain),
+            ERPHUB_BENCH_GROUP_COMMIT=group_commit,
+            DJANGO_SETTINGS_MODULE="bench.settings_requests",
+            AUDIT_LOG_STREAM="stderr",
+            # audit_verify at the end reads the checkpoint signing key (a fresh one per run).
+            AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
+        )
+        pg_name = None
+        if database == "postgresql":
+            pg_name, env["DATABASE_URL"] = create_postgres_database()
+        server = None
+        try:
+            prepare_database(env)
+            blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+            server = Gunicorn.start(
+                env, work / f"gunicorn-{database}-{group_commit}.log", timeout=120, name="api"
+            )
+            server.wait_until_healthy()
+            token = obtain_token(server.port, password)
+            stream = f"/secure/files/{blob_id}/stream"
+            targets = [
+                Target("GET /health", "/health", 200),
+                Target("plain Django, 1-byte range", "/bench/plain-range", 206, range_length=1),
+                Target("API stream, 1-byte range", stream, 206, range_length=1, auth=True),
+                Target("plain Django, 64 KiB range", "/bench/plain-range", 206, range_length=64 * KIB),
+                Target("API stream, 64 KiB range", stream, 206, range_length=64 * KIB, auth=True),
+                Target("API metadata", f"/secure/files/{blob_id}/", 200, auth=True),
+                Target("API list", "/secure/files/", 200, auth=True),
+            ]
+            pids = [server.proc.pid, *server.worker_pids()]
+            for clients in args.clients:
+                for target in targets:
+                    cpu_before, client_before = cpu_seconds(pids), time.process_time()
+                    cell = run_cell(
+                        server.port,
+                        target,
+                        clients=clients,
+                        seconds=args.seconds,
+                        size=args.size_kib * KIB,
+                        token=token,
+                    )
+                    server_cpu = (cpu_seconds(pids) - cpu_before) / cell.seconds
+                    client_cpu = (time.process_time() - client_before) / cell.seconds
+                    row = {
+                        "database": database,
+                        "group_commit": group_commit == "1",
+                        "clients": clients,
+                        "target": target.name,
+                        "requests": len(cell.ttfb),
+                        "rps": round(cell.rps, 1),
+                        "p50_ms": round(cell.quantile(0.5), 2),
+                        "p95_ms": round(cell.quantile(0.95), 2),
+                        "errors": cell.errors,
+                        "server_cpu": round(server_cpu, 2),
+                        "client_cpu": round(client_cpu, 2),
+                    }
+                    rows.append(row)
+                    log(json.dumps(row))
+            server.stop()
+            server = None
+            verified = manage(env, "audit_verify", "--full", timeout=600).strip()
+            log(f"{database}, group commit {group_commit}: audit_verify --full: {verified}")
+            rows.append({"database": database, "group_commit": group_commit == "1", "verify": verified})
+        finally:
+            if server is not None:
+                server.stop()
+            if pg_name:
+                drop_postgres_database(pg_name)
+    return rows
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    lines = []
+    cells = [r for r in rows if "target" in r]
+    health = {
+        (r["database"], r["group_commit"], r["clients"]): r["rps"]
+        for r in cells
+        if r["target"] == "GET /health"
+    }
+    lines.append(
+        "| database | group commit | clients | request | req/s | × /health | p50 TTFB ms | p95 TTFB ms "
+        "| errors | server CPU | client CPU |"
+    )
+    lines.append("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+    for r in cells:
+        base = health.get((r["database"], r["group_commit"], r["clients"])) or 0
+        ratio = f"{float(r['rps']) / float(base):.2f}" if base else "—"  # type: ignore[arg-type]
+        lines.append(
+            f"| {r['database']} | {'on' if r['group_commit'] else 'off'} | {r['clients']} | {r['target']} "
+            f"| {r['rps']} | {ratio} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} | {r['server_cpu']} "
+            f"| {r['client_cpu']} |"
+        )
+    for r in rows:
+        if "verify" in r:
+            lines.append(
+                f"\n{r['database']}, group commit {'on' if r['group_commit'] else 'off'}: "
+                f"`audit_verify --full`: {r['verify']}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per cell")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--group-commit", nargs="+", default=["1", "0"], help="1: on (after), 0: off (before)"
+    )
+    parser.add_argument("--size-kib", type=int, default=8 * 1024, help="the blob and the plaintext file")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="erphub-bench-requests-", dir="/tmp"))
+    try:
+        plain = work / "plain.bin"
+        write_random(plain, args.size_kib * KIB)
+        rows: list[dict[str, object]] = []
+        for database in args.databases:
+            rows += bench_database(database, args, work, plain)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        print(table(rows))
+        print()
+        for name, value in machine_facts().items():
+            print(f"- {name}: {value}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
