@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_requests.py --seconds 0.5 --clients 1 8 --databases sqlite   # quick check
 
 For each database (SQLite in the var dir; PostgreSQL: a fresh database on 127.0.0.1:5432, dropped at the
-end) and each audit mode (group commit on, then off: the before/after of audit/recording.GroupCommit), one
+end) and each audit mode (group commit on and off: the before/after of audit/recording.GroupCommit), one
 gunicorn server (``erphub.event_worker.EventWorker``, 2 workers, bench/settings_requests.py: the product's
 URLs plus a plaintext range view of the same file) serves, side by side in one run:
 
@@ -14,8 +14,9 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
   decrypted, audited start and end);
 - ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT.
 
-Each cell: ``--seconds`` of ``N`` keep-alive clients (threads of this process, one connection each) sending
-requests back to back; range offsets are random over the file. Reported: requests/s, p50 and p95 time to
+Both audit modes' servers run at once and every cell alternates between them, ``--repeats`` rounds (the
+median round reported), after a short warm-up of every target. Each cell: ``--seconds`` of ``N`` keep-alive
+clients (threads of this process, one connection each) sending requests back to back; range offsets are random over the file. Reported: requests/s, p50 and p95 time to
 first byte (request sent to status line read), errors (any status other than the expected one, or a dropped
 connection). After each server's run ``audit_verify --full`` must pass: every access audited, chain intact.
 The load generator shares the machine's cores with the server: on 2 vCPUs its own CPU caps what it can
@@ -164,86 +165,119 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+@dataclass
+class Served:
+    """One server of the run: its group-commit mode, environment, token and targets."""
+
+    group_commit: str
+    env: dict[str, str]
+    server: Gunicorn
+    token: str
+    targets: list[Target]
+    pg_name: str | None
+
+
+def start_served(database: str, group_commit: str, work: Path, plain: Path) -> Served:
+    var_dir = work / f"var-{database}-{group_commit}"
+    var_dir.mkdir()
+    password = secrets.token_urlsafe(18)
+    env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
+    env.update(
+        JWT_ACCESS_MINUTES="240",  # one token for the whole run
+        ERPHUB_BENCH_PLAIN_FILE=str(plain),
+        ERPHUB_BENCH_GROUP_COMMIT=group_commit,
+        DJANGO_SETTINGS_MODULE="bench.settings_requests",
+        AUDIT_LOG_STREAM="stderr",
+        # audit_verify at the end reads the checkpoint signing key (a fresh one per run).
+        AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
+    )
+    pg_name = None
+    if database == "postgresql":
+        pg_name, env["DATABASE_URL"] = create_postgres_database()
+    prepare_database(env)
+    blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+    server = Gunicorn.start(env, work / f"gunicorn-{database}-{group_commit}.log", timeout=120, name="api")
+    server.wait_until_healthy()
+    stream = f"/secure/files/{blob_id}/stream"
+    targets = [
+        Target("GET /health", "/health", 200),
+        Target("plain Django, 1-byte range", "/bench/plain-range", 206, range_length=1),
+        Target("API stream, 1-byte range", stream, 206, range_length=1, auth=True),
+        Target("plain Django, 64 KiB range", "/bench/plain-range", 206, range_length=64 * KIB),
+        Target("API stream, 64 KiB range", stream, 206, range_length=64 * KIB, auth=True),
+        Target("API metadata", f"/secure/files/{blob_id}/", 200, auth=True),
+        Target("API list", "/secure/files/", 200, auth=True),
+    ]
+    return Served(group_commit, env, server, obtain_token(server.port, password), targets, pg_name)
+
+
 def bench_database(
     database: str, args: argparse.Namespace, work: Path, plain: Path
 ) -> list[dict[str, object]]:
+    """Every server of ``database`` up at once; each cell runs on each server in turn (``--repeats``
+    rounds, the median round reported), so a neighbour's load on the shared machine hits both modes alike."""
     rows: list[dict[str, object]] = []
-    for group_commit in args.group_commit:
-        var_dir = work / f"var-{database}-{group_commit}"
-        var_dir.mkdir()
-        password = secrets.token_urlsafe(18)
-        env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
-        env.update(
-            JWT_ACCESS_MINUTES="240",  # one token for the whole run
-            ERPHUB_BENCH_PLAIN_FILE=str(plain),
-            ERPHUB_BENCH_GROUP_COMMIT=group_commit,
-            DJANGO_SETTINGS_MODULE="bench.settings_requests",
-            AUDIT_LOG_STREAM="stderr",
-            # audit_verify at the end reads the checkpoint signing key (a fresh one per run).
-            AUDIT_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode(),
-        )
-        pg_name = None
-        if database == "postgresql":
-            pg_name, env["DATABASE_URL"] = create_postgres_database()
-        server = None
-        try:
-            prepare_database(env)
-            blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
-            server = Gunicorn.start(
-                env, work / f"gunicorn-{database}-{group_commit}.log", timeout=120, name="api"
-            )
-            server.wait_until_healthy()
-            token = obtain_token(server.port, password)
-            stream = f"/secure/files/{blob_id}/stream"
-            targets = [
-                Target("GET /health", "/health", 200),
-                Target("plain Django, 1-byte range", "/bench/plain-range", 206, range_length=1),
-                Target("API stream, 1-byte range", stream, 206, range_length=1, auth=True),
-                Target("plain Django, 64 KiB range", "/bench/plain-range", 206, range_length=64 * KIB),
-                Target("API stream, 64 KiB range", stream, 206, range_length=64 * KIB, auth=True),
-                Target("API metadata", f"/secure/files/{blob_id}/", 200, auth=True),
-                Target("API list", "/secure/files/", 200, auth=True),
-            ]
-            pids = [server.proc.pid, *server.worker_pids()]
-            for clients in args.clients:
-                for target in targets:
-                    cpu_before, client_before = cpu_seconds(pids), time.process_time()
-                    cell = run_cell(
-                        server.port,
-                        target,
-                        clients=clients,
-                        seconds=args.seconds,
-                        size=args.size_kib * KIB,
-                        token=token,
-                    )
-                    server_cpu = (cpu_seconds(pids) - cpu_before) / cell.seconds
-                    client_cpu = (time.process_time() - client_before) / cell.seconds
-                    row = {
-                        "database": database,
-                        "group_commit": group_commit == "1",
-                        "clients": clients,
-                        "target": target.name,
-                        "requests": len(cell.ttfb),
-                        "rps": round(cell.rps, 1),
-                        "p50_ms": round(cell.quantile(0.5), 2),
-                        "p95_ms": round(cell.quantile(0.95), 2),
-                        "errors": cell.errors,
-                        "server_cpu": round(server_cpu, 2),
-                        "client_cpu": round(client_cpu, 2),
-                    }
+    served: list[Served] = []
+    try:
+        for group_commit in args.group_commit:
+            served.append(start_served(database, group_commit, work, plain))
+        for one in served:  # warm-up: first requests load modules, the flags snapshot, the data key
+            for target in one.targets:
+                run_cell(
+                    one.server.port, target, clients=1, seconds=0.2, size=args.size_kib * KIB, token=one.token
+                )
+        for clients in args.clients:
+            for index in range(len(served[0].targets)):
+                rounds: dict[str, list[dict[str, object]]] = {one.group_commit: [] for one in served}
+                for _ in range(args.repeats):
+                    for one in served:
+                        rounds[one.group_commit].append(measure(one, database, index, clients, args))
+                for one in served:
+                    # The round with the median requests/s, whole (its latencies belong to it).
+                    ordered = sorted(rounds[one.group_commit], key=lambda row: float(row["rps"]))  # type: ignore[arg-type]
+                    row = ordered[len(ordered) // 2]
                     rows.append(row)
                     log(json.dumps(row))
-            server.stop()
-            server = None
-            verified = manage(env, "audit_verify", "--full", timeout=600).strip()
-            log(f"{database}, group commit {group_commit}: audit_verify --full: {verified}")
-            rows.append({"database": database, "group_commit": group_commit == "1", "verify": verified})
-        finally:
-            if server is not None:
-                server.stop()
-            if pg_name:
-                drop_postgres_database(pg_name)
+        for one in served:
+            one.server.stop()
+            verified = manage(one.env, "audit_verify", "--full", timeout=600).strip()
+            log(f"{database}, group commit {one.group_commit}: audit_verify --full: {verified}")
+            rows.append({"database": database, "group_commit": one.group_commit == "1", "verify": verified})
+    finally:
+        for one in served:
+            one.server.stop()
+            if one.pg_name:
+                drop_postgres_database(one.pg_name)
     return rows
+
+
+def measure(
+    one: Served, database: str, index: int, clients: int, args: argparse.Namespace
+) -> dict[str, object]:
+    target = one.targets[index]
+    pids = [one.server.proc.pid, *one.server.worker_pids()]
+    cpu_before, client_before = cpu_seconds(pids), time.process_time()
+    cell = run_cell(
+        one.server.port,
+        target,
+        clients=clients,
+        seconds=args.seconds,
+        size=args.size_kib * KIB,
+        token=one.token,
+    )
+    return {
+        "database": database,
+        "group_commit": one.group_commit == "1",
+        "clients": clients,
+        "target": target.name,
+        "requests": len(cell.ttfb),
+        "rps": round(cell.rps, 1),
+        "p50_ms": round(cell.quantile(0.5), 2),
+        "p95_ms": round(cell.quantile(0.95), 2),
+        "errors": cell.errors,
+        "server_cpu": round((cpu_seconds(pids) - cpu_before) / cell.seconds, 2),
+        "client_cpu": round((time.process_time() - client_before) / cell.seconds, 2),
+    }
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -283,6 +317,9 @@ def main() -> int:
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument(
         "--group-commit", nargs="+", default=["1", "0"], help="1: on (after), 0: off (before)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds per cell (median reported)"
     )
     parser.add_argument("--size-kib", type=int, default=8 * 1024, help="the blob and the plaintext file")
     parser.add_argument("--json", type=Path, help="also write the rows here")
