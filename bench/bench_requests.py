@@ -16,8 +16,9 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
 
 Both audit modes' servers run at once and every cell alternates between them, ``--repeats`` rounds (the
 median round reported), after a short warm-up of every target. Each cell: ``--seconds`` of ``N`` keep-alive
-clients (threads of this process, one connection each) sending requests back to back; range offsets are random over the file. Reported: requests/s, p50 and p95 time to
-first byte (request sent to status line read), errors (any status other than the expected one, or a dropped
+clients (threads of this process, one connection each) sending requests back to back; range offsets are
+random over the file. Reported: requests/s, p50 and p95 time to first byte (request sent to status line
+read), errors (any status other than the expected one, or a dropped
 connection). After each server's run ``audit_verify --full`` must pass: every access audited, chain intact.
 The load generator shares the machine's cores with the server: on 2 vCPUs its own CPU caps what it can
 drive (reported beside the figures).
