@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_requests.py --seconds 0.5 --clients 1 8 --databases sqlite   # quick check
 
 For each database (SQLite in the var dir; PostgreSQL: a fresh database on 127.0.0.1:5432, dropped at the
-end) and each audit mode (group commit on and off: the before/after of audit/recording.GroupCommit), one
+end) and each variant — ``after`` (this tree), ``after-no-group-commit`` (the same with
+audit/recording.GroupCommit off) and ``before`` (``--base-tree``: the code before issue 14) — one
 gunicorn server (``erphub.event_worker.EventWorker``, 2 workers, bench/settings_requests.py: the product's
 URLs plus a plaintext range view of the same file) serves, side by side in one run:
 
@@ -14,7 +15,7 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
   decrypted, audited start and end);
 - ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT.
 
-Both audit modes' servers run at once and every cell alternates between them, ``--repeats`` rounds (the
+Every variant's server runs at once and every cell alternates between them, ``--repeats`` rounds (the
 median round reported), after a short warm-up of every target. Each cell: ``--seconds`` of ``N`` keep-alive
 clients (threads of this process, one connection each) sending requests back to back; range offsets are
 random over the file. Reported: requests/s, p50 and p95 time to first byte (request sent to status line
@@ -34,6 +35,7 @@ import os
 import random
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +46,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_download import log, machine_facts, write_random
-from blobs.tests.liveserver import HOST, Gunicorn, manage, prepare_database, server_env
+from blobs.tests.liveserver import (
+    HOST,
+    MODES,
+    Gunicorn,
+    free_port,
+    gunicorn_command,
+    manage,
+    prepare_database,
+    server_env,
+)
 
 USERNAME = "admin"
 KIB = 1024
@@ -168,9 +179,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 @dataclass
 class Served:
-    """One server of the run: its group-commit mode, environment, token and targets."""
+    """One server of the run: its variant, environment, token and targets."""
 
-    group_commit: str
+    variant: str
     env: dict[str, str]
     server: Gunicorn
     token: str
@@ -178,8 +189,14 @@ class Served:
     pg_name: str | None
 
 
-def start_served(database: str, group_commit: str, work: Path, plain: Path) -> Served:
-    var_dir = work / f"var-{database}-{group_commit}"
+# What each variant runs: this tree with the audit group commit on (the product) or off, or ``--base-tree``
+# (a checkout of the code before issue 14, e.g. ``git archive main``) for the before/after.
+VARIANTS = {"after": "1", "after-no-group-commit": "0", "before": "1"}
+
+
+def start_served(database: str, variant: str, work: Path, plain: Path, base_tree: Path | None) -> Served:
+    group_commit = VARIANTS[variant]
+    var_dir = work / f"var-{database}-{variant}"
     var_dir.mkdir()
     password = secrets.token_urlsafe(18)
     env = server_env(var_dir, username=USERNAME, password=password, key_id="bench-1")
@@ -197,7 +214,13 @@ def start_served(database: str, group_commit: str, work: Path, plain: Path) -> S
         pg_name, env["DATABASE_URL"] = create_postgres_database()
     prepare_database(env)
     blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
-    server = Gunicorn.start(env, work / f"gunicorn-{database}-{group_commit}.log", timeout=120, name="api")
+    log_path = work / f"gunicorn-{database}-{variant}.log"
+    if variant == "before":
+        if base_tree is None:
+            raise SystemExit("the 'before' variant needs --base-tree")
+        server = start_in_tree(base_tree, env, log_path)
+    else:
+        server = Gunicorn.start(env, log_path, timeout=120, name=variant)
     server.wait_until_healthy()
     stream = f"/secure/files/{blob_id}/stream"
     targets = [
@@ -209,7 +232,49 @@ def start_served(database: str, group_commit: str, work: Path, plain: Path) -> S
         Target("API metadata", f"/secure/files/{blob_id}/", 200, auth=True),
         Target("API list", "/secure/files/", 200, auth=True),
     ]
-    return Served(group_commit, env, server, obtain_token(server.port, password), targets, pg_name)
+    return Served(variant, env, server, obtain_token(server.port, password), targets, pg_name)
+
+
+def start_in_tree(tree: Path, env: dict[str, str], log_path: Path) -> Gunicorn:
+    """The same server as ``Gunicorn.start`` (event worker, 2 workers), run from another source tree. The
+    tree gets this run's bench URLconf and settings (without the group-commit switch it may not know)."""
+    bench = tree / "bench"
+    shutil.copy(Path(__file__).with_name("requestserve.py"), bench / "requestserve.py")
+    settings = Path(__file__).with_name("settings_requests.py").read_text()
+    (bench / "settings_requests.py").write_text(
+        "\n".join(line for line in settings.splitlines() if not line.startswith("AUDIT = "))
+    )
+    port = free_port()
+    command = [
+        *gunicorn_command(),
+        "erphub.wsgi:application",
+        "-c",
+        "python:erphub.gunicorn_conf",
+        *MODES["event"],
+        "--workers",
+        "2",
+        "--bind",
+        f"{HOST}:{port}",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "5",
+        "--error-logfile",
+        "-",
+        "--no-control-socket",
+        "--no-sendfile",
+    ]
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            command,
+            cwd=tree,
+            env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Gunicorn(name="before", host=HOST, port=port, proc=proc, log_path=log_path)
 
 
 def bench_database(
@@ -220,8 +285,8 @@ def bench_database(
     rows: list[dict[str, object]] = []
     served: list[Served] = []
     try:
-        for group_commit in args.group_commit:
-            served.append(start_served(database, group_commit, work, plain))
+        for variant in args.variants:
+            served.append(start_served(database, variant, work, plain, args.base_tree))
         for one in served:  # warm-up: first requests load modules, the flags snapshot, the data key
             for target in one.targets:
                 run_cell(
@@ -229,21 +294,21 @@ def bench_database(
                 )
         for clients in args.clients:
             for index in range(len(served[0].targets)):
-                rounds: dict[str, list[dict[str, object]]] = {one.group_commit: [] for one in served}
+                rounds: dict[str, list[dict[str, object]]] = {one.variant: [] for one in served}
                 for _ in range(args.repeats):
                     for one in served:
-                        rounds[one.group_commit].append(measure(one, database, index, clients, args))
+                        rounds[one.variant].append(measure(one, database, index, clients, args))
                 for one in served:
                     # The round with the median requests/s, whole (its latencies belong to it).
-                    ordered = sorted(rounds[one.group_commit], key=lambda row: float(row["rps"]))  # type: ignore[arg-type]
+                    ordered = sorted(rounds[one.variant], key=lambda row: float(row["rps"]))  # type: ignore[arg-type]
                     row = ordered[len(ordered) // 2]
                     rows.append(row)
                     log(json.dumps(row))
         for one in served:
             one.server.stop()
             verified = manage(one.env, "audit_verify", "--full", timeout=600).strip()
-            log(f"{database}, group commit {one.group_commit}: audit_verify --full: {verified}")
-            rows.append({"database": database, "group_commit": one.group_commit == "1", "verify": verified})
+            log(f"{database}, {one.variant}: audit_verify --full: {verified}")
+            rows.append({"database": database, "variant": one.variant, "verify": verified})
     finally:
         for one in served:
             one.server.stop()
@@ -268,7 +333,7 @@ def measure(
     )
     return {
         "database": database,
-        "group_commit": one.group_commit == "1",
+        "variant": one.variant,
         "clients": clients,
         "target": target.name,
         "requests": len(cell.ttfb),
@@ -285,29 +350,24 @@ def table(rows: list[dict[str, object]]) -> str:
     lines = []
     cells = [r for r in rows if "target" in r]
     health = {
-        (r["database"], r["group_commit"], r["clients"]): r["rps"]
-        for r in cells
-        if r["target"] == "GET /health"
+        (r["database"], r["variant"], r["clients"]): r["rps"] for r in cells if r["target"] == "GET /health"
     }
     lines.append(
-        "| database | group commit | clients | request | req/s | × /health | p50 TTFB ms | p95 TTFB ms "
+        "| database | variant | clients | request | req/s | × /health | p50 TTFB ms | p95 TTFB ms "
         "| errors | server CPU | client CPU |"
     )
     lines.append("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in cells:
-        base = health.get((r["database"], r["group_commit"], r["clients"])) or 0
+        base = health.get((r["database"], r["variant"], r["clients"])) or 0
         ratio = f"{float(r['rps']) / float(base):.2f}" if base else "—"  # type: ignore[arg-type]
         lines.append(
-            f"| {r['database']} | {'on' if r['group_commit'] else 'off'} | {r['clients']} | {r['target']} "
+            f"| {r['database']} | {r['variant']} | {r['clients']} | {r['target']} "
             f"| {r['rps']} | {ratio} | {r['p50_ms']} | {r['p95_ms']} | {r['errors']} | {r['server_cpu']} "
             f"| {r['client_cpu']} |"
         )
     for r in rows:
         if "verify" in r:
-            lines.append(
-                f"\n{r['database']}, group commit {'on' if r['group_commit'] else 'off'}: "
-                f"`audit_verify --full`: {r['verify']}"
-            )
+            lines.append(f"\n{r['database']}, {r['variant']}: `audit_verify --full`: {r['verify']}")
     return "\n".join(lines)
 
 
@@ -317,8 +377,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument(
-        "--group-commit", nargs="+", default=["1", "0"], help="1: on (after), 0: off (before)"
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="servers to compare"
     )
+    parser.add_argument("--base-tree", type=Path, help="source tree of the 'before' variant")
     parser.add_argument(
         "--repeats", type=int, default=3, help="interleaved rounds per cell (median reported)"
     )
