@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     # (hourly runs: daily); an in-place edit of any event is reported within 2N runs.
     "VERIFY_ROLLING_RUNS": 24,
     "DETAILS_ENCRYPTION_PROVIDER": None,  # KMS alias for encrypted detail fields (None = the default one)
+    # Appends outside a transaction share one with those of the same process arriving meanwhile (one commit,
+    # one fsync), each caller still returning only once its event is committed (recording.GroupCommit).
+    "GROUP_COMMIT": True,
 }
 
 

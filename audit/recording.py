@@ -5,6 +5,10 @@ SQLite's write lock is taken at BEGIN (``transaction_mode="IMMEDIATE"`` in setti
 transactions first queue on a file lock, see ``_sqlite_writer_queue``), so the read of the last event and
 the insert after it cannot interleave with another writer. Either lock is held until the caller's
 transaction commits, so callers record last, just before their transaction ends.
+
+Standalone appends (no caller's transaction: a download's start and end, a denied request) of one process
+are group-committed (``GroupCommit``): several events, one transaction, one commit, each caller still
+returning only once its own event is committed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +36,7 @@ from .chain import GENESIS, event_hash, format_timestamp
 from .conf import audit_setting
 from .context import RequestContext, current_context, request_context
 from .exceptions import AuditDetailsInvalid
-from .metrics import AUDIT_EVENTS, AUDIT_WRITE_FAILURES
+from .metrics import AUDIT_BATCH_EVENTS, AUDIT_EVENTS, AUDIT_WRITE_FAILURES
 from .models import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -143,20 +148,165 @@ def _sqlite_writer_queue(connection: Any) -> Iterator[None]:
             os.close(fd)  # releases the lock
 
 
-def _append(fields: dict[str, Any]) -> AuditEvent:
-    using = router.db_for_write(AuditEvent)
+def _insert(batch: list[dict[str, Any]], *, using: str, savepoint: bool = True) -> list[AuditEvent]:
+    """Append ``batch`` in order, in one transaction (or the caller's): one read of the chain's head, then
+    each event linked to the one before it. ``savepoint=False`` inside a caller's transaction: an append that
+    fails then fails the whole transaction, which is what ``audit_record`` promises anyway, without the
+    SAVEPOINT and RELEASE round trips."""
     connection = connections[using]
-    with _sqlite_writer_queue(connection), transaction.atomic(using=using):
+    with _sqlite_writer_queue(connection), transaction.atomic(using=using, savepoint=savepoint):
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
         last = AuditEvent.objects.using(using).order_by("-sequence").values_list("sequence", "hash").first()
         sequence, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        event = AuditEvent(sequence=sequence, timestamp=clock.now(), prev_hash=prev_hash, **fields)
-        event.hash = event_hash(event.chain_fields())
-        event.save(using=using)
-        transaction.on_commit(lambda: _emit(event), using=using)
-    return event
+        events = []
+        for fields in batch:
+            event = AuditEvent(sequence=sequence, timestamp=clock.now(), prev_hash=prev_hash, **fields)
+            event.hash = event_hash(event.chain_fields())
+            event.save(using=using)
+            events.append(event)
+            sequence, prev_hash = sequence + 1, event.hash
+        transaction.on_commit(lambda: _emit_all(events), using=using)
+    return events
+
+
+# Most rounds a group commit's leader yields to let concurrent appends join its batch (GroupCommit._gather).
+GATHER_ROUNDS = 8
+
+
+class _Pending:
+    """One caller's event waiting in a group commit: its fields, then its stored event or the error."""
+
+    __slots__ = ("done", "error", "event", "fields")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.event: AuditEvent | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def outcome(self) -> AuditEvent:
+        if self.error is not None:
+            raise self.error
+        assert self.event is not None
+        return self.event
+
+
+class GroupCommit:
+    """Concurrent standalone appends of one process share one transaction (issue 14).
+
+    Every append's cost is dominated by its commit (SQLite: the WAL fsync and the writer lock; PostgreSQL:
+    the WAL flush and the advisory lock), and appends are serialized anyway to keep the chain linear. So the
+    first caller becomes the leader: it yields while the queue grows (``time.sleep(0)``: other ready threads,
+    or greenlets under the event worker, reach their own append and queue behind it), takes every queued
+    event, writes them in order in one transaction and commits; then it wakes the others. A caller returns
+    only after the transaction holding its event committed, or raises its error: durability per caller is
+    unchanged.
+    Callers that arrive while a leader writes wait for it and form the next batch, led by one of them.
+
+    One event's database error must not cost the others theirs: a failed batch is retried one event per
+    transaction, so each caller gets its own outcome (``audit_record_after`` then retries its own).
+
+    The lock is ``threading``'s, created on first use: under the event worker that is after gevent patched
+    threading, so waiting yields to the hub (a greenlet lock), and under gthread it is a thread lock.
+    Across processes nothing is shared: each process's leader queues on the database's own serialization
+    (SQLite's writer turn and file lock, PostgreSQL's advisory lock).
+    """
+
+    def __init__(self) -> None:
+        self._condition: threading.Condition | None = None
+        self._guard = threading.Lock()
+        self._pending: dict[str, list[_Pending]] = {}
+        self._leading: set[str] = set()
+        #: Committed transactions and the events in them, since the process started (tests, benchmarks).
+        self.transactions = 0
+        self.events = 0
+
+    def _cond(self) -> threading.Condition:
+        with self._guard:
+            if self._condition is None:
+                self._condition = threading.Condition()
+            return self._condition
+
+    def append(self, fields: dict[str, Any], *, using: str) -> AuditEvent:
+        cond = self._cond()
+        mine = _Pending(fields)
+        with cond:
+            self._pending.setdefault(using, []).append(mine)
+            while not mine.done and using in self._leading:
+                cond.wait()
+            if mine.done:
+                return mine.outcome()
+            self._leading.add(using)
+        batch: list[_Pending] = []
+        try:
+            self._gather(cond, using)
+            with cond:
+                batch = self._pending.pop(using, [])
+            self._write(batch, using=using)
+        finally:
+            with cond:
+                self._leading.discard(using)
+                queued = self._pending.get(using, [])
+                if mine in queued:  # interrupted before taking the batch: the others are still queued
+                    queued.remove(mine)
+                for pending in batch:
+                    if not pending.done and pending.event is None and pending.error is None:
+                        # The leader was interrupted (a greenlet killed mid-write): the others learn it.
+                        pending.error = DatabaseError("the audit group commit was interrupted")
+                    pending.done = True
+                cond.notify_all()
+        return mine.outcome()
+
+    def _gather(self, cond: threading.Condition, using: str) -> None:
+        # Yield while the queue still grows, a few rounds at most: ``time.sleep(0)`` is a greenlet switch
+        # under gevent (patched) and hands the GIL over under threads, so writers that are ready to append
+        # do so before the batch is taken. Alone, this costs one switch.
+        queued = -1
+        for _ in range(GATHER_ROUNDS):
+            with cond:
+                now = len(self._pending.get(using, ()))
+            if now == queued:
+                return
+            queued = now
+            time.sleep(0)
+
+    def _write(self, batch: list[_Pending], *, using: str) -> None:
+        try:
+            events = _insert([pending.fields for pending in batch], using=using)
+        except DatabaseError as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+            for pending in batch:
+                try:
+                    (pending.event,) = _insert([pending.fields], using=using)
+                    self._count(1)
+                except DatabaseError as single:
+                    pending.error = single
+            return
+        for pending, event in zip(batch, events, strict=True):
+            pending.event = event
+        self._count(len(events))
+
+    def _count(self, events: int) -> None:
+        self.transactions += 1
+        self.events += events
+        AUDIT_BATCH_EVENTS.observe(events)
+
+
+group_commit = GroupCommit()
+
+
+def _append(fields: dict[str, Any], *, savepoint: bool = True) -> AuditEvent:
+    using = router.db_for_write(AuditEvent)
+    # Inside a caller's transaction the event must commit (or roll back) with the caller's change: never
+    # grouped into another transaction.
+    if connections[using].in_atomic_block or not audit_setting("GROUP_COMMIT"):
+        (event,) = _insert([fields], using=using, savepoint=savepoint)
+        return event
+    return group_commit.append(fields, using=using)
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
@@ -170,6 +320,11 @@ def event_line(event: AuditEvent) -> str:
     """``event_record`` as one line of JSON (no newline): the log line, and the line of every export (the
     command's and the admin's), so that ``audit_verify --export`` reads either."""
     return json.dumps(event_record(event), ensure_ascii=False, sort_keys=True)
+
+
+def _emit_all(events: list[AuditEvent]) -> None:
+    for event in events:
+        _emit(event)
 
 
 def _emit(event: AuditEvent) -> None:
@@ -204,7 +359,7 @@ def audit_record(
         request=request,
         context=context,
     )
-    return _append(fields)
+    return _append(fields, savepoint=False)
 
 
 def audit_record_after(

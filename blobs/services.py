@@ -293,7 +293,10 @@ def _mark_ready(
         claimed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).update(**updates)
         if claimed != 1:
             raise InvalidUpload("The upload was already claimed or has expired.")
-        blob.refresh_from_db()
+        # The row now holds exactly these values (the update matched it): set them here rather than read the
+        # row and its owner back, two queries per upload.
+        for name, value in updates.items():
+            setattr(blob, name, value)
         changes: dict[str, dict[str, object]] = {
             "state": {"old": Blob.State.PENDING.value, "new": blob.state},
             **_owner_change(old_owner, blob.owner),

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
@@ -107,3 +108,22 @@ class ThrottledModelBackend(ModelBackend):
         if user is not None:
             clear(username=name, address=address)
         return user
+
+    def get_all_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
+        """The same set as ``ModelBackend``'s, in one query instead of two (the user's own permissions and
+        their groups' as one UNION): every API request asks ``has_perm`` once (the selectors'
+        ``may_see_any``), so this is one round trip per request saved (issue 14). Cached on the user object
+        like Django's."""
+        if not user_obj.is_active or user_obj.is_anonymous or obj is not None:
+            return set()
+        if not hasattr(user_obj, "_perm_cache"):
+            fields = ("content_type__app_label", "codename")
+            if user_obj.is_superuser:
+                rows = Permission.objects.values_list(*fields).order_by()
+            else:
+                own = Permission.objects.filter(user=user_obj).values_list(*fields).order_by()
+                grouped = Permission.objects.filter(group__user=user_obj).values_list(*fields).order_by()
+                rows = own.union(grouped)
+            user_obj._perm_cache = {f"{app_label}.{codename}" for app_label, codename in rows}
+        perms: set[str] = user_obj._perm_cache
+        return perms

@@ -196,3 +196,76 @@ def test_audit_lines_have_their_own_handler_and_bare_format():
     assert handler.formatter is not None
     assert handler.formatter._fmt == "%(message)s"
     assert logging.getLogger("azure").level == logging.WARNING
+
+
+# --- group commit (issue 14) ------------------------------------------------------------------------------
+# Other callers' events are queued as they would be by threads or greenlets that arrived while a leader was
+# writing; the caller here then leads. In the test's transaction each group transaction is a savepoint.
+
+
+def _queued(group, *target_ids: str):
+    from audit.recording import _fields, _Pending
+
+    pending = [
+        _Pending(
+            _fields(
+                action="test.group",
+                actor=Actor.system("test"),
+                target_type="t",
+                target_id=target_id,
+                outcome="success",
+                details=None,
+                request=None,
+                context=None,
+            )
+        )
+        for target_id in target_ids
+    ]
+    group._pending.setdefault("default", []).extend(pending)
+    return pending
+
+
+def test_queued_appends_share_one_transaction_in_order():
+    from audit.recording import GroupCommit
+
+    group = GroupCommit()
+    first, second = _queued(group, "a", "b")
+    (mine,) = _queued(GroupCommit(), "c")  # built the same way, appended below as the leader
+    event = group.append(mine.fields, using="default")
+    assert (group.transactions, group.events) == (1, 3)
+    assert [first.event.target_id, second.event.target_id, event.target_id] == ["a", "b", "c"]
+    assert [first.event.sequence, second.event.sequence, event.sequence] == [1, 2, 3]
+    assert first.done
+    assert second.done
+    assert verify_chain(chain_rows()).ok
+
+
+class FailsFor:
+    """Fails the audit INSERT of one target id at the database boundary (an execute wrapper)."""
+
+    def __init__(self, target_id: str) -> None:
+        self.target_id = target_id
+
+    def __call__(self, execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith('INSERT INTO "AUDIT_AUDITEVENT"') and self.target_id in params:
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+
+def test_one_failing_event_costs_only_its_caller():
+    from audit.recording import GroupCommit
+
+    group = GroupCommit()
+    good, bad = _queued(group, "good", "bad")
+    (mine,) = _queued(GroupCommit(), "mine")
+    with connection.execute_wrapper(FailsFor("bad")):
+        event = group.append(mine.fields, using="default")
+    # The batch failed as a whole, then each event was retried alone: the others are written, in order.
+    assert isinstance(bad.error, OperationalError)
+    assert bad.event is None
+    assert (good.event.sequence, event.sequence) == (1, 2)
+    assert [row["target_id"] for row in chain_rows()] == ["good", "mine"]
+    assert verify_chain(chain_rows()).ok
+    assert (group.transactions, group.events) == (2, 2)
+    with pytest.raises(OperationalError):
+        bad.outcome()

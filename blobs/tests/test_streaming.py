@@ -265,3 +265,28 @@ def test_a_tampered_segment_stops_the_body_at_its_start(client, owner):
     assert b"".join(received) == data[:bad_from]  # every good segment before it, not a byte of it or after
     end = AuditEvent.objects.filter(action="blob.download.end", target_id=str(blob.pk)).get()
     assert (end.outcome, end.details["bytes_sent"]) == ("error", bad_from)
+
+
+@pytest.mark.segment_size(64 * 1024)
+@pytest.mark.parametrize(
+    ("byte_range", "releases"),
+    [
+        ("bytes=0-0", False),  # one byte: in hand whole, the connection serves the end event
+        ("bytes=100-8291", False),  # SMALL_BODY exactly
+        ("bytes=100-8292", True),  # one byte more: a slow client may take its time, no connection held
+        (None, True),  # the whole file
+    ],
+)
+def test_only_small_bodies_in_hand_keep_the_database_connection(owner, byte_range, releases):
+    from blobs.ranges import parse_range
+    from blobs.streaming import SMALL_BODY, GuardedBody, blob_open_stream
+
+    assert SMALL_BODY == 8192
+    blob = make_blob(owner, pattern(20_000))
+    ranges = parse_range(byte_range, blob.size, max_ranges=1) if byte_range else None
+    body = blob_open_stream(blob=blob, ranges=ranges)
+    assert isinstance(body.chunks, GuardedBody)
+    assert body.chunks.releases_connections is releases
+    assert len(b"".join(body.chunks)) == body.content_length
+    end = AuditEvent.objects.filter(action="blob.download.end", target_id=str(blob.pk)).get()
+    assert end.outcome == "success"

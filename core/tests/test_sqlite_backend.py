@@ -87,3 +87,43 @@ def test_the_stock_backend_fails_the_same_writers(tmp_path, engine):
     # What the backend exists for: the same script, SQLite's busy handler alone.
     result = _run(engine, tmp_path)
     assert any("database is locked" in error for error in result["errors"])
+
+
+KEEP_OPEN = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    import django
+    from django.conf import settings
+
+    engine, path = sys.argv[1:3]
+    options = {"transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    settings.configure(DATABASES={"default": {"ENGINE": engine, "NAME": path, "OPTIONS": options}})
+    django.setup()
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE t (v INTEGER)")
+        cursor.execute("INSERT INTO t VALUES (1)")
+    connection.close()  # a request's connection, closed at its end
+    print(json.dumps({"wal_after_close": os.path.exists(path + "-wal")}))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("engine", "kept"), [("core.backends.sqlite3", True), ("django.db.backends.sqlite3", False)]
+)
+def test_closing_a_requests_connection_does_not_checkpoint_the_wal(tmp_path, engine, kept):
+    # The stock backend's close is the last one: SQLite checkpoints and deletes the WAL (fsyncs, exclusive
+    # lock) on every request; ours keeps one idle connection per process, so the WAL stays.
+    done = subprocess.run(
+        [sys.executable, "-c", KEEP_OPEN, engine, str(tmp_path / "db.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"wal_after_close": kept}

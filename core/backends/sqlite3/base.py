@@ -9,12 +9,22 @@ one process first queue on a lock of its own (a gevent lock under the event work
 gthread), held from ``BEGIN IMMEDIATE`` to ``COMMIT``/``ROLLBACK``, or around one autocommit write. SQLite's
 busy handler then only ever waits for another process, which runs on its own.
 
+Each process also keeps one idle connection to the database file open (``_keep_open``). Connections here
+live one request (``CONN_MAX_AGE=0`` under the event worker, architecture.md §12), and in WAL mode the last
+connection of the machine to close checkpoints the whole WAL into the database and deletes it, with fsyncs,
+holding the exclusive lock: every request that closed the last connection paid it, and other processes'
+readers and writers waited in SQLite's busy handler, which sleeps the whole process (issue 14: 1-byte range
+requests at 8 clients had a p95 over a second). With one connection always open the WAL is checkpointed by
+SQLite's auto-checkpoint (every 1,000 pages) instead, as with persistent connections.
+
 django-prometheus's wrapper of the same backend underneath: its query metrics stay.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +48,23 @@ def _writer_lock() -> threading.RLock:
         return _lock
 
 
+# Per database file: (pid, connection) of this process's idle connection (pid: a forked worker opens its own).
+_kept_open: dict[str, tuple[int, sqlite3.Connection]] = {}
+
+
+def _keep_open(name: str) -> None:
+    if not name or name == ":memory:" or "mode=memory" in name:
+        return
+    with _lock_guard:
+        held = _kept_open.get(name)
+        if held is not None and held[0] == os.getpid():
+            return
+        keeper = sqlite3.connect(name, check_same_thread=False)
+        # A read maps the WAL index: from here on this connection counts as open for the WAL's sake.
+        keeper.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        _kept_open[name] = (os.getpid(), keeper)
+
+
 class DatabaseFeatures(base.DatabaseFeatures):
     """The same features as SQLite's."""
 
@@ -47,6 +74,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         self._holds_writer = False
         self.execute_wrappers.append(self._serialize_autocommit_write)
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = super().get_new_connection(conn_params)
+        if not self.is_in_memory_db():
+            _keep_open(str(conn_params.get("database") or self.settings_dict["NAME"]))
+        return connection
 
     @contextlib.contextmanager
     def serialized_writes(self) -> Iterator[None]:
