@@ -35,7 +35,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,10 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_download import log, machine_facts, write_random
 from blobs.tests.liveserver import (
     HOST,
-    MODES,
     Gunicorn,
-    free_port,
-    gunicorn_command,
     manage,
     prepare_database,
     server_env,
@@ -244,37 +240,8 @@ def start_in_tree(tree: Path, env: dict[str, str], log_path: Path) -> Gunicorn:
     (bench / "settings_requests.py").write_text(
         "\n".join(line for line in settings.splitlines() if not line.startswith("AUDIT = "))
     )
-    port = free_port()
-    command = [
-        *gunicorn_command(),
-        "erphub.wsgi:application",
-        "-c",
-        "python:erphub.gunicorn_conf",
-        *MODES["event"],
-        "--workers",
-        "2",
-        "--bind",
-        f"{HOST}:{port}",
-        "--timeout",
-        "120",
-        "--graceful-timeout",
-        "5",
-        "--error-logfile",
-        "-",
-        "--no-control-socket",
-        "--no-sendfile",
-    ]
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            command,
-            cwd=tree,
-            env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Gunicorn(name="before", host=HOST, port=port, proc=proc, log_path=log_path)
+    env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    return Gunicorn.start(env, log_path, timeout=120, name="before", cwd=tree)
 
 
 def bench_database(

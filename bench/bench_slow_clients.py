@@ -49,7 +49,6 @@ import socket
 import sqlite3
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -77,8 +76,6 @@ from blobs.tests.liveserver import (
     HOST,
     THREADS,
     WORKERS,
-    free_port,
-    gunicorn_command,
     prepare_database,
     server_env,
 )
@@ -170,40 +167,15 @@ class ModeServer(Server):
 
     @classmethod
     def _start_asgi(cls, env: dict[str, str], log_path: Path, *, name: str) -> ModeServer:
-        # liveserver's Gunicorn.start serves erphub.wsgi only: the same command with the ASGI app instead.
-        from blobs.tests.liveserver import ROOT
-
-        port = free_port()
-        command = [
-            *gunicorn_command(),
-            "bench.asgi_stock:application",
-            "-c",
-            "python:erphub.gunicorn_conf",
-            "--worker-class",
-            "uvicorn_worker.UvicornWorker",
-            "--workers",
-            str(WORKERS),
-            "--bind",
-            f"{HOST}:{port}",
-            "--timeout",
-            "300",
-            "--graceful-timeout",
-            "5",
-            "--error-logfile",
-            "-",
-            "--no-control-socket",
-        ]
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(host=HOST, port=port, proc=proc, log_path=log_path, name=name)
+        # The same server as the other modes, with the stock ASGI app under uvicorn's gunicorn worker.
+        return cls.start(
+            env,
+            log_path,
+            timeout=300,
+            name=name,
+            app="bench.asgi_stock:application",
+            worker_args=("--worker-class", "uvicorn_worker.UvicornWorker"),
+        )
 
     def fds(self) -> int:
         total = 0

@@ -154,21 +154,25 @@ class Gunicorn:
         worker_connections: int | None = None,
         mode: str = "event",
         workers: int = WORKERS,
+        app: str = "erphub.wsgi:application",
+        worker_args: tuple[str, ...] | None = None,
+        cwd: Path = ROOT,
         **fields: Any,
     ) -> Self:
         """Starts ``erphub.wsgi`` (settings from ``env``) on a free loopback port; does not wait for it.
         ``mode``: ``event`` (the default worker, erphub/event_worker.py) or ``gthread`` (a thread per
-        connection). ``fields`` are the subclass's own."""
+        connection). ``app`` and ``worker_args`` (instead of the mode's) serve something else the same way
+        (the benchmarks' stock ASGI app); ``cwd``: another source tree. ``fields`` are the subclass's own."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: one of {sorted(MODES)}")
         port = free_port()
         command = [
             *gunicorn_command(),
-            "erphub.wsgi:application",
+            app,
             # The same gunicorn hooks as `make run` (erphub/gunicorn_conf.py).
             "-c",
             "python:erphub.gunicorn_conf",
-            *MODES[mode],
+            *(MODES[mode] if worker_args is None else worker_args),
             "--workers",
             str(workers),
             "--bind",
@@ -190,7 +194,7 @@ class Gunicorn:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -252,6 +256,33 @@ class Gunicorn:
             # The server has its own session: its process group is exactly this master and its workers.
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=timeout)
+
+
+def serve(
+    var_dir: Path,
+    name: str,
+    *,
+    password: str,
+    key_id: str,
+    username: str = "admin",
+    mode: str = "event",
+    workers: int = WORKERS,
+    timeout: int = 60,
+    **overrides: str,
+) -> tuple[Gunicorn, dict[str, str]]:
+    """A migrated server on ``var_dir`` (``server_env`` plus ``overrides``), healthy, with its environment;
+    the caller stops it. If it does not come up it is stopped and ServerError (with the log's tail) raised."""
+    env = server_env(var_dir, username=username, password=password, key_id=key_id, **overrides)
+    prepare_database(env)
+    server = Gunicorn.start(
+        env, var_dir / "gunicorn.log", timeout=timeout, name=name, mode=mode, workers=workers
+    )
+    try:
+        server.wait_until_healthy(60)
+    except BaseException:
+        server.stop()
+        raise
+    return server, env
 
 
 # --- a small cookie-keeping client --------------------------------------------------------------------------

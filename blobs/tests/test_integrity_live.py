@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blobs.tests.liveserver import Gunicorn, ServerError, prepare_database, server_env
+from blobs.tests.liveserver import serve
 from erphub.tests.test_event_worker import PASSWORD, _connect, _token, _upload, _wait_for
 
 SEGMENT = 64 * 1024
@@ -38,21 +38,16 @@ def _read_until_closed(sock) -> tuple[bytes, BaseException | None]:
 @pytest.mark.parametrize("mode", ["event", "gthread"])
 def test_a_later_segment_that_fails_resets_the_connection(tmp_path, mode):
     (tmp_path / "prometheus").mkdir()
-    env = server_env(
+    server, env = serve(
         tmp_path,
-        username="admin",
+        f"cut-{mode}",
         password=PASSWORD,
         key_id="cut-1",
+        mode=mode,
         BLOB_SEGMENT_SIZE=str(SEGMENT),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
     )
-    prepare_database(env)
-    server = Gunicorn.start(env, tmp_path / "gunicorn.log", timeout=60, name=f"cut-{mode}", mode=mode)
     try:
-        try:
-            server.wait_until_healthy(60)
-        except ServerError as exc:
-            pytest.fail(str(exc))
         token = _token(server)
         size = 2 * 1024 * 1024
         blob_id = _upload(server, token, random.Random(8).randbytes(size))

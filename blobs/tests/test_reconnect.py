@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blobs.tests.liveserver import Gunicorn, ServerError, prepare_database, server_env
+from blobs.tests.liveserver import Gunicorn, serve
 from erphub.tests.test_event_worker import PASSWORD, _connect, _read_response, _token
 
 SIZE = 16 * 1024 * 1024
@@ -41,16 +41,7 @@ def _pending(database_url: str) -> list[tuple]:
 
 @pytest.fixture
 def server(tmp_path, postgres_database):
-    env = server_env(
-        tmp_path, username="admin", password=PASSWORD, key_id="rc-1", DATABASE_URL=postgres_database
-    )
-    prepare_database(env)
-    srv = Gunicorn.start(env, tmp_path / "gunicorn.log", timeout=60, name="reconnect")
-    try:
-        srv.wait_until_healthy(60)
-    except ServerError as exc:
-        srv.stop()
-        pytest.fail(str(exc))
+    srv, env = serve(tmp_path, "reconnect", password=PASSWORD, key_id="rc-1", DATABASE_URL=postgres_database)
     yield srv, env, postgres_database
     srv.stop()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from blobs.tests.liveserver import Gunicorn, ServerError, prepare_database, server_env
+from blobs.tests.liveserver import Gunicorn, serve
 from erphub.event_worker import EXEMPT_PATHS, Limits
 
 PASSWORD = "event-worker-pass-1"
@@ -103,15 +103,7 @@ def _start(
 ) -> tuple[Gunicorn, dict[str, str]]:
     var_dir = tmp_path / name
     var_dir.mkdir()
-    env = server_env(var_dir, username="admin", password=PASSWORD, key_id=f"{name}-1", **overrides)
-    prepare_database(env)
-    server = Gunicorn.start(env, var_dir / "gunicorn.log", timeout=60, name=name, workers=workers)
-    try:
-        server.wait_until_healthy(60)
-    except ServerError as exc:
-        server.stop()
-        pytest.fail(str(exc))
-    return server, env
+    return serve(var_dir, name, password=PASSWORD, key_id=f"{name}-1", workers=workers, **overrides)
 
 
 @pytest.fixture(scope="module")

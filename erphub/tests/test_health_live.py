@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blobs.tests.liveserver import Gunicorn, ServerError, prepare_database, server_env
+from blobs.tests.liveserver import Gunicorn, serve
 from erphub.tests.test_event_worker import PASSWORD, _token
 from kms.tests.servers import BlackHole
 
@@ -34,11 +34,13 @@ def black_hole():
 
 
 def _serve(tmp_path: Path, hole: BlackHole, mode: str) -> Gunicorn:
-    env = server_env(
+    server, _ = serve(
         tmp_path,
-        username="admin",
+        f"health-{mode}",
         password=PASSWORD,
         key_id="hl-1",
+        mode=mode,
+        timeout=600,
         KEY_PROVIDER="vault",
         VAULT_ADDR=f"http://127.0.0.1:{hole.port}",
         VAULT_TOKEN="erphub-test",
@@ -47,13 +49,6 @@ def _serve(tmp_path: Path, hole: BlackHole, mode: str) -> Gunicorn:
         KMS_MAX_ATTEMPTS="1",
         KMS_MAX_CONCURRENT_CALLS=str(BULKHEAD),
     )
-    prepare_database(env)
-    server = Gunicorn.start(env, tmp_path / "gunicorn.log", timeout=600, mode=mode, name=f"health-{mode}")
-    try:
-        server.wait_until_healthy(60)
-    except ServerError as exc:
-        server.stop()
-        pytest.fail(str(exc))
     return server
 
 

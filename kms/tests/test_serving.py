@@ -10,23 +10,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from blobs.tests.liveserver import Gunicorn, ServerError, Session, prepare_database, server_env
+from blobs.tests.liveserver import Gunicorn, Session, serve
 from kms.tests import servers
 
 USERNAME, PASSWORD = "kms-admin", "kms-serving-pass-1"
 
 
 def _serve(tmp_path: Path, **overrides: str) -> Gunicorn:
-    env = server_env(tmp_path, username=USERNAME, password=PASSWORD, key_id="local-1", **overrides)
-    prepare_database(env)
-    server = Gunicorn.start(env, tmp_path / "gunicorn.log", timeout=60, name="kms-serving")
-    try:
-        server.wait_until_healthy(60)
-    except ServerError as exc:
-        server.stop()
-        pytest.fail(str(exc))
+    server, _ = serve(
+        tmp_path, "kms-serving", username=USERNAME, password=PASSWORD, key_id="local-1", **overrides
+    )
     return server
 
 
