@@ -68,8 +68,8 @@ def test_gcp_grpc_under_the_event_worker(tmp_path, gcp_fake):
         server.stop()
     calls = gcp_fake.calls[before:]
     assert calls.count("Encrypt") >= 4
-    # Downloads unwrap through gRPC: the key an upload leaves in the cache serves one download (MAX_USES=1) and
-    # concurrent cold downloads of one file in a worker share an unwrap, so at least one Decrypt per file.
+    # Downloads unwrap through gRPC: the key an upload leaves in the cache serves one download (MAX_USES=1),
+    # and concurrent cold downloads of one file in a worker share an unwrap: at least one Decrypt per file.
     assert calls.count("Decrypt") >= 4
 
 
