@@ -7,22 +7,15 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import sqlite3
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from blobs.tests.liveserver import serve
-from erphub.tests.test_event_worker import PASSWORD, _connect, _token, _upload, _wait_for
+from erphub.tests.test_event_worker import PASSWORD, _connect, _db_rows, _token, _upload, _wait_for
 
 SEGMENT = 64 * 1024
-
-
-def _db(env: dict[str, str], sql: str, *params: str) -> list[tuple]:
-    db = Path(env["ERPHUB_VAR_DIR"]) / "db.sqlite3"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def _read_until_closed(sock) -> tuple[bytes, BaseException | None]:
@@ -51,7 +44,9 @@ def test_a_later_segment_that_fails_resets_the_connection(tmp_path, mode):
         token = _token(server)
         size = 2 * 1024 * 1024
         blob_id = _upload(server, token, random.Random(8).randbytes(size))
-        ((name,),) = _db(env, "SELECT storage_name FROM blobs_blob WHERE id = ?", blob_id.replace("-", ""))
+        ((name,),) = _db_rows(
+            env, "SELECT storage_name FROM blobs_blob WHERE id = ?", blob_id.replace("-", "")
+        )
         path = Path(env["BLOB_STORAGE_DIR"]) / name
         with path.open("r+b") as stored:  # one flipped bit in segment 20 of 33
             stored.seek(20 * SEGMENT + 100)
@@ -73,8 +68,10 @@ def test_a_later_segment_that_fails_resets_the_connection(tmp_path, mode):
 
         # The mark is written after the reset: wait for it.
         row = "SELECT integrity_failed_at FROM blobs_blob WHERE id = ?"
-        _wait_for(lambda: _db(env, row, blob_id.replace("-", ""))[0][0] is not None, "the integrity mark")
-        events = _db(
+        _wait_for(
+            lambda: _db_rows(env, row, blob_id.replace("-", ""))[0][0] is not None, "the integrity mark"
+        )
+        events = _db_rows(
             env, "SELECT outcome, details FROM audit_auditevent WHERE action = ?", "blob.integrity_failure"
         )
         assert [(outcome, json.loads(details)["where"]) for outcome, details in events] == [
