@@ -46,6 +46,10 @@ def change_url(blob: Blob) -> str:
     return reverse("admin:blobs_blob_change", args=[blob.pk])
 
 
+def download_url(blob: Blob) -> str:
+    return reverse("admin:blobs_blob_download", args=[blob.pk])
+
+
 def object_path(blob: Blob) -> Path:
     return Path(blob_store("blobs").storage.location) / blob.storage_name
 
@@ -159,7 +163,7 @@ def test_add_view_with_an_invalid_owner_discards_the_encrypted_upload(admin_clie
 def test_change_view_shows_a_download_link(admin_client, alice):
     blob = make_blob(alice)
     html = admin_client.get(change_url(blob)).content.decode()
-    assert reverse("blobs:stream", args=[blob.pk]) in html
+    assert download_url(blob) in html
 
 
 def test_change_view_transfers_ownership_and_keeps_format_fields_read_only(admin_client, alice, bob):
@@ -283,14 +287,19 @@ def test_a_blob_that_failed_integrity_is_shown_as_such_until_a_verify_passes(adm
     path.write_bytes(original[:500] + bytes([original[500] ^ 0x80]) + original[501:])
     verify(admin_client, [good, bad])
     page = admin_client.get(CHANGELIST).content.decode()
-    assert page.count('class="errornote">failed ') == 1
+    # The list's state column says so instead of "ready"; so does the change page.
+    assert page.count(">integrity failed</span>") == 1
+    assert page.count(">ready</span>") == 1
     assert 'class="errornote">failed ' in admin_client.get(change_url(bad)).content.decode()
+    failed_only = admin_client.get(CHANGELIST, {"integrity": "failed"}).content.decode()
+    assert "bad.bin" in failed_only
+    assert "good.bin" not in failed_only
     assert Blob.objects.get(pk=good.pk).integrity_failed_at is None
     # Restored from a backup: the next verification clears the mark.
     path.write_bytes(original)
     verify(admin_client, [bad])
     assert Blob.objects.get(pk=bad.pk).integrity_failed_at is None
-    assert 'class="errornote">failed ' not in admin_client.get(CHANGELIST).content.decode()
+    assert ">integrity failed</span>" not in admin_client.get(CHANGELIST).content.decode()
 
 
 def test_verify_action_reports_a_missing_object_and_goes_on(admin_client, alice):
@@ -372,3 +381,105 @@ def test_a_blob_manager_may_upload_for_someone_else(alice):
     )
     assert r.status_code == 302
     assert Blob.objects.get().owner == alice
+
+
+# --- issue 17: download, human pages, owner search, history ----------------------------------------------
+
+
+def tamper(blob: Blob) -> None:
+    # Inside the first segment (past the 40-byte stream header): found before the response starts.
+    path = object_path(blob)
+    raw = bytearray(path.read_bytes())
+    raw[60] ^= 0x80
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type"),
+    [
+        ("scan.pdf", "application/pdf"),  # a type the API serves inline
+        ("photo.png", "image/png"),
+        ("notes.txt", "text/plain"),
+        ("not-really.pdf", "application/pdf"),  # named .pdf, holding something else
+    ],
+)
+def test_download_from_the_admin_always_saves_the_file(admin_client, alice, filename, content_type):
+    data = pattern(3000)
+    blob = make_blob(alice, data, filename=filename, content_type=content_type)
+    r = admin_client.get(download_url(blob))
+    assert r.status_code == 200
+    assert r["Content-Disposition"].startswith(f'attachment; filename="{filename}"')
+    assert b"".join(r.streaming_content) == data
+    # The API keeps its own rule (inline for the safe types): only the admin's button forces a save.
+    api = admin_client.head(reverse("blobs:stream", args=[blob.pk]))
+    assert api["Content-Disposition"].startswith("inline")
+
+
+def test_download_from_the_admin_resumes_with_a_range(admin_client, alice):
+    data = pattern(3000)
+    blob = make_blob(alice, data, filename="big.bin", content_type="application/octet-stream")
+    r = admin_client.get(download_url(blob), HTTP_RANGE="bytes=1000-")
+    assert r.status_code == 206
+    assert b"".join(r.streaming_content) == data[1000:]
+
+
+def test_a_download_that_fails_to_decrypt_shows_a_page_with_its_audit_event(admin_client, alice):
+    from audit.models import AuditEvent
+
+    blob = make_blob(alice, pattern(3000), filename="ledger.xlsx")
+    tamper(blob)
+    r = admin_client.get(download_url(blob))
+    assert r.status_code == 500
+    assert r["Content-Type"].startswith("text/html")
+    html = r.content.decode()
+    assert "Download failed: ledger.xlsx" in html
+    assert "failed its integrity check" in html
+    assert "Restore the object from the latest backup" in html
+    event = AuditEvent.objects.get(action="blob.download.start", outcome="error", target_id=str(blob.pk))
+    assert event.details["error"] == "integrity_error"
+    assert reverse("admin:audit_auditevent_change", args=[event.pk]) in html  # a superuser may read the log
+    assert f"#{event.sequence}" in html
+    # ...and the list now says so.
+    assert ">integrity failed</span>" in admin_client.get(CHANGELIST).content.decode()
+
+
+def test_a_manager_without_the_audit_log_gets_the_event_number_to_quote(alice):
+    from audit.models import AuditEvent
+    from erphub import roles
+
+    manager = Client()
+    manager.force_login(make_user("mgr", perms=(), roles=(roles.BLOB_MANAGERS,)))
+    blob = make_blob(alice, pattern(1000))
+    object_path(blob).unlink()
+    r = manager.get(download_url(blob))
+    assert r.status_code == 500
+    html = r.content.decode()
+    assert "missing from storage" in html
+    event = AuditEvent.objects.get(action="blob.download.start", outcome="error")
+    assert f"#{event.sequence}" in html
+    assert "Quote its number to an auditor" in html
+    assert "/admin/audit/auditevent/" not in html
+
+
+def test_download_needs_the_blob_admin_and_answers_a_missing_id_like_the_change_view(alice):
+    from erphub import roles
+
+    uploader = Client()
+    uploader.force_login(make_user("eve", perms=(), roles=(roles.BLOB_USERS, roles.AUDITORS)))
+    blob = make_blob(alice)
+    assert uploader.get(download_url(blob)).status_code == 403
+    boss = Client()
+    boss.force_login(make_user("boss2", perms=(), is_superuser=True))
+    missing = reverse("admin:blobs_blob_download", args=["00000000-0000-0000-0000-000000000000"])
+    r = boss.get(missing)
+    assert r.status_code == 302
+    assert r["Location"] == CHANGELIST
+    assert boss.post(download_url(blob)).status_code == 405
+
+
+def test_the_kill_switch_stops_admin_downloads_with_a_page(admin_client, alice, settings):
+    blob = make_blob(alice)
+    settings.FLAGS = {**getattr(settings, "FLAGS", {}), "FORCED_OFF": ["secure_blob_streaming"]}
+    r = admin_client.get(download_url(blob))
+    assert r.status_code == 503
+    assert "switched off for everyone" in r.content.decode()
