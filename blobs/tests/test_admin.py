@@ -483,3 +483,121 @@ def test_the_kill_switch_stops_admin_downloads_with_a_page(admin_client, alice, 
     r = admin_client.get(download_url(blob))
     assert r.status_code == 503
     assert "switched off for everyone" in r.content.decode()
+
+
+def test_the_list_speaks_human(admin_client, alice):
+    blob = make_blob(alice, pattern(300_000), filename="report.pdf", content_type="application/pdf")
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "293.0\xa0KB" in html  # the size, on one line
+    assert timezone.localtime(blob.created_at).strftime("%H:%M UTC") in html  # times say their zone
+    assert '<span class="blob-badge blob-badge-ready" title="">ready</span>' in html
+    assert f'<a class="blob-download" href="{download_url(blob)}">Download</a>' in html
+    assert '<td class="field-key">local: mk-test-1</td>' in html  # kept on one line by blobs.css
+    assert "erphub/admin/blobs.css" in html
+
+
+def test_an_empty_list_says_how_to_upload(admin_client, alice):
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "No files yet" in html
+    assert f'href="{ADD}">Upload a file</a>' in html
+    assert "up to 10.0\xa0GB" in html
+    assert "POST /secure/files/" in html
+    make_blob(alice, filename="there.txt")
+    searched = admin_client.get(CHANGELIST, {"q": "nothing-like-it"}).content.decode()
+    assert "No files yet" not in searched
+    assert "No file matches this search" in searched
+
+
+def test_the_change_page_shows_sizes_and_zoned_times(admin_client, alice):
+    blob = make_blob(alice, pattern(300_000))
+    html = admin_client.get(change_url(blob)).content.decode()
+    assert "293.0\xa0KB (300,000 bytes)" in html
+    assert ">300000<" not in html  # never the bare byte count alone
+    assert timezone.localtime(blob.created_at).strftime("%H:%M UTC") in html
+    assert "Storage and key" in html
+
+
+def test_the_add_form_shows_the_limit_and_loads_the_progress_script(admin_client, settings):
+    settings.BLOBS = {**settings.BLOBS, "MAX_UPLOAD_BYTES": 300 * 1024**2}
+    html = admin_client.get(ADD).content.decode()
+    assert "Up to 300.0\xa0MB." in html
+    assert 'data-max-bytes="314572800"' in html
+    assert "erphub/admin/upload-progress.js" in html
+    # The owner is picked by name (select2 asks the blob admin's own search), not typed in as an id.
+    assert 'class="admin-autocomplete' in html
+    assert f'data-ajax--url="{reverse("admin:blobs_blob_owner_autocomplete")}"' in html
+
+
+def test_a_progress_upload_is_told_where_to_go_next(admin_client, admin_user):
+    r = admin_client.post(
+        ADD,
+        {"file": SimpleUploadedFile("fast.txt", b"hello"), "owner": admin_user.pk, "_save": "Save"},
+        HTTP_X_UPLOAD_PROGRESS="1",
+    )
+    assert r.status_code == 200
+    assert r.json() == {"location": CHANGELIST}
+    assert Blob.objects.get().filename == "fast.txt"
+    # The message waits for the page the script opens next.
+    assert "was added successfully" in admin_client.get(CHANGELIST).content.decode()
+
+
+def test_owner_search_finds_people_by_name_for_managers_only(alice, bob):
+    from erphub import roles
+
+    manager = Client()
+    manager.force_login(make_user("mgr", perms=(), roles=(roles.BLOB_MANAGERS,)))
+    url = reverse("admin:blobs_blob_owner_autocomplete")
+    bob.first_name, bob.last_name = "Robert", "Jones"
+    bob.save()
+    found = manager.get(url, {"term": "rob"}).json()
+    assert found == {
+        "results": [{"id": str(bob.pk), "text": "bob — Robert Jones"}],
+        "pagination": {"more": False},
+    }
+    assert [r["text"] for r in manager.get(url, {"term": "ALI"}).json()["results"]] == ["alice"]
+    uploader = Client()
+    uploader.force_login(make_user("eve", perms=(), roles=(roles.BLOB_USERS,)))
+    assert uploader.get(url, {"term": "a"}).status_code in {302, 403}
+
+
+def test_history_shows_the_blobs_audit_events(admin_client, alice, bob):
+    from audit.models import AuditEvent
+
+    blob = make_blob(alice, pattern(3000), filename="contract.pdf")
+    assert b"".join(admin_client.get(download_url(blob)).streaming_content) == pattern(3000)
+    verify(admin_client, [blob])
+    admin_client.post(change_url(blob), {"owner": bob.pk, "_save": "Save"})
+    html = admin_client.get(reverse("admin:blobs_blob_history", args=[blob.pk])).content.decode()
+    assert "doesn’t have a change history" not in html
+    labels = ("Uploaded", "Download started", "Download finished", "Integrity verified", "Ownership")
+    for label in labels:
+        assert f"<td>{label}" in html, label
+    assert "from alice to bob" in html
+    assert "the whole file" in html
+    transfer = AuditEvent.objects.get(action="blob.transfer", target_id=str(blob.pk))
+    event_url = reverse("admin:audit_auditevent_change", args=[transfer.pk])
+    assert f'href="{event_url}">#{transfer.sequence}<' in html
+
+
+def test_a_deleted_blobs_history_stays_readable_for_managers(admin_client, alice):
+    blob = make_blob(alice, filename="gone.txt")
+    admin_client.post(reverse("admin:blobs_blob_delete", args=[blob.pk]), {"post": "yes"})
+    assert not Blob.objects.filter(pk=blob.pk).exists()
+    html = admin_client.get(reverse("admin:blobs_blob_history", args=[blob.pk])).content.decode()
+    assert "This file has been deleted" in html
+    assert "<td>Deleted</td>" in html
+    assert "<td>Uploaded</td>" in html
+    # An id the log knows nothing of is the admin's usual "no such object".
+    r = admin_client.get(reverse("admin:blobs_blob_history", args=["00000000-0000-0000-0000-000000000000"]))
+    assert r.status_code == 302
+
+
+def test_history_still_checks_the_permission_before_the_lookup(alice):
+    from erphub import roles
+
+    auditor = Client()
+    auditor.force_login(make_user("aud", perms=(), roles=(roles.AUDITORS,)))
+    blob = make_blob(alice)
+    real = auditor.get(reverse("admin:blobs_blob_history", args=[blob.pk]))
+    fake = auditor.get(reverse("admin:blobs_blob_history", args=["00000000-0000-0000-0000-000000000000"]))
+    assert real.status_code == fake.status_code == 403
