@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.widgets import AutocompleteSelect
+from django.contrib.admin.widgets import AutocompleteSelect, RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
@@ -61,7 +61,7 @@ from .views import stream_response
 CHANGE_FIELDSETS = (
     (None, {"fields": ("owner", "download", "status", "filename", "content_type", "size_display",
                        "created", "updated")}),
-    ("Integrity", {"fields": ("sha256", "integrity")}),
+    ("Integrity", {"fields": ("sha256_display", "integrity")}),
     (
         "Storage and key",
         {
@@ -75,6 +75,8 @@ CHANGE_FIELDSETS = (
 READ_ONLY = tuple(
     name for _, options in CHANGE_FIELDSETS for name in options["fields"] if name != "owner"
 )
+
+KEY_REF_SHOWN = 28
 
 # Admin times say their zone: a staff member in another office must not read UTC as local time.
 TIME_FORMAT = "j M Y, H:i T"
@@ -293,15 +295,27 @@ class BlobAdmin(admin.ModelAdmin):
             return badge("ready", "ready")
         return badge("pending", "uploading", "Not complete yet: nobody can download it.")
 
-    @admin.display(description="integrity failed at")
+    @admin.display(description="SHA-256")
+    def sha256_display(self, obj: Blob) -> str:
+        return format_html('<code class="blob-hash">{}</code>', obj.sha256) if obj.sha256 else "—"
+
+    @admin.display(description="integrity check")
     def integrity(self, obj: Blob) -> str:
         if obj.integrity_failed_at is None:
-            return "never (or passed its last verification)"
-        return format_html('<strong class="errornote">failed {}</strong>', when(obj.integrity_failed_at))
+            return "no failure on record"
+        return format_html(
+            '<span class="blob-badge blob-badge-failed">failed {}</span><div class="blob-help">Its stored '
+            "object no longer authenticates. Restore it from the latest backup, then select it in the list "
+            "and run “Verify integrity”: a pass clears this mark.</div>",
+            when(obj.integrity_failed_at),
+        )
 
     @admin.display(description="key")
     def key(self, obj: Blob) -> str:
-        return f"{obj.key_provider}: {obj.key_ref}"
+        # Cloud key references are long (ARNs, resource paths): the column keeps the end, the tooltip all.
+        ref = obj.key_ref if len(obj.key_ref) <= KEY_REF_SHOWN else "…" + obj.key_ref[-KEY_REF_SHOWN:]
+        return format_html('<span title="{}: {}">{}: {}</span>', obj.key_provider, obj.key_ref,
+                           obj.key_provider, ref)
 
     @admin.display(description="download")
     def download(self, obj: Blob) -> str:
@@ -321,6 +335,16 @@ class BlobAdmin(admin.ModelAdmin):
         if db_field.name == "owner":
             kwargs["widget"] = OwnerAutocomplete(db_field, self.admin_site)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        widget = getattr(field, "widget", None)
+        if db_field.name == "owner" and isinstance(widget, RelatedFieldWidgetWrapper):
+            # Picking an owner is the task here: no buttons to add, edit or delete user accounts beside it.
+            widget.can_add_related = False
+            widget.can_change_related = False
+            widget.can_delete_related = False
+        return field
 
     @staticmethod
     def may_choose_owner(request: HttpRequest) -> bool:

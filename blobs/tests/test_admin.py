@@ -290,7 +290,8 @@ def test_a_blob_that_failed_integrity_is_shown_as_such_until_a_verify_passes(adm
     # The list's state column says so instead of "ready"; so does the change page.
     assert page.count(">integrity failed</span>") == 1
     assert page.count(">ready</span>") == 1
-    assert 'class="errornote">failed ' in admin_client.get(change_url(bad)).content.decode()
+    change_page = admin_client.get(change_url(bad)).content.decode()
+    assert 'class="blob-badge blob-badge-failed">failed ' in change_page
     failed_only = admin_client.get(CHANGELIST, {"integrity": "failed"}).content.decode()
     assert "bad.bin" in failed_only
     assert "good.bin" not in failed_only
@@ -492,8 +493,16 @@ def test_the_list_speaks_human(admin_client, alice):
     assert timezone.localtime(blob.created_at).strftime("%H:%M UTC") in html  # times say their zone
     assert '<span class="blob-badge blob-badge-ready" title="">ready</span>' in html
     assert f'<a class="blob-download" href="{download_url(blob)}">Download</a>' in html
-    assert '<td class="field-key">local: mk-test-1</td>' in html  # kept on one line by blobs.css
-    assert "erphub/admin/blobs.css" in html
+    assert '<td class="field-key"><span title="local: mk-test-1">local: mk-test-1</span></td>' in html
+    assert "erphub/admin/blobs.css" in html  # which keeps the key on one line
+
+
+def test_a_long_key_reference_keeps_its_end_in_the_column_and_all_of_it_in_the_tooltip(admin_client, alice):
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    blob = make_blob(alice)
+    Blob.objects.filter(pk=blob.pk).update(key_provider="aws", key_ref=arn)
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert f'<span title="aws: {arn}">aws: …{arn[-28:]}</span>' in html
 
 
 def test_an_empty_list_says_how_to_upload(admin_client, alice):

@@ -5,7 +5,8 @@
 //
 // The server answers {"location": ...} when the file is stored (BlobAdmin.response_add, on the
 // X-Upload-Progress header), the form again with its errors, or a JSON error ({"detail", "code"}, e.g. 413).
-(function () {
+// Loaded in the page's <head> (the admin's Media): it waits for the form.
+function setUpUploadProgress() {
   const input = document.querySelector("form#blob_form input[type=file][name=file][data-max-bytes]");
   if (!input || !window.FormData || !window.XMLHttpRequest) {
     return; // not the add form, or an old browser: the form posts as usual
@@ -139,4 +140,10 @@
     setBusy(true);
     xhr.send(data);
   });
-})();
+}
+
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", setUpUploadProgress);
+} else {
+  setUpUploadProgress();
+}
