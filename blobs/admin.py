@@ -154,7 +154,7 @@ EVENT_LABELS = {
     "blob.upload": "Uploaded",
     "blob.download.start": "Download started",
     "blob.download.end": "Download finished",
-    "blob.verify": "Integrity verified",
+    "blob.verify": "Integrity check run",
     "blob.integrity_failure": "Integrity check failed",
     "blob.transfer": "Ownership transferred",
     "blob.delete": "Deleted",
@@ -163,6 +163,19 @@ EVENT_LABELS = {
     "blob.key_export": "Data key exported",
     "blob.export": "Exported",
     "blob.gc": "Removed by clean-up",
+}
+
+
+# The error codes events record (never messages: they can name key ids), in words.
+ERROR_WORDS = {
+    "integrity_error": "the stored object failed its integrity check",
+    "object_missing": "the stored object is missing",
+    "storage_unavailable": "storage was unavailable",
+    "kms_error": "the key service failed",
+    "kms_unavailable": "the key service was unavailable",
+    "kms_key_not_found": "the file's key was not found",
+    "kms_unwrap_failed": "the file's key would not unlock",
+    "kms_key_mismatch": "the file's key did not match",
 }
 
 
@@ -179,7 +192,7 @@ def event_summary(event: AuditEvent) -> str:
     """One line a person can read; the full details stay in the audit log."""
     details = event.details or {}
     if error := details.get("error"):
-        return f"error: {error}"
+        return ERROR_WORDS.get(error, f"error: {error}")
     if event.action == "blob.download.start":
         ranges = details.get("ranges")
         if not ranges:

@@ -440,8 +440,11 @@ def test_a_download_that_fails_to_decrypt_shows_a_page_with_its_audit_event(admi
     assert event.details["error"] == "integrity_error"
     assert reverse("admin:audit_auditevent_change", args=[event.pk]) in html  # a superuser may read the log
     assert f"#{event.sequence}" in html
-    # ...and the list now says so.
+    # ...and the list now says so, and the file's history tells it in words.
     assert ">integrity failed</span>" in admin_client.get(CHANGELIST).content.decode()
+    history = admin_client.get(reverse("admin:blobs_blob_history", args=[blob.pk])).content.decode()
+    assert "<td>the stored object failed its integrity check</td>" in history
+    assert "<td>Integrity check failed</td>" in history
 
 
 def test_a_manager_without_the_audit_log_gets_the_event_number_to_quote(alice):
@@ -578,7 +581,7 @@ def test_history_shows_the_blobs_audit_events(admin_client, alice, bob):
     admin_client.post(change_url(blob), {"owner": bob.pk, "_save": "Save"})
     html = admin_client.get(reverse("admin:blobs_blob_history", args=[blob.pk])).content.decode()
     assert "doesn’t have a change history" not in html
-    labels = ("Uploaded", "Download started", "Download finished", "Integrity verified", "Ownership")
+    labels = ("Uploaded", "Download started", "Download finished", "Integrity check run", "Ownership")
     for label in labels:
         assert f"<td>{label}" in html, label
     assert "from alice to bob" in html

@@ -258,7 +258,7 @@ def test_history_shows_what_happened_to_the_file(browser, live_server):
     table = wait_for(browser, "#change-history")
     what = [cell.text for cell in table.find_elements(By.CSS_SELECTOR, "tbody td:nth-child(2)")]
     assert "Uploaded" in what
-    assert "Integrity verified" in what
+    assert "Integrity check run" in what
     assert "Download started" in what
     assert "doesn’t have a change history" not in browser.page_source
     assert boss.username in table.text

@@ -97,6 +97,7 @@ PAGES: list[Page] = [
     Page("blob-change-integrity-failed", blob_page("change/", "damaged"), "#blob_form"),
     Page("blob-history", blob_page("history/"), "#change-history"),
     Page("blob-download-failed", blob_page("download/", "damaged"), ".blob-download-failed", status=500),
+    Page("blob-history-damaged", blob_page("history/", "damaged"), "#change-history"),
     Page("key-status", "/admin/kms/keyrotation/", "#content-main"),
     Page("audit-log", "/admin/audit/auditevent/", "#result_list"),
     Page("my-files", "/files/", "#content"),
