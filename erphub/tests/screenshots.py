@@ -8,8 +8,9 @@ one can be seen.
 
 Files go to ``$SCREENSHOT_DIR`` (the Makefile: ``var/screenshots``, gitignored). To add a page, add a ``Page``
 to ``PAGES``: a name (the file's), its path (or a function of the ``Scene``, the data made for the run), the
-CSS selector that shows it rendered, and optionally the status it answers with and a ``prepare`` step that
-acts on the page before the shot (open a menu, type into a search).
+CSS selector that shows it rendered, and optionally the status it answers with, a ``prepare`` step that
+acts on the page before the shot (open a menu, type into a search, start an upload) and an ``after`` step
+that undoes it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Scene:
     boss: Any
     report: Blob
     damaged: Blob
+    files: Path  # a scratch directory, for files to upload
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,7 +64,8 @@ class Page:
     path: str | Callable[[Scene], str]
     ready: str  # a CSS selector present once the page has rendered
     status: int = 200
-    prepare: Callable[[Any], None] | None = None
+    prepare: Callable[[Any, Scene], None] | None = None  # (driver, scene), before the shot
+    after: Callable[[Any, Scene], None] | None = None  # after it (cancel what prepare started)
 
     def url(self, scene: Scene) -> str:
         return self.path(scene) if callable(self.path) else self.path
@@ -72,7 +75,7 @@ def blob_page(suffix: str, attr: str = "report") -> Callable[[Scene], str]:
     return lambda scene: f"/admin/blobs/blob/{getattr(scene, attr).pk}/{suffix}"
 
 
-def search_owner(driver: Any) -> None:
+def search_owner(driver: Any, scene: Scene) -> None:
     """Open the owner's autocomplete and type, so the shot shows the matches."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -86,6 +89,42 @@ def search_owner(driver: Any) -> None:
     )
 
 
+# The upload's progress text while its bar is between its ends (null before and after).
+PROGRESS_MIDWAY = """
+const bar = document.querySelector(".upload-progress progress");
+return bar && bar.value > 10 && bar.value < 90 ? bar.value : null;
+"""
+
+
+def throttle_uploads(driver: Any, bytes_per_second: int | None) -> None:
+    driver.execute_cdp_cmd("Network.enable", {})
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+    driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions", {**conditions, "uploadThroughput": bytes_per_second or -1}
+    )
+
+
+def start_upload(driver: Any, scene: Scene) -> None:
+    """Send a file over a slow link and stop when the bar is part-way."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    source = scene.files / "site survey.mp4"
+    source.write_bytes(pattern(2 * 1024**2, seed=9))
+    throttle_uploads(driver, 256 * 1024)
+    driver.find_element(By.NAME, "file").send_keys(str(source))
+    driver.find_element(By.NAME, "_save").click()
+    WebDriverWait(driver, 20, poll_frequency=0.05).until(lambda d: d.execute_script(PROGRESS_MIDWAY))
+
+
+def cancel_upload(driver: Any, scene: Scene) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, ".upload-progress button").click()
+    wait_for(driver, ".upload-progress-error")
+    throttle_uploads(driver, None)
+
+
 PAGES: list[Page] = [
     Page("admin-index", "/admin/", "#content-main"),
     Page("blobs-list", "/admin/blobs/blob/", "#result_list"),
@@ -93,6 +132,8 @@ PAGES: list[Page] = [
     Page("blobs-list-integrity-failed", "/admin/blobs/blob/?integrity=failed", "#result_list"),
     Page("blob-add", "/admin/blobs/blob/add/", "#blob_form"),
     Page("blob-add-owner-search", "/admin/blobs/blob/add/", "#blob_form", prepare=search_owner),
+    Page("blob-add-uploading", "/admin/blobs/blob/add/", "#blob_form", prepare=start_upload,
+         after=cancel_upload),
     Page("blob-change", blob_page("change/"), "#blob_form"),
     Page("blob-change-integrity-failed", blob_page("change/", "damaged"), "#blob_form"),
     Page("blob-history", blob_page("history/"), "#change-history"),
@@ -104,7 +145,7 @@ PAGES: list[Page] = [
 ]
 
 
-def make_scene() -> Scene:
+def make_scene(files: Path) -> Scene:
     user_model = get_user_model()
     boss = user_model.objects.create_superuser("boss", "boss@example.com", PASSWORD)
     boss.first_name, boss.last_name = "Bea", "Boss"
@@ -125,7 +166,7 @@ def make_scene() -> Scene:
     blob_verify(blob=damaged)
     blob_verify(blob=report)
     blob_transfer_ownership(blob=report, new_owner=bob)
-    return Scene(boss=boss, report=report, damaged=damaged)
+    return Scene(boss=boss, report=report, damaged=damaged, files=files)
 
 
 def shoot(driver: Any, target: Path) -> None:
@@ -144,7 +185,8 @@ def test_screenshots(live_server, tmp_path) -> None:
 
     out = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    scene = make_scene()
+    (tmp_path / "files").mkdir()
+    scene = make_scene(tmp_path / "files")
     driver = watch_pages(start_browser(tmp_path / "profile"))
     failures: list[str] = []
     try:
@@ -156,7 +198,7 @@ def test_screenshots(live_server, tmp_path) -> None:
             try:
                 wait_for(driver, page.ready, timeout=10)
                 if page.prepare is not None:
-                    page.prepare(driver)
+                    page.prepare(driver, scene)
             except WebDriverException as exc:  # reported with the page's name; the other pages go on
                 failures.append(f"{page.name}: {page.ready!r} never appeared ({type(exc).__name__})")
             status = document_status(driver)
@@ -166,6 +208,11 @@ def test_screenshots(live_server, tmp_path) -> None:
             ignore = (url,) if page.status >= 400 else ()
             failures += [f"{page.name}: {problem}" for problem in page_problems(driver, ignore=ignore)]
             shoot(driver, out / f"{page.name}.png")
+            if page.after is not None:
+                try:
+                    page.after(driver, scene)
+                except WebDriverException as exc:
+                    failures.append(f"{page.name}: its clean-up failed ({type(exc).__name__})")
     finally:
         driver.quit()
     print(f"\n{len(PAGES)} screenshots in {out} ({timezone.now():%Y-%m-%d %H:%M} UTC)")
