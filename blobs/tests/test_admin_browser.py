@@ -263,3 +263,30 @@ def test_history_shows_what_happened_to_the_file(browser, live_server):
     assert "doesn’t have a change history" not in browser.page_source
     assert boss.username in table.text
     assert page_problems(browser) == []
+
+
+def test_an_upload_the_form_refuses_shows_why_in_the_page(browser, live_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from blobs.tests.browser import page_problems, wait_for
+    from blobs.tests.factories import stored_files
+
+    _boss_in_the_admin(browser, live_server)
+    browser.get(f"{live_server.url}/admin/blobs/blob/add/")
+    wait_for(browser, "#blob_form")
+    # An owner that no longer exists (deleted while the form was open): the server sends the form back.
+    browser.execute_script(
+        "const select = document.querySelector('select[name=owner]');"
+        "select.replaceChildren(new Option('gone', '999999', true, true));"
+    )
+    source = tmp_path / "memo.txt"
+    source.write_bytes(b"memo")
+    browser.find_element(By.NAME, "file").send_keys(str(source))
+    browser.find_element(By.NAME, "_save").click()
+    error = wait_for(browser, ".upload-progress-error")
+    assert "Select a valid choice" in error.text
+    assert browser.current_url.endswith("/admin/blobs/blob/add/")  # still on the form, to try again
+    assert browser.find_element(By.NAME, "_save").is_enabled()
+    assert not Blob.objects.exists()
+    assert stored_files() == []
+    assert page_problems(browser) == []
