@@ -17,7 +17,7 @@ PROMETHEUS_MULTIPROC_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/prometheus
 # thread is busy streaming; on HOST. Empty: none (/metrics on PORT still answers).
 METRICS_PORT ?= $(shell echo $$(($(PORT) + 100)))
 
-.PHONY: run test install install-dev lint migrate bench clean
+.PHONY: run test install install-dev lint migrate bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+
+# The staff pages in Chromium at 1280 px (erphub/tests/screenshots.py, its PAGES list), as PNG files in
+# SCREENSHOT_DIR; fails if a page errors. Needs Debian's chromium and chromium-driver.
+SCREENSHOT_DIR ?= $(or $(ERPHUB_VAR_DIR),var)/screenshots
+screenshots: install-dev
+	rm -rf "$(SCREENSHOT_DIR)" && mkdir -p "$(SCREENSHOT_DIR)"
+	SCREENSHOT_DIR="$(abspath $(SCREENSHOT_DIR))" $(BIN)/pytest erphub/tests/screenshots.py -q -p no:cacheprovider
+	@echo "Screenshots in $(SCREENSHOT_DIR)/"
 
 bench: install-dev
 	$(BIN)/pip install --quiet -r requirements-bench.txt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
+
 from .models import AuditEvent
 
 
@@ -20,3 +22,8 @@ def audit_event_ref(
         .first()
     )
     return None if row is None else {"sequence": row[0], "hash": row[1]}
+
+
+def audit_events_about(*, target_type: str, target_id: str) -> QuerySet[AuditEvent]:
+    """Every event the log still holds about one target, oldest first (a blob's history in the admin)."""
+    return AuditEvent.objects.filter(target_type=target_type, target_id=target_id).order_by("sequence")

@@ -47,14 +47,16 @@ class Representation:
     content_disposition: str
 
 
-def blob_representation(*, blob: Blob) -> Representation:
+def blob_representation(*, blob: Blob, attachment: bool = False) -> Representation:
+    """``attachment``: always save, never display (the admin's Download: a staff member asked for the file,
+    and a file whose name or type lies — a non-PDF named .pdf — must not open in a viewer that fails)."""
     # A strong ETag that is stable for the plaintext (it survives re-encryption, so resumes keep working)
     # but is not the bare SHA-256, which would publish a content hash: an HMAC under the server secret,
     # also bound to the blob id so equal files of different owners do not share validators.
     digest = salted_hmac(
         "blobs.etag", blob.id.bytes + bytes.fromhex(blob.sha256), algorithm="sha256"
     ).hexdigest()
-    inline = blob.content_type in INLINE_SAFE_TYPES
+    inline = not attachment and blob.content_type in INLINE_SAFE_TYPES
     return Representation(
         size=blob.size,
         etag=f'"{digest[:40]}"',

@@ -46,7 +46,7 @@ from .disposition import FilenameError, disposition_filename, upload_filename
 from .exceptions import InvalidFilename, NoFileUploaded, RangeNotSatisfiable
 from .filters import BlobFilter
 from .middleware import requested_digests, verify_multipart_digest
-from .models import LEGACY_ID_MAX_LENGTH
+from .models import LEGACY_ID_MAX_LENGTH, Blob
 from .permissions import may_delete, may_upload
 from .ranges import if_range_allows, parse_range
 from .schema import collection_schema, detail_schema, legacy_schema, stream_schema
@@ -155,51 +155,60 @@ class BlobStreamView(BrowserLoginMixin, APIView):
 
     def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponseBase:
         blob = blob_get_for_user(user=request.user, blob_id=blob_id)
-        rep = blob_representation(blob=blob)
-        # RFC 9110 §13.2.2: preconditions are evaluated before Range.
-        outcome = evaluate_preconditions(
-            method=request.method or "GET",
-            etag=rep.etag,
-            last_modified=rep.last_modified,
-            if_match=request.headers.get("If-Match"),
-            if_none_match=request.headers.get("If-None-Match"),
-            if_modified_since=request.headers.get("If-Modified-Since"),
-            if_unmodified_since=request.headers.get("If-Unmodified-Since"),
-        )
-        if outcome == 304:
-            response: HttpResponse = HttpResponseNotModified()
-            # RFC 9110 §8.6: a 304 may carry Content-Length only if it equals the 200's; without this,
-            # CommonMiddleware would add "0".
-            response["Content-Length"] = str(rep.size)
-            _validator_headers(response, rep)
-            return response
-        if outcome == 412:
-            return error_response(412, detail="A precondition failed.", code="precondition_failed")
+        return stream_response(request, blob, head=head)
 
-        if head:
-            # RFC 9110 §14.2: Range applies to GET only. HEAD answers from the row: no key unwrap, no read.
-            response = HttpResponse(content_type=rep.content_type)
-            response["Content-Length"] = str(rep.size)
-            response["Content-Disposition"] = rep.content_disposition
-            _validator_headers(response, rep)
-            return response
 
-        ranges = None
-        if if_range_allows(request.headers.get("If-Range"), etag=rep.etag, last_modified=rep.last_modified):
-            try:
-                ranges = parse_range(
-                    request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
-                )
-            except ranges_core.RangeNotSatisfiable as exc:
-                raise RangeNotSatisfiable(content_range=exc.content_range) from None
-        body = blob_open_stream(blob=blob, ranges=ranges, abort_connection=_connection_aborter(request))
-        streaming = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
-        streaming["Content-Length"] = str(body.content_length)
-        if body.content_range:
-            streaming["Content-Range"] = body.content_range
-        streaming["Content-Disposition"] = rep.content_disposition
-        _validator_headers(streaming, rep)
-        return streaming
+def stream_response(
+    request: HttpRequest, blob: Blob, *, head: bool, attachment: bool = False
+) -> HttpResponseBase:
+    """The stream's answer for a blob the caller may see: preconditions, ranges, the audited body. Shared by
+    the API and the admin's Download (``attachment=True``: saved, never displayed). Raises the blob's and the
+    key service's errors before any header is sent (``blob_open_stream``)."""
+    rep = blob_representation(blob=blob, attachment=attachment)
+    # RFC 9110 §13.2.2: preconditions are evaluated before Range.
+    outcome = evaluate_preconditions(
+        method=request.method or "GET",
+        etag=rep.etag,
+        last_modified=rep.last_modified,
+        if_match=request.headers.get("If-Match"),
+        if_none_match=request.headers.get("If-None-Match"),
+        if_modified_since=request.headers.get("If-Modified-Since"),
+        if_unmodified_since=request.headers.get("If-Unmodified-Since"),
+    )
+    if outcome == 304:
+        response: HttpResponse = HttpResponseNotModified()
+        # RFC 9110 §8.6: a 304 may carry Content-Length only if it equals the 200's; without this,
+        # CommonMiddleware would add "0".
+        response["Content-Length"] = str(rep.size)
+        _validator_headers(response, rep)
+        return response
+    if outcome == 412:
+        return error_response(412, detail="A precondition failed.", code="precondition_failed")
+
+    if head:
+        # RFC 9110 §14.2: Range applies to GET only. HEAD answers from the row: no key unwrap, no read.
+        response = HttpResponse(content_type=rep.content_type)
+        response["Content-Length"] = str(rep.size)
+        response["Content-Disposition"] = rep.content_disposition
+        _validator_headers(response, rep)
+        return response
+
+    ranges = None
+    if if_range_allows(request.headers.get("If-Range"), etag=rep.etag, last_modified=rep.last_modified):
+        try:
+            ranges = parse_range(
+                request.headers.get("Range"), rep.size, max_ranges=blob_setting("MAX_RANGES")
+            )
+        except ranges_core.RangeNotSatisfiable as exc:
+            raise RangeNotSatisfiable(content_range=exc.content_range) from None
+    body = blob_open_stream(blob=blob, ranges=ranges, abort_connection=_connection_aborter(request))
+    streaming = StreamingHttpResponse(body.chunks, status=body.status, content_type=body.content_type)
+    streaming["Content-Length"] = str(body.content_length)
+    if body.content_range:
+        streaming["Content-Range"] = body.content_range
+    streaming["Content-Disposition"] = rep.content_disposition
+    _validator_headers(streaming, rep)
+    return streaming
 
 
 def _raw_filename(request: HttpRequest) -> str:

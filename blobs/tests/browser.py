@@ -50,3 +50,59 @@ def start_browser(profile: Path) -> Any:
     )
     driver.implicitly_wait(5)
     return driver
+
+
+# Runs in every new document before its scripts (Chromium's DevTools protocol): CSP Level 3 §5.4 violation
+# events, which the console does not always report, collected for ``page_problems``.
+COLLECT_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(
+    ["CSP", event.effectiveDirective, event.blockedURI, event.sourceFile, event.lineNumber].join(" ")
+  );
+});
+"""
+
+
+def watch_pages(driver: Any) -> Any:
+    """Have every page the driver opens from now on collect its CSP violations (``page_problems``)."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COLLECT_VIOLATIONS})
+    return driver
+
+
+def page_problems(driver: Any, *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """What went wrong on the current page since the last call: CSP violations, script errors and failed
+    loads (Chromium's console at SEVERE). Messages containing one of ``ignore`` are left out (a page
+    answered with an error status on purpose logs its own URL)."""
+    found = list(driver.execute_script("return window.__cspViolations || [];"))
+    found += [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    # Chromium asks every new origin for /favicon.ico on its own; no page of ours links one.
+    ignore = (*ignore, "/favicon.ico ")
+    return [message for message in found if not any(text in message for text in ignore)]
+
+
+def document_status(driver: Any) -> int:
+    """The HTTP status of the current document (Navigation Timing Level 2, ``responseStatus``)."""
+    return int(driver.execute_script("return performance.getEntriesByType('navigation')[0].responseStatus;"))
+
+
+def wait_for(driver: Any, css: str, timeout: float = 20) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    located = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    return WebDriverWait(driver, timeout).until(located)
+
+
+def admin_login(driver: Any, base_url: str, username: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base_url}/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys(username)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # The login page has the site's header too: wait for the index's title.
+    WebDriverWait(driver, 20).until(expected_conditions.title_contains("Site administration"))
