@@ -7,17 +7,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Min, QuerySet
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from core.actors import Actor
 
-from .exceptions import CheckpointError
-from .holds import legal_hold_create
-from .models import AuditEvent, LegalHold, PurgeAnchor
+from .exceptions import CheckpointError, HoldInvalid
+from .holds import legal_hold_create, legal_hold_release, legal_hold_validate
+from .models import AuditEvent, LegalHold, LegalHoldRelease, PurgeAnchor
 from .recording import audit_record, event_line
 from .verification import audit_chain_status
 
@@ -109,11 +117,54 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return request.user.has_perm("audit.export_auditevent")
 
 
+class LegalHoldForm(forms.ModelForm):
+    class Meta:
+        model = LegalHold
+        fields = ("reason", "target_type", "target_id", "since", "until")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            legal_hold_validate(
+                target_type=data.get("target_type", ""),
+                target_id=data.get("target_id", ""),
+                since=data.get("since"),
+                until=data.get("until"),
+            )
+        except HoldInvalid as exc:
+            # A hold naming nothing is the model's constraint too, which says so in the same words (its
+            # violation_error_message): only the errors about one field are added here.
+            if exc.field is not None:
+                self.add_error(exc.field, exc.detail)
+        return data
+
+
+class LegalHoldReleaseForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why the hold ends (recorded in the audit log). Once released, the hold keeps nothing: "
+        "the files it named can be deleted and its events purged after the retention period.",
+    )
+
+
 @admin.register(LegalHold)
 class LegalHoldAdmin(admin.ModelAdmin):
-    """Holds can be placed (by auditors) but never changed or lifted here: they are append-only."""
+    """Holds are placed and released here (by auditors) but never changed or deleted: a release is a row
+    of its own (audit/holds.py), and both are audited."""
 
-    list_display = ("created_at", "created_by", "reason", "target_type", "target_id", "since", "until")
+    form = LegalHoldForm
+    list_display = (
+        "id",
+        "created_at",
+        "created_by",
+        "reason",
+        "target_type",
+        "target_id",
+        "since",
+        "until",
+        "status",
+    )
+    list_display_links = ("id", "created_at")
     fields = ("reason", "target_type", "target_id", "since", "until")
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -121,6 +172,51 @@ class LegalHoldAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("audit.release_legalhold")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return () if obj is None else ("created_at", "created_by", *self.fields, "status")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields if obj is None else ("created_at", "created_by", *self.fields, "status")
+
+    @admin.display(description="status")
+    def status(self, obj: LegalHold) -> str:
+        release = getattr(obj, "release", None) if obj.pk else None
+        if release is None:
+            return mark_safe("<strong>Active</strong>")
+        when = date_format(release.released_at, "DATETIME_FORMAT")
+        return format_html("Released {} by {}: {}", when, release.released_by, release.reason)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # The status column offers "Release…" only to those who may release (per request: the ModelAdmin
+        # is shared by every thread).
+        may_release = self.has_release_permission(request)
+
+        @admin.display(description="status")
+        def status(obj: LegalHold) -> str:
+            shown = self.status(obj)
+            if may_release and getattr(obj, "release", None) is None:
+                url = reverse("admin:audit_legalhold_release", args=[obj.pk])
+                return format_html('{} — <a href="{}">Release…</a>', shown, url)
+            return shown
+
+        return (*self.list_display[:-1], status)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LegalHold]:
+        return super().get_queryset(request).select_related("release")
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "may_release": self.has_release_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def save_model(self, request: HttpRequest, obj: LegalHold, form: Any, change: bool) -> None:
         hold = legal_hold_create(
@@ -133,6 +229,43 @@ class LegalHoldAdmin(admin.ModelAdmin):
         )
         obj.pk = hold.pk
         obj._state.adding = False
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<path:object_id>/release/",
+                self.admin_site.admin_view(self.release_view),
+                name="audit_legalhold_release",
+            ),
+            *super().get_urls(),
+        ]
+
+    def release_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_release_permission(request):
+            raise PermissionDenied
+        hold = self.get_object(request, object_id)
+        if hold is None:
+            raise Http404("No such legal hold.")
+        form = LegalHoldReleaseForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                legal_hold_release(
+                    hold=hold, actor=Actor.for_user(request.user), reason=form.cleaned_data["reason"]
+                )
+            except HoldInvalid as exc:
+                form.add_error(None, exc.detail)
+            else:
+                self.message_user(request, f"Legal hold #{hold.pk} released.", messages.SUCCESS)
+                return redirect("admin:audit_legalhold_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Release legal hold #{hold.pk}",
+            "opts": self.model._meta,
+            "hold": hold,
+            "form": form,
+            "already_released": LegalHoldRelease.objects.filter(hold=hold).exists(),
+        }
+        return TemplateResponse(request, "admin/audit/legalhold/release.html", context)
 
 
 @admin.register(PurgeAnchor)
