@@ -62,7 +62,13 @@ class AuditEvent(AppendOnlyModel):
     actor_id = models.CharField(
         max_length=64, blank=True, db_index=True, help_text="the user's id, if a user"
     )
-    actor = models.CharField(max_length=200, db_index=True, help_text="username snapshot or system:<name>")
+    # The admin shows help texts as HTML (Django marks them safe), so the angle brackets are escaped here.
+    actor = models.CharField(
+        max_length=200,
+        db_index=True,
+        help_text="The username at the time (kept if the account goes), or system:&lt;name&gt; for a part of "
+        "the system, e.g. system:cli:&lt;os-user&gt; for a management command.",
+    )
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=255, blank=True, db_index=True)

@@ -3,7 +3,9 @@ of the selection as JSON lines, the chain's status, and no access for other role
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 
 import pytest
 from django.test import Client
@@ -217,3 +219,45 @@ def test_releasing_needs_the_release_permission():
     assert release_url not in c.get(reverse("admin:audit_legalhold_changelist")).content.decode()
     assert c.post(release_url, {"reason": "sneaky"}).status_code == 403
     assert not LegalHoldRelease.objects.exists()
+
+
+def test_event_page_opens_sealed_values_for_readers_and_records_it(auditor, owner):
+    blob = make_blob(owner, filename="payroll 2026.xlsx")
+    upload = AuditEvent.objects.get(action="blob.upload", target_id=str(blob.pk))
+    page = client_for(auditor).get(reverse("admin:audit_auditevent_change", args=[upload.pk]))
+    text = page.content.decode()
+    assert "payroll 2026.xlsx" in text
+    assert "$sealed" not in text
+    assert AuditEvent.objects.get(action="audit.unseal").details == {"fields": ["filename"]}
+
+
+def test_event_page_opens_nothing_for_those_who_may_not_read_the_log(owner):
+    blob = make_blob(owner, filename="payroll 2026.xlsx")
+    upload = AuditEvent.objects.get(action="blob.upload", target_id=str(blob.pk))
+    manager = make_user("mgr", perms=(), roles=("Blob managers",))
+    page = client_for(manager).get(reverse("admin:audit_auditevent_change", args=[upload.pk]))
+    assert page.status_code == 403
+    assert b"payroll" not in page.content
+    assert not AuditEvent.objects.filter(action="audit.unseal").exists()
+
+
+def test_event_page_says_which_sealed_values_it_could_not_open(auditor, owner, settings):
+    blob = make_blob(owner, filename="payroll 2026.xlsx")
+    upload = AuditEvent.objects.get(action="blob.upload", target_id=str(blob.pk))
+    other = base64.b64encode(os.urandom(32)).decode()  # the key that sealed the name is gone
+    settings.KMS_PROVIDERS = {
+        "local": {"BACKEND": "kms.providers.local.LocalKeyProvider", "OPTIONS": {"keys": f"mk-other:{other}"}}
+    }
+    page = client_for(auditor).get(reverse("admin:audit_auditevent_change", args=[upload.pk]))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "filename is sealed and could not be opened" in text
+    assert "payroll" not in text
+    assert not AuditEvent.objects.filter(action="audit.unseal").exists()
+
+
+def test_event_without_sealed_values_opens_nothing(auditor):
+    (event,) = record(1, details={"size": 3})
+    page = client_for(auditor).get(reverse("admin:audit_auditevent_change", args=[event.pk]))
+    assert '&quot;size&quot;: 3' in page.content.decode()
+    assert not AuditEvent.objects.filter(action="audit.unseal").exists()

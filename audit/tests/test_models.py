@@ -112,5 +112,8 @@ def test_no_application_module_drops_the_guards():
         for path in app.rglob("*.py")
         if "tests" not in path.relative_to(app).parts and "reverse=True" in path.read_text()
     )
-    assert dropping == ["migrations/0002_append_only_triggers.py", "migrations/0004_legal_hold_release.py"]
+    assert dropping == [
+        "migrations/0002_append_only_triggers.py",
+        "migrations/0004_legal_hold_release_and_help_texts.py",
+    ]
     assert importlib.util.find_spec("audit.testing") is None

@@ -24,6 +24,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="auditevent",
+            name="actor",
+            field=models.CharField(
+                db_index=True,
+                help_text="The username at the time (kept if the account goes), or system:&lt;name&gt; for a part "
+                "of the system, e.g. system:cli:&lt;os-user&gt; for a management command.",
+                max_length=200,
+            ),
+        ),
         migrations.CreateModel(
             name="LegalHoldRelease",
             fields=[
