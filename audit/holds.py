@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from core.actors import Actor
 
@@ -138,12 +138,17 @@ def legal_hold_release(*, hold: LegalHold, actor: Actor, reason: str) -> LegalHo
     changed) and an ``audit.legal_hold_release`` event, in one transaction."""
     if not reason.strip():
         raise HoldInvalid("Say why the hold ends.", field="reason")
+    already = HoldInvalid(f"Hold #{hold.pk} is already released.")
+    if LegalHoldRelease.objects.filter(hold_id=hold.pk).exists():
+        raise already
     with transaction.atomic():
-        # Locks the hold: two releases at once give one release and one clear refusal, not an IntegrityError.
-        LegalHold.objects.select_for_update().get(pk=hold.pk)
-        if LegalHoldRelease.objects.filter(hold_id=hold.pk).exists():
-            raise HoldInvalid(f"Hold #{hold.pk} is already released.")
-        release = LegalHoldRelease.objects.create(hold=hold, released_by=actor.name, reason=reason)
+        # Two releases at once: the one-to-one's unique index lets one in and the other gets the same clear
+        # refusal. Not SELECT ... FOR UPDATE: the app's database role may not lock audit rows (audit_db_role).
+        try:
+            with transaction.atomic():
+                release = LegalHoldRelease.objects.create(hold=hold, released_by=actor.name, reason=reason)
+        except IntegrityError:
+            raise already from None
         audit_record(
             action="audit.legal_hold_release",
             actor=actor,
