@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from core.actors import Actor
 
 from .exceptions import HoldInvalid
-from .models import LegalHold, LegalHoldRelease
+from .models import AuditEvent, LegalHold, LegalHoldRelease
 from .recording import audit_record
 
 # The events a hold covers, as SQL over the event aliased ``e`` (the purge counts and skips them). The
@@ -68,17 +68,31 @@ def legal_hold_covering(*, target_type: str, target_id: str) -> LegalHold | None
 
 
 def _check_target(target_type: str, target_id: str) -> None:
-    target = _targets.get(target_type)
-    if target is None or not target_id:
+    """A hold must name something: a row of a registered type (a blob that exists) or events in the log
+    (a deleted blob's events are still worth keeping). A typo'd type or id keeps nothing, silently."""
+    if not target_type:
         return
-    try:
-        found = target.exists(target_id)
-    except (ValueError, TypeError):  # not even a valid id for that type (a blob id is a UUID)
-        found = False
-    if not found:
+    events = AuditEvent.objects.filter(target_type=target_type)
+    target = _targets.get(target_type)
+    if not target_id:
+        if target is None and not events.exists():
+            known = ", ".join(sorted(_targets))
+            raise HoldInvalid(
+                f"No audit event has the target type {target_type!r}: check the spelling (e.g. {known}).",
+                field="target_type",
+            )
+        return
+    found = False
+    if target is not None:
+        try:
+            found = target.exists(target_id)
+        except (ValueError, TypeError):  # not even a valid id for that type (a blob id is a UUID)
+            found = False
+    if not found and not events.filter(target_id=target_id).exists():
+        label = target.label if target is not None else target_type
         raise HoldInvalid(
-            f"No {target.label} has the id {target_id!r}: check the id (a hold on an id that does not "
-            "exist keeps nothing).",
+            f"No {label} has the id {target_id!r}, and no audit event names it: check the id (a hold on an "
+            "id that names nothing keeps nothing).",
             field="target_id",
         )
 

@@ -9,7 +9,6 @@ ROLE_PERMISSIONS = {
         "audit.view_legalhold",
         "audit.add_legalhold",
         "audit.release_legalhold",
-        "audit.view_legalholdrelease",
         "audit.view_purgeanchor",
     ],
 }

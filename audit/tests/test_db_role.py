@@ -66,7 +66,7 @@ def test_the_app_role_appends_but_cannot_change_or_purge():
                 ):
                     cursor.execute(statement)
             # Legal holds: placed and released with the app's rights (no row locks, no UPDATE).
-            hold = legal_hold_create(actor=Actor.system("test"), reason="case", target_type="user")
+            hold = legal_hold_create(actor=Actor.system("test"), reason="case", since=event.timestamp)
             legal_hold_release(hold=hold, actor=Actor.system("test"), reason="closed")
             for statement in (
                 "UPDATE audit_legalholdrelease SET reason = 'x'",

@@ -12,10 +12,11 @@ from audit.chain import verify_chain
 from audit.exceptions import HoldInvalid
 from audit.holds import legal_hold_covering, legal_hold_create, legal_hold_release
 from audit.models import AuditEvent, LegalHold, LegalHoldRelease
+from blobs.services import blob_delete
 from blobs.tests.factories import make_blob
 from core.actors import Actor
 
-from .factories import YEAR, run
+from .factories import YEAR, record, run
 
 pytestmark = pytest.mark.django_db
 
@@ -38,13 +39,14 @@ def test_release_is_a_row_and_an_event_and_the_hold_then_covers_nothing(owner):
 
 
 def test_a_hold_is_released_once():
-    hold = legal_hold_create(actor=ACTOR, reason="x", target_type="user")
+    record(1)  # events about a "thing": something for the holds below to keep
+    hold = legal_hold_create(actor=ACTOR, reason="x", target_type="thing")
     legal_hold_release(hold=hold, actor=ACTOR, reason="done")
     with pytest.raises(HoldInvalid, match="already released"):
         legal_hold_release(hold=hold, actor=ACTOR, reason="again")
     with pytest.raises(HoldInvalid, match="why the hold ends"):
         legal_hold_release(
-            hold=legal_hold_create(actor=ACTOR, reason="y", target_type="user"), actor=ACTOR, reason=" "
+            hold=legal_hold_create(actor=ACTOR, reason="y", target_type="thing"), actor=ACTOR, reason=" "
         )
     assert LegalHoldRelease.objects.count() == 1
     assert AuditEvent.objects.filter(action="audit.legal_hold_release").count() == 1
@@ -84,6 +86,20 @@ def test_holds_that_would_keep_nothing_are_refused(kwargs, field, message):
     assert not AuditEvent.objects.exists()
 
 
+def test_a_target_type_or_id_that_names_nothing_is_refused_but_a_deleted_blobs_events_may_be_held(owner):
+    record(2)  # thing 0 and thing 1
+    with pytest.raises(HoldInvalid, match="No audit event has the target type 'things'") as caught:
+        legal_hold_create(actor=ACTOR, reason="typo", target_type="things")
+    assert caught.value.field == "target_type"
+    with pytest.raises(HoldInvalid, match="No thing has the id '7', and no audit event names it"):
+        legal_hold_create(actor=ACTOR, reason="typo", target_type="thing", target_id="7")
+    assert legal_hold_create(actor=ACTOR, reason="ok", target_type="thing", target_id="1").target_id == "1"
+    blob = make_blob(owner)
+    blob_delete(blob=blob)  # gone, but its upload and delete events are in the log
+    kept = legal_hold_create(actor=ACTOR, reason="its history", target_type="blob", target_id=str(blob.pk))
+    assert kept.target_id == str(blob.pk)
+
+
 def test_a_range_that_ends_before_it_starts_is_refused():
     start = YEAR_AGO()
     with pytest.raises(HoldInvalid, match="ends before it starts"):
@@ -91,7 +107,8 @@ def test_a_range_that_ends_before_it_starts_is_refused():
 
 
 def test_releases_are_append_only_in_the_database():
-    hold = legal_hold_create(actor=ACTOR, reason="x", target_type="user")
+    record(1)
+    hold = legal_hold_create(actor=ACTOR, reason="x", target_type="thing")
     legal_hold_release(hold=hold, actor=ACTOR, reason="done")
     for sql in ("UPDATE audit_legalholdrelease SET reason = 'forged'", "DELETE FROM audit_legalholdrelease"):
         with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:

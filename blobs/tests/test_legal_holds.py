@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from audit.holds import legal_hold_create, legal_hold_release
 from audit.models import AuditEvent
+from audit.recording import audit_record
 from blobs.exceptions import BlobHeld
 from blobs.models import Blob
 from blobs.services import blob_delete
@@ -66,6 +67,7 @@ def test_api_delete_of_a_held_blob_is_409_in_the_error_format_and_audited(owner)
 
 def test_a_hold_on_every_blob_keeps_each_and_other_holds_keep_none(owner):
     blob = make_blob(owner, b"one")
+    audit_record(action="test.event", actor=AUDITOR, target_type="user", target_id=str(owner.pk))
     legal_hold_create(actor=AUDITOR, reason="events only", target_type="user", target_id=str(owner.pk))
     every = hold_on(blob, target_id="")
     with pytest.raises(BlobHeld) as caught:
