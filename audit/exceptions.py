@@ -36,3 +36,15 @@ class CheckpointError(AuditError):
 class PurgeRefused(AuditError):
     code = "audit_purge_refused"
     default_detail = "Nothing may be purged before that date."
+
+
+class HoldInvalid(AuditError, ValueError):
+    """A legal hold, or its release, that cannot be placed as asked: the message says what to fix and
+    ``field`` which form field it is about (a ``ValueError`` too: callers before this class caught that)."""
+
+    code = "legal_hold_invalid"
+    default_detail = "The legal hold is not valid."
+
+    def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field

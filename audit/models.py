@@ -62,7 +62,13 @@ class AuditEvent(AppendOnlyModel):
     actor_id = models.CharField(
         max_length=64, blank=True, db_index=True, help_text="the user's id, if a user"
     )
-    actor = models.CharField(max_length=200, db_index=True, help_text="username snapshot or system:<name>")
+    # The admin shows help texts as HTML (Django marks them safe), so the angle brackets are escaped here.
+    actor = models.CharField(
+        max_length=200,
+        db_index=True,
+        help_text="The username at the time (kept if the account goes), or system:&lt;name&gt; for a part of "
+        "the system, e.g. system:cli:&lt;os-user&gt; for a management command.",
+    )
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=255, blank=True, db_index=True)
@@ -118,28 +124,58 @@ class PurgeAnchor(AppendOnlyModel):
 
 class LegalHold(AppendOnlyModel):
     """Events under a hold are never purged: those about a target (``target_type`` and, if given,
-    ``target_id``) and/or those in a time range. Holds are append-only records themselves."""
+    ``target_id``) and/or those in a time range. A hold on blobs (``target_type`` "blob") also keeps the blobs
+    themselves: none it names can be deleted (blobs.services.blob_delete). Holds are append-only records
+    themselves; a hold ends with a :class:`LegalHoldRelease`, never by changing or deleting it."""
 
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200)
-    reason = models.TextField()
-    target_type = models.CharField(max_length=64, blank=True)
-    target_id = models.CharField(max_length=255, blank=True)
-    since = models.DateTimeField(null=True, blank=True)
-    until = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(help_text="Why the hold is placed, e.g. the case or request it serves.")
+    target_type = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text='What the hold keeps: "blob" for files (and their events), or another event target type '
+        "(user, flag, key, …). Empty: every event in the time range below.",
+    )
+    target_id = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The one target kept, e.g. a blob's id. Empty: every target of that type.",
+    )
+    since = models.DateTimeField(
+        null=True, blank=True, help_text="Optional: keep only events from this time on (UTC)."
+    )
+    until = models.DateTimeField(
+        null=True, blank=True, help_text="Optional: keep only events up to this time (UTC)."
+    )
 
     class Meta:
+        permissions = [("release_legalhold", "Can release legal holds")]
         constraints = [
             models.CheckConstraint(
                 condition=~models.Q(target_type="")
                 | models.Q(since__isnull=False)
                 | models.Q(until__isnull=False),
                 name="audit_legal_hold_names_something",
+                violation_error_message="A legal hold names a target type or a time range (or both).",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"hold: {self.reason[:60]}"
+        return f"hold #{self.pk}: {self.reason[:60]}"
+
+
+class LegalHoldRelease(AppendOnlyModel):
+    """The end of a hold (append-only, like the hold): from then on the hold keeps nothing, neither events
+    from the purge nor blobs from deletion. The database trigger that guards the purge reads it too."""
+
+    hold = models.OneToOneField(LegalHold, on_delete=models.PROTECT, related_name="release")
+    released_at = models.DateTimeField(auto_now_add=True)
+    released_by = models.CharField(max_length=200)
+    reason = models.TextField(help_text="Why the hold ends, e.g. the case closed.")
+
+    def __str__(self) -> str:
+        return f"release of hold #{self.hold_id}"
 
 
 class PurgePermit(models.Model):

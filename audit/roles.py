@@ -1,5 +1,6 @@
 """What the Auditors role may do (synced into its group by ``erphub.roles``): read, export and verify the
-log, and place legal holds. Nobody may change or delete events: no such permission is used anywhere."""
+log, and place and release legal holds. Nobody may change or delete events: no such permission is used
+anywhere."""
 
 ROLE_PERMISSIONS = {
     "Auditors": [
@@ -7,6 +8,7 @@ ROLE_PERMISSIONS = {
         "audit.export_auditevent",
         "audit.view_legalhold",
         "audit.add_legalhold",
+        "audit.release_legalhold",
         "audit.view_purgeanchor",
     ],
 }

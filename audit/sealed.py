@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from kms.base import DATA_KEY_BYTES, WrappedKey
+from kms.exceptions import KmsError
 from kms.registry import default_alias, get_provider
 from kms.services import kms_wrap
 
@@ -153,6 +155,54 @@ def unseal(field: str, value: dict[str, Any]) -> Any:
         base64.b64decode(box["nonce"]), base64.b64decode(box["ct"]), field.encode()
     )
     return json.loads(plaintext)
+
+
+@dataclass(frozen=True)
+class Unsealed:
+    """:func:`unseal_all`'s answer: the details with each sealed value replaced, and what was replaced."""
+
+    details: Any
+    #: Paths (``changes.filename.new``) of the values shown in clear.
+    opened: list[str]
+    #: ``(path, why)`` for sealed values that could not be opened; they stay ``"[sealed]"`` in ``details``.
+    failed: list[tuple[str, str]]
+
+
+def _associated_field(path: list[str]) -> str:
+    # seal("filename", ...) binds the value to its field's name; a change stores it under {"old", "new"}
+    # below that name (details.changes.filename.new), so the field is the innermost other key.
+    for key in reversed(path):
+        if key not in {"old", "new"}:
+            return key
+    return path[-1] if path else ""
+
+
+def unseal_all(details: Any) -> Unsealed:
+    """Every sealed value in ``details`` opened (for the admin's detail page, to those allowed to read the
+    log). A value whose key is unavailable or that does not authenticate is reported, never raised."""
+    opened: list[str] = []
+    failed: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: list[str]) -> Any:
+        if is_sealed(value):
+            name = ".".join(path)
+            try:
+                clear = unseal(_associated_field(path), value)
+            except KmsError as exc:
+                failed.append((name, f"the key service could not open it ({exc.code})"))
+                return "[sealed]"
+            except (InvalidTag, KeyError, ValueError, TypeError):
+                failed.append((name, "it does not authenticate (altered, or moved from another field)"))
+                return "[sealed]"
+            opened.append(name)
+            return clear
+        if isinstance(value, dict):
+            return {key: walk(item, [*path, str(key)]) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item, [*path, str(index)]) for index, item in enumerate(value)]
+        return value
+
+    return Unsealed(details=walk(details, []), opened=opened, failed=failed)
 
 
 def reset() -> None:

@@ -12,6 +12,9 @@ Rules, the same on both databases:
   'on'`` by the table owner or a member of role ``erphub_audit_purge``; SQLite, which has no roles: a row in
   ``audit_purgepermit`` written in the same transaction), below the latest anchor's sequence, older than its
   cutoff and its retention period, and not covered by any legal hold.
+
+Version 2 (migration 0004): a hold with a release (``audit_legalholdrelease``) covers nothing any more, and
+the release table is append-only like the holds. ``statements`` gives the newest rules (V1 then V2).
 """
 
 from __future__ import annotations
@@ -129,9 +132,71 @@ POSTGRESQL_V1_REVERSE = [
 ]
 
 
-def statements(vendor: str, *, reverse: bool = False) -> list[str]:
-    if vendor == "sqlite":
-        return SQLITE_V1_REVERSE if reverse else SQLITE_V1
-    if vendor == "postgresql":
-        return POSTGRESQL_V1_REVERSE if reverse else POSTGRESQL_V1
-    return []  # other databases: the model and queryset guards only (checks.py warns)
+RELEASES = "audit_legalholdrelease"
+#: Every guarded table, children first (a release references its hold): the order to empty them in.
+TABLES = (RELEASES, *GUARDED)
+
+_HOLD_COVERS_V2 = f"""EXISTS (SELECT 1 FROM audit_legalhold h
+        WHERE (h.target_type = '' OR h.target_type = OLD.target_type)
+          AND (h.target_id = '' OR h.target_id = OLD.target_id)
+          AND (h.since IS NULL OR OLD.timestamp >= h.since)
+          AND (h.until IS NULL OR OLD.timestamp <= h.until)
+          AND NOT EXISTS (SELECT 1 FROM {RELEASES} r WHERE r.hold_id = h.id))"""
+
+# SQLite: the event trigger is the last statement of V1 with the hold condition swapped; no CREATE OR REPLACE.
+SQLITE_V2 = [
+    "DROP TRIGGER IF EXISTS audit_auditevent_no_delete",
+    SQLITE_V1[-1].replace(_HOLD_COVERS, _HOLD_COVERS_V2),
+    f"""CREATE TRIGGER {RELEASES}_no_update BEFORE UPDATE ON {RELEASES}
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only: UPDATE on {RELEASES} refused'); END""",
+    f"""CREATE TRIGGER {RELEASES}_no_delete BEFORE DELETE ON {RELEASES}
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only: DELETE on {RELEASES} refused'); END""",
+]
+
+SQLITE_V2_REVERSE = [
+    f"DROP TRIGGER IF EXISTS {RELEASES}_no_update",
+    f"DROP TRIGGER IF EXISTS {RELEASES}_no_delete",
+    "DROP TRIGGER IF EXISTS audit_auditevent_no_delete",
+    SQLITE_V1[-1],
+]
+
+# PostgreSQL: the purge guard function is replaced in place (its trigger stays); V1's function is index 1.
+POSTGRESQL_V2 = [
+    POSTGRESQL_V1[1].replace(_HOLD_COVERS, _HOLD_COVERS_V2),
+    *[
+        f"""CREATE TRIGGER {RELEASES}_{op} BEFORE {event} ON {RELEASES}
+        FOR EACH {each} EXECUTE FUNCTION audit_refuse_change()"""
+        for op, event, each in (
+            ("no_update", "UPDATE", "ROW"),
+            ("no_delete", "DELETE", "ROW"),
+            ("no_truncate", "TRUNCATE", "STATEMENT"),
+        )
+    ],
+]
+
+POSTGRESQL_V2_REVERSE = [
+    *[
+        f"DROP TRIGGER IF EXISTS {RELEASES}_{op} ON {RELEASES}"
+        for op in ("no_update", "no_delete", "no_truncate")
+    ],
+    POSTGRESQL_V1[1],
+]
+
+_VERSIONS = {
+    "sqlite": [(SQLITE_V1, SQLITE_V1_REVERSE), (SQLITE_V2, SQLITE_V2_REVERSE)],
+    "postgresql": [(POSTGRESQL_V1, POSTGRESQL_V1_REVERSE), (POSTGRESQL_V2, POSTGRESQL_V2_REVERSE)],
+}
+
+
+def statements(vendor: str, *, reverse: bool = False, version: int | None = None) -> list[str]:
+    """One version's statements (for its migration), or, with ``version=None``, the newest rules in full
+    (for the tests' wipe: create all, or drop all). Other databases: none (the model and queryset guards
+    only; checks.py warns)."""
+    versions = _VERSIONS.get(vendor, [])
+    if version is not None:
+        forward, backward = versions[version - 1]
+        return backward if reverse else forward
+    if reverse:
+        # Newest first, so that V1's DROP FUNCTION comes after the release table's triggers that use it.
+        return [sql for _, backward in reversed(versions) for sql in backward if not sql.startswith("CREATE")]
+    return [sql for forward, _ in versions for sql in forward]

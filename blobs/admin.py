@@ -35,6 +35,7 @@ from django.utils.text import capfirst
 
 from audit.models import AuditEvent
 from audit.selectors import audit_events_about
+from audit.services import legal_hold_covering
 from kms.exceptions import KmsError, UnwrapFailed
 from kms.models import KeyRotation
 
@@ -413,6 +414,27 @@ class BlobAdmin(admin.ModelAdmin):
         for field in Blob._meta.concrete_fields:
             setattr(obj, field.attname, getattr(blob, field.attname))
         obj._state.adding = False
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
+        # A blob under a legal hold is "protected": Django's delete page and the bulk delete action then
+        # refuse before anything is deleted, and the templates (admin/blobs/blob/) say why and what to do.
+        # blob_delete checks again (a hold placed in between), and so does every other path.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        held = []
+        for blob in objs:
+            hold = legal_hold_covering(target_type="blob", target_id=str(blob.pk))
+            if hold is not None:
+                held.append(
+                    format_html(
+                        "{} — under legal hold #{} ({}), placed by {} on {}",
+                        blob.filename,
+                        hold.pk,
+                        hold.reason,
+                        hold.created_by,
+                        date_format(hold.created_at, "DATETIME_FORMAT"),
+                    )
+                )
+        return deleted, counts, perms_needed, [*protected, *held]
 
     def delete_model(self, request: HttpRequest, obj: Blob) -> None:
         blob_delete(blob=obj)

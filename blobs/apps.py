@@ -25,3 +25,10 @@ class BlobsConfig(AppConfig):
         from .services import blob_key_witness
 
         register_key_witness(blob_key_witness)
+
+        from audit.services import HoldTarget, register_hold_target
+
+        from .selectors import blob_exists
+
+        # A hold on a blob id that does not exist keeps nothing: the hold form refuses it (audit/holds.py).
+        register_hold_target(HoldTarget(target_type="blob", label="file", exists=blob_exists))

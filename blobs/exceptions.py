@@ -31,6 +31,21 @@ class BlobNotFound(BlobError):
     default_detail = "No such file."
 
 
+class BlobHeld(BlobError):
+    """The blob is under a legal hold (audit/holds.py): nothing deletes it until the hold is released.
+    RFC 9110 §15.5.10: 409, the request conflicts with the blob's current state; retrying will not help."""
+
+    status_code = 409
+    code = "legal_hold"
+
+    def __init__(self, *, hold_id: int) -> None:
+        self.hold_id = hold_id
+        super().__init__(
+            f"This file is under legal hold #{hold_id} and cannot be deleted until an auditor releases "
+            "the hold."
+        )
+
+
 class NoFileUploaded(BlobError):
     status_code = 400
     code = "no_file"

@@ -170,6 +170,21 @@ detail_schema = extend_schema_view(
         responses={
             204: OpenApiResponse(description="Deleted."),
             **error_responses(401, 403),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="Code `legal_hold`: the file is under a legal hold and nothing deletes it until "
+                "an auditor releases the hold (docs/audit.md). Nothing was deleted; retrying does not help.",
+                examples=[
+                    OpenApiExample(
+                        "under a legal hold",
+                        value={
+                            "detail": "This file is under legal hold #3 and cannot be deleted until an "
+                            "auditor releases the hold.",
+                            "code": "legal_hold",
+                        },
+                    )
+                ],
+            ),
             **GATE_RESPONSES,
         },
     ),

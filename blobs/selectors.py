@@ -55,6 +55,12 @@ class KeyUsage:
     needs_rewrap: bool | None
 
 
+def blob_exists(blob_id: str) -> bool:
+    """Whether a blob with this id exists, pending or ready (for the legal hold form); ``ValueError`` if
+    ``blob_id`` is not a UUID."""
+    return Blob.objects.filter(pk=uuid.UUID(blob_id)).exists()
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     active_provider: str

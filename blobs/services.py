@@ -24,7 +24,7 @@ from django.utils import timezone
 from audit.context import current_actor
 from audit.sealed import seal
 from audit.selectors import audit_event_ref
-from audit.services import audit_record, audit_record_after
+from audit.services import audit_record, audit_record_after, legal_hold_covering
 from core.actors import Actor
 from core.db import release_connections
 from core.errors import DomainError
@@ -39,6 +39,7 @@ from .conf import blob_setting
 from .digest import DigestingReader, digests_match
 from .disposition import normalize_content_type, safe_filename
 from .exceptions import (
+    BlobHeld,
     BlobIntegrityError,
     BlobNotFound,
     InvalidUpload,
@@ -583,7 +584,21 @@ def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
     The event carries no file name, not even sealed: sealing needs the key service whenever this process
     has no sealing key cached, and deleting must behave the same on every worker during an outage (issue
     15 item 20). It names the event that holds the sealed name instead (``name_event``: the blob's
-    ``blob.upload``, by sequence and hash), so the trail still says which file went (docs/audit.md)."""
+    ``blob.upload``, by sequence and hash), so the trail still says which file went (docs/audit.md).
+
+    A blob under a legal hold is not deleted, whoever asks (API, admin, commands all come here):
+    ``BlobHeld``, and a ``denied`` event that names the hold."""
+    hold = legal_hold_covering(target_type="blob", target_id=str(blob.pk))
+    if hold is not None:
+        audit_record(
+            action="blob.delete",
+            actor=actor or current_actor(),
+            target_type="blob",
+            target_id=str(blob.pk),
+            outcome="denied",
+            details={"error": BlobHeld.code, "legal_hold": hold.pk},
+        )
+        raise BlobHeld(hold_id=hold.pk)
     with transaction.atomic():
         deleted = Blob.objects.filter(pk=blob.pk).delete_rows()
         audit_record(
@@ -749,6 +764,8 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
         written = store.last_modified(blob.storage_name)
         if written is not None and written >= cutoff.timestamp():
             continue  # still being written
+        if legal_hold_covering(target_type="blob", target_id=str(blob.pk)) is not None:
+            continue  # a hold keeps even a crashed upload's row and object, until it is released
         # Each removal is audited in its row's transaction (blob.gc), like every other change to a row.
         if _remove_pending(blob, action="blob.gc", outcome=SUCCESS, size=blob.size):
             rows += 1

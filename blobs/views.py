@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, StreamingHttpResponse
@@ -394,4 +395,11 @@ class MyFilesView(LoginRequiredMixin, ListView):
         # to the user (behind them it would answer 404 or, under a kill switch, 503).
         decision = flag_decide(SECURE_BLOB_STREAMING, self.request.user, request=self.request)
         context = super().get_context_data(**kwargs)
-        return {**context, "downloads": decision.enabled, "killed": decision.killed}
+        # The admin link for whoever the admin site lets in (a role, not the is_staff flag: erphub/admin.py).
+        may_use_admin = admin.site.has_permission(self.request)
+        return {
+            **context,
+            "downloads": decision.enabled,
+            "killed": decision.killed,
+            "may_use_admin": may_use_admin,
+        }

@@ -16,21 +16,35 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, path
 
-from .roles import has_staff_role
+from .roles import ROLES, has_staff_role
+
+
+def staff_roles_text() -> str:
+    """The staff-facing roles, named for people: "Blob managers, Key administrators, … or Auditors"."""
+    names = [role.name for role in ROLES if role.staff]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 class RoleAdminAuthenticationForm(AdminAuthenticationForm):
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "no_staff_role": (
+            "Your username and password are right, but your account has no role that uses the admin ("
+            + staff_roles_text()
+            + "); the “Staff status” flag alone does not open it. Ask an administrator for a role. Your own "
+            "files are at /files/."
+        ),
+    }
+
     def confirm_login_allowed(self, user: object) -> None:
-        # AuthenticationForm's own check (inactive users) first, then ours instead of is_staff; the
-        # message is the admin's usual one, so it does not tell which part failed.
+        # AuthenticationForm's own check (inactive users) first, then ours instead of is_staff.
         # Skips AdminAuthenticationForm (its is_staff check); Django hands a user, typed object here.
         super(AdminAuthenticationForm, self).confirm_login_allowed(user)  # type: ignore[arg-type]
         if not has_staff_role(user):
-            raise ValidationError(
-                self.error_messages["invalid_login"],
-                code="invalid_login",
-                params={"username": self.username_field.verbose_name},
-            )
+            # Only after the password was checked (confirm_login_allowed runs on a successful authenticate):
+            # someone without the password still learns nothing, while the owner learns why, instead of
+            # being told their right password is wrong (issue 17 item 6).
+            raise ValidationError(self.error_messages["no_staff_role"], code="no_staff_role")
 
 
 class ErphubAdminSite(admin.AdminSite):

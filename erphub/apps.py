@@ -15,6 +15,14 @@ class ErphubConfig(AppConfig):
         # Connected for every sender (erphub has no models, so it is never one); the handler picks the last.
         post_migrate.connect(on_post_migrate, dispatch_uid="erphub.roles.sync")
 
+        from django.contrib import admin
+
+        from .user_admin import register_user_admins
+
+        # The admin's autodiscover (its app's ready, first in INSTALLED_APPS) has registered Django's
+        # user and group admins by now: ours replace them.
+        register_user_admins(admin.site)
+
 
 class ErphubAdminConfig(admin_apps.AdminConfig):
     """``django.contrib.admin`` with the role-gated site as ``admin.site``."""

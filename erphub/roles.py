@@ -44,7 +44,11 @@ ROLES: tuple[Role, ...] = (
     Role(BLOB_MANAGERS, staff=True, description="Read and delete anyone's files; manage them in the admin."),
     Role(KEY_ADMINISTRATORS, staff=True, description="Key status pages and rotation commands."),
     Role(ROLLOUT_OPERATORS, staff=True, description="Move the rollout percentage and the kill switch."),
-    Role(AUDITORS, staff=True, description="Read, verify and export the audit log."),
+    Role(
+        AUDITORS,
+        staff=True,
+        description="Read, verify and export the audit log; place and release legal holds.",
+    ),
 )
 ROLE_NAMES = frozenset(role.name for role in ROLES)
 STAFF_ROLE_NAMES = frozenset(role.name for role in ROLES if role.staff)

@@ -108,7 +108,7 @@ INSTALLED_APPS = [
     "blobs",
     "audit",
     "flags",  # rollout flags (DESIGN §7): gate the secure file API
-    "auditlog",
+    "audit.apps.ConfigHistoryConfig",  # django-auditlog, named "Configuration history" (audit/apps.py)
     # Request, database and cache metrics on /metrics (with ours; multiprocess mode under gunicorn).
     "django_prometheus",
 ]

@@ -6,14 +6,14 @@ from django.db import migrations
 def create(apps, schema_editor):
     from audit.triggers import statements
 
-    for sql in statements(schema_editor.connection.vendor):
+    for sql in statements(schema_editor.connection.vendor, version=1):
         schema_editor.execute(sql, params=None)
 
 
 def drop(apps, schema_editor):
     from audit.triggers import statements
 
-    for sql in statements(schema_editor.connection.vendor, reverse=True):
+    for sql in statements(schema_editor.connection.vendor, reverse=True, version=1):
         schema_editor.execute(sql, params=None)
 
 

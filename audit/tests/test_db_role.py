@@ -11,7 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
-from audit.models import AuditEvent
+from audit.holds import legal_hold_create, legal_hold_release
+from audit.models import AuditEvent, LegalHoldRelease
 from audit.recording import audit_record
 from core.actors import Actor
 
@@ -64,12 +65,22 @@ def test_the_app_role_appends_but_cannot_change_or_purge():
                     transaction.atomic(),
                 ):
                     cursor.execute(statement)
+            # Legal holds: placed and released with the app's rights (no row locks, no UPDATE).
+            hold = legal_hold_create(actor=Actor.system("test"), reason="case", since=event.timestamp)
+            legal_hold_release(hold=hold, actor=Actor.system("test"), reason="closed")
+            for statement in (
+                "UPDATE audit_legalholdrelease SET reason = 'x'",
+                "DELETE FROM audit_legalhold",
+            ):
+                with pytest.raises(DatabaseError, match="permission denied"), transaction.atomic():
+                    cursor.execute(statement)
             # Not the owner nor in the purge role: even with the session switch, the trigger refuses.
             with pytest.raises(DatabaseError), transaction.atomic():
                 cursor.execute("SET LOCAL erphub.audit_purge = 'on'; DELETE FROM audit_auditevent")
         finally:
             cursor.execute("RESET ROLE")
     assert AuditEvent.objects.filter(action="as.app").count() == 1
+    assert LegalHoldRelease.objects.get().reason == "closed"
 
 
 def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):

@@ -104,7 +104,7 @@ def test_anchors_and_holds_are_append_only_too(table):
 
 
 def test_no_application_module_drops_the_guards():
-    """Only the migration's reverse drops the triggers; the owner's wipe for tests lives among the tests
+    """Only the migrations' reverses drop the triggers; the owner's wipe for tests lives among the tests
     (audit/tests/wipe.py), where no application code can call it."""
     app = Path(audit.__file__).parent
     dropping = sorted(
@@ -112,5 +112,8 @@ def test_no_application_module_drops_the_guards():
         for path in app.rglob("*.py")
         if "tests" not in path.relative_to(app).parts and "reverse=True" in path.read_text()
     )
-    assert dropping == ["migrations/0002_append_only_triggers.py"]
+    assert dropping == [
+        "migrations/0002_append_only_triggers.py",
+        "migrations/0004_legal_hold_release_and_help_texts.py",
+    ]
     assert importlib.util.find_spec("audit.testing") is None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from django.db import connection
 
-from audit.triggers import GUARDED, statements
+from audit.triggers import TABLES, statements
 
 
 def wipe_audit_tables_as_owner() -> None:
     with connection.cursor() as cursor:
         for sql in statements(connection.vendor, reverse=True):
             cursor.execute(sql)
-        for table in GUARDED:
+        for table in TABLES:
             cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         for sql in statements(connection.vendor):
             cursor.execute(sql)

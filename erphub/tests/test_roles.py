@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from types import SimpleNamespace
 
 import pytest
@@ -107,7 +108,14 @@ def test_admin_login_form_refuses_is_staff_alone_and_admits_a_role_member():
     make_user("auditor", perms=(), roles=(roles.AUDITORS,))
     refused = Client().post(ADMIN_LOGIN, {"username": "flagged", "password": "pw-123456!"})
     assert refused.status_code == 200
-    assert "Please enter the correct username and password for a staff account" in refused.text
+    # The right password: told why, not that the password is wrong.
+    assert "Your username and password are right, but your account has no role that uses the admin" in (
+        html.unescape(refused.text)
+    )
+    assert "Please enter the correct username and password" not in refused.text
+    wrong = Client().post(ADMIN_LOGIN, {"username": "flagged", "password": "not-it"})
+    assert "Please enter the correct username and password for a staff account" in wrong.text
+    assert "no role" not in wrong.text
     admitted = Client()
     response = admitted.post(ADMIN_LOGIN, {"username": "auditor", "password": "pw-123456!"})
     assert response.status_code == 302
@@ -119,3 +127,43 @@ def test_a_role_member_sees_only_what_the_role_allows(settings):
     assert auditor.get(reverse("admin:blobs_blob_changelist")).status_code == 403
     manager = logged_in(make_user(perms=(), roles=(roles.BLOB_MANAGERS,)))
     assert manager.get(reverse("admin:blobs_blob_changelist")).status_code == 200
+
+
+def test_the_user_form_says_what_staff_status_and_groups_mean():
+    root = logged_in(make_user(perms=(), is_superuser=True))
+    user = make_user("someone", perms=())
+    page = html.unescape(root.get(reverse("admin:auth_user_change", args=[user.pk])).text)
+    assert "Designates whether the user can log into this admin site." not in page
+    assert "Has no effect here on its own: the admin opens to superusers and to members of a role" in page
+    for role in roles.ROLES:
+        assert f"{role.name}</strong>" in page
+        assert role.description in page
+
+
+def test_groups_carry_what_each_role_may_do():
+    root = logged_in(make_user(perms=(), is_superuser=True))
+    listing = html.unescape(root.get(reverse("admin:auth_group_changelist")).text)
+    for role in roles.ROLES:
+        assert role.description in listing
+    group = Group.objects.get(name=roles.AUDITORS)
+    page = html.unescape(root.get(reverse("admin:auth_group_change", args=[group.pk])).text)
+    assert "Read, verify and export the audit log" in page
+    assert "Opens the admin." in page
+
+
+def test_files_page_links_to_the_admin_for_role_members_not_for_the_flag():
+    link = f'href="{ADMIN_INDEX}"'
+    manager = logged_in(make_user(perms=(), roles=(roles.BLOB_MANAGERS,)))
+    assert link in manager.get(reverse("blobs:my-files")).text
+    flagged = logged_in(make_user(perms=(), is_staff=True))
+    assert link not in flagged.get(reverse("blobs:my-files")).text
+
+
+def test_a_role_without_a_page_gets_the_styled_403():
+    auditor = logged_in(make_user("audrey", perms=(), roles=(roles.AUDITORS,)))
+    response = auditor.get(reverse("admin:blobs_blob_changelist"), HTTP_ACCEPT="text/html")
+    assert response.status_code == 403
+    text = response.content.decode()
+    assert "You do not have permission to see this page" in text
+    assert "ERP Hub — Secure Blob Streaming" in text
+    assert "audrey" in text

@@ -20,7 +20,7 @@ IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 AUDIT_APPEND_ONLY = ("audit_auditevent",)
 AUDIT_READ_ONLY = ("audit_purgeanchor",)
-AUDIT_INSERT = ("audit_legalhold",)
+AUDIT_INSERT = ("audit_legalhold", "audit_legalholdrelease")
 NO_ACCESS = ("audit_purgepermit",)
 
 
@@ -49,7 +49,8 @@ def role_sql(*, app_role: str, database: str, schema: str = "public", login: boo
         f"GRANT USAGE ON SCHEMA {schema} TO {PURGE_ROLE};",
         f"GRANT SELECT, DELETE ON audit_auditevent TO {PURGE_ROLE};",
         f"GRANT SELECT, INSERT ON audit_purgeanchor TO {PURGE_ROLE};",
-        f"GRANT SELECT ON audit_legalhold TO {PURGE_ROLE};",
+        # The delete trigger reads the holds and their releases as the purging role (triggers.py V2).
+        f"GRANT SELECT ON audit_legalhold, audit_legalholdrelease TO {PURGE_ROLE};",
         f"-- GRANT {PURGE_ROLE} TO <the operator's login role>;",
         "COMMIT;",
     ]
