@@ -25,6 +25,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from audit.holds import legal_hold_create
+from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.services import blob_transfer_ownership, blob_verify
 from blobs.storage import blob_store
@@ -37,6 +39,7 @@ from blobs.tests.browser import (
     watch_pages,
 )
 from blobs.tests.factories import make_blob, make_user, pattern
+from core.actors import Actor
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +75,15 @@ class Page:
 
 
 def blob_page(suffix: str, attr: str = "report") -> Callable[[Scene], str]:
-    return lambda scene: f"/admin/blobs/blob/{getattr(scene, attr).pk}/{suffix}"
+    def path(scene: Scene) -> str:
+        blob = scene.extra[attr] if attr in scene.extra else getattr(scene, attr)
+        return f"/admin/blobs/blob/{blob.pk}/{suffix}"
+
+    return path
+
+
+def extra_page(key: str, template: str) -> Callable[[Scene], str]:
+    return lambda scene: template.format(scene.extra[key])
 
 
 def search_owner(driver: Any, scene: Scene) -> None:
@@ -141,6 +152,13 @@ PAGES: list[Page] = [
     Page("blob-history-damaged", blob_page("history/", "damaged"), "#change-history"),
     Page("key-status", "/admin/kms/keyrotation/", "#content-main"),
     Page("audit-log", "/admin/audit/auditevent/", "#result_list"),
+    Page("audit-event", extra_page("upload_event", "/admin/audit/auditevent/{}/change/"), "#content-main"),
+    Page("legal-holds", "/admin/audit/legalhold/", "#result_list"),
+    Page("legal-hold-add", "/admin/audit/legalhold/add/", "#content-main"),
+    Page("legal-hold-release", extra_page("hold", "/admin/audit/legalhold/{}/release/"), "#content-main"),
+    Page("blob-delete-held", blob_page("delete/", "held"), "#content"),
+    Page("groups", "/admin/auth/group/", "#result_list"),
+    Page("user-change", extra_page("alice", "/admin/auth/user/{}/change/"), "#user_form"),
     Page("my-files", "/files/", "#content"),
 ]
 
@@ -166,7 +184,16 @@ def make_scene(files: Path) -> Scene:
     blob_verify(blob=damaged)
     blob_verify(blob=report)
     blob_transfer_ownership(blob=report, new_owner=bob)
-    return Scene(boss=boss, report=report, damaged=damaged, files=files)
+    held = make_blob(bob, pattern(5_000, seed=5), filename="contract (disputed).docx")
+    hold = legal_hold_create(
+        actor=Actor.system("legal"), reason="Case 2026-114: keep until the court rules",
+        target_type="blob", target_id=str(held.pk),
+    )
+    uploads = AuditEvent.objects.filter(action="blob.upload", target_id=str(report.pk))
+    upload_event = uploads.latest("sequence")
+    scene = Scene(boss=boss, report=report, damaged=damaged, files=files)
+    scene.extra.update(held=held, hold=hold.pk, upload_event=upload_event.pk, alice=alice.pk)
+    return scene
 
 
 def shoot(driver: Any, target: Path) -> None:
