@@ -33,6 +33,10 @@ class Command(BaseCommand):
         end = parse_when(until, "--until") if until else None
         if start and end and start >= end:
             raise CommandError("--since must be before --until.")
+        if output != "-":
+            target = Path(output)
+            if target.is_dir() or not target.parent.is_dir():
+                raise CommandError(f"Cannot write {output}: give a file in an existing directory.")
         try:
             if output == "-":
                 manifest = audit_export(since=start, until=end, sink=sys.stdout.buffer, actor=Actor.cli())
@@ -42,6 +46,8 @@ class Command(BaseCommand):
             manifest = self._to_file(Path(output), start, end)
         except CheckpointError as exc:
             raise CommandError(exc.detail) from exc
+        except OSError as exc:  # the disk filled up, permission denied: nothing partial is left
+            raise CommandError(f"Cannot write {output}: {exc.strerror or exc}") from None
         payload = manifest["payload"]
         self.stdout.write(
             f"{payload['count']}\t{payload['first_sequence']}-{payload['last_sequence']}\t{output}"

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
-from tqdm import tqdm
 
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob, BlobQuerySet
 from blobs.rotation import Outcome, RotationTarget, iter_batches
 from core.actors import Actor
+from core.terminal import positive_int, progress
 from kms.exceptions import KmsError
 from kms.models import KeyRotation
 from kms.services import key_rotation_record
@@ -35,7 +35,11 @@ class RotationCommand(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--batch-size", type=int, default=100, metavar="N", help="rows read per query (default 100)"
+            "--batch-size",
+            type=positive_int,
+            default=100,
+            metavar="N",
+            help="rows read per query (default 100)",
         )
 
     def run_rotation(
@@ -57,14 +61,15 @@ class RotationCommand(BaseCommand):
         failed: list[uuid.UUID] = []
         outcome = KeyRotation.Outcome.INTERRUPTED
         try:
-            with tqdm(total=total, unit="blob", file=self.stderr._out, disable=None) as bar:
+            # Blobs, not bytes: a rewrap moves a wrapped key, whatever the blob's size.
+            with progress(self, total=total, unit="blob") as bar:
                 for batch in iter_batches(queryset, batch_size=batch_size):
                     for blob in batch:
                         try:
                             counts[work(blob).value] += 1
                         except ROW_ERRORS as exc:
                             failed.append(blob.pk)
-                            self.stderr.write(f"FAILED {blob.pk}: {exc}")
+                            bar.write(f"FAILED {blob.pk}: {exc}", file=self.stderr._out)
                             # The row is unchanged (its transaction rolled back), so this is after the fact.
                             audit_record_after(
                                 action=f"blob.{self.kind}",
