@@ -77,6 +77,8 @@ class Command(BaseCommand):
                 return
             for index, (key_id, _key) in enumerate(parse_keys(path.read_text(), source=str(path))):
                 self.stdout.write(f"{key_id}\t{'active' if index == 0 else 'unwrap-only'}")
+        except FileNotFoundError:
+            raise CommandError(f"{path} does not exist: create it with --create.") from None
         except (OSError, KmsError) as exc:
             raise CommandError(f"{path}: {exc}") from exc
 
