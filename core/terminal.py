@@ -11,12 +11,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 # Loggers with their own console handler (propagate=False): the audit log's JSON lines (erphub/settings.py).
 CONSOLE_LOGGERS = ("audit", "erphub.access")
+
+
+class OperatorCommand(BaseCommand):
+    """A management command whose argument mistakes are one line: argparse prints the usage before its
+    error, and Django's usage lists a dozen options every command has, burying the line that says what is
+    wrong. ``--help`` still shows the usage in full."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # argparse calls print_usage only on an error (--help formats the usage itself).
+        setattr(parser, "print_usage", _no_usage)  # noqa: B010 (mypy refuses assigning to a method)
+        return parser
+
+
+def _no_usage(file: Any = None) -> None:
+    return None
 
 
 def note(command: BaseCommand, message: str) -> None:

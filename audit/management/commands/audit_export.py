@@ -8,16 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
 from audit.export import audit_export
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 from ._dates import parse_when
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Write events with SINCE <= time < UNTIL as JSON lines to -o FILE (manifest in FILE.manifest.json) "
         "or to stdout (manifest on stderr)."

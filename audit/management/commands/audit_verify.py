@@ -8,15 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
 from audit.export import audit_export_verify
 from audit.verification import audit_verify
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Verify the audit log's hash chain and signed checkpoints; exits non-zero at the first bad event."
 
     def add_arguments(self, parser: CommandParser) -> None:

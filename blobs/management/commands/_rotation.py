@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from audit.services import audit_record_after
@@ -19,7 +19,7 @@ from blobs.exceptions import BlobError
 from blobs.models import Blob, BlobQuerySet
 from blobs.rotation import Outcome, RotationTarget, iter_batches
 from core.actors import Actor
-from core.terminal import positive_int, progress
+from core.terminal import OperatorCommand, positive_int, progress
 from kms.exceptions import KmsError
 from kms.models import KeyRotation
 from kms.services import key_rotation_record
@@ -29,7 +29,7 @@ ROW_ERRORS = (KmsError, BlobError, ImproperlyConfigured)
 MAX_IDS_SHOWN = 50
 
 
-class RotationCommand(BaseCommand):
+class RotationCommand(OperatorCommand):
     kind: str = ""
     verb: str = ""
 

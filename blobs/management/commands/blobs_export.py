@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
@@ -22,11 +22,11 @@ from blobs.models import Blob
 from blobs.ranges import RangeNotSatisfiable, parse_range
 from blobs.services import blob_open
 from core.actors import Actor
-from core.terminal import note, progress
+from core.terminal import OperatorCommand, note, progress
 from kms.exceptions import KmsError
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Decrypt a blob to stdout or -o FILE; --range A-B is inclusive like HTTP."
 
     def add_arguments(self, parser: CommandParser) -> None:

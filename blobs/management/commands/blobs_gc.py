@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from blobs.conf import blob_setting
 from blobs.services import blobs_gc
-from core.terminal import non_negative_int
+from core.terminal import OperatorCommand, non_negative_int
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Delete pending uploads and orphan objects older than --older-than minutes."
 
     def add_arguments(self, parser: CommandParser) -> None:

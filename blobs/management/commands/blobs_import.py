@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
 from blobs.exceptions import BlobError
 from blobs.models import LEGACY_ID_MAX_LENGTH, Blob
 from blobs.services import blob_create
-from core.terminal import note, progress
+from core.terminal import OperatorCommand, note, progress
 from kms.exceptions import KmsError
 
 
@@ -55,7 +55,7 @@ class _Progress:
         return data
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Encrypt files or directories into blobs owned by --owner."
 
     def add_arguments(self, parser: CommandParser) -> None:

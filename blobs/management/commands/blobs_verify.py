@@ -15,18 +15,18 @@ from collections import defaultdict
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import Sum
 
 from blobs.models import Blob
 from blobs.rotation import iter_batches
 from blobs.services import blob_verify
-from core.terminal import positive_int, progress
+from core.terminal import OperatorCommand, positive_int, progress
 from kms.exceptions import KmsError
 from kms.registry import provider_aliases
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Decrypt blobs and check their SHA-256; counts per key reference; non-zero exit on any failure."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -12,12 +12,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
 
-from core.terminal import note
+from core.terminal import OperatorCommand, note
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Create the first superuser unless one exists."
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
+from core.terminal import OperatorCommand
 from kms.base import DATA_KEY_BYTES
 from kms.exceptions import KmsError
 from kms.health import round_trip
@@ -20,7 +21,7 @@ from kms.registry import default_alias
 from kms.services import kms_confirm_key
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     requires_system_checks: list[str] = []
     help = "Wrap and unwrap a fresh random data key with the active (or given) key provider."
 

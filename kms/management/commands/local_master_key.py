@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from core.actors import Actor
-from core.terminal import note
+from core.terminal import OperatorCommand, note
 from kms.exceptions import KmsError
 from kms.providers.local import add_key_to_file, create_key_file, parse_keys
 from kms.signals import master_key_changed
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     # The kms checks load the keys (and in development create them): this command must run without a
     # usable key — creating the first one is what it is for.
     requires_system_checks: list[str] = []
