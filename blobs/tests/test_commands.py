@@ -369,3 +369,20 @@ def test_verify_a_typo_is_an_error_not_an_empty_success(alice):
         run("blobs_verify", "--sample", "0")
     out, _err = run("blobs_verify", "--provider", "local")
     assert out.splitlines()[-1] == "total\t1\t0"
+
+
+def test_export_never_renames_over_a_device_and_writes_through_a_symlink(blob, tmp_path):
+    # The finished file is renamed onto the target: over /dev/stdout (a symlink to a pipe or terminal)
+    # that would replace the device entry itself, so anything that is not a regular file is refused.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CommandError, match="is not a regular file: use -o - for stdout"):
+        run("blobs_export", str(blob.pk), "-o", str(fifo))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    run("blobs_export", str(blob.pk), "-o", str(link))
+    assert link.is_symlink()  # still the link ...
+    assert real.read_bytes() == DATA  # ... to the file that now holds the export

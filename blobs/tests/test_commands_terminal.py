@@ -165,6 +165,18 @@ def test_rewrap_on_a_terminal_shows_a_bar(env, imported):
         assert json.loads(line)
 
 
+def test_reencrypt_on_a_terminal_counts_bytes(env, imported, tmp_path):
+    blob_id, data = imported
+    done = on_terminal(env, "blobs_reencrypt")
+    assert done.code == 0, done.out
+    assert "3.00M/3.00M" in done.out  # every byte is rewritten: the bar moves within the one blob
+    assert "re-encrypted\t1" in done.out
+    for line in log_lines(done.out):
+        assert json.loads(line)
+    assert piped(env, "blobs_export", blob_id, "-o", str(tmp_path / "after")).code == 0
+    assert (tmp_path / "after").read_bytes() == data
+
+
 # --- mistakes: one line, non-zero exit ----------------------------------------------------------------------
 
 

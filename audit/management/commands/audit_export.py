@@ -36,8 +36,11 @@ class Command(OperatorCommand):
             raise CommandError("--since must be before --until.")
         if output != "-":
             target = Path(output)
-            if target.is_dir() or not target.parent.is_dir():
-                raise CommandError(f"Cannot write {output}: give a file in an existing directory.")
+            # A device or pipe (/dev/stdout) is refused too: the rename of the finished file would replace it.
+            if (target.exists() and not target.is_file()) or not target.parent.is_dir():
+                raise CommandError(f"Cannot write {output}: give a file in an existing directory, or -.")
+            if target.is_symlink():
+                output = str(target.resolve())  # the file it names is replaced, not the link
         try:
             if output == "-":
                 manifest = audit_export(since=start, until=end, sink=sys.stdout.buffer, actor=Actor.cli())

@@ -46,7 +46,7 @@ class Command(OperatorCommand):
                 )
             output = "-"
         if output != "-":
-            _check_target(Path(output))
+            output = str(_check_target(Path(output)))
         try:
             blob = Blob.objects.ready().get(pk=blob_id)
         except (Blob.DoesNotExist, ValidationError):  # ValidationError: not a UUID
@@ -114,11 +114,19 @@ class Command(OperatorCommand):
             raise
 
 
-def _check_target(path: Path) -> None:
+def _check_target(path: Path) -> Path:
+    """The file to write: ``path``, or the regular file a symlink names (the rename replaces what it
+    names, not the link). A device, pipe or socket (``/dev/stdout``) is refused: renaming a file over it
+    would replace it."""
     if path.is_dir():
         raise CommandError(f"{path} is a directory: give a file name (-o {path / 'FILE'}).")
+    if path.exists() and not path.is_file():
+        raise CommandError(f"{path} is not a regular file: use -o - for stdout, or a shell redirect.")
+    if path.is_symlink():
+        path = path.resolve()
     if not path.parent.is_dir():
         raise CommandError(f"Cannot write {path}: the directory {path.parent} does not exist.")
+    return path
 
 
 def _counted(chunks: Iterator[bytes], advance: Callable[[int], object]) -> Iterator[bytes]:

@@ -23,6 +23,7 @@ class Command(RotationCommand):
     help = "Re-encrypt blobs with new data keys (wrapped by the active provider) into new objects."
     kind = "reencrypt"
     verb = "re-encrypted"
+    counts_bytes = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
@@ -46,5 +47,5 @@ class Command(RotationCommand):
             batch_size=batch_size,
             selection=f"--only {only}" if only is not None else "",
             already=0,
-            work=lambda blob: blob_reencrypt(blob=blob),
+            work=lambda blob, advance: blob_reencrypt(blob=blob, on_bytes=advance),
         )

@@ -55,5 +55,5 @@ class Command(RotationCommand):
             batch_size=batch_size,
             selection=f"--to {to}" if to else "",
             already=already,
-            work=lambda blob: blob_rewrap(blob=blob, target=target),
+            work=lambda blob, _advance: blob_rewrap(blob=blob, target=target),
         )
