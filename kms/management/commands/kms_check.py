@@ -13,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
-from core.terminal import OperatorCommand
+from core.terminal import OperatorCommand, note
 from kms.base import DATA_KEY_BYTES
 from kms.exceptions import KmsError
 from kms.health import round_trip
@@ -41,5 +41,5 @@ class Command(OperatorCommand):
         except KmsError as exc:
             raise CommandError(f"KMS key check FAILED ({alias}): {exc}") from None
         except DatabaseError as exc:  # before the first migrate: nothing recorded to compare with yet
-            self.stderr.write(f"Note: the master key's check value was not compared ({type(exc).__name__}).")
+            note(self, f"Note: the master key's check value was not compared ({type(exc).__name__}).")
         self.stdout.write(f"✓ KMS key round-trip OK: {DATA_KEY_BYTES} bytes ({alias}, {key_ref})")
