@@ -22,7 +22,7 @@ from tqdm import tqdm
 from blobs.exceptions import BlobError
 from blobs.models import LEGACY_ID_MAX_LENGTH, Blob
 from blobs.services import blob_create
-from core.terminal import OperatorCommand, note, progress
+from core.terminal import OperatorCommand, progress
 from kms.exceptions import KmsError
 
 
@@ -88,7 +88,7 @@ class Command(OperatorCommand):
                     existing = self._already_imported(source, path, user, legacy_id)
                     if existing is not None:
                         bar.update(path.stat().st_size)
-                        self._note(bar, f"skipped (already imported): {path}")
+                        bar.write(f"skipped (already imported): {path}", file=self.stderr._out)
                         self.stdout.write(f"{existing.pk}\t{path}")
                         continue
                     with path.open("rb") as handle:
@@ -107,12 +107,6 @@ class Command(OperatorCommand):
                 self.stdout.write(f"{blob.pk}\t{path}")
         if failures:
             raise CommandError(f"{failures} of {len(files)} file(s) failed to import.")
-
-    def _note(self, bar: tqdm, message: str) -> None:
-        if bar.disable:
-            note(self, message)
-        else:
-            bar.write(message, file=self.stderr._out)
 
     def _already_imported(self, source: str, path: Path, owner: Any, legacy_id: str | None) -> Blob | None:
         """This owner's blob of this file, and with ``legacy_id`` the one under it: the same bytes imported
