@@ -39,17 +39,22 @@ migrate: install
 
 # Installs, migrates, creates the local master key (0600) and the first admin if missing, then serves with
 # gunicorn's event-driven worker (erphub/event_worker.py: a greenlet per connection, header and idle timeouts,
-# connection caps; SERVER_* in .env.example). Safe to re-run.
+# connection caps; SERVER_* in .env.example). Safe to re-run. Quiet unless something needs saying: a busy
+# port is one line before anything else; the generated admin password is the last line before the server's
+# log (lost: `manage.py changepassword admin`).
 run: install
-	$(BIN)/python manage.py local_master_key --create
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py bootstrap_admin
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@$(BIN)/python -m erphub.ports $(HOST) PORT=$(PORT) METRICS_PORT=$(METRICS_PORT)
+	@$(BIN)/python manage.py local_master_key --create
+	@# Its output (the steps, the audit events of the roles it sets up) is shown only when it fails.
+	@log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && $(BIN)/python manage.py migrate --noinput >"$$log" 2>&1 \
+		|| { cat "$$log" >&2; echo "make run: migrate failed (its output is above)." >&2; exit 1; }
+	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@# Files left by an earlier run would be summed into this one's counters.
-	rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p -m 0700 "$(PROMETHEUS_MULTIPROC_DIR)"
+	@rm -rf "$(PROMETHEUS_MULTIPROC_DIR)" && mkdir -p -m 0700 "$(PROMETHEUS_MULTIPROC_DIR)"
 	@echo "Serving on http://$(HOST):$(PORT)/ (admin at /admin/, metrics at /metrics)"
 	@$(if $(METRICS_PORT),echo "Metrics listener on http://$(HOST):$(METRICS_PORT)/metrics",true)
-	exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" METRICS_PORT="$(METRICS_PORT)" \
+	@$(BIN)/python manage.py bootstrap_admin
+	@exec env PROMETHEUS_MULTIPROC_DIR="$(PROMETHEUS_MULTIPROC_DIR)" METRICS_PORT="$(METRICS_PORT)" \
 		$(BIN)/gunicorn erphub.wsgi:application \
 		-c python:erphub.gunicorn_conf --workers $(WORKERS) \
 		--bind $(HOST):$(PORT) --timeout 120 --graceful-timeout 30 \

@@ -50,6 +50,12 @@ class NoFileUploaded(BlobError):
     status_code = 400
     code = "no_file"
     default_detail = "The request carries no file: send multipart field 'file' or a raw body."
+    #: A raw body without a Content-Type header, or as a form (what `curl --data-binary @file` sends unless
+    #: told otherwise): the header is what is wrong, so the answer names it.
+    content_type_detail = (
+        "The request carries no file: a raw body needs a Content-Type header naming the file's type "
+        "(Content-Type: application/octet-stream will do; {sent}); or send multipart/form-data field 'file'."
+    )
 
 
 class InvalidUpload(BlobError):

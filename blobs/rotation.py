@@ -18,7 +18,7 @@ import enum
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -132,14 +132,17 @@ def blob_rewrap(*, blob: Blob, target: RotationTarget, actor: Actor | None = Non
     return Outcome.CHANGED if swapped else Outcome.CONFLICT
 
 
-def blob_reencrypt(*, blob: Blob, actor: Actor | None = None) -> Outcome:
+def blob_reencrypt(
+    *, blob: Blob, actor: Actor | None = None, on_bytes: Callable[[int], object] | None = None
+) -> Outcome:
     """Give ``blob`` a new data key (wrapped by the active provider) and a new object.
 
     The plaintext is streamed from the old object through the same write path as uploads into a new
     object under a new name, checked against the row's size and SHA-256, and only then does the row move
     to it. Downloads already reading the old object finish (it is removed after the row commits; an open
     file stays readable), new downloads read the new one. Any failure leaves the row and the old object as
-    they were and removes the new object. Raises KmsError, BlobError.
+    they were and removes the new object. Raises KmsError, BlobError. ``on_bytes`` is told each plaintext
+    chunk's length as it is rewritten (a progress bar).
     """
     reader = blob_open(blob=blob)
     store = blob_store(blob_setting("STORAGE_ALIAS"))
@@ -156,6 +159,8 @@ def blob_reencrypt(*, blob: Blob, actor: Actor | None = None) -> Outcome:
     try:
         for chunk in reader.iter_all():
             sealed.write(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
         sha256 = sealed.commit()
         if sealed.size != blob.size or not hmac.compare_digest(sha256, blob.sha256):
             raise BlobIntegrityError("The re-encrypted content differs from the row's size or SHA-256.")

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -637,11 +637,14 @@ class VerifyResult:
     integrity: bool = False
 
 
-def blob_verify(*, blob: Blob, actor: Actor | None = None) -> VerifyResult:
+def blob_verify(
+    *, blob: Blob, actor: Actor | None = None, on_bytes: Callable[[int], object] | None = None
+) -> VerifyResult:
     """Decrypt every segment and compare the plaintext SHA-256 with the row. A missing or unreadable
     object is a failed verification; a key service that is down is not (KmsError propagates). The result
-    is audited either way."""
-    result = _verify(blob)
+    is audited either way. ``on_bytes`` is told each plaintext chunk's length as it is checked (a progress
+    bar: one large blob is most of the work)."""
+    result = _verify(blob, on_bytes)
     if not result.ok and result.integrity:
         blob_mark_integrity_failure(blob_id=blob.pk, where="verify", actor=actor)
     details: dict[str, object] = {"ok": result.ok, "detail": result.detail}
@@ -663,7 +666,7 @@ def blob_verify(*, blob: Blob, actor: Actor | None = None) -> VerifyResult:
     return result
 
 
-def _verify(blob: Blob) -> VerifyResult:
+def _verify(blob: Blob, on_bytes: Callable[[int], object] | None) -> VerifyResult:
     try:
         reader = blob_open(blob=blob)
         digest = hashlib.sha256()
@@ -671,6 +674,8 @@ def _verify(blob: Blob) -> VerifyResult:
         for chunk in reader.iter_all():
             digest.update(chunk)
             size += len(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     except ObjectMissing as exc:
         return VerifyResult(ok=False, detail=f"the object cannot be read: {exc.detail}", integrity=True)
     except BlobIntegrityError:

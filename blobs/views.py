@@ -290,7 +290,8 @@ class BlobCollectionView(NoStoreMixin, BrowserLoginMixin, generics.GenericAPIVie
             verify_multipart_digest(django_request)
             blob = blob_claim(upload=upload.upload, owner=request.user)
         elif content_type == "application/x-www-form-urlencoded" or not content_type:
-            raise NoFileUploaded()
+            sent = f"this one is {content_type}" if content_type else "this request has none"
+            raise NoFileUploaded(NoFileUploaded.content_type_detail.format(sent=sent))
         else:
             declared = django_request.META.get("CONTENT_LENGTH")
             filename = _raw_filename(django_request)

@@ -488,6 +488,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "DEFAULT_GENERATOR_CLASS": "erphub.schema.SchemaGenerator",  # documents HEAD where a view has its own
     "ENUM_NAME_OVERRIDES": {},
+    # The default hook, then the JWT scheme first in Swagger UI's "Authorize" dialog (erphub/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "erphub.schema.security_schemes_jwt_first",
+    ],
 }
 
 # --- Audit (architecture.md §8) --------------------------------------------------------------------------

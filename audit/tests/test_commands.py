@@ -7,6 +7,8 @@ so the rollback at the end of each test puts them back: the guard is never weake
 from __future__ import annotations
 
 import json
+import os
+import stat
 from io import StringIO
 
 import pytest
@@ -208,3 +210,13 @@ def test_checkpoints_of_an_older_key_stay_trusted_through_its_public_key(setting
     settings.AUDIT = {**settings.AUDIT, "VERIFY_PUBLIC_KEYS": [base64.b64encode(old_public).decode()]}
     # ...until its public key is listed (the run starts from its own newer signed cursor, so count them)
     assert "; 1 signed checkpoints trusted" in run("audit_verify")
+
+
+def test_export_refuses_a_device_or_a_missing_directory(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path / "missing" / "events.jsonl"):
+        with pytest.raises(CommandError, match=f"Cannot write {target}: give a file in an existing"):
+            call_command("audit_export", "-o", str(target), stdout=StringIO(), stderr=StringIO())
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]

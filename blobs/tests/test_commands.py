@@ -16,9 +16,10 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from blobs.models import Blob
-from blobs.services import BlobUpload
+from blobs.services import BlobUpload, blob_verify
 from blobs.storage import blob_store
-from blobs.tests.factories import make_blob, pattern, plaintext, run, stored_files
+from blobs.tests.conftest import FailingFile
+from blobs.tests.factories import make_blob, make_user, pattern, plaintext, run, stored_files
 
 pytestmark = [
     pytest.mark.django_db,
@@ -88,6 +89,49 @@ def test_import_with_legacy_id(alice, tmp_path):
     out, _ = run("blobs_import", str(source), "--owner", "alice", "--legacy-id", "F-1234")
     [(blob_id, _path)] = parse_lines(out)
     assert str(Blob.objects.get(legacy_id="F-1234").pk) == blob_id
+
+
+def test_reimport_for_another_owner_makes_their_own_blob(alice, tmp_path):
+    make_user("bob")
+    source = tmp_path / "shared.pdf"
+    source.write_bytes(pattern(1500))
+    first, _ = run("blobs_import", str(source), "--owner", "alice")
+    second, err = run("blobs_import", str(source), "--owner", "bob")
+    assert "skipped" not in err
+    [(alice_id, _)], [(bob_id, _)] = parse_lines(first), parse_lines(second)
+    assert alice_id != bob_id
+    assert Blob.objects.get(pk=bob_id).owner.username == "bob"
+    assert plaintext(Blob.objects.get(pk=bob_id)) == pattern(1500)
+    again, err = run("blobs_import", str(source), "--owner", "bob")  # bob's own re-run: skipped
+    assert parse_lines(again) == parse_lines(second)
+    assert "skipped (already imported)" in err
+    assert Blob.objects.count() == 2
+
+
+def test_reimport_with_a_legacy_id_records_it(alice, tmp_path):
+    source = tmp_path / "old.doc"
+    source.write_bytes(b"legacy")
+    first, _ = run("blobs_import", str(source), "--owner", "alice")
+    second, err = run("blobs_import", str(source), "--owner", "alice", "--legacy-id", "F-9")
+    assert "skipped" not in err  # the earlier blob has no legacy id: dropping F-9 would lose it
+    [(blob_id, _)] = parse_lines(second)
+    assert blob_id != parse_lines(first)[0][0]
+    assert str(Blob.objects.get(legacy_id="F-9").pk) == blob_id
+    third, err = run("blobs_import", str(source), "--owner", "alice", "--legacy-id", "F-9")
+    assert parse_lines(third) == parse_lines(second)
+    assert "skipped (already imported)" in err
+
+
+def test_legacy_id_of_another_blob_is_refused(alice, tmp_path):
+    make_user("bob")
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    run("blobs_import", str(tmp_path / "a"), "--owner", "alice", "--legacy-id", "F-1")
+    for owner, name in (("bob", "a"), ("alice", "b")):
+        with pytest.raises(CommandError, match=r"Legacy id 'F-1' already names blob .*nothing imported"):
+            run("blobs_import", str(tmp_path / name), "--owner", owner, "--legacy-id", "F-1")
+    assert Blob.objects.count() == 1
+    assert Blob.objects.get().owner.username == "alice"
 
 
 def test_legacy_id_needs_exactly_one_file(alice, tmp_path):
@@ -219,6 +263,36 @@ def test_export_of_a_tampered_blob_fails_and_leaves_no_file(blob, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_into_a_missing_directory_is_refused_before_decrypting(blob, tmp_path):
+    target = tmp_path / "missing" / "dir" / "file"
+    with pytest.raises(CommandError, match=f"the directory {target.parent} does not exist"):
+        run("blobs_export", str(blob.pk), "-o", str(target))
+    assert not (tmp_path / "missing").exists()
+
+
+def test_export_to_a_full_disk_is_one_message_and_leaves_nothing(blob, tmp_path, monkeypatch):
+    monkeypatch.setattr(FailingFile, "room", 500)
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FailingFile(fd, mode, closefd=True))
+    target = tmp_path / "out.bin"
+    with pytest.raises(CommandError, match=f"Export failed: cannot write {target}: No space left on device"):
+        run("blobs_export", str(blob.pk), "-o", str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_a_terminal_stdout_unless_asked(blob, monkeypatch):
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    sink = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", Terminal(sink, write_through=True))
+    with pytest.raises(CommandError, match="stdout is a terminal: give -o FILE"):
+        call_command("blobs_export", str(blob.pk))
+    assert sink.getvalue() == b""
+    call_command("blobs_export", str(blob.pk), "-o", "-")
+    assert sink.getvalue() == DATA
+
+
 def test_export_writes_bytes_to_the_real_stdout_buffer(blob, monkeypatch):
     sink = io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, write_through=True))
@@ -268,7 +342,47 @@ def test_gc_grace_from_settings(alice, settings):
 
 def test_gc_negative_grace_is_refused(alice):
     pending(alice, minutes_old=20)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(CommandError, match=r"--older-than: must be at least 0 \(got -1\)"):
         run("blobs_gc", "--older-than", "-1")
-    assert info.value.code == 2
     assert Blob.objects.count() == 1
+
+
+# --- blobs_verify -------------------------------------------------------------------------------------------
+
+
+def test_verify_counts_bytes_as_it_decrypts(alice):
+    # What the command's progress bar is fed: one large blob moves it segment by segment, not all at once.
+    blob = make_blob(alice, pattern(5000))
+    seen: list[int] = []
+    assert blob_verify(blob=blob, on_bytes=seen.append).ok
+    assert sum(seen) == 5000
+    assert len(seen) > 1
+
+
+def test_verify_a_typo_is_an_error_not_an_empty_success(alice):
+    make_blob(alice, b"x")
+    with pytest.raises(CommandError, match=r"No key provider 'bogus' \(KMS_PROVIDERS has: local\)"):
+        run("blobs_verify", "--provider", "bogus")
+    with pytest.raises(CommandError, match="key ref 'nope': nothing verified"):
+        run("blobs_verify", "--key-ref", "nope")
+    with pytest.raises(CommandError, match="--sample: must be at least 1"):
+        run("blobs_verify", "--sample", "0")
+    out, _err = run("blobs_verify", "--provider", "local")
+    assert out.splitlines()[-1] == "total\t1\t0"
+
+
+def test_export_never_renames_over_a_device_and_writes_through_a_symlink(blob, tmp_path):
+    # The finished file is renamed onto the target: over /dev/stdout (a symlink to a pipe or terminal)
+    # that would replace the device entry itself, so anything that is not a regular file is refused.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CommandError, match="is not a regular file: use -o - for stdout"):
+        run("blobs_export", str(blob.pk), "-o", str(fifo))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    real = tmp_path / "real.bin"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.bin"
+    link.symlink_to(real)
+    run("blobs_export", str(blob.pk), "-o", str(link))
+    assert link.is_symlink()  # still the link ...
+    assert real.read_bytes() == DATA  # ... to the file that now holds the export

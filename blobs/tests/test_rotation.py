@@ -455,3 +455,19 @@ def test_reencrypt_wrong_wrap_fails_cleanly(owner, monkeypatch):
     with pytest.raises(UnwrapFailed):
         blob_reencrypt(blob=blob)
     _assert_untouched(blob, old)
+
+
+def test_reencrypt_only_an_unknown_key_ref_is_an_error_but_a_finished_one_reruns(owner, keys):
+    make_blob(owner, b"on mk-1")
+    with pytest.raises(CommandError, match="key ref 'mk-typo': nothing re-encrypted"):
+        run("blobs_reencrypt", "--only", "mk-typo")
+    keys({"local": ["mk-2", "mk-1"]})
+    run("blobs_reencrypt", "--only", "mk-1")
+    out, _ = run("blobs_reencrypt", "--only", "mk-1")  # the job is done: a re-run says so, exit 0
+    assert fields(out)["re-encrypted"] == "0"
+
+
+def test_rewrap_batch_size_must_be_positive_also_in_a_dry_run(owner):
+    for args in (("--batch-size", "0"), ("--batch-size", "0", "--dry-run")):
+        with pytest.raises(CommandError, match=r"--batch-size: must be at least 1 \(got 0\)"):
+            run("blobs_rewrap", *args)

@@ -194,6 +194,19 @@ def test_upload_without_a_file_is_400_no_file(client):
     assert_nothing_stored()
 
 
+def test_raw_upload_without_a_content_type_is_told_to_send_one(client):
+    # Django's test client always sends a Content-Type with a body: build the request without one.
+    response = client.generic("POST", URL, pattern(100), content_type="")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "no_file"
+    assert "needs a Content-Type header" in body["detail"]
+    assert "this request has none" in body["detail"]
+    form = client.post(URL, pattern(100), content_type="application/x-www-form-urlencoded")
+    assert "this one is application/x-www-form-urlencoded" in form.json()["detail"]
+    assert_nothing_stored()
+
+
 def test_unclaimed_upload_is_removed_after_the_response(client):
     # The handler encrypted 'attachment' as a pending blob before the view ran; nobody claimed it.
     r = multipart(client, pattern(9000), field="attachment")

@@ -51,6 +51,17 @@ def test_every_endpoint_of_design_section_6_is_described(schema):
     assert set(schema["components"]["securitySchemes"]) == {"jwtAuth", "cookieAuth"}
 
 
+def test_jwt_comes_first_and_each_scheme_says_what_goes_in_it(schema):
+    # Swagger UI's "Authorize" dialog lists the schemes in this order: a token pasted into the first box
+    # must be sent as a bearer token, not as a session cookie (which answered 401).
+    assert list(schema["components"]["securitySchemes"]) == ["jwtAuth", "cookieAuth"]
+    jwt, cookie = schema["components"]["securitySchemes"].values()
+    assert "POST /api/token/" in jwt["description"]
+    assert "nothing to paste here" in cookie["description"]
+    served = Client().get("/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"})
+    assert list(json.loads(served.content)["components"]["securitySchemes"]) == ["jwtAuth", "cookieAuth"]
+
+
 def test_every_error_response_uses_the_one_error_body(schema):
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():

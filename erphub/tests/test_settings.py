@@ -367,10 +367,11 @@ def test_bootstrap_creates_admin_with_a_generated_password_printed_once(settings
     assert user.is_superuser
     assert user.is_staff
     assert user.check_password(password)
+    assert "manage.py changepassword admin" in out  # how to get back in, printed with the password
 
     out, err = bootstrap()
     assert out == ""  # not printed again
-    assert "exists already" in err
+    assert "Admin account 'admin' exists; forgot its password? manage.py changepassword admin" in err
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
     user.refresh_from_db()
     assert user.check_password(password)  # and not reset

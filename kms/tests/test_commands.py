@@ -123,7 +123,7 @@ def test_list_shows_ids_and_roles_never_keys(key_file):
 def test_list_or_add_without_a_file_is_a_command_error(key_file):
     with pytest.raises(CommandError, match=str(key_file)):
         run()
-    with pytest.raises(CommandError, match=str(key_file)):
+    with pytest.raises(CommandError, match=f"{key_file} does not exist: create it with --create"):
         run("--add")
     assert not key_file.exists()
 

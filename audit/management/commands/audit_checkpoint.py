@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from audit.exceptions import CheckpointError
 from audit.verification import audit_checkpoint
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Sign (Ed25519) the newest audit event's sequence and hash and store it outside the database."
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -11,10 +11,11 @@ import re
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 
 from audit.triggers import PURGE_ROLE
+from core.terminal import OperatorCommand
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -57,7 +58,7 @@ def role_sql(*, app_role: str, database: str, schema: str = "public", login: boo
     return "\n".join(lines) + "\n"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Print SQL creating a least-privilege PostgreSQL app role (SELECT/INSERT on the audit log)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -8,16 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
 from audit.export import audit_export
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 from ._dates import parse_when
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Write events with SINCE <= time < UNTIL as JSON lines to -o FILE (manifest in FILE.manifest.json) "
         "or to stdout (manifest on stderr)."
@@ -33,6 +34,13 @@ class Command(BaseCommand):
         end = parse_when(until, "--until") if until else None
         if start and end and start >= end:
             raise CommandError("--since must be before --until.")
+        if output != "-":
+            target = Path(output)
+            # A device or pipe (/dev/stdout) is refused too: the rename of the finished file would replace it.
+            if (target.exists() and not target.is_file()) or not target.parent.is_dir():
+                raise CommandError(f"Cannot write {output}: give a file in an existing directory, or -.")
+            if target.is_symlink():
+                output = str(target.resolve())  # the file it names is replaced, not the link
         try:
             if output == "-":
                 manifest = audit_export(since=start, until=end, sink=sys.stdout.buffer, actor=Actor.cli())
@@ -42,6 +50,8 @@ class Command(BaseCommand):
             manifest = self._to_file(Path(output), start, end)
         except CheckpointError as exc:
             raise CommandError(exc.detail) from exc
+        except OSError as exc:  # the disk filled up, permission denied: nothing partial is left
+            raise CommandError(f"Cannot write {output}: {exc.strerror or exc}") from None
         payload = manifest["payload"]
         self.stdout.write(
             f"{payload['count']}\t{payload['first_sequence']}-{payload['last_sequence']}\t{output}"

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from audit.exceptions import CheckpointError, PurgeRefused
 from audit.retention import audit_purge
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 from ._dates import parse_when
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Delete audit events older than --before (and than the retention period), except those under a "
         "legal hold, after writing a signed anchor checkpoint the chain resumes from."

@@ -8,15 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.exceptions import CheckpointError
 from audit.export import audit_export_verify
 from audit.verification import audit_verify
 from core.actors import Actor
+from core.terminal import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Verify the audit log's hash chain and signed checkpoints; exits non-zero at the first bad event."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -66,12 +67,22 @@ class Command(BaseCommand):
         """An export on its own (no database needed): signature, SHA-256, count and the chain inside it,
         read line by line."""
         manifest_path = path.with_name(path.name + ".manifest.json")
+        # Each file by name: "no such manifest" for a mistyped export path sends the operator looking for
+        # the wrong file.
+        for needed in (path, manifest_path):
+            if not needed.is_file():
+                raise CommandError(f"Cannot read {needed}: no such file.")
         try:
             manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"Cannot read the manifest {manifest_path}: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise CommandError(f"{manifest_path} is not an audit_export manifest (a JSON object).")
+        try:
             with path.open("rb") as handle:
                 report = audit_export_verify(lines=handle, manifest=manifest)
         except (OSError, ValueError) as exc:
-            raise CommandError(f"Cannot read the export or its manifest: {exc}") from exc
+            raise CommandError(f"Cannot read the export {path}: {exc}") from None
         except CheckpointError as exc:
             raise CommandError(exc.detail) from exc
         if not report.ok:

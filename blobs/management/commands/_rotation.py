@@ -11,15 +11,16 @@ from collections import Counter
 from collections.abc import Callable
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.db.models import Sum
 from django.utils import timezone
-from tqdm import tqdm
 
 from audit.services import audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob, BlobQuerySet
 from blobs.rotation import Outcome, RotationTarget, iter_batches
 from core.actors import Actor
+from core.terminal import OperatorCommand, positive_int, progress
 from kms.exceptions import KmsError
 from kms.models import KeyRotation
 from kms.services import key_rotation_record
@@ -29,13 +30,20 @@ ROW_ERRORS = (KmsError, BlobError, ImproperlyConfigured)
 MAX_IDS_SHOWN = 50
 
 
-class RotationCommand(BaseCommand):
+class RotationCommand(OperatorCommand):
     kind: str = ""
     verb: str = ""
+    #: The progress bar counts bytes (the work rewrites every byte) rather than blobs (a rewrap moves a
+    #: wrapped key, whatever the blob's size).
+    counts_bytes: bool = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--batch-size", type=int, default=100, metavar="N", help="rows read per query (default 100)"
+            "--batch-size",
+            type=positive_int,
+            default=100,
+            metavar="N",
+            help="rows read per query (default 100)",
         )
 
     def run_rotation(
@@ -46,25 +54,34 @@ class RotationCommand(BaseCommand):
         batch_size: int,
         selection: str,
         already: int,
-        work: Callable[[Blob], Outcome],
+        work: Callable[[Blob, Callable[[int], object]], Outcome],
     ) -> None:
+        """``work(blob, advance)`` does one blob; with ``counts_bytes`` it calls ``advance(n)`` as it goes."""
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         started = timezone.now()
         total = queryset.count()
+        size = (queryset.aggregate(size=Sum("size"))["size"] or 0) if self.counts_bytes else total
         actor = Actor.cli()  # one name for this run in the audit log and the rotation record
         counts: Counter[str] = Counter()
         failed: list[uuid.UUID] = []
         outcome = KeyRotation.Outcome.INTERRUPTED
         try:
-            with tqdm(total=total, unit="blob", file=self.stderr._out, disable=None) as bar:
+            with progress(self, total=size, unit="B" if self.counts_bytes else "blob") as bar:
                 for batch in iter_batches(queryset, batch_size=batch_size):
                     for blob in batch:
+                        done = 0
+
+                        def advance(length: int) -> None:
+                            nonlocal done
+                            done += length
+                            bar.update(length)
+
                         try:
-                            counts[work(blob).value] += 1
+                            counts[work(blob, advance).value] += 1
                         except ROW_ERRORS as exc:
                             failed.append(blob.pk)
-                            self.stderr.write(f"FAILED {blob.pk}: {exc}")
+                            bar.write(f"FAILED {blob.pk}: {exc}", file=self.stderr._out)
                             # The row is unchanged (its transaction rolled back), so this is after the fact.
                             audit_record_after(
                                 action=f"blob.{self.kind}",
@@ -74,7 +91,8 @@ class RotationCommand(BaseCommand):
                                 outcome="error",
                                 details={"error": type(exc).__name__, "to_provider": target.alias},
                             )
-                        bar.update(1)
+                        # What a failure or a skip left unread.
+                        bar.update(max(blob.size - done, 0) if self.counts_bytes else 1)
             outcome = KeyRotation.Outcome.FAILED if failed else KeyRotation.Outcome.COMPLETED
         finally:
             audit_record_after(

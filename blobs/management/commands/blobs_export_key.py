@@ -18,7 +18,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from audit.services import audit_record_after
 from blobs.keyset import tink_json_keyset
@@ -26,12 +26,13 @@ from blobs.models import Blob
 from blobs.permissions import EXPORT_DATA_KEY, may_export_data_key
 from blobs.services import blob_export_data_key
 from core.actors import Actor
+from core.terminal import OperatorCommand
 from kms.exceptions import KmsError
 
 FLAG = "--acknowledge-key-exposure"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Print a blob's data key as a Tink JSON keyset (disaster recovery). Needs "
         + FLAG

@@ -1,7 +1,10 @@
 """Import files as encrypted blobs (architecture.md §10 conventions).
 
 Prints ``<id>\\t<path>`` per file on stdout; progress on stderr. Re-running skips a file already imported
-from the same path with the same SHA-256. Any failure is reported and makes the exit status non-zero.
+from the same path with the same SHA-256 for the same owner (and, with ``--legacy-id``, under that legacy
+id): another owner's blob is never handed out as this one's, and a legacy id is never dropped. A legacy id
+that already names another blob is refused before anything is imported. Any failure is reported and makes
+the exit status non-zero.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
 from blobs.exceptions import BlobError
-from blobs.models import Blob
+from blobs.models import LEGACY_ID_MAX_LENGTH, Blob
 from blobs.services import blob_create
+from core.terminal import OperatorCommand, progress
 from kms.exceptions import KmsError
 
 
@@ -51,7 +55,7 @@ class _Progress:
         return data
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Encrypt files or directories into blobs owned by --owner."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -73,16 +77,18 @@ class Command(BaseCommand):
         files = list(_files(paths))
         if legacy_id and len(files) != 1:
             raise CommandError("--legacy-id names one file; give exactly one.")
+        if legacy_id is not None:
+            self._check_legacy_id(legacy_id, user, files[0])
         failures = 0
         total = sum(f.stat().st_size for f in files)
-        with tqdm(total=total, unit="B", unit_scale=True, file=self.stderr._out, disable=None) as bar:
+        with progress(self, total=total) as bar:
             for path in files:
                 source = str(path.resolve())
                 try:
-                    existing = self._already_imported(source, path)
+                    existing = self._already_imported(source, path, user, legacy_id)
                     if existing is not None:
                         bar.update(path.stat().st_size)
-                        self.stderr.write(f"skipped (already imported): {path}")
+                        bar.write(f"skipped (already imported): {path}", file=self.stderr._out)
                         self.stdout.write(f"{existing.pk}\t{path}")
                         continue
                     with path.open("rb") as handle:
@@ -96,18 +102,33 @@ class Command(BaseCommand):
                         )
                 except (OSError, BlobError, KmsError) as exc:
                     failures += 1
-                    self.stderr.write(f"FAILED {path}: {exc}")
+                    bar.write(f"FAILED {path}: {exc}", file=self.stderr._out)
                     continue
                 self.stdout.write(f"{blob.pk}\t{path}")
         if failures:
             raise CommandError(f"{failures} of {len(files)} file(s) failed to import.")
 
-    def _already_imported(self, source: str, path: Path) -> Blob | None:
-        candidates = list(Blob.objects.ready().filter(import_source=source))
-        if not candidates:
+    def _already_imported(self, source: str, path: Path, owner: Any, legacy_id: str | None) -> Blob | None:
+        """This owner's blob of this file, and with ``legacy_id`` the one under it: the same bytes imported
+        for someone else are theirs, and re-using their blob would give this owner nothing."""
+        candidates = Blob.objects.ready().filter(import_source=source, owner=owner)
+        if legacy_id is not None:
+            candidates = candidates.filter(legacy_id=legacy_id)
+        if not candidates.exists():
             return None
         digest = _sha256(path)
         return next((b for b in candidates if hmac.compare_digest(b.sha256, digest)), None)
+
+    def _check_legacy_id(self, legacy_id: str, owner: Any, path: Path) -> None:
+        if not legacy_id or len(legacy_id) > LEGACY_ID_MAX_LENGTH:
+            raise CommandError(f"--legacy-id must be 1 to {LEGACY_ID_MAX_LENGTH} characters.")
+        taken = Blob.objects.filter(legacy_id=legacy_id).first()
+        if taken is None or self._already_imported(str(path.resolve()), path, owner, legacy_id) == taken:
+            return
+        raise CommandError(
+            f"Legacy id {legacy_id!r} already names blob {taken.pk} ({taken.filename!r}, another file or "
+            "owner): nothing imported. Pick another --legacy-id, or delete that blob first."
+        )
 
 
 def _guess_type(path: Path) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from blobs.models import Blob
 from blobs.rotation import blob_reencrypt, rotation_target
+from kms.models import KeyRotation
 
 from ._rotation import RotationCommand
 
@@ -22,6 +23,7 @@ class Command(RotationCommand):
     help = "Re-encrypt blobs with new data keys (wrapped by the active provider) into new objects."
     kind = "reencrypt"
     verb = "re-encrypted"
+    counts_bytes = True
 
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
@@ -32,11 +34,18 @@ class Command(RotationCommand):
         queryset = Blob.objects.ready()
         if only is not None:
             queryset = queryset.filter(key_ref=only)
+            # A mistyped key ref must not pass for a finished job (re-encrypted 0, exit 0); a re-run of one
+            # that did finish is fine.
+            done_before = KeyRotation.objects.filter(kind=self.kind, selection=f"--only {only}").exists()
+            if not done_before and not queryset.exists():
+                raise CommandError(
+                    f"No blob's data key is wrapped by key ref {only!r}: nothing re-encrypted."
+                )
         self.run_rotation(
             queryset=queryset,
             target=target,
             batch_size=batch_size,
             selection=f"--only {only}" if only is not None else "",
             already=0,
-            work=lambda blob: blob_reencrypt(blob=blob),
+            work=lambda blob, advance: blob_reencrypt(blob=blob, on_bytes=advance),
         )

@@ -15,6 +15,7 @@ from django.db.models import Count, Sum
 
 from blobs.models import Blob
 from blobs.rotation import blob_rewrap, blobs_needing_rewrap, rotation_target
+from core.terminal import note
 
 from ._rotation import RotationCommand
 
@@ -46,7 +47,7 @@ class Command(RotationCommand):
                 self.stdout.write(f"would rewrap\t{where}\t{group['blobs']}\t{group['bytes']}")
             self.stdout.write(f"would rewrap total\t{sum(g['blobs'] for g in groups)}")
             self.stdout.write(f"already on target\t{already}")
-            self.stderr.write("Dry run: nothing was changed.")
+            note(self, "Dry run: nothing was changed.")
             return
         self.run_rotation(
             queryset=queryset,
@@ -54,5 +55,5 @@ class Command(RotationCommand):
             batch_size=batch_size,
             selection=f"--to {to}" if to else "",
             already=already,
-            work=lambda blob: blob_rewrap(blob=blob, target=target),
+            work=lambda blob, _advance: blob_rewrap(blob=blob, target=target),
         )

@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from core.terminal import OperatorCommand
 from flags.guard import HEALTHY, TRIPPED, UNAVAILABLE, flag_guard
 from flags.models import SECURE_BLOB_STREAMING, Flag
 
 logger = logging.getLogger("flags.guard")
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Read the rollback triggers (download error rate, P95 latency, KMS success rate) from Prometheus "
         "(PROMETHEUS_URL) or the workers' own metrics; trip the flag's kill switch when one fires. "

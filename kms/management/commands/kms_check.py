@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
+from core.terminal import OperatorCommand, note
 from kms.base import DATA_KEY_BYTES
 from kms.exceptions import KmsError
 from kms.health import round_trip
@@ -20,7 +21,7 @@ from kms.registry import default_alias
 from kms.services import kms_confirm_key
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     requires_system_checks: list[str] = []
     help = "Wrap and unwrap a fresh random data key with the active (or given) key provider."
 
@@ -40,5 +41,5 @@ class Command(BaseCommand):
         except KmsError as exc:
             raise CommandError(f"KMS key check FAILED ({alias}): {exc}") from None
         except DatabaseError as exc:  # before the first migrate: nothing recorded to compare with yet
-            self.stderr.write(f"Note: the master key's check value was not compared ({type(exc).__name__}).")
+            note(self, f"Note: the master key's check value was not compared ({type(exc).__name__}).")
         self.stdout.write(f"✓ KMS key round-trip OK: {DATA_KEY_BYTES} bytes ({alias}, {key_ref})")
