@@ -11,6 +11,9 @@ drops expired entries before live ones, so flooding the cache with new names doe
 counters while expired ones remain. It is one machine's: the flags' version stamp, which must reach every
 replica within seconds, is then read from the database (once per interval per worker, as before).
 
+Both add ``update(key, function, timeout)``: a read-modify-write no other process interleaves with (the upload
+throttle's request history, which Django's get-then-set would lose entries of under concurrency).
+
 ``ResilientRedisCache`` — ``REDIS_URL``: shared by every worker and replica. A cache outage must not fail a
 request (a download never fails because a cache did): a Redis error is counted (``cache_errors_total``),
 logged at most once per ``LOG_INTERVAL_SECONDS``, and the call is answered by a process-local fallback
@@ -47,7 +50,7 @@ from django_prometheus.cache.metrics import (
     django_cache_misses_total,
 )
 from prometheus_client import Counter
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +178,21 @@ class LockedFileCache(FileBasedCache):
             value += delta
             self._write(fname, expiry, value)  # the window keeps the expiry its first write gave it
             return value
+
+    def update(
+        self,
+        key: str,
+        function: Callable[[Any], tuple[Any, T]],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> T:
+        """``function(current value or None) -> (new value, result)``, atomically; returns the result."""
+        fname = self._key_to_file(key, version)
+        with self._locked():
+            entry = self._read(fname)
+            value, result = function(None if entry is None else entry[1])
+            self._set_locked(fname, value, timeout)
+            return result
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         fname = self._key_to_file(key, version)
@@ -357,6 +375,42 @@ class ResilientRedisCache(NativeRedisCache):
             lambda: super(ResilientRedisCache, self).incr(key, delta, version),
             lambda f: f.incr(key, delta, version),
         )
+
+    def update(
+        self,
+        key: Any,
+        function: Callable[[Any], tuple[Any, T]],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: Any = None,
+    ) -> T:
+        """``function(current value or None) -> (new value, result)``, atomically (WATCH/MULTI: retried if
+        another client changed the key meanwhile); returns the result. The fallback serialises with a lock."""
+
+        def on_redis() -> T:
+            made = self.make_and_validate_key(key, version=version)
+            client = self._cache.get_client(made, write=True)
+            serializer = self._cache._serializer
+            seconds = self.get_backend_timeout(timeout)
+            with client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(made)
+                        raw = pipe.get(made)
+                        value, result = function(None if raw is None else serializer.loads(raw))
+                        pipe.multi()
+                        pipe.set(made, serializer.dumps(value), ex=seconds)
+                        pipe.execute()
+                        return result
+                    except WatchError:
+                        continue
+
+        def on_fallback(fallback: BaseCache) -> T:
+            with self._availability.lock:
+                value, result = function(fallback.get(key, None, version))
+                fallback.set(key, value, timeout, version)
+                return result
+
+        return self._guarded("update", on_redis, on_fallback)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
         return self._guarded(

@@ -99,6 +99,13 @@ def test_the_first_cull_spares_live_entries_when_expired_ones_make_room(tmp_path
     assert len(list(tmp_path.glob("*.djcache"))) == 6
 
 
+def test_update_is_a_read_modify_write_under_the_lock(tmp_path):
+    cache = file_cache(tmp_path)
+    assert cache.update("h", lambda v: ([1], "first" if v is None else "again"), 60) == "first"
+    assert cache.update("h", lambda v: ([*v, 2], len(v)), 60) == 1
+    assert cache.get("h") == [1, 2]
+
+
 def test_the_directory_and_files_are_private(tmp_path):
     location = tmp_path / "cache"
     cache = file_cache(location)
@@ -161,6 +168,9 @@ def test_redis_stopping_mid_run_degrades_to_process_memory_logged_once(redis_ser
             # The login lockout's add + incr still count, in this process.
             assert cache.add("attempts", 0, 60)
             assert [cache.incr("attempts") for _ in range(3)] == [1, 2, 3]
+            # And the upload throttle's atomic read-modify-write.
+            bump = lambda v: ((v or 0) + 1, (v or 0) + 1)  # noqa: E731
+            assert [cache.update("history", bump, 60) for _ in range(2)] == [1, 2]
             for _ in range(50):
                 cache.get("k")
         assert errors("get", "error") == failed + 1  # one real attempt, then the circuit is open
