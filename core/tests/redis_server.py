@@ -6,6 +6,7 @@ No persistence, loopback only, its own port; stopped and restarted by its PID. S
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -69,10 +70,20 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on port {self.port} did not start")
             time.sleep(0.05)
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a hung Redis, not a stopped one)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)

@@ -202,6 +202,26 @@ def test_redis_stopping_mid_run_degrades_to_process_memory_logged_once(redis_ser
         disconnect(cache)
 
 
+def test_a_redis_that_stops_answering_costs_one_timeout_then_the_fallback_answers(redis_server):
+    cache = ResilientRedisCache(
+        redis_server.url,
+        {"OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3, "RETRY_SECONDS": 60}},
+    )
+    try:
+        cache.set("k", "v", 60)  # the connection is open before Redis hangs
+        redis_server.pause()
+        failed, skipped = errors("get", "error"), errors("get", "skipped")
+        try:
+            assert cache.get("k", "fallback") == "fallback"  # the socket timeout, not a hang
+            assert [cache.get("k", "fallback") for _ in range(20)] == ["fallback"] * 20
+        finally:
+            redis_server.resume()
+        assert errors("get", "error") == failed + 1  # one call waited for the timeout; the rest did not ask
+        assert errors("get", "skipped") == skipped + 20
+    finally:
+        disconnect(cache)
+
+
 def test_a_missing_key_is_still_value_error_with_redis_down(redis_server, monkeypatch):
     cache = ResilientRedisCache(redis_server.url, {"OPTIONS": {"socket_connect_timeout": 0.5}})
     try:
