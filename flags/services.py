@@ -94,8 +94,9 @@ def _config() -> tuple[frozenset[str], float]:
 
 def _stamp_cache() -> Any:
     cache = caches[flag_setting("VERSION_CACHE")]
-    # A per-process cache would only ever hold this process's own changes; so would Redis's process-local
-    # fallback while Redis is unavailable (core/cache.py): then the database answers.
+    # A per-process cache would only ever hold this process's own changes, one machine's files (no Redis)
+    # only that machine's, and Redis's process-local fallback while Redis is unavailable (core/cache.py)
+    # this process's again: then the database answers, one small query per interval.
     return cache if is_shared_by_replicas(cache) else None
 
 
