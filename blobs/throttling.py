@@ -34,8 +34,31 @@ class UploadThrottle(UserRateThrottle):
         return cast("str | None", api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        allowed = super().allow_request(request, view)
+        allowed = self._count(request, view)
         setattr(getattr(request, "_request", request), CHECKED_ATTR, True)
+        return allowed
+
+    def _count(self, request: Any, view: Any) -> bool:
+        """DRF's sliding window, with its read-modify-write made atomic where the cache can
+        (``core.cache``'s ``update``): DRF's get-then-set lets concurrent uploads from one user through
+        several workers all read the same history, and all be counted as one."""
+        update = getattr(self.cache, "update", None)
+        if update is None or self.rate is None:
+            return super().allow_request(request, view)
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+
+        def decide(history: list[float] | None) -> tuple[list[float], bool]:
+            kept = [t for t in (history or []) if t > self.now - self.duration]
+            allowed = len(kept) < self.num_requests
+            return ([self.now, *kept] if allowed else kept), allowed
+
+        allowed: bool = update(self.key, decide, self.duration)
+        if not allowed:
+            # For wait(): the history as it was when refused.
+            self.history = self.cache.get(self.key, [])
         return allowed
 
     def peek(self, request: HttpRequest) -> float | None:

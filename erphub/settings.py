@@ -412,19 +412,36 @@ FLAGS = {
 }
 
 # --- Cache ---------------------------------------------------------------------------------------------
-# Shared state between workers (login/upload throttles; later flag versions) — never data keys, which stay
-# in process memory. Without REDIS_URL each process has its own cache: fine for one `make run` process,
-# meaningless for throttles across several workers, which is why production should set it.
+# Shared state between workers (login lockout, upload throttle, flag version stamp) — never data keys, which
+# stay in process memory. core/cache.py, docs/scaling-out.md. With REDIS_URL: shared by every worker and
+# replica; if Redis fails, each process answers from its own memory meanwhile (logged, counted), never an
+# error. Without it: files under var/cache, shared by the processes of one machine (`make run`'s workers) —
+# several replicas need REDIS_URL.
 REDIS_URL = _env("REDIS_URL")  # e.g. redis://127.0.0.1:6379/0
+CACHE_DIR = _env("ERPHUB_CACHE_DIR", str(VAR_DIR / "cache"))  # without REDIS_URL; created 0700
 if REDIS_URL:
+    _redis_timeout = _env_float("REDIS_TIMEOUT_SECONDS", 0.5)  # connect and per-command timeout (s)
     CACHES = {
         "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.NativeRedisCache",
+            "BACKEND": "core.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": _redis_timeout,
+                "socket_timeout": _redis_timeout,
+                # after a Redis error, the process-local fallback answers this long before Redis is retried
+                "RETRY_SECONDS": _env_float("REDIS_RETRY_SECONDS", 5.0),
+            },
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "core.cache.LockedFileCache",
+            "LOCATION": CACHE_DIR,
+            # the bound (files); culling drops expired entries first
+            "OPTIONS": {"MAX_ENTRIES": _env_int("ERPHUB_CACHE_MAX_ENTRIES", 10_000)},
+        }
+    }
 
 # --- Authentication and the API ------------------------------------------------------------------------
 # Every login path (admin, /accounts/login/, POST /api/token/) goes through authenticate(): the backend

@@ -30,8 +30,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import caches
-from django.core.cache.backends.dummy import DummyCache
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -40,6 +38,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import audit_record
 from core.actors import Actor
+from core.cache import is_shared_by_replicas
 
 from .bucketing import BUCKETS
 from .conf import flag_setting
@@ -95,8 +94,10 @@ def _config() -> tuple[frozenset[str], float]:
 
 def _stamp_cache() -> Any:
     cache = caches[flag_setting("VERSION_CACHE")]
-    # A per-process cache would only ever hold this process's own changes.
-    return None if isinstance(cache, LocMemCache | DummyCache) else cache
+    # A per-process cache would only ever hold this process's own changes, one machine's files (no Redis)
+    # only that machine's, and Redis's process-local fallback while Redis is unavailable (core/cache.py)
+    # this process's again: then the database answers, one small query per interval.
+    return cache if is_shared_by_replicas(cache) else None
 
 
 def _database_stamp() -> int:

@@ -54,6 +54,10 @@ READ_BY_SETTINGS = (
     "DJANGO_SUPERUSER_PASSWORD",
     "DJANGO_SUPERUSER_EMAIL",
     "REDIS_URL",
+    "REDIS_TIMEOUT_SECONDS",
+    "REDIS_RETRY_SECONDS",
+    "ERPHUB_CACHE_DIR",
+    "ERPHUB_CACHE_MAX_ENTRIES",
     "AUDIT_CHECKPOINT_DIR",
     "AUDIT_CHECKPOINT_BUCKET",
     "AUDIT_CHECKPOINT_PREFIX",
@@ -398,8 +402,9 @@ def test_redis_url_makes_the_default_cache_shared(tmp_path):
     )
     shared = start(tmp_path, argv=("-c", code), REDIS_URL="redis://127.0.0.1:6379/7")
     assert shared.returncode == 0, shared.stderr
-    assert "NativeRedisCache" in shared.stdout
+    assert "core.cache.ResilientRedisCache" in shared.stdout
     assert "redis://127.0.0.1:6379/7" in shared.stdout
+    assert "'socket_timeout': 0.5" in shared.stdout  # a Redis that stops answering cannot hold a request
     # The backend works against the real server (django-prometheus counts its gets).
     use = (
         "import django; django.setup(); from django.core.cache import cache; "
@@ -408,8 +413,9 @@ def test_redis_url_makes_the_default_cache_shared(tmp_path):
     probe = start(tmp_path, argv=("-c", use), REDIS_URL="redis://127.0.0.1:6379/7")
     assert probe.returncode == 0, probe.stderr
     assert "GOT ok" in probe.stdout
+    # Without Redis: files shared by the machine's workers (the login lockout holds across them).
     local = start(tmp_path, argv=("-c", code))
-    assert "LocMemCache" in local.stdout
+    assert "core.cache.LockedFileCache" in local.stdout
 
 
 # --- audit checkpoints in S3 (deploy/README.md) -------------------------------------------------------------
