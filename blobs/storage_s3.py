@@ -422,8 +422,19 @@ class S3BlobStore(BlobStore):
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         except (BotoCoreError, ClientError) as exc:
-            raise _translate(exc, "head") from exc
+            error = _translate(exc, "head")
+            if isinstance(error, ObjectMissing):
+                self._bucket_exists()
+            raise error from exc
         return int(head["ContentLength"])
+
+    def _bucket_exists(self) -> None:
+        # A HEAD answers a bare 404 for a missing bucket as for a missing key: lost data only if the bucket
+        # is there (as the filesystem store asks whether its root is), else an outage (a wrong name, say).
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable("Blob storage failed (the bucket cannot be reached).") from exc
 
     def _uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_multipart_uploads")

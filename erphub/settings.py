@@ -286,7 +286,7 @@ if BLOB_S3_BUCKET:
             "client_config": _BotoConfig(
                 connect_timeout=_env_float("BLOB_S3_CONNECT_TIMEOUT", 3.0),
                 read_timeout=_env_float("BLOB_S3_READ_TIMEOUT", 20.0),
-                retries={"mode": "standard", "max_attempts": 3},
+                retries={"mode": "standard", "total_max_attempts": 3},
                 max_pool_connections=_env_int("BLOB_S3_MAX_CONNECTIONS", 50),
             ),
         },

@@ -98,7 +98,6 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def s3_bucket(moto_s3, settings, monkeypatch: pytest.MonkeyPatch):
     """A fresh bucket; ``STORAGES["blobs_s3"]`` on it through the proxy, and new blobs stored there."""
-    from blobs.storage import blob_store
     from blobs.tests.s3 import ALIAS, S3Bucket, s3_environment, storage_entry
 
     server, proxy = moto_s3
@@ -113,9 +112,7 @@ def s3_bucket(moto_s3, settings, monkeypatch: pytest.MonkeyPatch):
     settings.BLOBS = {**settings.BLOBS, "STORAGE_ALIAS": ALIAS, "S3_PART_BYTES": 5 * 1024 * 1024}
     yield bucket
     proxy.limit_next(0, 0)  # no fault left over for the next test
-    store = blob_store(ALIAS)
-    store.close()  # type: ignore[attr-defined]
-    bucket.close()
+    bucket.close()  # the store's own client is closed when `settings` puts STORAGES back (blobs.storage)
 
 
 @pytest.fixture(params=["filesystem", "s3"])

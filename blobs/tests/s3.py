@@ -49,7 +49,7 @@ def storage_entry(bucket: str, **options: Any) -> dict[str, Any]:
             "location": PREFIX,
             "object_parameters": {},
             "client_config": Config(
-                connect_timeout=1.0, read_timeout=5.0, retries={"mode": "standard", "max_attempts": 3}
+                connect_timeout=1.0, read_timeout=5.0, retries={"mode": "standard", "total_max_attempts": 3}
             ),
             **options,
         },
