@@ -72,7 +72,9 @@ def _object_store_checks() -> list[checks.CheckMessage]:
     # Only where an S3 alias is configured: the filesystem store has no parts and reads no ahead.
     from django.conf import settings
 
-    if not any(entry.get("BACKEND", "").endswith("s3.S3Storage") for entry in settings.STORAGES.values()):
+    entries = [entry for entry in settings.STORAGES.values() if isinstance(entry, dict)]
+    backends = [str(entry.get("BACKEND", "")) for entry in entries]
+    if not any(backend.endswith("s3.S3Storage") for backend in backends):
         return []
     from .storage_s3 import MIN_PART_BYTES
 
