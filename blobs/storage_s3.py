@@ -9,11 +9,10 @@ so the blob paths talk to S3 through one boto3 client of their own:
   failure aborts the multipart upload; one that cannot even be aborted is listed by ``iter_objects`` for
   blobs_gc, and the bucket's AbortIncompleteMultipartUpload lifecycle rule is the last resort
   (deploy/README.md).
-- Reads are GetObject with a Range header for exactly the window asked for. A window larger than
-  ``READ_AHEAD_BYTES`` is streamed by a background thread that stays at most that far ahead of the reader,
-  so S3's latency overlaps the client's; the reader keeps what it read since its last seek (up to the same
-  bound), because blobs.pacing seeks back to a segment's start to cut the next piece from it. A full
-  download is one GET, not one per segment or piece.
+- Reads are GetObject with a Range header for exactly the window asked for, streamed by a background thread
+  that stays at most ``READ_AHEAD_BYTES`` ahead of the reader, so S3's latency overlaps the client's. The
+  reader keeps what it read since its last seek (up to the same bound), because blobs.pacing seeks back to a
+  segment's start to cut the next piece from it. A full download is one GET, not one per segment or piece.
 - ``object_parameters`` (SSE-KMS: ``ServerSideEncryption``/``SSEKMSKeyId``) go on every write.
 
 botocore's errors stop here: a missing object (NoSuchKey, 404) is ObjectMissing; anything else (connection
@@ -184,7 +183,16 @@ class _Fetch:
                     self._cond.notify_all()
                 if not data:
                     return
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                # The object ends before the window starts: a truncated object, which the reader's caller
+                # reports as such (an empty read), not an outage.
+                with self._cond:
+                    self._finished = True
+                    self._cond.notify_all()
+                return
+            error = _translate(exc, "read")
+        except BotoCoreError as exc:
             error = _translate(exc, "read")
         except Exception as exc:  # a thread must hand every failure to its reader, or that waits forever
             if not self._stopped:  # else: close() shut the socket under a read, as intended

@@ -193,3 +193,9 @@ def test_a_large_object_round_trips(store):
         while chunk := raw.read(1 << 20):
             out.write(chunk)
     assert out.getvalue() == data
+
+
+def test_a_window_starting_past_a_truncated_objects_end_reads_nothing(store):
+    put(store, NAME, b"short")
+    with store.open_range(NAME, 100, 200_000) as raw:
+        assert raw.read(10) == b""
