@@ -64,4 +64,38 @@ def check_blob_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                     id="blobs.E004",
                 )
             )
+    errors.extend(_object_store_checks())
     return errors
+
+
+def _object_store_checks() -> list[checks.CheckMessage]:
+    # Only where an S3 alias is configured: the filesystem store has no parts and reads no ahead.
+    from django.conf import settings
+
+    entries = [entry for entry in settings.STORAGES.values() if isinstance(entry, dict)]
+    backends = [str(entry.get("BACKEND", "")) for entry in entries]
+    if not any(backend.endswith("s3.S3Storage") for backend in backends):
+        return []
+    from .storage_s3 import MIN_PART_BYTES
+
+    messages: list[checks.CheckMessage] = []
+    part = blob_setting("S3_PART_BYTES")
+    if not (_positive_int(part) and part >= MIN_PART_BYTES):
+        messages.append(
+            checks.Error(
+                f"BLOBS['S3_PART_BYTES'] = {part!r}: S3 takes no multipart part under {MIN_PART_BYTES} "
+                "(5 MiB).",
+                id="blobs.E006",
+            )
+        )
+    ahead, segment = blob_setting("READ_AHEAD_BYTES"), blob_setting("SEGMENT_SIZE")
+    if _positive_int(ahead) and _positive_int(segment) and ahead < segment:
+        messages.append(
+            checks.Warning(
+                f"BLOBS['READ_AHEAD_BYTES'] = {ahead} is less than a segment ({segment}): a slow client's "
+                "download from S3 fetches a segment again for every piece cut from it.",
+                hint="Keep READ_AHEAD_BYTES at least one segment (the default is two 1 MiB segments).",
+                id="blobs.W001",
+            )
+        )
+    return messages

@@ -22,7 +22,12 @@ DEFAULTS: dict[str, Any] = {
     # parsing (blobs.middleware.MultipartNeedsAuthMiddleware). A power of two >= 1024 (Django doubles up to
     # it). Applied in BlobsConfig.ready.
     "MAX_PART_HEADER_BYTES": 4 * 1024,
-    "READ_CHUNK_BYTES": 1 << 20,  # how much a raw-body upload reads from the input stream at a time
+    "READ_CHUNK_BYTES": 1 << 20,
+    # Object stores (blobs/storage_s3.py): the multipart upload part size (S3: >= 5 MiB; memory per upload),
+    # and how far a download's background read runs ahead of the client, which is also what it keeps behind
+    # for pacing's re-reads of a segment: at least one segment (memory per download: up to twice this).
+    "S3_PART_BYTES": 8 * 1024**2,
+    "READ_AHEAD_BYTES": 2 * 1024**2,  # how much a raw-body upload reads from the input stream at a time
     "LEGACY_DEPRECATED_AT": "2026-01-01T00:00:00Z",  # /legacy/files/: RFC 9745 Deprecation
     "LEGACY_SUNSET_AT": "2027-01-01T00:00:00Z",  # /legacy/files/: RFC 8594 Sunset
 }

@@ -173,12 +173,20 @@ class StorageUnavailable(BlobError):
     status_code = 503
     code = "storage_unavailable"
     default_detail = "Blob storage is unavailable; nothing was stored."
+    #: An outage (a store not mounted, an object store down or throttling): the client may try again soon.
+    retry_after = 5
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class StorageFull(StorageUnavailable):
     status_code = 507
     code = "storage_full"
     default_detail = "Blob storage is full; nothing was stored."
+
+    def response_headers(self) -> dict[str, str]:
+        return {}  # full until an operator frees space: no time to promise
 
     def answered(self) -> None:
         STORAGE_FULL_ANSWERS.inc()  # every 507 counted (issue 15 item 19): a full disk refuses uploads

@@ -5,6 +5,8 @@
   never leaves it); another provider: unwrap with the old, wrap with the new.
 - **Re-encrypt**: a new data key and a new object under a new storage name; the row moves to it in one
   update, and the old object is removed only once that update has committed.
+- **Storage moves** (``blob_move_storage``, blobs_migrate_storage): the same ciphertext copied to another
+  storage alias (the filesystem to S3, say), verified there, then the row moves to it the same way.
 
 Every row changes in its own transaction with a compare-and-swap on the values it was read with, so a
 concurrent change (another rotation, a delete) is never overwritten: the row is reported as changed
@@ -14,7 +16,10 @@ committed and skipped next time.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import enum
+import hashlib
 import hmac
 import secrets
 import uuid
@@ -33,10 +38,13 @@ from kms.registry import default_alias, get_provider
 from kms.services import kms_confirm_key
 
 from .conf import blob_setting
-from .exceptions import BlobIntegrityError
+from .exceptions import BlobIntegrityError, StorageUnavailable
 from .models import Blob, BlobQuerySet
 from .services import _new_data_key, _remove_object, _SealedObject, _wrapped_key, blob_open, object_name
 from .storage import blob_store
+
+#: How much ciphertext blobs_migrate_storage moves per read and write (memory per copy; S3 parts are larger).
+COPY_CHUNK_BYTES = 1 << 20
 
 
 class Outcome(enum.Enum):
@@ -183,5 +191,76 @@ def blob_reencrypt(
         raise
     if not swapped:
         sealed.discard()
+        return Outcome.CONFLICT
+    return Outcome.CHANGED
+
+
+def blob_move_storage(*, blob: Blob, to_alias: str, actor: Actor | None = None) -> Outcome:
+    """Copy ``blob``'s ciphertext into the store ``to_alias`` and move its row there (architecture.md §5).
+
+    The bytes are copied as they are (the data key and the format do not depend on where the object lives)
+    into a new object under a new name, which must then decrypt and hash to the row's size and SHA-256
+    before the row moves to it, in a compare-and-swap audited in the same transaction
+    (``blob.migrate_storage``, old -> new alias and name). The old object goes once that has committed;
+    downloads already reading it finish. Any failure leaves the row and the old object as they were and
+    removes the new object. Raises KmsError, BlobError."""
+    if blob.storage_alias == to_alias:
+        return Outcome.SKIPPED
+    source = blob_store(blob.storage_alias)
+    target = blob_store(to_alias)
+    stored = source.size(blob.storage_name)
+    if stored != blob.ciphertext_size:
+        raise BlobIntegrityError(f"Stored object is {stored} bytes, expected {blob.ciphertext_size}.")
+    name = object_name(blob.pk, generation=secrets.token_hex(8))
+    moved = copy.copy(blob)  # the row as it will be, to read the copy through the download path
+    moved.storage_alias, moved.storage_name = to_alias, name
+    try:
+        raw = source.open_range(blob.storage_name, 0, blob.ciphertext_size)
+        try:
+            with target.writer(name) as writer:
+                copied = 0
+                while chunk := raw.read(COPY_CHUNK_BYTES):
+                    writer.write(chunk)
+                    copied += len(chunk)
+                if copied != blob.ciphertext_size:
+                    raise BlobIntegrityError(f"Copied {copied} bytes, expected {blob.ciphertext_size}.")
+                writer.commit()
+        finally:
+            raw.close()
+        # Verified where it now lives, through the reading path downloads use: every segment authenticates
+        # and the plaintext hashes to the row's SHA-256.
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in blob_open(blob=moved).iter_all():
+            digest.update(chunk)
+            size += len(chunk)
+        if size != blob.size or not hmac.compare_digest(digest.hexdigest(), blob.sha256):
+            raise BlobIntegrityError("The copied object differs from the row's size or SHA-256.")
+        with transaction.atomic():
+            swapped = _unchanged(blob).update(
+                storage_alias=to_alias, storage_name=name, updated_at=timezone.now()
+            )
+            if swapped:
+                audit_record(
+                    action="blob.migrate_storage",
+                    actor=actor or current_actor(),
+                    target_type="blob",
+                    target_id=str(blob.pk),
+                    details={
+                        "changes": {
+                            "storage_alias": {"old": blob.storage_alias, "new": to_alias},
+                            "storage_name": {"old": blob.storage_name, "new": name},
+                        }
+                    },
+                )
+                transaction.on_commit(lambda: _remove_object(blob))
+    except BaseException:
+        # The copy goes; if the store cannot even delete now, it is an orphan that blobs_gc removes later,
+        # and the original failure is the one to report.
+        with contextlib.suppress(StorageUnavailable):
+            target.delete(name)
+        raise
+    if not swapped:
+        target.delete(name)
         return Outcome.CONFLICT
     return Outcome.CHANGED

@@ -495,11 +495,12 @@ class BlobReader:
 
         The object is opened once for the whole body, and pieces seek within it: a download in progress keeps
         reading the object it started on even if re-encryption or rotation replaces it meanwhile (the name is
-        unlinked, the open file lives on), as a single sequential read did."""
+        unlinked, the open file lives on), as a single sequential read did. It is opened for exactly the
+        segments of ``[start, stop)``: an object store's ranged GET fetches those and no more."""
         if start >= stop:
             return
         params = self.blob.params
-        raw = self._store.open_range(self.blob.storage_name, 0, self.blob.ciphertext_size)
+        raw = self._store.open_range(self.blob.storage_name, *self._decryptor.span(start, stop))
 
         def read(a: int, b: int) -> Generator[bytes, None, None]:
             raw.seek(self._decryptor.span(a, b)[0])

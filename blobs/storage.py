@@ -246,11 +246,21 @@ class FileSystemBlobStore(BlobStore):
         return stats.f_bavail * stats.f_frsize  # f_bavail: what non-root may use (root's reserve excluded)
 
 
-# Storage backend class -> adapter class. django-storages backends join here with their adapters.
+# Storage backend class -> adapter class. django-storages backends join here with their adapters: S3 below
+# (blobs/storage_s3.py); Azure Blob and GCS have none yet.
 ADAPTERS: dict[type[Storage], type[BlobStore]] = {FileSystemStorage: FileSystemBlobStore}
 
 _lock = threading.Lock()
 _stores: dict[str, BlobStore] = {}
+
+
+def _register_adapters() -> None:
+    # Imported here, not at the top: the S3 adapter subclasses BlobStore from this module.
+    from storages.backends.s3 import S3Storage
+
+    from .storage_s3 import S3BlobStore
+
+    ADAPTERS.setdefault(S3Storage, S3BlobStore)
 
 
 def blob_store(alias: str) -> BlobStore:
@@ -259,6 +269,7 @@ def blob_store(alias: str) -> BlobStore:
         return store
     with _lock:
         if alias not in _stores:
+            _register_adapters()
             storage = storages[alias]
             for storage_cls, adapter in ADAPTERS.items():
                 if isinstance(storage, storage_cls):
@@ -274,6 +285,11 @@ def blob_store(alias: str) -> BlobStore:
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
-    if setting == "STORAGES":
+    if setting in ("STORAGES", "BLOBS"):
         with _lock:
+            stores = list(_stores.values())
             _stores.clear()
+        for store in stores:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()  # an S3 store's connection pool

@@ -252,6 +252,46 @@ if _checkpoint_bucket:
         },
     }
 
+# Blob objects in S3 or an S3-compatible store (MinIO) through django-storages (architecture.md §5). A second
+# alias, not a new backend for "blobs": rows record their alias, so blobs already on the filesystem stay
+# readable there, and `manage.py blobs_migrate_storage --to blobs_s3` moves them. Region, credentials and the
+# endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL) come from boto3's own AWS_* variables.
+_BLOB_STORAGE_BACKENDS = {"filesystem": "blobs", "s3": "blobs_s3"}  # BLOB_STORAGE_BACKEND -> alias
+BLOB_STORAGE_BACKEND = _env("BLOB_STORAGE_BACKEND", "filesystem")  # where new blobs go
+if BLOB_STORAGE_BACKEND not in _BLOB_STORAGE_BACKENDS:
+    raise ImproperlyConfigured(
+        f"BLOB_STORAGE_BACKEND={BLOB_STORAGE_BACKEND!r} is not one of {', '.join(_BLOB_STORAGE_BACKENDS)}."
+    )
+BLOB_S3_BUCKET = _env("BLOB_S3_BUCKET")  # unset = no S3 alias
+if BLOB_STORAGE_BACKEND == "s3" and not BLOB_S3_BUCKET:
+    raise ImproperlyConfigured("BLOB_STORAGE_BACKEND=s3 needs BLOB_S3_BUCKET (the bucket for blob objects).")
+if BLOB_S3_BUCKET:
+    from botocore.config import Config as _BotoConfig
+
+    _blob_sse_kms_key = _env("BLOB_S3_SSE_KMS_KEY_ID")  # unset = the bucket's default encryption
+    STORAGES["blobs_s3"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BLOB_S3_BUCKET,
+            "location": _env("BLOB_S3_PREFIX", "blobs"),  # key prefix in the bucket
+            # SSE-KMS on top of our own encryption (the objects are ciphertext already): the bucket's
+            # policy and CloudTrail then cover the objects too.
+            "object_parameters": (
+                {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": _blob_sse_kms_key}
+                if _blob_sse_kms_key
+                else {}
+            ),
+            # Our timeouts, not botocore's 60 s: an outage costs a request seconds (503 + Retry-After).
+            # Pool: downloads each hold a connection while they stream.
+            "client_config": _BotoConfig(
+                connect_timeout=_env_float("BLOB_S3_CONNECT_TIMEOUT", 3.0),
+                read_timeout=_env_float("BLOB_S3_READ_TIMEOUT", 20.0),
+                retries={"mode": "standard", "total_max_attempts": 3},
+                max_pool_connections=_env_int("BLOB_S3_MAX_CONNECTIONS", 50),
+            ),
+        },
+    }
+
 # Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,
 # the admin): a per-view handler would come too late, and plaintext would reach a temp file (architecture §5).
 FILE_UPLOAD_HANDLERS = ["blobs.uploadhandler.EncryptingUploadHandler"]
@@ -387,6 +427,7 @@ BLOBS = {
     "MAX_UPLOAD_BYTES": _env_int("BLOB_MAX_UPLOAD_BYTES", 10 * 1024**3),  # larger uploads get 413
     "GC_GRACE_MINUTES": _env_int("BLOB_GC_GRACE_MINUTES", 60),  # pending rows younger than this are kept
     "MIN_FREE_BYTES": _env_int("BLOB_MIN_FREE_BYTES", 256 * 1024**2),  # /ready: nearly_full below; 0 = off
+    "STORAGE_ALIAS": _BLOB_STORAGE_BACKENDS[BLOB_STORAGE_BACKEND],  # STORAGES alias for new blobs
     # The retired /legacy/files/ answers 410 with RFC 9745 Deprecation and RFC 8594 Sunset (ISO 8601).
     "LEGACY_DEPRECATED_AT": _env("LEGACY_DEPRECATED_AT", "2026-01-01T00:00:00Z"),
     "LEGACY_SUNSET_AT": _env("LEGACY_SUNSET_AT", "2027-01-01T00:00:00Z"),

@@ -71,3 +71,53 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setattr(FailingFile, "code", code)
 
     return configure
+
+
+# --- blob storage in S3 (moto's server over real HTTP) ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory):
+    """moto's server and a FaultProxy in front of it, for the session. Skipped locally without moto; a
+    failure in CI (``REQUIRE_KMS_SERVERS=1`` in .ci/run), like the key-provider contract suite."""
+    from kms.tests import servers
+
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        if servers.REQUIRED:
+            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
+        pytest.skip("moto[server] is not installed")
+    server = servers.MotoServer(tmp_path_factory.mktemp("moto-blobs"))
+    proxy = servers.FaultProxy(server.port)
+    yield server, proxy
+    proxy.close()
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3, settings, monkeypatch: pytest.MonkeyPatch):
+    """A fresh bucket; ``STORAGES["blobs_s3"]`` on it through the proxy, and new blobs stored there."""
+    from blobs.tests.s3 import ALIAS, S3Bucket, s3_environment, storage_entry
+
+    server, proxy = moto_s3
+    for name, value in s3_environment(proxy.url).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    bucket = S3Bucket(server, proxy).create()
+    settings.STORAGES = {**settings.STORAGES, ALIAS: storage_entry(bucket.bucket)}
+    # The smallest part S3 takes, so that a few MiB make a multipart upload.
+    settings.BLOBS = {**settings.BLOBS, "STORAGE_ALIAS": ALIAS, "S3_PART_BYTES": 5 * 1024 * 1024}
+    yield bucket
+    proxy.limit_next(0, 0)  # no fault left over for the next test
+    bucket.close()  # the store's own client is closed when `settings` puts STORAGES back (blobs.storage)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def blob_backend(request: pytest.FixtureRequest) -> str:
+    """Run the test against each blob storage backend: new blobs on the filesystem, then in S3."""
+    if request.param == "s3":
+        request.getfixturevalue("s3_bucket")
+    return request.param

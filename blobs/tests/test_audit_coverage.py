@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from blobs.models import Blob
-from blobs.rotation import blob_reencrypt, blob_rewrap, rotation_target
+from blobs.rotation import blob_move_storage, blob_reencrypt, blob_rewrap, rotation_target
 from blobs.services import (
     BlobUpload,
     blob_claim,
@@ -372,6 +372,13 @@ CASES = [
         act=lambda env, blob: blob_reencrypt(blob=blob),
         action="blob.reencrypt",
     ),
+    Case(
+        "migrate-storage",
+        frozenset({"blobs.rotation:blob_move_storage"}),
+        setup=lambda env: make_blob(env.owner, b"to move"),
+        act=lambda env, blob: blob_move_storage(blob=blob, to_alias=OTHER_STORAGE),
+        action="blob.migrate_storage",
+    ),
 ]
 
 
@@ -401,9 +408,20 @@ CASES += [
 AUDITED = [case for case in CASES if case.action is not None]
 
 
+#: A second filesystem store, for the storage move (blobs_migrate_storage; S3 in test_migrate_storage.py).
+OTHER_STORAGE = "blobs_elsewhere"
+
+
 @pytest.fixture
-def env(owner, local_providers) -> Env:
+def env(owner, local_providers, settings, tmp_path) -> Env:
     local_providers({"local": ["mk-1"]})
+    settings.STORAGES = {
+        **settings.STORAGES,
+        OTHER_STORAGE: {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "elsewhere")},
+        },
+    }
     return Env(owner=owner, heir=make_user("heir"), local_providers=local_providers)
 
 

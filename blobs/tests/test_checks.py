@@ -83,3 +83,23 @@ def test_e005_the_part_header_limit_is_a_power_of_two_from_1024(value):
 @pytest.mark.parametrize("value", [1024, 4096, 16384])
 def test_e005_passes_powers_of_two(value):
     assert blob_errors(MAX_PART_HEADER_BYTES=value) == []
+
+
+def s3_errors(**overrides) -> list[str]:
+    entry = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "erphub-blobs"}}
+    with override_settings(STORAGES={**settings.STORAGES, "blobs_s3": entry}):
+        return [e[0] for e in blob_errors(**overrides)]
+
+
+def test_the_shipped_settings_pass_with_an_s3_alias():
+    assert s3_errors() == []
+
+
+@pytest.mark.parametrize("value", [0, 1024 * 1024, 5 * 1024 * 1024 - 1, "8388608"])
+def test_e006_an_s3_part_below_five_mib(value):
+    assert s3_errors(S3_PART_BYTES=value) == ["blobs.E006"]
+    assert blob_errors(S3_PART_BYTES=value) == []  # no S3 alias: no parts
+
+
+def test_w001_read_ahead_below_a_segment():
+    assert s3_errors(READ_AHEAD_BYTES=512 * 1024, SEGMENT_SIZE=1 << 20) == ["blobs.W001"]

@@ -28,6 +28,13 @@ READ_BY_SETTINGS = (
     "DJANGO_CSRF_TRUSTED_ORIGINS",
     "DATABASE_URL",
     "BLOB_STORAGE_DIR",
+    "BLOB_STORAGE_BACKEND",
+    "BLOB_S3_BUCKET",
+    "BLOB_S3_PREFIX",
+    "BLOB_S3_SSE_KMS_KEY_ID",
+    "BLOB_S3_CONNECT_TIMEOUT",
+    "BLOB_S3_READ_TIMEOUT",
+    "BLOB_S3_MAX_CONNECTIONS",
     "BLOB_SEGMENT_SIZE",
     "BLOB_MAX_UPLOAD_BYTES",
     "BLOB_GC_GRACE_MINUTES",
@@ -514,3 +521,49 @@ def test_check_deploy_warns_when_https_is_switched_off(tmp_path):
     result = start(tmp_path, argv=("manage.py", "check", "--deploy"), **env)
     assert "security.W008" in result.stdout + result.stderr
     assert "security.W004" in result.stdout + result.stderr
+
+
+BLOB_STORES = (
+    "import django, json; django.setup(); from django.conf import settings;"
+    " s3 = settings.STORAGES.get('blobs_s3'); c = s3 and s3['OPTIONS'].pop('client_config');"
+    " print(json.dumps({'alias': settings.BLOBS['STORAGE_ALIAS'],"
+    " 'fs': settings.STORAGES['blobs']['BACKEND'], 's3': s3,"
+    " 'timeouts': c and [c.connect_timeout, c.read_timeout, c.retries, c.max_pool_connections]}))"
+)
+
+
+def test_blob_storage_backend_chooses_the_alias_and_the_filesystem_alias_stays(tmp_path):
+    default = json.loads(start(tmp_path, argv=("-c", BLOB_STORES)).stdout)
+    assert (default["alias"], default["s3"]) == ("blobs", None)
+    env = {
+        "BLOB_STORAGE_BACKEND": "s3",
+        "BLOB_S3_BUCKET": "erphub-blobs",
+        "BLOB_S3_SSE_KMS_KEY_ID": "alias/b",
+    }
+    result = start(tmp_path, argv=("-c", BLOB_STORES), **env)
+    assert result.returncode == 0, result.stderr
+    s3 = json.loads(result.stdout)
+    assert s3["alias"] == "blobs_s3"
+    assert s3["fs"] == "django.core.files.storage.FileSystemStorage"  # old rows name "blobs": still readable
+    assert s3["s3"] == {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": "erphub-blobs",
+            "location": "blobs",
+            "object_parameters": {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/b"},
+        },
+    }
+    assert s3["timeouts"] == [3.0, 20.0, {"mode": "standard", "total_max_attempts": 3}, 50]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BLOB_STORAGE_BACKEND": "s3"}, "BLOB_STORAGE_BACKEND=s3 needs BLOB_S3_BUCKET"),
+        ({"BLOB_STORAGE_BACKEND": "azure"}, "BLOB_STORAGE_BACKEND='azure' is not one of filesystem, s3"),
+    ],
+)
+def test_a_blob_storage_backend_it_cannot_use_stops_the_start(tmp_path, env, message):
+    result = start(tmp_path, **env)
+    assert result.returncode != 0
+    assert message in result.stderr

