@@ -1,5 +1,6 @@
 """Two replicas end to end (docs/scaling-out.md): two gunicorns on different loopback ports sharing one
-PostgreSQL database, one blob store and one Redis (a private redis-server this module starts and stops).
+PostgreSQL database, one S3 bucket for blobs (moto's server over real HTTP) and one Redis (a private
+redis-server this module starts and stops).
 
 A blob uploaded through one streams with ranges from the other; metrics of both add up; the audit chain stays
 valid with both writing at once; Redis stopping changes nothing a client sees; PostgreSQL dropping every
@@ -22,14 +23,15 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
 from blobs.tests.liveserver import Gunicorn, ServerError, manage, prepare_database, server_env
 from blobs.tests.liveserver import Session as LiveSession
+from blobs.tests.s3 import S3Bucket, s3_environment
 from core.tests.redis_server import RedisServer
+from kms.tests import servers
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +50,7 @@ class Cluster:
     redis: RedisServer
     username: str
     password: str
+    bucket: S3Bucket
 
 
 class Session(LiveSession):
@@ -62,13 +65,38 @@ class Session(LiveSession):
         return reply.json()
 
 
-def shared_storage_env(root: Path) -> dict[str, str]:
-    """The blob store both replicas use. Today: one directory on a filesystem both can reach.
+@pytest.fixture(scope="module")
+def s3_store(tmp_path_factory) -> Iterator[S3Bucket]:
+    """The blob store both replicas use: one bucket on moto's S3 server, reached the way a deploy reaches
+    S3 (BLOB_STORAGE_BACKEND=s3, boto3's AWS_ENDPOINT_URL_S3 and credentials from the environment)."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        if servers.REQUIRED:
+            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
+        pytest.skip("moto[server] is not installed")
+    server = servers.MotoServer(tmp_path_factory.mktemp("replicas-s3"))
+    proxy = servers.FaultProxy(server.port)  # unused faults; S3Bucket takes the pair the blob suite uses
+    bucket = S3Bucket(server, proxy)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # the test's own client: moto's test credentials
+            for name, value in s3_environment(server.url).items():
+                if value is None:
+                    patch.delenv(name, raising=False)
+                else:
+                    patch.setenv(name, value)
+            bucket.create()
+            yield bucket
+    finally:
+        bucket.close()
+        proxy.close()
+        server.stop()
 
-    >>> S3 GOES HERE (issue 16, branch h16s3): return the S3 storage's variables instead (bucket, endpoint of
-    the moto server, credentials), and this module tests replicas over S3 unchanged.
-    """
-    return {"BLOB_STORAGE_DIR": str(root / "shared-blobs")}
+
+def shared_storage_env(bucket: S3Bucket) -> dict[str, str]:
+    environment = s3_environment(bucket.server.url)
+    environment = {name: value for name, value in environment.items() if value is not None}
+    return {"BLOB_STORAGE_BACKEND": "s3", "BLOB_S3_BUCKET": bucket.bucket, **environment}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +130,7 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, database_url) -> Iterator[Cluster]:
+def cluster(tmp_path_factory, database_url, s3_store) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("replicas")
     try:
         redis = RedisServer(root)
@@ -121,7 +149,7 @@ def cluster(tmp_path_factory, database_url) -> Iterator[Cluster]:
         "AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
         "AUDIT_CHECKPOINT_DIR": str(root / "shared-checkpoints"),
         "BLOB_SEGMENT_SIZE": str(SEGMENT_SIZE),
-        **shared_storage_env(root),
+        **shared_storage_env(s3_store),
     }
     servers: list[Gunicorn] = []
     envs: list[dict[str, str]] = []
@@ -143,7 +171,7 @@ def cluster(tmp_path_factory, database_url) -> Iterator[Cluster]:
             envs.append(env)
         for server in servers:
             server.wait_until_healthy(60)
-        yield Cluster(servers[0], servers[1], envs[0], database_url, redis, username, password)
+        yield Cluster(servers[0], servers[1], envs[0], database_url, redis, username, password, s3_store)
     except ServerError as exc:
         pytest.fail(str(exc))
     finally:
@@ -190,6 +218,11 @@ def downloads(server: Gunicorn) -> float:
 
 def test_a_blob_uploaded_through_one_replica_streams_with_ranges_from_the_other(cluster, blob, data):
     assert blob["sha256"] == hashlib.sha256(data).hexdigest()
+    # Its ciphertext is in the shared bucket (no replica holds it on a disk of its own), under a name from
+    # the blob's id, never the upload's filename.
+    keys = cluster.bucket.keys()
+    assert len([key for key in keys if ".ready" not in key]) == 1, keys
+    assert not any("replicated" in key for key in keys)
     other = login(cluster, cluster.b)  # the session cookie of A is valid on B too (shared secret + database)
     whole = other.request("GET", stream(blob["id"]))
     assert whole.status == 200
