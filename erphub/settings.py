@@ -485,7 +485,7 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(hours=_env_int("JWT_REFRESH_HOURS", 24)),
     "ROTATE_REFRESH_TOKENS": True,  # each refresh returns a new refresh token...
     "BLACKLIST_AFTER_ROTATION": True,  # ...and the old one stops working (replay is refused)
-    "UPDATE_LAST_LOGIN": False,  # erphub.tokens.ObtainSerializer sets last_login with one UPDATE
+    "UPDATE_LAST_LOGIN": False,  # erphub.tokens.TokenObtainPairSerializer sets last_login with one UPDATE
     "ALGORITHM": "HS256",
     "SIGNING_KEY": _env("JWT_SIGNING_KEY", SECRET_KEY),  # rotate separately from DJANGO_SECRET_KEY if set
     "AUDIENCE": "erphub",
