@@ -51,7 +51,9 @@ def test_token_obtain():
     response, queries = _sql(_obtain)
     assert response.status_code == 200  # type: ignore[attr-defined]
     user.refresh_from_db()
-    assert before is not None and user.last_login is not None and user.last_login > before  # still recorded
+    assert before is not None
+    assert user.last_login is not None
+    assert user.last_login > before  # still recorded, by one UPDATE
     assert _appends(queries) == 1  # token.obtain
     # The user (read once: authentication; the audit actor is that user), the outstanding refresh token,
     # last_login (one UPDATE: no save, so no django-auditlog read of the row), the audit append (its head
