@@ -14,6 +14,17 @@ hypothesis_settings.register_profile("dev", max_examples=200)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """The suite's own process talks to PostgreSQL without the connection pool: its tests start threads that
+    query and never close their connections (Django closes a request's, not a thread's), and each would keep
+    a pooled connection for good. The pool is exercised where it runs in production, in live servers
+    (erphub/tests/test_db_pool.py, blobs/tests/test_reconnect.py and every liveserver test on PostgreSQL)."""
+    from django.db import connections
+
+    connections["default"].settings_dict.get("OPTIONS", {}).pop("pool", None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_blob_environment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

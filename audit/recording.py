@@ -306,6 +306,10 @@ def _append(fields: dict[str, Any], *, savepoint: bool = True) -> AuditEvent:
     if connections[using].in_atomic_block or not audit_setting("GROUP_COMMIT"):
         (event,) = _insert([fields], using=using, savepoint=savepoint)
         return event
+    # Connect before queuing: a leader that connected only once it held the batch could wait for a pooled
+    # connection that its own followers hold while they wait for it (a deadlock until the pool's timeout,
+    # architecture.md §12). A caller whose connection was released (a download's end) takes one here.
+    connections[using].ensure_connection()
     return group_commit.append(fields, using=using)
 
 

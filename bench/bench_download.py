@@ -24,6 +24,12 @@ Every temporary file lives under one directory in /tmp, removed at the end.
 
     .venv/bin/python bench/bench_download.py --ab-settings bench.settings_noaudit --runs 12
 
+    .venv/bin/python bench/bench_download.py --ab-base-tree /path/to/main --runs 9 [--postgres]
+
+``--ab-base-tree TREE`` compares this tree (``A``) with another checkout of the product (``B``, e.g. main
+before a change) the same way, both under erphub.settings on one database (SQLite, or a fresh PostgreSQL
+database on 127.0.0.1:5432 with ``--postgres``, dropped at the end).
+
 ``--ab-settings MODULE`` runs only a side-by-side comparison of the product with itself: server ``A`` under
 erphub.settings, server ``B`` under ``MODULE`` (a bench-only variant), both ``--no-sendfile``; ``--runs``
 rounds of one full download from each, the order alternating (A B, B A, ...), median MB/s, the median of the
@@ -103,13 +109,16 @@ class Server(Gunicorn):
         return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(name: str, env: dict[str, str], work: Path, *, settings: str, sendfile: bool) -> Server:
+def start_server(
+    name: str, env: dict[str, str], work: Path, *, settings: str, sendfile: bool, cwd: Path | None = None
+) -> Server:
     return Server.start(
         {**env, "DJANGO_SETTINGS_MODULE": settings},
         work / f"gunicorn-{name}.log",
         timeout=300,
         sendfile=sendfile,
         name=name,
+        **({"cwd": cwd} if cwd is not None else {}),
     )
 
 
@@ -504,6 +513,15 @@ def main() -> int:
         help="only compare the product (A) with itself under this bench-only settings module (B)",
     )
     parser.add_argument(
+        "--ab-base-tree",
+        type=Path,
+        metavar="TREE",
+        help="only compare this tree (A) with another checkout of the product (B), same settings",
+    )
+    parser.add_argument(
+        "--postgres", action="store_true", help="with --ab-base-tree: a fresh PostgreSQL database"
+    )
+    parser.add_argument(
         "--quiet-max-wait", type=float, default=180.0, help="seconds to wait for an idle machine per run"
     )
     args = parser.parse_args()
@@ -512,7 +530,7 @@ def main() -> int:
     if shutil.which("curl") is None:
         print("curl is required", file=sys.stderr)
         return 2
-    if args.ab_settings:
+    if args.ab_settings or args.ab_base_tree:
         return side_by_side(args)
 
     size, rss_size = args.size_mib * MIB, args.rss_size_mib * MIB
@@ -630,17 +648,31 @@ def main() -> int:
 
 
 def side_by_side(args: argparse.Namespace) -> int:
-    """``--ab-settings``: the same blob, the same code, two settings modules, interleaved full downloads."""
+    """``--ab-settings``: the same blob, the same code, two settings modules; ``--ab-base-tree``: the same
+    blob and settings, two source trees. Interleaved full downloads."""
+    from bench.bench_requests import create_postgres_database, drop_postgres_database
+
     size = args.size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="erphub-bench-ab-", dir="/tmp"))
     servers: list[Server] = []
+    pg_name = None
     try:
         env, password, plain = bench_env(args, work)
+        if args.ab_base_tree and args.postgres:
+            pg_name, env["DATABASE_URL"] = create_postgres_database()
         prepare_database(env)
         blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
-        named = {"A": "erphub.settings", "B": args.ab_settings}
-        for name, settings in named.items():
-            servers.append(start_server(name, env, work, settings=settings, sendfile=False))
+        if args.ab_base_tree:
+            named = {"A": "this tree", "B": str(args.ab_base_tree)}
+            trees = {"A": None, "B": args.ab_base_tree}
+            for name in named:
+                servers.append(
+                    start_server(name, env, work, settings="erphub.settings", sendfile=False, cwd=trees[name])
+                )
+        else:
+            named = {"A": "erphub.settings", "B": args.ab_settings}
+            for name, settings in named.items():
+                servers.append(start_server(name, env, work, settings=settings, sendfile=False))
         for server in servers:
             server.wait_until_healthy()
         session = Session(servers[0], timeout=600)
@@ -694,6 +726,8 @@ def side_by_side(args: argparse.Namespace) -> int:
     finally:
         for server in servers:
             server.stop(timeout=30)
+        if pg_name is not None:
+            drop_postgres_database(pg_name)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -351,7 +351,11 @@ def test_downloads_in_progress_hold_no_database_connection(slow):
 def test_on_postgresql_downloads_in_progress_hold_no_connection(tmp_path, postgres_database):
     import psycopg
 
-    server, _ = _start(tmp_path, "pg", DATABASE_URL=postgres_database)
+    # Pools of 2 per worker (erphub/tests/test_db_pool.py): had the downloads kept their connections, the
+    # pools would be empty and the request below would wait out DATABASE_POOL_TIMEOUT and fail with 503.
+    server, _ = _start(
+        tmp_path, "pg", DATABASE_URL=postgres_database, DATABASE_POOL_MAX_SIZE="2", DATABASE_POOL_TIMEOUT="5"
+    )
     name = postgres_database.rsplit("/", 1)[1]
     try:
         with _downloads_in_progress(server, 24), psycopg.connect(postgres_database) as conn:
@@ -359,6 +363,7 @@ def test_on_postgresql_downloads_in_progress_hold_no_connection(tmp_path, postgr
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name]
             ).fetchone()
             assert backends <= 4
+            assert _get(server, "/secure/files/", token=_token(server)) == 200
     finally:
         server.stop()
 
