@@ -142,7 +142,8 @@ def cluster(tmp_path_factory, database_url, s3_store) -> Iterator[Cluster]:
     # (a blob wrapped by one is unwrapped by the other) and the audit checkpoint signing key.
     shared = {
         "DATABASE_URL": database_url,
-        "DATABASE_CONN_MAX_AGE": "60",  # persistent connections: what PostgreSQL dropping them tests
+        # The default per-worker connection pool (health-checked): what PostgreSQL dropping them tests.
+        "DATABASE_POOL_MAX_SIZE": "4",
         "REDIS_URL": redis.url,
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "BLOB_MASTER_KEYS": f"rep-1:{base64.b64encode(os.urandom(32)).decode()}",
@@ -317,7 +318,7 @@ def _terminate_app_connections(database_url: str) -> int:
 
 def test_postgresql_dropping_every_connection_fails_only_what_was_in_flight(cluster, blob, data):
     sessions = [login(cluster, cluster.a), login(cluster, cluster.b)]
-    for session in sessions:  # every replica holds persistent connections now
+    for session in sessions:  # every replica holds pooled connections now
         assert session.request("GET", "/secure/files/").status == 200
     stop = threading.Event()
     results: list[tuple[int, bytes]] = []
