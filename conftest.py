@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -239,10 +241,10 @@ def browser(tmp_path):  # type: ignore[no-untyped-def]
     driver.quit()
 
 
-@pytest.fixture
-def postgres_database():  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database on the suite's server, as a DATABASE_URL, dropped afterwards: for
-    processes of their own (a live server, concurrent writers). Runs in the PostgreSQL suite only."""
+    processes of their own (a live server, concurrent writers). Skips outside the PostgreSQL suite."""
     import secrets
 
     from django.conf import settings
@@ -264,6 +266,22 @@ def postgres_database():  # type: ignore[no-untyped-def]
     with psycopg.connect(**params) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     password = f":{default['PASSWORD']}" if default["PASSWORD"] else ""
-    yield f"postgres://{default['USER']}{password}@{params['host']}:{params['port']}/{name}"
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"postgres://{default['USER']}{password}@{params['host']}:{params['port']}/{name}"
+    finally:
+        with psycopg.connect(**params) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """``fresh_postgres_database()`` for one test."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_database() -> Iterator[str]:
+    """``fresh_postgres_database()`` for a module's tests (servers they share)."""
+    with fresh_postgres_database() as url:
+        yield url

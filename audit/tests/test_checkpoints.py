@@ -29,12 +29,7 @@ PREFIX = "erphub/audit-checkpoints"
 
 @pytest.fixture(scope="module")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.MotoServer]:
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        if servers.REQUIRED:
-            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
-        pytest.skip("moto[server] is not installed")
+    servers.require_moto()
     server = servers.MotoServer(tmp_path_factory.mktemp("moto-s3"))
     yield server
     server.stop()

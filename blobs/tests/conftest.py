@@ -82,12 +82,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory):
     failure in CI (``REQUIRE_KMS_SERVERS=1`` in .ci/run), like the key-provider contract suite."""
     from kms.tests import servers
 
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        if servers.REQUIRED:
-            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
-        pytest.skip("moto[server] is not installed")
+    servers.require_moto()
     server = servers.MotoServer(tmp_path_factory.mktemp("moto-blobs"))
     proxy = servers.FaultProxy(server.port)
     yield server, proxy

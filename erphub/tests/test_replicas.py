@@ -69,12 +69,7 @@ class Session(LiveSession):
 def s3_store(tmp_path_factory) -> Iterator[S3Bucket]:
     """The blob store both replicas use: one bucket on moto's S3 server, reached the way a deploy reaches
     S3 (BLOB_STORAGE_BACKEND=s3, boto3's AWS_ENDPOINT_URL_S3 and credentials from the environment)."""
-    try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        if servers.REQUIRED:
-            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
-        pytest.skip("moto[server] is not installed")
+    servers.require_moto()
     server = servers.MotoServer(tmp_path_factory.mktemp("replicas-s3"))
     proxy = servers.FaultProxy(server.port)  # unused faults; S3Bucket takes the pair the blob suite uses
     bucket = S3Bucket(server, proxy)
@@ -100,33 +95,9 @@ def shared_storage_env(bucket: S3Bucket) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module's servers, dropped afterwards (conftest's
-    ``postgres_database``, for a module)."""
-    from django.conf import settings
-
-    default = settings.DATABASES["default"]
-    if not default["ENGINE"].endswith(".postgresql"):
-        pytest.skip("runs in the PostgreSQL suite (DATABASE_URL=postgres://...)")
-    import psycopg
-
-    name = f"erphub_t_{secrets.token_hex(4)}"
-    params = {
-        "host": default["HOST"] or "127.0.0.1",
-        "port": default["PORT"] or 5432,
-        "user": default["USER"],
-        "password": default["PASSWORD"] or None,
-        "dbname": "postgres",
-        "autocommit": True,
-    }
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    password = f":{default['PASSWORD']}" if default["PASSWORD"] else ""
-    try:
-        yield f"postgres://{default['USER']}{password}@{params['host']}:{params['port']}/{name}"
-    finally:
-        with psycopg.connect(**params) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database_url(module_postgres_database: str) -> str:
+    """A fresh PostgreSQL database for this module's servers, dropped afterwards."""
+    return module_postgres_database
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,19 @@ AWS_TEST_ENV = {
 AWS_UNSET = ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS")
 
 
+def require_moto() -> None:
+    """For a pytest fixture about to start ``MotoServer``: skip without moto's server installed, or fail
+    where it must run (``REQUIRE_KMS_SERVERS=1``, set by .ci/run)."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        import pytest
+
+        if REQUIRED:
+            pytest.fail("moto[server] is not installed (REQUIRE_KMS_SERVERS=1: install the dev requirements)")
+        pytest.skip("moto[server] is not installed")
+
+
 def free_port(*, pair: bool = False) -> int:
     """A loopback port nobody listens on (and the next one too, with ``pair``)."""
     for _ in range(100):
