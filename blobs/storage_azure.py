@@ -50,7 +50,8 @@ _CONTENT = ContentSettings(content_type="application/octet-stream")
 
 
 def _code(exc: AzureError) -> str:
-    return str(getattr(exc, "error_code", None) or "")
+    code = getattr(exc, "error_code", None)  # a StorageErrorCode (a str enum) or a plain str
+    return str(getattr(code, "value", code) or "")
 
 
 def _translate(exc: AzureError, what: str) -> BlobError:

@@ -88,7 +88,14 @@ def storage_entry(url: str, container: str, **options: Any) -> dict[str, Any]:
             "azure_container": container,
             "connection_string": connection_string(url),
             "location": PREFIX,
-            "client_options": {"connection_timeout": 1, "read_timeout": 5, "retry_total": 1},
+            # One retry, at once: the SDK's default backoff (15 s, then x3) would make a failure test slow.
+            "client_options": {
+                "connection_timeout": 1,
+                "read_timeout": 5,
+                "retry_total": 1,
+                "initial_backoff": 0,
+                "random_jitter_range": 0,
+            },
             **options,
         },
     }

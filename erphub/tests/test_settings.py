@@ -588,7 +588,13 @@ def test_blob_storage_backend_azure_builds_its_alias_from_a_connection_string_or
             "OPTIONS": {
                 "azure_container": "erphub-blobs",
                 "location": "blobs",
-                "client_options": {"connection_timeout": 3.0, "read_timeout": 20.0, "retry_total": 3},
+                "client_options": {
+                    "connection_timeout": 3.0,
+                    "read_timeout": 20.0,
+                    "retry_total": 3,
+                    "initial_backoff": 1,
+                    "increment_base": 2,
+                },
                 "connection_string": connection,
             },
         },
