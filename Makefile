@@ -31,8 +31,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(VENV)/.installed $@
 
+# Azurite, Microsoft's Azure Storage emulator (npm, with the machine's Node.js), for the blob suite's Azure
+# half (blobs/tests/azure.py); in the venv's folder so that `make clean` removes it too. Once per version.
+AZURITE_VERSION := 3.37.0
+$(VENV)/azurite/.installed-$(AZURITE_VERSION): | $(BIN)/python
+	npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	touch $@
+
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev $(VENV)/azurite/.installed-$(AZURITE_VERSION)
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput

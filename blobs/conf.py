@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     # and how far a download's background read runs ahead of the client, which is also what it keeps behind
     # for pacing's re-reads of a segment: at least one segment (memory per download: up to twice this).
     "S3_PART_BYTES": 8 * 1024**2,
+    # Azure (blobs/storage_azure.py): the staged block size (>= 1 MiB; memory per upload; 50,000 blocks
+    # a blob: 390 GiB at 8 MiB).
+    "AZURE_BLOCK_BYTES": 8 * 1024**2,
     "READ_AHEAD_BYTES": 2 * 1024**2,  # how much a raw-body upload reads from the input stream at a time
     "LEGACY_DEPRECATED_AT": "2026-01-01T00:00:00Z",  # /legacy/files/: RFC 9745 Deprecation
     "LEGACY_SUNSET_AT": "2027-01-01T00:00:00Z",  # /legacy/files/: RFC 8594 Sunset

@@ -247,7 +247,7 @@ class FileSystemBlobStore(BlobStore):
 
 
 # Storage backend class -> adapter class. django-storages backends join here with their adapters: S3 below
-# (blobs/storage_s3.py); Azure Blob and GCS have none yet.
+# (blobs/storage_s3.py) and Azure Blob (blobs/storage_azure.py); GCS has none yet.
 ADAPTERS: dict[type[Storage], type[BlobStore]] = {FileSystemStorage: FileSystemBlobStore}
 
 _lock = threading.Lock()
@@ -261,6 +261,11 @@ def _register_adapters() -> None:
     from .storage_s3 import S3BlobStore
 
     ADAPTERS.setdefault(S3Storage, S3BlobStore)
+    from storages.backends.azure_storage import AzureStorage
+
+    from .storage_azure import AzureBlobStore
+
+    ADAPTERS.setdefault(AzureStorage, AzureBlobStore)
 
 
 def blob_store(alias: str) -> BlobStore:

@@ -1,6 +1,7 @@
 """The blob suite against every storage backend (one contract for all, as the key providers have): upload,
 ranged and multipart-range downloads, delete, verify, rewrap, re-encrypt and garbage collection, with new
-blobs on the filesystem and then in S3 (moto's server over real HTTP, ``blob_backend``)."""
+blobs on the filesystem, then in S3 (moto's server) and in Azure (Azurite), both over real HTTP
+(``blob_backend``)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ class Objects:
     def __init__(self, request: pytest.FixtureRequest, backend: str, alias: str) -> None:
         self.backend = backend
         self.store = blob_store(alias)
-        self.bucket = request.getfixturevalue("s3_bucket") if backend == "s3" else None
+        # The S3 bucket or Azure container, with the same read/write; None on the filesystem.
+        fixture = {"s3": "s3_bucket", "azure": "azure_container"}.get(backend)
+        self.bucket = request.getfixturevalue(fixture) if fixture else None
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self.store.iter_objects()})

@@ -1,6 +1,6 @@
-"""The storage adapter contract (blobs/storage.py BlobStore), run against every adapter: the filesystem and
-S3 (moto's server over real HTTP). What only one backend has (file modes, ENOSPC, multipart parts) is in
-test_storage.py and test_storage_s3.py."""
+"""The storage adapter contract (blobs/storage.py BlobStore), run against every adapter: the filesystem, S3
+(moto's server) and Azure Blob (Azurite), both over real HTTP. What only one backend has (file modes, ENOSPC,
+multipart parts, staged blocks) is in test_storage.py, test_storage_s3.py and test_storage_azure.py."""
 
 from __future__ import annotations
 

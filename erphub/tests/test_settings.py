@@ -39,6 +39,12 @@ READ_BY_SETTINGS = (
     "BLOB_S3_CONNECT_TIMEOUT",
     "BLOB_S3_READ_TIMEOUT",
     "BLOB_S3_MAX_CONNECTIONS",
+    "BLOB_AZURE_CONTAINER",
+    "BLOB_AZURE_PREFIX",
+    "BLOB_AZURE_CONNECTION_STRING",
+    "BLOB_AZURE_ACCOUNT_NAME",
+    "BLOB_AZURE_CONNECT_TIMEOUT",
+    "BLOB_AZURE_READ_TIMEOUT",
     "BLOB_SEGMENT_SIZE",
     "BLOB_MAX_UPLOAD_BYTES",
     "BLOB_GC_GRACE_MINUTES",
@@ -560,11 +566,61 @@ def test_blob_storage_backend_chooses_the_alias_and_the_filesystem_alias_stays(t
     assert s3["timeouts"] == [3.0, 20.0, {"mode": "standard", "total_max_attempts": 3}, 50]
 
 
+AZURE_STORE = (
+    "import django, json; django.setup(); from django.conf import settings;"
+    " a = settings.STORAGES['blobs_azure']; o = a['OPTIONS']; c = o.pop('token_credential', None);"
+    " print(json.dumps({'alias': settings.BLOBS['STORAGE_ALIAS'], 'azure': a,"
+    " 'credential': type(c).__name__ if c else None}))"
+)
+
+
+def test_blob_storage_backend_azure_builds_its_alias_from_a_connection_string_or_an_identity(tmp_path):
+    # Azurite's well-known development account: public test data.
+    connection = "UseDevelopmentStorage=true"
+    env = {"BLOB_STORAGE_BACKEND": "azure", "BLOB_AZURE_CONTAINER": "erphub-blobs"}
+    result = start(tmp_path, argv=("-c", AZURE_STORE), **env, BLOB_AZURE_CONNECTION_STRING=connection)
+    assert result.returncode == 0, result.stderr
+    azure = json.loads(result.stdout)
+    assert azure == {
+        "alias": "blobs_azure",
+        "azure": {
+            "BACKEND": "storages.backends.azure_storage.AzureStorage",
+            "OPTIONS": {
+                "azure_container": "erphub-blobs",
+                "location": "blobs",
+                "client_options": {
+                    "connection_timeout": 3.0,
+                    "read_timeout": 20.0,
+                    "retry_total": 3,
+                    "initial_backoff": 1,
+                    "increment_base": 2,
+                },
+                "connection_string": connection,
+            },
+        },
+        "credential": None,
+    }
+    result = start(
+        tmp_path, argv=("-c", AZURE_STORE), **env, BLOB_AZURE_ACCOUNT_NAME="erphub", BLOB_AZURE_PREFIX="p"
+    )
+    assert result.returncode == 0, result.stderr
+    azure = json.loads(result.stdout)
+    assert azure["azure"]["OPTIONS"]["account_name"] == "erphub"
+    assert azure["azure"]["OPTIONS"]["location"] == "p"
+    assert "connection_string" not in azure["azure"]["OPTIONS"]
+    assert azure["credential"] == "DefaultAzureCredential"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"BLOB_STORAGE_BACKEND": "s3"}, "BLOB_STORAGE_BACKEND=s3 needs BLOB_S3_BUCKET"),
-        ({"BLOB_STORAGE_BACKEND": "azure"}, "BLOB_STORAGE_BACKEND='azure' is not one of filesystem, s3"),
+        ({"BLOB_STORAGE_BACKEND": "azure"}, "BLOB_STORAGE_BACKEND=azure needs BLOB_AZURE_CONTAINER"),
+        (
+            {"BLOB_AZURE_CONTAINER": "erphub-blobs"},
+            "BLOB_AZURE_CONTAINER needs BLOB_AZURE_CONNECTION_STRING or BLOB_AZURE_ACCOUNT_NAME",
+        ),
+        ({"BLOB_STORAGE_BACKEND": "gcs"}, "BLOB_STORAGE_BACKEND='gcs' is not one of filesystem, s3, azure"),
     ],
 )
 def test_a_blob_storage_backend_it_cannot_use_stops_the_start(tmp_path, env, message):
