@@ -1,6 +1,7 @@
 """The blob suite against every storage backend (one contract for all, as the key providers have): upload,
 ranged and multipart-range downloads, delete, verify, rewrap, re-encrypt and garbage collection, with new
-blobs on the filesystem and then in S3 (moto's server over real HTTP, ``blob_backend``)."""
+blobs on the filesystem, then in S3 (moto's server over real HTTP, ``blob_backend``), then in GCS
+(gcp-storage-emulator over real HTTP)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Objects:
     def __init__(self, request: pytest.FixtureRequest, backend: str, alias: str) -> None:
         self.backend = backend
         self.store = blob_store(alias)
-        self.bucket = request.getfixturevalue("s3_bucket") if backend == "s3" else None
+        self.bucket = request.getfixturevalue(f"{backend}_bucket") if backend in ("s3", "gcs") else None
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self.store.iter_objects()})
