@@ -39,6 +39,9 @@ READ_BY_SETTINGS = (
     "BLOB_S3_CONNECT_TIMEOUT",
     "BLOB_S3_READ_TIMEOUT",
     "BLOB_S3_MAX_CONNECTIONS",
+    "BLOB_GCS_BUCKET",
+    "BLOB_GCS_PREFIX",
+    "BLOB_GCS_CHUNK_BYTES",
     "BLOB_SEGMENT_SIZE",
     "BLOB_MAX_UPLOAD_BYTES",
     "BLOB_GC_GRACE_MINUTES",
@@ -560,10 +563,37 @@ def test_blob_storage_backend_chooses_the_alias_and_the_filesystem_alias_stays(t
     assert s3["timeouts"] == [3.0, 20.0, {"mode": "standard", "total_max_attempts": 3}, 50]
 
 
+GCS_STORES = (
+    "import django, json; django.setup(); from django.conf import settings;"
+    " print(json.dumps({'alias': settings.BLOBS['STORAGE_ALIAS'],"
+    " 'gcs': settings.STORAGES.get('blobs_gcs')}))"
+)
+
+
+def test_blob_storage_backend_gcs_builds_the_gcs_alias(tmp_path):
+    default = json.loads(start(tmp_path, argv=("-c", GCS_STORES)).stdout)
+    assert default["gcs"] is None
+    env = {"BLOB_STORAGE_BACKEND": "gcs", "BLOB_GCS_BUCKET": "erphub-blobs", "BLOB_GCS_PREFIX": "erp/blobs"}
+    result = start(tmp_path, argv=("-c", GCS_STORES), **env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "alias": "blobs_gcs",
+        "gcs": {
+            "BACKEND": "storages.backends.gcloud.GoogleCloudStorage",
+            "OPTIONS": {"bucket_name": "erphub-blobs", "location": "erp/blobs", "blob_chunk_size": 8388608},
+        },
+    }
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"BLOB_STORAGE_BACKEND": "s3"}, "BLOB_STORAGE_BACKEND=s3 needs BLOB_S3_BUCKET"),
+        ({"BLOB_STORAGE_BACKEND": "gcs"}, "BLOB_STORAGE_BACKEND=gcs needs BLOB_GCS_BUCKET"),
+        (
+            {"BLOB_GCS_BUCKET": "erphub-blobs", "BLOB_GCS_CHUNK_BYTES": "1000000"},
+            "BLOB_GCS_CHUNK_BYTES=1000000 is not a multiple of 262144",
+        ),
         ({"BLOB_STORAGE_BACKEND": "azure"}, "BLOB_STORAGE_BACKEND='azure' is not one of filesystem, s3"),
     ],
 )
