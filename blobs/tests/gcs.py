@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -60,6 +61,14 @@ class GcsEmulator:
             cwd=workdir,
         )
         self._proc.wait_port(self.port, timeout=60, what="gcs emulator")
+
+    def requests(self, method: str, path: str, status: int | None = None) -> int:
+        """How many ``method`` requests whose path starts with ``path`` the emulator has logged so far (it
+        logs a request before answering it), answered with ``status`` if given."""
+        pattern = re.compile(
+            rf'"{re.escape(method)} {re.escape(path)}[^ "]* HTTP/1\.1" {status if status else "[0-9]+"}'
+        )
+        return len(pattern.findall(self._proc.log.read_text(errors="replace")))
 
     def stop(self) -> None:
         self._proc.stop()
