@@ -32,6 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import Storage
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
+from google.cloud.storage.retry import DEFAULT_RETRY
 from google.resumable_media import common as media_common
 from storages.backends.gcloud import GoogleCloudStorage
 
@@ -44,8 +45,11 @@ logger = logging.getLogger(__name__)
 CHUNK_MULTIPLE = 256 * 1024  # GCS takes resumable chunks in multiples of this (all but the last)
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 CONTENT_TYPE = "application/octet-stream"
-# (connect, read) seconds for each request of the upload session, which the SDK's own calls do not cover.
-SESSION_TIMEOUT = (5.0, 60.0)
+# Our timeouts, not the SDK's 60 s per request and 120 s of retries: an outage costs a request seconds (503 +
+# Retry-After), as the S3 adapter's do. (connect, read) seconds per request, and one retry budget for every
+# SDK call (uploads too: an object is written whole or not at all, so a retried upload is harmless).
+TIMEOUT = (3.0, 20.0)
+RETRY = DEFAULT_RETRY.with_timeout(8.0)
 _PROBE_KEY = ".ready"
 
 _SDK_ERRORS: tuple[type[BaseException], ...] = (
@@ -91,7 +95,7 @@ class _ResumableWriter(BlobWriter):
             if self._session is None:
                 blob = self._store.bucket.blob(self._key)
                 self._session = blob.create_resumable_upload_session(
-                    content_type=CONTENT_TYPE, timeout=SESSION_TIMEOUT
+                    content_type=CONTENT_TYPE, timeout=TIMEOUT, retry=RETRY
                 )
             end = self._sent + len(body)
             total = str(end) if final else "*"
@@ -100,7 +104,7 @@ class _ResumableWriter(BlobWriter):
                 self._session,
                 data=body,
                 headers={"Content-Range": f"bytes {span}/{total}"},
-                timeout=SESSION_TIMEOUT,
+                timeout=TIMEOUT,
             )
         except _SDK_ERRORS as exc:
             self.abort()
@@ -124,7 +128,9 @@ class _ResumableWriter(BlobWriter):
             if self._session is None:
                 # Smaller than one chunk: one request instead of a session.
                 blob = self._store.bucket.blob(self._key)
-                blob.upload_from_string(bytes(self._buffer), content_type=CONTENT_TYPE)
+                blob.upload_from_string(
+                    bytes(self._buffer), content_type=CONTENT_TYPE, timeout=TIMEOUT, retry=RETRY
+                )
                 self._buffer = bytearray()
             else:
                 self._send(len(self._buffer), final=True)
@@ -145,7 +151,7 @@ class _ResumableWriter(BlobWriter):
         session, self._session = self._session, None
         try:
             # GCS answers a cancelled session with 499; nothing was ever visible under the final name.
-            response = self._store.http.delete(session, timeout=SESSION_TIMEOUT)
+            response = self._store.http.delete(session, timeout=TIMEOUT)
         except requests.RequestException as exc:
             logger.warning(
                 "upload session of %s not cancelled (%s); GCS drops it after a week",
@@ -207,7 +213,9 @@ class _RangeReader(io.RawIOBase):
     def _get(self, start: int, stop: int) -> bytes:
         try:
             # end is inclusive; raw: the bytes as stored, checked by our own authenticated encryption.
-            return self._blob.download_as_bytes(start=start, end=stop - 1, raw_download=True, checksum=None)
+            return self._blob.download_as_bytes(
+                start=start, end=stop - 1, raw_download=True, checksum=None, timeout=TIMEOUT, retry=RETRY
+            )
         except api_exceptions.RequestRangeNotSatisfiable:
             return b""  # the object ends before ``start``: a truncated object, an empty read
         except _SDK_ERRORS as exc:
@@ -313,7 +321,8 @@ class GcsBlobStore(BlobStore):
 
     def _get_blob(self, key: str, what: str) -> Any:
         try:
-            return self.bucket.get_blob(key)  # None for a missing object (or bucket)
+            # None for a missing object (or bucket)
+            return self.bucket.get_blob(key, timeout=TIMEOUT, retry=RETRY)
         except _SDK_ERRORS as exc:
             raise _translate(exc, what) from exc
 
@@ -328,7 +337,7 @@ class GcsBlobStore(BlobStore):
         # GCS answers 404 for a missing bucket as for a missing object: lost data only if the bucket is there
         # (as the filesystem store asks whether its root is), else an outage (a wrong name, say).
         try:
-            exists = self.bucket.exists()
+            exists = self.bucket.exists(timeout=TIMEOUT, retry=RETRY)
         except _SDK_ERRORS as exc:
             raise StorageUnavailable("Blob storage failed (the bucket cannot be reached).") from exc
         if not exists:
@@ -336,7 +345,7 @@ class GcsBlobStore(BlobStore):
 
     def delete(self, name: str) -> None:
         try:
-            self.bucket.blob(self.key(name)).delete()
+            self.bucket.blob(self.key(name)).delete(timeout=TIMEOUT, retry=RETRY)
         except api_exceptions.NotFound:
             pass  # missing is fine
         except _SDK_ERRORS as exc:
@@ -350,7 +359,10 @@ class GcsBlobStore(BlobStore):
         prefix = self.storage.location.strip("/")
         prefix = f"{prefix}/" if prefix else ""
         try:
-            for blob in self.storage.client.list_blobs(self.bucket_name, prefix=prefix):
+            listing = self.storage.client.list_blobs(
+                self.bucket_name, prefix=prefix, timeout=TIMEOUT, retry=RETRY
+            )
+            for blob in listing:
                 yield self._name(blob.name), float(blob.updated.timestamp())
         except _SDK_ERRORS as exc:
             raise _translate(exc, "list") from exc
@@ -359,7 +371,7 @@ class GcsBlobStore(BlobStore):
         # Readiness is "can take writes now": a tiny upload, then its delete.
         blob = self.bucket.blob(self.key(_PROBE_KEY))
         try:
-            blob.upload_from_string(b"", content_type=CONTENT_TYPE)
-            blob.delete()
+            blob.upload_from_string(b"", content_type=CONTENT_TYPE, timeout=TIMEOUT, retry=RETRY)
+            blob.delete(timeout=TIMEOUT, retry=RETRY)
         except _SDK_ERRORS as exc:
             raise _translate(exc, "check") from exc

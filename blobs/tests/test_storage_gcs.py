@@ -13,6 +13,7 @@ from blobs.exceptions import ObjectMissing, StorageUnavailable
 from blobs.storage import blob_store
 from blobs.tests.factories import pattern
 from blobs.tests.gcs import ALIAS, storage_entry
+from kms.tests.servers import free_port
 
 NAME = "ab/cd/abcdef0123456789abcdef0123456789"
 CHUNK = 256 * 1024  # the gcs_bucket fixture's chunk size, GCS's smallest
@@ -104,3 +105,18 @@ def test_a_chunk_size_gcs_does_not_take_is_refused(gcs_bucket, settings):
     settings.STORAGES = {**settings.STORAGES, ALIAS: storage_entry(gcs_bucket.bucket, blob_chunk_size=1000)}
     with pytest.raises(ImproperlyConfigured, match="multiple of 262144"):
         blob_store(ALIAS)
+
+
+def test_an_unreachable_store_is_unavailable(gcs_bucket, settings, monkeypatch):
+    # Nobody listens there: connection refused on every attempt, until the adapter's retry budget is spent.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    settings.STORAGES = {**settings.STORAGES, ALIAS: storage_entry(gcs_bucket.bucket)}
+    store = blob_store(ALIAS)
+    with pytest.raises(StorageUnavailable, match=r"Blob storage failed \(head: "):
+        store.size(NAME)
+    with pytest.raises(StorageUnavailable), store.open_range(NAME, 0, 10) as raw:
+        raw.read(10)
+    writer = store.writer(NAME)
+    writer.write(b"x")
+    with pytest.raises(StorageUnavailable):
+        writer.commit()
