@@ -51,6 +51,10 @@ class BlobWriter(abc.ABC):
 class BlobStore(abc.ABC):
     """Contract for one storage alias. Object names come from blob ids only."""
 
+    #: Whether partial uploads are objects that iter_objects, last_modified and delete see (S3's multipart
+    #: uploads are; GCS's resumable sessions cannot be listed, blobs/storage_gcs.py).
+    lists_partial_uploads = True
+
     def __init__(self, storage: Storage, alias: str) -> None:
         self.storage = storage
         self.alias = alias
@@ -247,7 +251,7 @@ class FileSystemBlobStore(BlobStore):
 
 
 # Storage backend class -> adapter class. django-storages backends join here with their adapters: S3 below
-# (blobs/storage_s3.py) and Azure Blob (blobs/storage_azure.py); GCS has none yet.
+# (blobs/storage_s3.py), Azure Blob (blobs/storage_azure.py) and GCS (blobs/storage_gcs.py).
 ADAPTERS: dict[type[Storage], type[BlobStore]] = {FileSystemStorage: FileSystemBlobStore}
 
 _lock = threading.Lock()
@@ -266,6 +270,12 @@ def _register_adapters() -> None:
     from .storage_azure import AzureBlobStore
 
     ADAPTERS.setdefault(AzureStorage, AzureBlobStore)
+
+    from storages.backends.gcloud import GoogleCloudStorage
+
+    from .storage_gcs import GcsBlobStore
+
+    ADAPTERS.setdefault(GoogleCloudStorage, GcsBlobStore)
 
 
 def blob_store(alias: str) -> BlobStore:

@@ -282,7 +282,7 @@ if _checkpoint_bucket:
 # readable there, and `manage.py blobs_migrate_storage --to blobs_s3` moves them. Region, credentials and the
 # endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL) come from boto3's own AWS_* variables.
 # BLOB_STORAGE_BACKEND -> alias
-_BLOB_STORAGE_BACKENDS = {"filesystem": "blobs", "s3": "blobs_s3", "azure": "blobs_azure"}
+_BLOB_STORAGE_BACKENDS = {"filesystem": "blobs", "s3": "blobs_s3", "azure": "blobs_azure", "gcs": "blobs_gcs"}
 BLOB_STORAGE_BACKEND = _env("BLOB_STORAGE_BACKEND", "filesystem")  # where new blobs go
 if BLOB_STORAGE_BACKEND not in _BLOB_STORAGE_BACKENDS:
     raise ImproperlyConfigured(
@@ -358,6 +358,25 @@ if BLOB_AZURE_CONTAINER:
     STORAGES["blobs_azure"] = {
         "BACKEND": "storages.backends.azure_storage.AzureStorage",
         "OPTIONS": _blob_azure_options,
+    }
+# Blob objects in Google Cloud Storage through django-storages (architecture.md §5), an alias like blobs_s3.
+# Project and credentials are Google's default credentials (GOOGLE_APPLICATION_CREDENTIALS or the metadata
+# server, GOOGLE_CLOUD_PROJECT); the SDK itself reads STORAGE_EMULATOR_HOST (an emulator, the tests).
+BLOB_GCS_BUCKET = _env("BLOB_GCS_BUCKET")  # unset = no GCS alias
+if BLOB_STORAGE_BACKEND == "gcs" and not BLOB_GCS_BUCKET:
+    raise ImproperlyConfigured("BLOB_STORAGE_BACKEND=gcs needs BLOB_GCS_BUCKET (the bucket for blob objects)")
+if BLOB_GCS_BUCKET:
+    # Memory per upload is one chunk; GCS takes resumable chunks in multiples of 256 KiB.
+    _blob_gcs_chunk = _env_int("BLOB_GCS_CHUNK_BYTES", 8 * 1024 * 1024)
+    if _blob_gcs_chunk <= 0 or _blob_gcs_chunk % (256 * 1024):
+        raise ImproperlyConfigured(f"BLOB_GCS_CHUNK_BYTES={_blob_gcs_chunk} is not a multiple of 262144.")
+    STORAGES["blobs_gcs"] = {
+        "BACKEND": "storages.backends.gcloud.GoogleCloudStorage",
+        "OPTIONS": {
+            "bucket_name": BLOB_GCS_BUCKET,
+            "location": _env("BLOB_GCS_PREFIX", "blobs"),  # object name prefix in the bucket
+            "blob_chunk_size": _blob_gcs_chunk,
+        },
     }
 
 # Every multipart file is encrypted as it arrives: Django parses bodies before views run (CSRF middleware,

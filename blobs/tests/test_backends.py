@@ -1,7 +1,7 @@
 """The blob suite against every storage backend (one contract for all, as the key providers have): upload,
 ranged and multipart-range downloads, delete, verify, rewrap, re-encrypt and garbage collection, with new
-blobs on the filesystem, then in S3 (moto's server) and in Azure (Azurite), both over real HTTP
-(``blob_backend``)."""
+blobs on the filesystem, then in S3 (moto's server), in Azure (Azurite) and in GCS (gcp-storage-emulator), all
+over real HTTP (``blob_backend``)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class Objects:
     def __init__(self, request: pytest.FixtureRequest, backend: str, alias: str) -> None:
         self.backend = backend
         self.store = blob_store(alias)
-        # The S3 bucket or Azure container, with the same read/write; None on the filesystem.
-        fixture = {"s3": "s3_bucket", "azure": "azure_container"}.get(backend)
+        # The S3 or GCS bucket or the Azure container, with the same read/write; None on the filesystem.
+        fixture = {"s3": "s3_bucket", "azure": "azure_container", "gcs": "gcs_bucket"}.get(backend)
         self.bucket = request.getfixturevalue(fixture) if fixture else None
 
     def names(self) -> list[str]:

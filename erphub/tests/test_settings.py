@@ -45,6 +45,9 @@ READ_BY_SETTINGS = (
     "BLOB_AZURE_ACCOUNT_NAME",
     "BLOB_AZURE_CONNECT_TIMEOUT",
     "BLOB_AZURE_READ_TIMEOUT",
+    "BLOB_GCS_BUCKET",
+    "BLOB_GCS_PREFIX",
+    "BLOB_GCS_CHUNK_BYTES",
     "BLOB_SEGMENT_SIZE",
     "BLOB_MAX_UPLOAD_BYTES",
     "BLOB_GC_GRACE_MINUTES",
@@ -611,6 +614,28 @@ def test_blob_storage_backend_azure_builds_its_alias_from_a_connection_string_or
     assert azure["credential"] == "DefaultAzureCredential"
 
 
+GCS_STORES = (
+    "import django, json; django.setup(); from django.conf import settings;"
+    " print(json.dumps({'alias': settings.BLOBS['STORAGE_ALIAS'],"
+    " 'gcs': settings.STORAGES.get('blobs_gcs')}))"
+)
+
+
+def test_blob_storage_backend_gcs_builds_the_gcs_alias(tmp_path):
+    default = json.loads(start(tmp_path, argv=("-c", GCS_STORES)).stdout)
+    assert default["gcs"] is None
+    env = {"BLOB_STORAGE_BACKEND": "gcs", "BLOB_GCS_BUCKET": "erphub-blobs", "BLOB_GCS_PREFIX": "erp/blobs"}
+    result = start(tmp_path, argv=("-c", GCS_STORES), **env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "alias": "blobs_gcs",
+        "gcs": {
+            "BACKEND": "storages.backends.gcloud.GoogleCloudStorage",
+            "OPTIONS": {"bucket_name": "erphub-blobs", "location": "erp/blobs", "blob_chunk_size": 8388608},
+        },
+    }
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -620,7 +645,15 @@ def test_blob_storage_backend_azure_builds_its_alias_from_a_connection_string_or
             {"BLOB_AZURE_CONTAINER": "erphub-blobs"},
             "BLOB_AZURE_CONTAINER needs BLOB_AZURE_CONNECTION_STRING or BLOB_AZURE_ACCOUNT_NAME",
         ),
-        ({"BLOB_STORAGE_BACKEND": "gcs"}, "BLOB_STORAGE_BACKEND='gcs' is not one of filesystem, s3, azure"),
+        ({"BLOB_STORAGE_BACKEND": "gcs"}, "BLOB_STORAGE_BACKEND=gcs needs BLOB_GCS_BUCKET"),
+        (
+            {"BLOB_GCS_BUCKET": "erphub-blobs", "BLOB_GCS_CHUNK_BYTES": "1000000"},
+            "BLOB_GCS_CHUNK_BYTES=1000000 is not a multiple of 262144",
+        ),
+        (
+            {"BLOB_STORAGE_BACKEND": "ftp"},
+            "BLOB_STORAGE_BACKEND='ftp' is not one of filesystem, s3, azure, gcs",
+        ),
     ],
 )
 def test_a_blob_storage_backend_it_cannot_use_stops_the_start(tmp_path, env, message):
