@@ -749,6 +749,11 @@ class GcResult:
     objects: int
 
 
+# How long a store that cannot list partial uploads (BlobStore.lists_partial_uploads) may still be receiving
+# one: GCS's resumable sessions last a week.
+UNLISTED_UPLOAD_LIFETIME = timedelta(days=7)
+
+
 def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
     """Remove ``pending`` rows with their objects, and objects (or partial uploads) that no row
     names — what a crash (kill -9) mid-upload leaves behind — once idle for longer than ``older_than``.
@@ -759,10 +764,13 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
     the row's transaction (``_remove_pending``); removing an orphan object changes no row and is not.
     """
     cutoff = (now or timezone.now()) - older_than
+    # Where partial uploads cannot be listed, only their store's own limit on an upload's life says one has
+    # ended: GCS drops a resumable session a week after it began.
+    unlisted_cutoff = (now or timezone.now()) - UNLISTED_UPLOAD_LIFETIME
     stale = list(
         Blob.objects.filter(state=Blob.State.PENDING, created_at__lt=cutoff)
         .order_by()
-        .only("pk", "state", "size", "owner_id", "storage_alias", "storage_name")
+        .only("pk", "state", "size", "owner_id", "storage_alias", "storage_name", "created_at")
     )
     rows = 0
     for blob in stale:
@@ -770,6 +778,8 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
         written = store.last_modified(blob.storage_name)
         if written is not None and written >= cutoff.timestamp():
             continue  # still being written
+        if written is None and not store.lists_partial_uploads and blob.created_at >= unlisted_cutoff:
+            continue  # an upload this store cannot see (a GCS session) may still be writing
         if legal_hold_covering(target_type="blob", target_id=str(blob.pk)) is not None:
             continue  # a hold keeps even a crashed upload's row and object, until it is released
         # Each removal is audited in its row's transaction (blob.gc), like every other change to a row.
