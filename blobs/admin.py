@@ -421,9 +421,13 @@ class BlobAdmin(admin.ModelAdmin):
         # blob_delete checks again (a hold placed in between), and so does every other path.
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         held = []
+        # A hold's reason and author often name a case or a person: only those who may read holds see them.
+        may_read_holds = request.user.has_perm("audit.view_legalhold")
         for blob in objs:
             hold = legal_hold_covering(target_type="blob", target_id=str(blob.pk))
-            if hold is not None:
+            if hold is None:
+                continue
+            if may_read_holds:
                 held.append(
                     format_html(
                         "{} — under legal hold #{} ({}), placed by {} on {}",
@@ -434,6 +438,8 @@ class BlobAdmin(admin.ModelAdmin):
                         date_format(hold.created_at, "DATETIME_FORMAT"),
                     )
                 )
+            else:
+                held.append(format_html("{} — under legal hold #{}", blob.filename, hold.pk))
         return deleted, counts, perms_needed, [*protected, *held]
 
     def delete_model(self, request: HttpRequest, obj: Blob) -> None:
@@ -525,7 +531,8 @@ class BlobAdmin(admin.ModelAdmin):
         except (BlobError, KmsError) as exc:
             event = (
                 audit_events_about(target_type="blob", target_id=str(blob.pk))
-                .filter(action="blob.download.start", outcome="error")
+                # This user's attempt (the one just made), not someone else's earlier one.
+                .filter(action="blob.download.start", outcome="error", actor_id=str(request.user.pk))
                 .last()
             )
             return self._download_failed(request, blob, download_problem(exc), event=event)
