@@ -96,12 +96,25 @@ class LockedFileCache(FileBasedCache):
     def __init__(self, dir: str, params: dict[str, Any]) -> None:
         super().__init__(dir, params)
         self._lock_path = os.path.join(self._dir, self.lock_name)
+        self._checked = False
+
+    def _check_private(self) -> None:
+        # Entries are pickles: whoever else could write into the directory could run code in this process.
+        info = os.stat(self._dir)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise ImproperlyConfigured(
+                f"The cache directory {self._dir} (ERPHUB_CACHE_DIR) must belong to this user and be "
+                "writable by no one else (0700)."
+            )
+        self._checked = True
 
     @contextmanager
     def _locked(self, *, shared: bool = False) -> Iterator[None]:
         # No yield point inside (plain file I/O): a gevent worker's other greenlets cannot ask for the lock
         # while one holds it, so the blocking flock never waits on its own process.
         self._createdir()
+        if not self._checked:
+            self._check_private()
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
@@ -119,8 +132,8 @@ class LockedFileCache(FileBasedCache):
                 return expiry, pickle.loads(zlib.decompress(f.read()))  # noqa: S301 - as above
         except FileNotFoundError:
             return None
-        except (EOFError, pickle.UnpicklingError, zlib.error):  # empty or cut short (a crash mid-write)
-            return None
+        except (EOFError, pickle.UnpicklingError, zlib.error, ValueError, TypeError, AttributeError):
+            return None  # empty, cut short (a crash mid-write) or otherwise unreadable: a miss, not an error
 
     def _write(self, fname: str, expiry: float | None, value: Any) -> None:
         """With the lock held. In place, and no O_TRUNC either: ext4 flushes a file truncated to zero."""

@@ -4,6 +4,7 @@ its bound, and Redis failing mid-run (a private redis-server, stopped by PID) wi
 from __future__ import annotations
 
 import logging
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.exceptions import ImproperlyConfigured
 from prometheus_client import REGISTRY
 
 from core import cache as core_cache
@@ -112,6 +114,24 @@ def test_the_directory_and_files_are_private(tmp_path):
     cache.set("k", "v")
     assert location.stat().st_mode & 0o777 == 0o700
     assert all(f.stat().st_mode & 0o077 == 0 for f in location.iterdir())
+
+
+def test_a_directory_others_may_write_to_is_refused(tmp_path):
+    location = tmp_path / "shared"
+    location.mkdir()
+    location.chmod(0o777)  # e.g. under /tmp: another local user could plant a pickle
+    with pytest.raises(ImproperlyConfigured, match="writable by no one else"):
+        file_cache(location).get("key")
+    location.chmod(0o700)
+    assert file_cache(location).get("key", "miss") == "miss"
+
+
+def test_an_unreadable_entry_is_a_miss(tmp_path):
+    cache = file_cache(tmp_path / "cache")
+    cache.set("key", "value")
+    # Not an expiry time but a string: comparing it with the clock raises TypeError.
+    Path(cache._key_to_file("key")).write_bytes(pickle.dumps("soon") + b"junk")
+    assert cache.get("key", "miss") == "miss"
 
 
 def test_neither_files_nor_process_memory_are_shared_by_replicas(tmp_path):
