@@ -108,7 +108,8 @@ class _ResumableWriter(BlobWriter):
             )
         except _SDK_ERRORS as exc:
             self.abort()
-            raise _translate(exc, "upload chunk") from exc
+            # Not chained: the requests error's text carries the session URL, which grants writing to it.
+            raise _translate(exc, "upload chunk") from None
         expected = (200, 201) if final else (308,)
         if response.status_code not in expected or (not final and not self._persisted(response, end)):
             self.abort()
@@ -136,7 +137,8 @@ class _ResumableWriter(BlobWriter):
                 self._send(len(self._buffer), final=True)
         except _SDK_ERRORS as exc:
             self.abort()
-            raise _translate(exc, "commit") from exc
+            # Not chained: the requests error's text carries the session URL, which grants writing to it.
+            raise _translate(exc, "commit") from None
         except BaseException:
             self.abort()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,11 @@ class Command(OperatorCommand):
 
     def _to_file(self, path: Path, chunks: Any) -> None:
         # Written beside the target and renamed, so a failed export never leaves a partial plaintext file.
-        tmp = path.with_name(f".{path.name}.part")
+        # A fresh name, created here (O_EXCL, 0600): nothing planted in a shared directory beforehand, a
+        # symlink or a file others can read, receives the plaintext.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp = Path(tmp_name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
