@@ -58,22 +58,40 @@ from .views import stream_response
 # The change page, grouped for a reader: what the file is first, then its integrity, then where and under
 # which key it is stored (collapsed: support detail), then where an import came from.
 CHANGE_FIELDSETS = (
-    (None, {"fields": ("owner", "download", "status", "filename", "content_type", "size_display",
-                       "created", "updated")}),
+    (
+        None,
+        {
+            "fields": (
+                "owner",
+                "download",
+                "status",
+                "filename",
+                "content_type",
+                "size_display",
+                "created",
+                "updated",
+            )
+        },
+    ),
     ("Integrity", {"fields": ("sha256_display", "integrity")}),
     (
         "Storage and key",
         {
             "classes": ("collapse",),
-            "fields": ("id", "storage_alias", "storage_name", "segment_size", "key_provider", "key_ref",
-                       "key_algorithm"),
+            "fields": (
+                "id",
+                "storage_alias",
+                "storage_name",
+                "segment_size",
+                "key_provider",
+                "key_ref",
+                "key_algorithm",
+            ),
         },
     ),
     ("Import", {"classes": ("collapse",), "fields": ("legacy_id", "import_source")}),
 )
-READ_ONLY = tuple(
-    name for _, options in CHANGE_FIELDSETS for name in options["fields"] if name != "owner"
-)
+READ_ONLY = tuple(name for _, options in CHANGE_FIELDSETS for name in options["fields"] if name != "owner")
 
 KEY_REF_SHOWN = 28
 
@@ -326,8 +344,9 @@ class BlobAdmin(admin.ModelAdmin):
     def key(self, obj: Blob) -> str:
         # Cloud key references are long (ARNs, resource paths): the column keeps the end, the tooltip all.
         ref = obj.key_ref if len(obj.key_ref) <= KEY_REF_SHOWN else "…" + obj.key_ref[-KEY_REF_SHOWN:]
-        return format_html('<span title="{}: {}">{}: {}</span>', obj.key_provider, obj.key_ref,
-                           obj.key_provider, ref)
+        return format_html(
+            '<span title="{}: {}">{}: {}</span>', obj.key_provider, obj.key_ref, obj.key_provider, ref
+        )
 
     @admin.display(description="download")
     def download(self, obj: Blob) -> str:

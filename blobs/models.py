@@ -75,9 +75,7 @@ class Blob(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(size__gte=0), name="blob_size_non_negative"),
             models.CheckConstraint(condition=Q(segment_size__gte=64), name="blob_segment_size_min"),
-            models.CheckConstraint(
-                condition=Q(state__in=["pending", "ready"]), name="blob_state_valid"
-            ),
+            models.CheckConstraint(condition=Q(state__in=["pending", "ready"]), name="blob_state_valid"),
             # A visible blob always has its content hash.
             models.CheckConstraint(condition=~Q(state="ready") | ~Q(sha256=""), name="blob_ready_has_sha256"),
         ]

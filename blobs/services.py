@@ -283,9 +283,7 @@ class BlobUpload:
             self._store.delete(self.blob.storage_name)
 
 
-def _mark_ready(
-    blob: Blob, *, owner: User, actor: Actor | None, filename: str | None = None
-) -> Blob:
+def _mark_ready(blob: Blob, *, owner: User, actor: Actor | None, filename: str | None = None) -> Blob:
     updates = {"state": Blob.State.READY, "owner": owner, "updated_at": timezone.now()}
     if filename is not None:
         updates["filename"] = safe_filename(filename)

@@ -12,7 +12,7 @@ so the blob paths talk to Azure through one BlobServiceClient of their own, buil
   after seven days in the end.
 - Reads are ranged Get Blob requests for exactly the window asked for (``download_blob(offset, length)``,
   its chunks), streamed by a background thread that stays at most ``READ_AHEAD_BYTES`` ahead of the reader
-  (blobs.storage_s3's reader, with Azure's fetch): the SDK asks for one chunk per request, so memory is the
+  (blobs.readahead's reader, with Azure's fetch): the SDK asks for one chunk per request, so memory is the
   read-ahead plus one chunk, never the whole object.
 
 Azure's errors stop here: a missing blob (BlobNotFound) is ObjectMissing; anything else (connection
@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 from azure.core import MatchConditions
@@ -37,10 +37,8 @@ from storages.backends.azure_storage import AzureStorage
 
 from .conf import blob_setting
 from .exceptions import BlobError, ObjectMissing, StorageUnavailable
+from .readahead import Fetch, WindowReader
 from .storage import BlobStore, BlobWriter
-
-# The S3 reader's seekable window and bounded queue are backend-neutral; only the fetch differs.
-from .storage_s3 import _Fetch, _RangeReader
 
 logger = logging.getLogger(__name__)
 
@@ -137,61 +135,33 @@ class _BlockWriter(BlobWriter):
             logger.warning("staged blocks of %s not discarded (%s); blobs_gc will", self._key, _code(exc))
 
 
-class _AzureFetch(_Fetch):
-    """One ranged download, its chunks (one Get Blob each) queued by a thread, at most ``ahead`` bytes."""
+class _AzureFetch(Fetch):
+    """One ranged download, its chunks (one Get Blob each)."""
 
     def __init__(self, store: AzureBlobStore, key: str, start: int, stop: int, ahead: int) -> None:
         self._azure = store
-        self._start = start
-        self._length = stop - start
-        super().__init__(store, key, start, stop, ahead, store.chunk_bytes)  # type: ignore[arg-type]
+        super().__init__(key, start, stop, ahead)
 
-    def _run(self) -> None:
+    def _chunks(self) -> Generator[bytes, None, None]:
         try:
             blob = self._azure.container.get_blob_client(self._key)
-            chunks = blob.download_blob(offset=self._start, length=self._length, max_concurrency=1).chunks()
-            for data in chunks:
-                with self._cond:
-                    if self._stopped:
-                        return
-                    self._queue.append(data)
-                    self._queued += len(data)
-                    self._cond.notify_all()
-                    while self._queued >= self._ahead and not self._stopped:
-                        self._cond.wait()
-                    if self._stopped:
-                        return
-            with self._cond:
-                self._finished = True
-                self._cond.notify_all()
-            return
+            length = self._stop - self._start
+            yield from blob.download_blob(offset=self._start, length=length, max_concurrency=1).chunks()
         except AzureError as exc:
             if _out_of_range(exc):
-                # The object ends before the window starts: a truncated object, which the reader's caller
-                # reports as such (an empty read), not an outage.
-                with self._cond:
-                    self._finished = True
-                    self._cond.notify_all()
-                return
-            error = _translate(exc, "read")
-        except Exception as exc:  # a thread must hand every failure to its reader, or that waits forever
-            logger.exception("reading %s failed", self._key)
-            error = StorageUnavailable(f"Blob storage failed (read: {type(exc).__name__}).")
-        with self._cond:
-            self._error = error
-            self._cond.notify_all()
+                return  # the object ends before the window starts: a truncated object, not an outage
+            raise _translate(exc, "read") from exc
 
 
-class _AzureRangeReader(_RangeReader):
-    _store: AzureBlobStore  # type: ignore[assignment]
+class _AzureRangeReader(WindowReader):
+    """A seekable read of one object through ranged Get Blob requests (module docstring)."""
 
-    def _restart(self, at: int) -> None:
-        self._close_fetch()
-        self._held = bytearray()
-        self._held_at = at
-        self._fetch_exhausted = at >= self._stop
-        if at < self._stop:
-            self._fetch = _AzureFetch(self._store, self._key, at, self._stop, self._store.read_ahead_bytes)
+    def __init__(self, store: AzureBlobStore, key: str, start: int, stop: int) -> None:
+        super().__init__(key, start, stop, ahead=store.read_ahead_bytes)
+        self._store = store
+
+    def _open_fetch(self, start: int, stop: int) -> Fetch:
+        return _AzureFetch(self._store, self._key, start, stop, self._ahead)
 
     def _read_beyond(self, view: memoryview) -> int:
         # Past the window: one plain ranged download (Azure answers 416 at the object's end).
@@ -273,7 +243,7 @@ class AzureBlobStore(BlobStore):
         return _BlockWriter(self, self.key(name))
 
     def open_range(self, name: str, start: int, length: int) -> BinaryIO:
-        return _AzureRangeReader(self, self.key(name), start, start + length)  # type: ignore[arg-type, return-value]
+        return _AzureRangeReader(self, self.key(name), start, start + length)  # type: ignore[return-value]
 
     def size(self, name: str) -> int:
         try:

@@ -11,9 +11,11 @@ objects and its save() buffers them, so the blob paths talk to GCS themselves:
 - GCS cannot list resumable sessions, so unlike S3's multipart uploads a partial upload is not an object
   that ``iter_objects``, ``last_modified`` or ``delete`` can see (``lists_partial_uploads`` is False): a
   session whose cancel failed holds no object and GCS drops it a week after it began (deploy/README.md).
-- Reads are ranged GETs for exactly the window asked for, at most ``READ_AHEAD_BYTES`` each, made as the
-  reader reaches them. The reader keeps what it read since its last seek (up to the same bound), because
-  blobs.pacing seeks back to a segment's start to cut the next piece from it.
+- Reads are ranged GETs for exactly the window asked for, at most ``READ_AHEAD_BYTES`` (and 1 MiB) each,
+  made by a background thread that stays at most ``READ_AHEAD_BYTES`` ahead of the reader
+  (blobs.readahead, shared with S3 and Azure), so GCS's latency overlaps the client's. The reader keeps what
+  it read since its last seek (up to the same bound), because blobs.pacing seeks back to a segment's start
+  to cut the next piece from it.
 
 The SDK's errors stop here: a missing object (404) is ObjectMissing; anything else (connection errors,
 timeouts, 5xx or 429 once the SDK's retries are spent, a missing bucket, a refused credential) is
@@ -22,9 +24,8 @@ StorageUnavailable, which the API answers with 503 and Retry-After.
 
 from __future__ import annotations
 
-import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 import requests
@@ -38,6 +39,7 @@ from storages.backends.gcloud import GoogleCloudStorage
 
 from .conf import blob_setting
 from .exceptions import BlobError, ObjectMissing, StorageUnavailable
+from .readahead import Fetch, WindowReader
 from .storage import BlobStore, BlobWriter
 
 logger = logging.getLogger(__name__)
@@ -169,108 +171,58 @@ class _ResumableWriter(BlobWriter):
             )
 
 
-class _RangeReader(io.RawIOBase):
-    """A seekable read of one object: ranged GETs of ``[start, stop)``, at most ``READ_AHEAD_BYTES`` each.
-
-    Reading past ``stop`` fetches from there on demand (Decryptor.iter_all's check for trailing bytes)."""
-
-    def __init__(self, store: GcsBlobStore, key: str, start: int, stop: int) -> None:
-        super().__init__()
-        self._store = store
-        self._blob = store.bucket.blob(key)
-        self._stop = stop
-        self._pos = start
-        self._held = bytearray()  # object bytes [_held_at, _held_at + len(_held)), kept since the last seek
-        self._held_at = start
-        self._ended = False  # the object ended before the window did (a truncated object)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("seek relative to the end")
-        if offset < 0:
-            raise ValueError("negative seek position")
-        held_end = self._held_at + len(self._held)
-        if self._held_at <= offset <= held_end:
-            # Forget what lies before the new position: pacing never seeks behind its last seek target.
-            del self._held[: offset - self._held_at]
-            self._held_at = offset
-        else:
-            self._held = bytearray()
-            self._held_at = offset
-            self._ended = False
-        self._pos = offset
-        return offset
-
-    def _get(self, start: int, stop: int) -> bytes:
-        try:
-            # end is inclusive; raw: the bytes as stored, checked by our own authenticated encryption.
-            return self._blob.download_as_bytes(
+def _get(store: GcsBlobStore, key: str, start: int, stop: int) -> bytes:
+    """Object bytes ``[start, stop)``, fewer if the object ends first (none: it ends before ``start``)."""
+    try:
+        # end is inclusive; raw: the bytes as stored, checked by our own authenticated encryption.
+        return bytes(
+            store.bucket.blob(key).download_as_bytes(
                 start=start, end=stop - 1, raw_download=True, checksum=None, timeout=TIMEOUT, retry=RETRY
             )
-        except api_exceptions.RequestRangeNotSatisfiable:
-            return b""  # the object ends before ``start``: a truncated object, an empty read
-        except _SDK_ERRORS as exc:
-            raise _translate(exc, "read") from exc
+        )
+    except api_exceptions.RequestRangeNotSatisfiable:
+        return b""
+    except _SDK_ERRORS as exc:
+        raise _translate(exc, "read") from exc
 
-    def readinto(self, buffer: Any) -> int:
-        # Fills the buffer unless the object ends first, as a file does.
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view):
-            n = self._read_some(view[done:])
-            if not n:
-                break
-            done += n
-        return done
 
-    def _read_some(self, view: memoryview) -> int:
-        held_end = self._held_at + len(self._held)
-        if self._pos >= held_end:
-            if self._ended:
-                return 0
-            if self._pos >= self._stop:
-                # Past the window: exactly what is asked for, not a read-ahead.
-                wanted = self._pos + len(view)
-            else:
-                wanted = min(self._stop, self._pos + self._store.read_ahead_bytes)
-            data = self._get(self._pos, wanted)
-            if len(data) < wanted - self._pos:
-                self._ended = True
-            if not data:
-                return 0
-            if held_end != self._pos:
-                self._held = bytearray()
-                self._held_at = self._pos
-            self._held += data
-            self._trim()
-        offset = self._pos - self._held_at
-        n = min(len(view), len(self._held) - offset)
-        view[:n] = self._held[offset : offset + n]
-        self._pos += n
-        return n
+class _GcsFetch(Fetch):
+    """The window as ranged GETs of ``chunk`` bytes each."""
 
-    def _trim(self) -> None:
-        # Bounded memory: at most READ_AHEAD_BYTES behind the position (a segment, for pacing's re-reads).
-        behind = self._pos - self._held_at
-        excess = behind - self._store.read_ahead_bytes
-        if excess > 0:
-            del self._held[:excess]
-            self._held_at += excess
+    def __init__(self, store: GcsBlobStore, key: str, start: int, stop: int, ahead: int, chunk: int) -> None:
+        self._store = store
+        self._chunk = chunk
+        super().__init__(key, start, stop, ahead)
 
-    def close(self) -> None:
-        self._held = bytearray()
-        super().close()
+    def _chunks(self) -> Generator[bytes, None, None]:
+        at = self._start
+        while at < self._stop and not self._stopping():
+            wanted = min(self._stop, at + self._chunk)
+            data = _get(self._store, self._key, at, wanted)
+            if data:
+                yield data
+            if len(data) < wanted - at:
+                return  # the object ended first: a truncated object, which the reader reports
+            at = wanted
+
+
+class _RangeReader(WindowReader):
+    """A seekable read of one object through ranged GETs (module docstring)."""
+
+    def __init__(self, store: GcsBlobStore, key: str, start: int, stop: int) -> None:
+        super().__init__(key, start, stop, ahead=store.read_ahead_bytes)
+        self._store = store
+
+    def _open_fetch(self, start: int, stop: int) -> Fetch:
+        # One GET per chunk: as large as memory allows, for fewer round trips.
+        return _GcsFetch(self._store, self._key, start, stop, self._ahead, min(self._ahead, 1024 * 1024))
+
+    def _read_beyond(self, view: memoryview) -> int:
+        # Past the window: exactly what is asked for, not a read-ahead.
+        data = _get(self._store, self._key, self._pos, self._pos + len(view))
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 class GcsBlobStore(BlobStore):

@@ -22,11 +22,9 @@ StorageUnavailable, which the API answers with 503 and Retry-After.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -36,6 +34,7 @@ from storages.backends.s3 import S3Storage
 
 from .conf import blob_setting
 from .exceptions import BlobError, ObjectMissing, StorageUnavailable
+from .readahead import Fetch, WindowReader
 from .storage import BlobStore, BlobWriter
 
 logger = logging.getLogger(__name__)
@@ -141,199 +140,60 @@ class _MultipartWriter(BlobWriter):
             logger.warning("multipart upload of %s not aborted (%s); blobs_gc will", self._key, exc)
 
 
-class _Fetch:
-    """One ranged GetObject, streamed by a thread into a queue that holds at most ``ahead`` bytes."""
+class _Fetch(Fetch):
+    """One ranged GetObject, its body read in ``chunk``-byte pieces."""
 
     def __init__(self, store: S3BlobStore, key: str, start: int, stop: int, ahead: int, chunk: int) -> None:
         self._store = store
-        self._key = key
-        self._range = f"bytes={start}-{stop - 1}"
-        self._ahead = ahead
         self._chunk = chunk
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
-        self._error: BlobError | None = None
-        self._finished = False
-        self._stopped = False
         self._body: Any = None
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"s3-read-{key}", daemon=True)
-        self._thread.start()
+        super().__init__(key, start, stop, ahead)
 
-    def _run(self) -> None:
+    def _chunks(self) -> Generator[bytes, None, None]:
         try:
-            got = self._store.client.get_object(Bucket=self._store.bucket, Key=self._key, Range=self._range)
-            with self._cond:
-                self._body = got["Body"]
-                if self._stopped:
-                    return
-            while True:
-                with self._cond:
-                    while self._queued >= self._ahead and not self._stopped:
-                        self._cond.wait()
-                    if self._stopped:
-                        return
-                data = self._body.read(self._chunk)
-                with self._cond:
-                    if not data:
-                        self._finished = True
-                    else:
-                        self._queue.append(data)
-                        self._queued += len(data)
-                    self._cond.notify_all()
-                if not data:
-                    return
+            got = self._store.client.get_object(
+                Bucket=self._store.bucket, Key=self._key, Range=f"bytes={self._start}-{self._stop - 1}"
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
-                # The object ends before the window starts: a truncated object, which the reader's caller
-                # reports as such (an empty read), not an outage.
-                with self._cond:
-                    self._finished = True
-                    self._cond.notify_all()
-                return
-            error = _translate(exc, "read")
+                return  # the object ends before the window starts: a truncated object, not an outage
+            raise _translate(exc, "read") from exc
         except BotoCoreError as exc:
-            error = _translate(exc, "read")
-        except Exception as exc:  # a thread must hand every failure to its reader, or that waits forever
-            if not self._stopped:  # else: close() shut the socket under a read, as intended
-                logger.exception("reading %s failed", self._key)
-            error = StorageUnavailable(f"Blob storage failed (read: {type(exc).__name__}).")
-        else:
-            return
+            raise _translate(exc, "read") from exc
+        body = got["Body"]
+        with self._cond:
+            self._body = body
+        try:
+            while not self._stopping():
+                try:
+                    data = body.read(self._chunk)
+                except (BotoCoreError, ClientError) as exc:
+                    raise _translate(exc, "read") from exc
+                if not data:
+                    return
+                yield data
         finally:
             with self._cond:
-                body, self._body = self._body, None
-                self._cond.notify_all()
-            if body is not None:
-                body.close()
-        with self._cond:
-            self._error = error
-            self._cond.notify_all()
+                self._body = None
+            body.close()
 
-    def next(self) -> bytes:
-        """The next chunk; b"" once the range is complete. Raises the fetch's error."""
+    def _interrupt(self) -> None:
         with self._cond:
-            while not self._queue and not self._finished and self._error is None:
-                self._cond.wait()
-            if self._queue:
-                data = self._queue.popleft()
-                self._queued -= len(data)
-                self._cond.notify_all()
-                return data
-            if self._error is not None:
-                raise self._error
-            return b""
-
-    def close(self) -> None:
-        with self._cond:
-            self._stopped = True
             body = self._body
-            self._cond.notify_all()
         if body is not None:
             # Unblocks a read in progress (the connection is dropped, not returned to the pool).
             body.close()
-        self._thread.join(timeout=30)
 
 
-class _RangeReader(io.RawIOBase):
-    """A seekable read of one object, fetching ``[start, stop)`` ahead of the consumer (module docstring).
-
-    Reading past ``stop`` fetches from there on demand (Decryptor.iter_all's check for trailing bytes)."""
+class _RangeReader(WindowReader):
+    """A seekable read of one object through ranged GetObjects (module docstring)."""
 
     def __init__(self, store: S3BlobStore, key: str, start: int, stop: int) -> None:
-        super().__init__()
+        super().__init__(key, start, stop, ahead=store.read_ahead_bytes)
         self._store = store
-        self._key = key
-        self._stop = stop
-        self._pos = start
-        self._held = bytearray()  # object bytes [_held_at, _held_at + len(_held)), kept since the last seek
-        self._held_at = start
-        self._fetch: _Fetch | None = None
-        self._fetch_exhausted = False
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self._pos
-        elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("seek relative to the end")
-        if offset < 0:
-            raise ValueError("negative seek position")
-        held_end = self._held_at + len(self._held)
-        if self._held_at <= offset <= held_end:
-            # Forget what lies before the new position: pacing never seeks behind its last seek target.
-            del self._held[: offset - self._held_at]
-            self._held_at = offset
-        self._pos = offset
-        return offset
-
-    def _restart(self, at: int) -> None:
-        self._close_fetch()
-        self._held = bytearray()
-        self._held_at = at
-        self._fetch_exhausted = at >= self._stop
-        if at < self._stop:
-            ahead = self._store.read_ahead_bytes
-            chunk = min(ahead, 256 * 1024)
-            self._fetch = _Fetch(self._store, self._key, at, self._stop, ahead, chunk)
-
-    def _close_fetch(self) -> None:
-        if self._fetch is not None:
-            fetch, self._fetch = self._fetch, None
-            fetch.close()
-
-    def readinto(self, buffer: Any) -> int:
-        # Fills the buffer unless the object ends first, as a file does: callers (blob_open's header read)
-        # may read once and take a short read for truncation.
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view):
-            n = self._read_some(view[done:])
-            if not n:
-                break
-            done += n
-        return done
-
-    def _read_some(self, view: memoryview) -> int:
-        if self._pos >= self._stop:
-            return self._read_beyond(view)
-        held_end = self._held_at + len(self._held)
-        unstarted = self._fetch is None and not self._fetch_exhausted
-        if unstarted or not self._held_at <= self._pos <= held_end:
-            self._restart(self._pos)
-            held_end = self._pos
-        while self._pos >= held_end:
-            if self._fetch is None:
-                return 0
-            data = self._fetch.next()
-            if not data:
-                self._close_fetch()
-                self._fetch_exhausted = True
-                return 0  # botocore checks Content-Length: an object shorter than the window
-            self._held += data
-            self._trim()
-            held_end = self._held_at + len(self._held)
-        offset = self._pos - self._held_at
-        n = min(len(view), len(self._held) - offset)
-        view[:n] = self._held[offset : offset + n]
-        self._pos += n
-        return n
-
-    def _trim(self) -> None:
-        # Bounded memory: at most READ_AHEAD_BYTES behind the position (a segment, for pacing's re-reads).
-        behind = self._pos - self._held_at
-        excess = behind - self._store.read_ahead_bytes
-        if excess > 0:
-            del self._held[:excess]
-            self._held_at += excess
+    def _open_fetch(self, start: int, stop: int) -> Fetch:
+        return _Fetch(self._store, self._key, start, stop, self._ahead, min(self._ahead, 256 * 1024))
 
     def _read_beyond(self, view: memoryview) -> int:
         # Past the window: one plain ranged GET (S3 answers 416 at the object's end).
@@ -356,11 +216,6 @@ class _RangeReader(io.RawIOBase):
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
-
-    def close(self) -> None:
-        self._close_fetch()
-        self._held = bytearray()
-        super().close()
 
 
 class S3BlobStore(BlobStore):

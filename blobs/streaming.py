@@ -80,7 +80,6 @@ class StreamBody:
     chunks: Iterator[bytes]
 
 
-
 class GuardedBody:
     """The response iterator. ``close`` (called by the WSGI server, even if iteration never started)
     releases every open storage read; an authentication failure mid-stream aborts the connection.

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,32 +15,71 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Blob',
+            name="Blob",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('filename', models.CharField(max_length=255)),
-                ('content_type', models.CharField(default='application/octet-stream', max_length=255)),
-                ('size', models.BigIntegerField(default=0, help_text='Plaintext size in bytes.')),
-                ('sha256', models.CharField(blank=True, help_text='Plaintext SHA-256, hex.', max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('state', models.CharField(choices=[('pending', 'pending'), ('ready', 'ready'), ('failed', 'failed')], db_index=True, default='pending', max_length=16)),
-                ('segment_size', models.PositiveIntegerField()),
-                ('storage_alias', models.CharField(max_length=64)),
-                ('storage_name', models.CharField(max_length=255, unique=True)),
-                ('wrapped_key', models.BinaryField()),
-                ('key_provider', models.CharField(max_length=64)),
-                ('key_ref', models.CharField(db_index=True, max_length=512)),
-                ('key_algorithm', models.CharField(max_length=64)),
-                ('legacy_id', models.CharField(blank=True, max_length=128, null=True, unique=True)),
-                ('import_source', models.CharField(blank=True, default='', max_length=4096)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='blobs', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("filename", models.CharField(max_length=255)),
+                ("content_type", models.CharField(default="application/octet-stream", max_length=255)),
+                ("size", models.BigIntegerField(default=0, help_text="Plaintext size in bytes.")),
+                ("sha256", models.CharField(blank=True, help_text="Plaintext SHA-256, hex.", max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("pending", "pending"), ("ready", "ready"), ("failed", "failed")],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("segment_size", models.PositiveIntegerField()),
+                ("storage_alias", models.CharField(max_length=64)),
+                ("storage_name", models.CharField(max_length=255, unique=True)),
+                ("wrapped_key", models.BinaryField()),
+                ("key_provider", models.CharField(max_length=64)),
+                ("key_ref", models.CharField(db_index=True, max_length=512)),
+                ("key_algorithm", models.CharField(max_length=64)),
+                ("legacy_id", models.CharField(blank=True, max_length=128, null=True, unique=True)),
+                ("import_source", models.CharField(blank=True, default="", max_length=4096)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="blobs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('view_any_blob', "Can read and stream any owner's blob")],
-                'indexes': [models.Index(fields=['owner', 'state', '-created_at'], name='blob_owner_state_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('size__gte', 0)), name='blob_size_non_negative'), models.CheckConstraint(condition=models.Q(('segment_size__gte', 64)), name='blob_segment_size_min'), models.CheckConstraint(condition=models.Q(('state__in', ['pending', 'ready', 'failed'])), name='blob_state_valid'), models.CheckConstraint(condition=models.Q(models.Q(('state', 'ready'), _negated=True), models.Q(('sha256', ''), _negated=True), _connector='OR'), name='blob_ready_has_sha256')],
+                "ordering": ["-created_at"],
+                "permissions": [("view_any_blob", "Can read and stream any owner's blob")],
+                "indexes": [
+                    models.Index(fields=["owner", "state", "-created_at"], name="blob_owner_state_idx")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("size__gte", 0)), name="blob_size_non_negative"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("segment_size__gte", 64)), name="blob_segment_size_min"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("state__in", ["pending", "ready", "failed"])),
+                        name="blob_state_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("state", "ready"), _negated=True),
+                            models.Q(("sha256", ""), _negated=True),
+                            _connector="OR",
+                        ),
+                        name="blob_ready_has_sha256",
+                    ),
+                ],
             },
         ),
     ]

@@ -11,25 +11,31 @@ def failed_to_pending(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('blobs', '0001_initial'),
+        ("blobs", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RunPython(failed_to_pending, migrations.RunPython.noop),
         migrations.RemoveConstraint(
-            model_name='blob',
-            name='blob_state_valid',
+            model_name="blob",
+            name="blob_state_valid",
         ),
         migrations.AlterField(
-            model_name='blob',
-            name='state',
-            field=models.CharField(choices=[('pending', 'pending'), ('ready', 'ready')], db_index=True, default='pending', max_length=16),
+            model_name="blob",
+            name="state",
+            field=models.CharField(
+                choices=[("pending", "pending"), ("ready", "ready")],
+                db_index=True,
+                default="pending",
+                max_length=16,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='blob',
-            constraint=models.CheckConstraint(condition=models.Q(('state__in', ['pending', 'ready'])), name='blob_state_valid'),
+            model_name="blob",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("state__in", ["pending", "ready"])), name="blob_state_valid"
+            ),
         ),
     ]

@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('blobs', '0002_no_failed_state'),
+        ("blobs", "0002_no_failed_state"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='blob',
-            name='integrity_failed_at',
-            field=models.DateTimeField(blank=True, editable=False, help_text='When reading the object last failed authentication (corruption or tampering); cleared by a verification that passes.', null=True),
+            model_name="blob",
+            name="integrity_failed_at",
+            field=models.DateTimeField(
+                blank=True,
+                editable=False,
+                help_text="When reading the object last failed authentication (corruption or tampering); cleared by a verification that passes.",
+                null=True,
+            ),
         ),
     ]

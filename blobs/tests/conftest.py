@@ -137,8 +137,6 @@ def azure_container(azurite, settings):
     container.close()  # the store's own client is closed when `settings` puts STORAGES back (blobs.storage)
 
 
-
-
 # --- blob storage in GCS (gcp-storage-emulator over real HTTP) --------------------------------------------
 
 

@@ -59,8 +59,10 @@ def test_staff_uploads_and_downloads_through_the_admin(browser, live_server, tmp
     assert "293.0" in browser.page_source  # human size (293.0 KB) in the list
 
     browser.get(f"{live_server.url}/files/")  # the owner's own page lists it too
-    assert browser.find_element(By.LINK_TEXT, "quarterly report.pdf").get_attribute("href").endswith(
-        f"/secure/files/{blob.pk}/stream"
+    assert (
+        browser.find_element(By.LINK_TEXT, "quarterly report.pdf")
+        .get_attribute("href")
+        .endswith(f"/secure/files/{blob.pk}/stream")
     )
     browser.save_screenshot(str(Path(os.environ.get("SCREENSHOT_DIR", tmp_path)) / "my-files.png"))
 
@@ -207,8 +209,10 @@ def test_the_list_reads_at_a_glance_and_the_add_form_picks_an_owner_and_shows_pr
     browser.find_element(By.CSS_SELECTOR, ".field-owner .select2-selection").click()
     wait_for(browser, ".select2-search__field").send_keys("robert")
     WebDriverWait(browser, 10).until(
-        lambda d: [o.text for o in d.find_elements(By.CSS_SELECTOR, ".select2-results__option")]
-        == ["bob — Robert Baker"]
+        lambda d: (
+            [o.text for o in d.find_elements(By.CSS_SELECTOR, ".select2-results__option")]
+            == ["bob — Robert Baker"]
+        )
     )
     browser.find_element(By.CSS_SELECTOR, ".select2-results__option").click()
 

@@ -100,8 +100,14 @@ def test_the_last_rotation_is_the_newest(key_admin):
     for minutes, changed in ((30, 1), (5, 2), (60, 3)):
         at = now - timedelta(minutes=minutes)
         key_rotation_record(
-            kind="reencrypt", outcome="completed", started_at=at, finished_at=at,
-            actor=Actor.system("cli:ops"), target_provider="local", target_key_ref="mk-9", changed=changed,
+            kind="reencrypt",
+            outcome="completed",
+            started_at=at,
+            finished_at=at,
+            actor=Actor.system("cli:ops"),
+            target_provider="local",
+            target_key_ref="mk-9",
+            changed=changed,
         )
     last = logged_in(key_admin).get(STATUS).content.decode().split('id="last-rotation">', 1)[1]
     assert text(last.split("</p>", 1)[0]).split("by system:cli:ops: ", 1)[1].startswith("2 changed")

@@ -195,7 +195,7 @@ def blob_writers(sources: list[tuple[str, str]]) -> set[str]:
 def test_the_census_finds_each_kind_of_blob_write():
     # The census must be able to fail: each way of writing a row below is found, and the look-alikes
     # (a hash's update, a storage delete, a user's save) are not.
-    sample = '''
+    sample = """
 def _unchanged(blob) -> BlobQuerySet: ...
 def store_obj(name) -> BlobStore: ...
 
@@ -232,7 +232,7 @@ def look_alikes(digest, store, user, blob):
     user.save()
     blob.owner.save()
     blob.refresh_from_db()
-'''
+"""
     found = blob_writers([("sample", sample)])
     assert found == {
         f"sample:{name}"

@@ -450,8 +450,17 @@ GOOD = b'name="file"; filename="caf\xc3\xa9.txt"'
         (form(part(GOOD)) + b"\r\n" + part(BAD), False),  # after the close delimiter: epilogue
         (form(part(b'name="file"')), False),  # no filename: Django's to decide, not a bad name
     ],
-    ids=["utf8", "latin1", "rfc8187-bad", "rfc8187-latin1", "other-field", "second-part", "in-content",
-         "epilogue", "no-filename"],
+    ids=[
+        "utf8",
+        "latin1",
+        "rfc8187-bad",
+        "rfc8187-latin1",
+        "other-field",
+        "second-part",
+        "in-content",
+        "epilogue",
+        "no-filename",
+    ],
 )
 def test_part_filename_check(body, refused):
     # Every split of the body into two reads gives the same answer: delimiters and header ends may

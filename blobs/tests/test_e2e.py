@@ -673,7 +673,6 @@ def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session
         assert secret not in log
 
 
-
 @pytest.mark.parametrize(
     ("disposition", "status", "stored"),
     [

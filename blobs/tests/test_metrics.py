@@ -17,9 +17,6 @@ from kms.providers.local import LocalKeyProvider
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("small_segments")]
 
 
-
-
-
 def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 

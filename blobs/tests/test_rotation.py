@@ -149,7 +149,11 @@ def test_rewrap_killed_mid_run_finishes_on_rerun(blobs, keys, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run("blobs_rewrap", "--batch-size", "2")
     assert sorted(ref for _p, ref in Blob.objects.values_list("key_provider", "key_ref")) == [
-        "mk-1", "mk-1", "mk-1", "mk-2", "mk-2"
+        "mk-1",
+        "mk-1",
+        "mk-1",
+        "mk-2",
+        "mk-2",
     ]
     interrupted = KeyRotation.objects.get()
     assert (interrupted.outcome, interrupted.changed) == ("interrupted", 2)
@@ -245,7 +249,10 @@ def test_rewrap_records_the_run(blobs, keys):
     run("blobs_rewrap")
     record = KeyRotation.objects.get()
     assert (record.kind, record.outcome, record.target_provider, record.target_key_ref) == (
-        "rewrap", "completed", "local", "mk-2"
+        "rewrap",
+        "completed",
+        "local",
+        "mk-2",
     )
     assert (record.examined, record.changed, record.skipped, record.failed) == (5, 5, 0, 0)
     assert record.actor.startswith("system:cli:")
@@ -364,7 +371,9 @@ def test_reencrypt_only_one_key_ref_and_a_rerun_finishes_the_job(owner, keys, mo
 def _assert_untouched(blob: Blob, old_bytes: bytes) -> None:
     row = Blob.objects.get(pk=blob.pk)
     assert (row.storage_name, bytes(row.wrapped_key), row.key_ref) == (
-        blob.storage_name, bytes(blob.wrapped_key), blob.key_ref
+        blob.storage_name,
+        bytes(blob.wrapped_key),
+        blob.key_ref,
     )
     assert object_path(blob).read_bytes() == old_bytes
     assert stored_files() == [object_path(blob)]  # no orphan new object

@@ -261,9 +261,13 @@ def test_thousand_character_filename_is_shortened_keeping_the_extension(client):
 
 def multipart_body(filename_header: str, content: bytes, boundary: str = "BoUnDaRy") -> tuple[bytes, str]:
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {filename_header}\r\n'
-        "Content-Type: application/pdf\r\n\r\n"
-    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; {filename_header}\r\n'
+            "Content-Type: application/pdf\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 

@@ -137,4 +137,3 @@ class RotationCommand(OperatorCommand):
             return make()
         except (KmsError, ImproperlyConfigured) as exc:
             raise CommandError(f"The target key provider is not usable: {exc}") from None
-

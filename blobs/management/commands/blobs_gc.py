@@ -17,7 +17,10 @@ class Command(OperatorCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--older-than", type=non_negative_int, default=None, metavar="MINUTES",
+            "--older-than",
+            type=non_negative_int,
+            default=None,
+            metavar="MINUTES",
             help="grace period in minutes (default BLOBS['GC_GRACE_MINUTES'])",
         )
 
