@@ -149,3 +149,38 @@ def test_canonical_form_is_valid_json_and_a_fixed_point(value):
     text = canonicalize(value)
     parsed = json.loads(text)
     assert canonicalize(parsed) == text
+
+
+def _rfc8785_string(value: str) -> str:
+    # RFC 8785 §3.2.2.2 read literally, one character at a time: the oracle for the fast encoder.
+    short = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    out = []
+    for char in value:
+        if char in short:
+            out.append(short[char])
+        elif ord(char) < 0x20:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def test_every_control_character_and_its_neighbours_serialize_as_the_rfc_says():
+    chars = [chr(code) for code in range(0x30)] + ["\x7f", "\x80", "\u2028", "\u2029", "\ufeff", "\U0001f600"]
+    for char in chars:
+        assert canonicalize(char) == _rfc8785_string(char), hex(ord(char))
+    assert canonicalize("".join(chars)) == _rfc8785_string("".join(chars))
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",))))
+def test_strings_serialize_as_the_rfc_says(value):
+    assert canonicalize(value) == _rfc8785_string(value)
+    assert canonicalize({value: value}) == "{" + _rfc8785_string(value) + ":" + _rfc8785_string(value) + "}"
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfffb", "\udc00\ud800"])
+def test_a_lone_surrogate_anywhere_in_a_string_is_refused(value):
+    with pytest.raises(CanonicalizationError, match="surrogate"):
+        canonicalize(value)
+    with pytest.raises(CanonicalizationError, match="surrogate"):
+        canonicalize({value: 1})
