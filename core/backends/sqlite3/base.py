@@ -17,17 +17,17 @@ readers and writers waited in SQLite's busy handler, which sleeps the whole proc
 requests at 8 clients had a p95 over a second). With one connection always open the WAL is checkpointed by
 SQLite's auto-checkpoint (every 1,000 pages) instead, as with persistent connections.
 
-Closing a connection gives it to a per-process pool of idle connections to the same file, as PostgreSQL's
-pool does (``OPTIONS["pool_max_size"]``, from ``DATABASE_POOL_MAX_SIZE``; architecture.md §12): opening one
-costs about 1.4 ms a request (Django registers some 30 SQL functions and runs its PRAGMAs), taking an idle one
-microseconds. A connection goes back clean: rolled back, in autocommit, foreign keys enforced, and the writer
-turn released first; one closed inside ``atomic()`` is really closed, since Django keeps using that object
-until the block ends. At most ``pool_max_size`` idle connections per database file; beyond that, or if
-cleaning fails, the connection is closed. Never pooled: in-memory databases and ``file:`` URIs (no file to
-check), and a connection whose file was replaced since it was opened (another inode: a test runner recreated
-it). A forked child never uses, nor closes, a connection its parent opened: closing any descriptor of the file
-drops every POSIX lock the process holds on it (SQLite's documented fork hazard, "How To Corrupt An SQLite
-Database File" §2.6), so those stay referenced, unused.
+Closing a connection gives it to a per-process pool of idle connections to the same file, as PostgreSQL's pool
+does (``OPTIONS["pool_max_size"]``, from ``DATABASE_POOL_MAX_SIZE``; architecture.md §12): opening one costs
+about 1.4 ms a request (Django registers some 30 SQL functions and runs its PRAGMAs), taking an idle one
+microseconds. A connection goes back clean: rolled back, in autocommit, foreign keys enforced, and without the
+writer turn (released after the rollback); one closed inside ``atomic()`` is really closed, since Django keeps
+using that object until the block ends. At most ``pool_max_size`` idle connections per database file; beyond
+that, or if cleaning fails, the connection is closed. Never pooled: in-memory databases and ``file:`` URIs (no
+file to check), and a connection whose file was replaced since it was opened (another inode: a test runner
+recreated it). A forked child never uses, nor closes, a connection its parent opened: closing any descriptor
+of the file drops every POSIX lock the process holds on it (SQLite's documented fork hazard, "How To Corrupt
+An SQLite Database File" §2.2, §2.6), so those stay referenced, unused.
 
 django-prometheus's wrapper of the same backend underneath: its query metrics stay (its connection count
 counts connections opened, not those taken from the pool).
