@@ -177,6 +177,15 @@ _PROMETHEUS_DB_ENGINES = {
 DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
     DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
 )
+# A pool of database connections per worker process (architecture.md §12). Under the event worker each
+# request is a greenlet with its own Django connection, so CONN_MAX_AGE cannot reuse one; closing it (at the
+# end of the request, or core.db.release_connections before a body streams) gives it back to the pool.
+# Connecting cost ~7 ms a request on PostgreSQL, ~1.4 ms on SQLite. Per worker process, PostgreSQL lends at
+# most this many connections (a request waits for one); SQLite keeps at most this many idle per database
+# file. 0 = no pool.
+_pool_max_size = _env_int("DATABASE_POOL_MAX_SIZE", 8)  # connections per worker process
+if _pool_max_size < 0:
+    raise ImproperlyConfigured(f"DATABASE_POOL_MAX_SIZE={_pool_max_size} must be 0 (no pool) or more.")
 if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so two writers
     # queue on the busy timeout, not failing with "database is locked" on lock upgrade (architecture.md §8).
@@ -184,6 +193,8 @@ if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # Idle connections kept per database file (core/backends/sqlite3, its docstring).
+        "pool_max_size": _pool_max_size,
     }
     # SQLite creates a missing database file with the umask's mode (0644: password hashes, sessions and
     # wrapped keys readable by every local user) and gives its -wal and -shm files the database file's own
@@ -191,31 +202,24 @@ if DATABASES["default"]["ENGINE"].endswith(".sqlite3"):
     _sqlite_name = str(DATABASES["default"].get("NAME") or "")
     if _sqlite_name and _sqlite_name != ":memory:" and not _sqlite_name.startswith("file:"):
         create_private_file(Path(_sqlite_name))
-elif DATABASES["default"]["ENGINE"].endswith(".postgresql"):
-    # A pool of PostgreSQL connections per worker process (Django's psycopg_pool integration, architecture.md
-    # §12): connecting cost ~7 ms a request. Under the event worker each request is a greenlet with its own
-    # Django connection, so CONN_MAX_AGE cannot reuse one; closing it (at the end of the request, or
-    # core.db.release_connections before a body streams) gives it back to the pool. 0 = no pool.
-    _pool_max_size = _env_int("DATABASE_POOL_MAX_SIZE", 8)  # connections per worker process, at most
-    if _pool_max_size < 0:
-        raise ImproperlyConfigured(f"DATABASE_POOL_MAX_SIZE={_pool_max_size} must be 0 (no pool) or more.")
-    if _pool_max_size:
-        if DATABASES["default"]["CONN_MAX_AGE"]:
-            raise ImproperlyConfigured(
-                "DATABASE_CONN_MAX_AGE must be 0 with the connection pool (DATABASE_POOL_MAX_SIZE > 0): "
-                "a closed connection goes back to the pool instead."
-            )
-        # The pool checks a connection before lending it (an empty query) and replaces a dead one: a backend
-        # killed by pg_terminate_backend() or a PostgreSQL restart does not fail the next request.
-        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "name": "erphub",
-            "min_size": min(_env_int("DATABASE_POOL_MIN_SIZE", 2), _pool_max_size),  # kept open when idle
-            "max_size": _pool_max_size,
-            # a request waits this long for a connection, then fails with 503 database_unavailable
-            "timeout": _env_float("DATABASE_POOL_TIMEOUT", 10.0),
-            "max_idle": 300.0,  # seconds an idle connection above min_size is kept
-        }
+elif DATABASES["default"]["ENGINE"].endswith(".postgresql") and _pool_max_size:
+    # Django's psycopg_pool integration.
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured(
+            "DATABASE_CONN_MAX_AGE must be 0 with the connection pool (DATABASE_POOL_MAX_SIZE > 0): "
+            "a closed connection goes back to the pool instead."
+        )
+    # The pool checks a connection before lending it (an empty query) and replaces a dead one: a backend
+    # killed by pg_terminate_backend() or a PostgreSQL restart does not fail the next request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "name": "erphub",
+        "min_size": min(_env_int("DATABASE_POOL_MIN_SIZE", 2), _pool_max_size),  # kept open when idle
+        "max_size": _pool_max_size,
+        # a request waits this long for a connection, then fails with 503 database_unavailable
+        "timeout": _env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        "max_idle": 300.0,  # seconds an idle connection above min_size is kept
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

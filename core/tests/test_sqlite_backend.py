@@ -24,8 +24,10 @@ SCRIPT = textwrap.dedent(
     import gevent
     from django.conf import settings
 
-    engine, path = sys.argv[1:3]
+    engine, path, pool = sys.argv[1:4]
     options = {"timeout": 2, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    if pool != "-":
+        options["pool_max_size"] = int(pool)  # closed connections are lent to the next greenlet
     settings.configure(DATABASES={"default": {"ENGINE": engine, "NAME": path, "OPTIONS": options}})
     django.setup()
     from django.db import connection, transaction
@@ -67,9 +69,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(engine: str, tmp_path) -> dict:
+def _run(engine: str, tmp_path, pool: str = "-") -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, engine, str(tmp_path / "db.sqlite3")],
+        [sys.executable, "-c", SCRIPT, engine, str(tmp_path / "db.sqlite3"), pool],
         capture_output=True,
         text=True,
         timeout=60,
@@ -78,8 +80,9 @@ def _run(engine: str, tmp_path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_writers_wait_their_turn_instead_of_failing(tmp_path):
-    assert _run("core.backends.sqlite3", tmp_path) == {"errors": [], "rows": [1, 2, 3]}
+@pytest.mark.parametrize("pool", ["0", "2"])
+def test_writers_wait_their_turn_instead_of_failing(tmp_path, pool):
+    assert _run("core.backends.sqlite3", tmp_path, pool) == {"errors": [], "rows": [1, 2, 3]}
 
 
 @pytest.mark.parametrize("engine", ["django.db.backends.sqlite3"])
