@@ -3,7 +3,8 @@ the things a hold names (blobs: ``target_type`` "blob") cannot be deleted until 
 
 Holds and their releases are append-only rows; both are audited. Apps above this one (blobs) say which
 target types name things that exist (:func:`register_hold_target`), so the hold form can refuse a typo'd id
-and the app can ask :func:`legal_hold_covering` before it deletes.
+and the app can ask :func:`legal_hold_covering` in the transaction that deletes, after locking what it deletes
+(:class:`HoldTarget` says how a hold and a delete are serialised).
 """
 
 from __future__ import annotations
@@ -33,11 +34,20 @@ HELD = """EXISTS (SELECT 1 FROM audit_legalhold h
 
 @dataclass(frozen=True)
 class HoldTarget:
-    """A target type whose ids name rows of another app: ``exists(id)`` says whether one does."""
+    """A target type whose ids name rows of another app: ``exists(id)`` says whether one does.
+
+    ``lock(id)``, when given, is called first in a hold's transaction, before the hold is checked and
+    inserted: it must keep the row that ``id`` names (``""``: every row of the type) from being deleted until
+    that transaction ends, and the app's delete must take a conflicting lock before it asks
+    :func:`legal_hold_covering`, in the transaction that deletes. Then a delete and a hold on the same thing
+    are serialised: the delete finishes first (the hold is then checked against what is left) or it sees the
+    hold (architecture.md §8, "Legal holds"). An id that is not even valid for the type locks nothing.
+    """
 
     target_type: str
     label: str
     exists: Callable[[str], bool]
+    lock: Callable[[str], None] | None = None
 
 
 _targets: dict[str, HoldTarget] = {}
@@ -120,9 +130,17 @@ def legal_hold_create(
     until: Any = None,
 ) -> LegalHold:
     """Place a hold: events it covers are never purged, the blob(s) it names never deleted, until it is
-    released. Holds are append-only; the hold is audited."""
-    legal_hold_validate(target_type=target_type, target_id=target_id, since=since, until=until)
+    released. Holds are append-only; the hold is audited.
+
+    The target is locked (``HoldTarget.lock``) and only then checked, in the hold's own transaction: a
+    delete of the blob already under way finishes first, and the check then sees what it left (no row; its
+    events can still be held), and a delete that comes later waits for this transaction and sees the hold.
+    Checked before the lock, a blob could be deleted between the check and the insert."""
+    target = _targets.get(target_type)
     with transaction.atomic():
+        if target is not None and target.lock is not None:
+            target.lock(target_id)
+        legal_hold_validate(target_type=target_type, target_id=target_id, since=since, until=until)
         hold = LegalHold.objects.create(
             created_by=actor.name,
             reason=reason,

@@ -29,6 +29,10 @@ class BlobsConfig(AppConfig):
         from audit.services import HoldTarget, register_hold_target
 
         from .selectors import blob_exists
+        from .services import blob_lock_for_hold
 
         # A hold on a blob id that does not exist keeps nothing: the hold form refuses it (audit/holds.py).
-        register_hold_target(HoldTarget(target_type="blob", label="file", exists=blob_exists))
+        # Placing one locks the blob first, so that a delete under way cannot pass its hold check unseen.
+        register_hold_target(
+            HoldTarget(target_type="blob", label="file", exists=blob_exists, lock=blob_lock_for_hold)
+        )

@@ -341,9 +341,14 @@ def _remove_pending(
     size: int,
     actor: Actor | None = None,
     error: str | None = None,
+    keep_held: bool = False,
 ) -> bool:
     """Delete ``blob``'s row if it is still ``pending``, with its audit event in the same transaction; True
     if it was. Removing the object is the caller's job, after this returns (never before the row is gone).
+
+    ``keep_held`` (blobs_gc): keep a row under a legal hold, asked after the DELETE has locked the row and
+    rolled back if one keeps it, as in :func:`blob_delete`. A failed upload's own abort removes its row
+    whatever holds say: nothing usable was stored.
 
     A pending row's insert is not audited on its own (one more serialized append per upload); instead every
     pending row ends audited, in the transaction that ends it: claimed (``blob.upload`` success,
@@ -351,24 +356,29 @@ def _remove_pending(
     crashed one). No file name in these events: sealing it needs the key service, and cleaning up after a
     failure must not depend on it.
     """
-    with transaction.atomic():
-        removed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).delete_rows()
-        if removed:
-            audit_record(
-                action=action,
-                actor=actor or current_actor(),
-                target_type="blob",
-                target_id=str(blob.pk),
-                outcome=outcome,
-                details={
-                    "size": size,
-                    "owner_id": str(blob.owner_id),
-                    "storage_alias": blob.storage_alias,
-                    "changes": {"state": {"old": Blob.State.PENDING.value, "new": "removed"}},
-                    # Why it was refused, like a refusal before any row (the KMS's): storage_full, ...
-                    **({"error": error} if error else {}),
-                },
-            )
+    try:
+        with transaction.atomic():
+            removed = Blob.objects.filter(pk=blob.pk, state=Blob.State.PENDING).delete_rows()
+            if removed and keep_held:
+                _refuse_if_held(blob)
+            if removed:
+                audit_record(
+                    action=action,
+                    actor=actor or current_actor(),
+                    target_type="blob",
+                    target_id=str(blob.pk),
+                    outcome=outcome,
+                    details={
+                        "size": size,
+                        "owner_id": str(blob.owner_id),
+                        "storage_alias": blob.storage_alias,
+                        "changes": {"state": {"old": Blob.State.PENDING.value, "new": "removed"}},
+                        # Why it was refused, like a refusal before any row (the KMS's): storage_full, ...
+                        **({"error": error} if error else {}),
+                    },
+                )
+    except _Held:
+        return False  # a legal hold keeps this pending row (and its object): rolled back
     return bool(removed)
 
 
@@ -586,37 +596,92 @@ def blob_delete(*, blob: Blob, actor: Actor | None = None) -> None:
     ``blob.upload``, by sequence and hash), so the trail still says which file went (docs/audit.md).
 
     A blob under a legal hold is not deleted, whoever asks (API, admin, commands all come here):
-    ``BlobHeld``, and a ``denied`` event that names the hold."""
-    hold = legal_hold_covering(target_type="blob", target_id=str(blob.pk))
-    if hold is not None:
+    ``BlobHeld``, and a ``denied`` event that names the hold.
+
+    The hold check comes after the row's DELETE, in its transaction, and the delete is rolled back if a
+    hold keeps the blob: the DELETE takes the row's lock (PostgreSQL; on SQLite the transaction is BEGIN
+    IMMEDIATE, settings.py, and holds the database's write lock from its start), and placing a hold takes a
+    conflicting one first (:func:`blob_lock_for_hold`). So a hold placed while this runs either commits
+    before the check, which then sees it (a later statement: a fresh snapshot under READ COMMITTED), or waits
+    until this delete has committed. Checked before the transaction, as it once was, a hold committed in
+    between did not stop the delete (architecture.md §8). Deleting first, rather than locking with a SELECT
+    ... FOR UPDATE and then deleting, costs no query on the common path."""
+    try:
+        with transaction.atomic():
+            deleted = Blob.objects.filter(pk=blob.pk).delete_rows()
+            if deleted:
+                _refuse_if_held(blob)
+            audit_record(
+                action="blob.delete",
+                actor=actor or current_actor(),
+                target_type="blob",
+                target_id=str(blob.pk),
+                outcome="success" if deleted else "error",
+                details={
+                    **_blob_details(blob, sealed_name=False),
+                    "name_event": _name_event(blob),
+                    **(
+                        {"changes": {"state": {"old": blob.state, "new": "removed"}}}
+                        if deleted
+                        else {"error": "already deleted"}
+                    ),
+                },
+            )
+            # The object goes only once the row's delete has committed: a delete that rolls back (a hold
+            # stopped it, the audit append failed) keeps its object.
+            transaction.on_commit(lambda: _remove_object(blob))
+    except _Held as held:
         audit_record(
             action="blob.delete",
             actor=actor or current_actor(),
             target_type="blob",
             target_id=str(blob.pk),
             outcome="denied",
-            details={"error": BlobHeld.code, "legal_hold": hold.pk},
+            details={"error": BlobHeld.code, "legal_hold": held.hold_id},
         )
-        raise BlobHeld(hold_id=hold.pk)
-    with transaction.atomic():
-        deleted = Blob.objects.filter(pk=blob.pk).delete_rows()
-        audit_record(
-            action="blob.delete",
-            actor=actor or current_actor(),
-            target_type="blob",
-            target_id=str(blob.pk),
-            outcome="success" if deleted else "error",
-            details={
-                **_blob_details(blob, sealed_name=False),
-                "name_event": _name_event(blob),
-                **(
-                    {"changes": {"state": {"old": blob.state, "new": "removed"}}}
-                    if deleted
-                    else {"error": "already deleted"}
-                ),
-            },
-        )
-        transaction.on_commit(lambda: _remove_object(blob))
+        raise BlobHeld(hold_id=held.hold_id) from None
+
+
+class _Held(Exception):
+    """Rolls back a delete that a legal hold forbids (the row was already deleted in its transaction)."""
+
+    def __init__(self, hold_id: int) -> None:
+        super().__init__(hold_id)
+        self.hold_id = hold_id
+
+
+def _refuse_if_held(blob: Blob) -> None:
+    # Called in the deleting transaction, after the DELETE has taken the row's lock (see blob_delete).
+    hold = legal_hold_covering(target_type="blob", target_id=str(blob.pk))
+    if hold is not None:
+        raise _Held(hold.pk)
+
+
+def blob_lock_for_hold(target_id: str) -> None:
+    """Keep the blob ``target_id`` names (``""``: every blob) from being deleted until the caller's
+    transaction ends: ``HoldTarget.lock`` for target type "blob", called before a hold is checked and inserted
+    (audit/holds.py). Every delete of a blob row asks about holds after its DELETE, in its transaction
+    (:func:`blob_delete`, :func:`_remove_pending` for blobs_gc), so it waits for the hold or the hold waits
+    for it.
+
+    PostgreSQL: one blob, a row lock that conflicts with the lock a DELETE takes on the row (FOR NO KEY
+    UPDATE: the weakest Django can ask for; it also makes an update of the row wait, for as long as placing
+    the hold takes); every blob, the table in SHARE mode, which conflicts with the ROW EXCLUSIVE lock any
+    DELETE (and INSERT or UPDATE) takes on it, while reads, downloads among them, go on. SQLite: nothing to
+    do, the hold's transaction is BEGIN IMMEDIATE and already excludes every other writer."""
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("blob_lock_for_hold needs the hold's transaction.")
+    if not target_id:
+        connection = transaction.get_connection()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {connection.ops.quote_name(Blob._meta.db_table)} IN SHARE MODE")
+        return
+    try:
+        blob_id = uuid.UUID(target_id)
+    except ValueError:
+        return  # not a blob id: the hold's check refuses it, or it holds events only
+    list(Blob.objects.select_for_update(no_key=True).filter(pk=blob_id).values_list("pk", flat=True))
 
 
 def _remove_object(blob: Blob) -> None:
@@ -778,10 +843,9 @@ def blobs_gc(*, older_than: timedelta, now: datetime | None = None) -> GcResult:
             continue  # still being written
         if written is None and not store.lists_partial_uploads and blob.created_at >= unlisted_cutoff:
             continue  # an upload this store cannot see (a GCS session) may still be writing
-        if legal_hold_covering(target_type="blob", target_id=str(blob.pk)) is not None:
-            continue  # a hold keeps even a crashed upload's row and object, until it is released
-        # Each removal is audited in its row's transaction (blob.gc), like every other change to a row.
-        if _remove_pending(blob, action="blob.gc", outcome=SUCCESS, size=blob.size):
+        # Each removal is audited in its row's transaction (blob.gc), like every other change to a row. A hold
+        # keeps even a crashed upload's row and object, until it is released (checked in that transaction).
+        if _remove_pending(blob, action="blob.gc", outcome=SUCCESS, size=blob.size, keep_held=True):
             rows += 1
             store.delete(blob.storage_name)
     aliases = {

@@ -14,6 +14,10 @@ from django.db import DatabaseError, connection, transaction
 from audit.holds import legal_hold_create, legal_hold_release
 from audit.models import AuditEvent, LegalHoldRelease
 from audit.recording import audit_record
+from blobs.exceptions import BlobHeld
+from blobs.models import Blob
+from blobs.services import blob_delete
+from blobs.tests.factories import make_blob
 from core.actors import Actor
 
 pytestmark = pytest.mark.django_db
@@ -40,9 +44,10 @@ def test_bad_identifiers_are_refused():
         role_sql("app; DROP TABLE x")
 
 
-def test_the_app_role_appends_but_cannot_change_or_purge():
+def test_the_app_role_appends_but_cannot_change_or_purge(owner):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL roles")
+    blob = make_blob(owner, b"evidence")
     role = f"erphub_app_{secrets.token_hex(3)}"
     sql = role_sql(role).replace("BEGIN;", "").replace("COMMIT;", "")
     sql = sql.replace(
@@ -74,13 +79,23 @@ def test_the_app_role_appends_but_cannot_change_or_purge():
             ):
                 with pytest.raises(DatabaseError, match="permission denied"), transaction.atomic():
                     cursor.execute(statement)
+            # A hold on a blob locks it first (one blob: a row lock; every blob: LOCK TABLE ... EXCLUSIVE),
+            # and a delete locks its row before it asks: both within the app's rights on blobs_blob.
+            for target_id in (str(blob.pk), ""):
+                held = legal_hold_create(
+                    actor=Actor.system("test"), reason="case", target_type="blob", target_id=target_id
+                )
+                with pytest.raises(BlobHeld):
+                    blob_delete(blob=blob)
+                legal_hold_release(hold=held, actor=Actor.system("test"), reason="done")
             # Not the owner nor in the purge role: even with the session switch, the trigger refuses.
             with pytest.raises(DatabaseError), transaction.atomic():
                 cursor.execute("SET LOCAL erphub.audit_purge = 'on'; DELETE FROM audit_auditevent")
         finally:
             cursor.execute("RESET ROLE")
     assert AuditEvent.objects.filter(action="as.app").count() == 1
-    assert LegalHoldRelease.objects.get().reason == "closed"
+    assert LegalHoldRelease.objects.get(hold=hold).reason == "closed"
+    assert Blob.objects.filter(pk=blob.pk).exists()
 
 
 def test_a_member_of_the_purge_role_may_purge_what_the_rules_allow(monkeypatch):
