@@ -25,6 +25,11 @@ DEFAULTS: dict[str, Any] = {
     # Appends outside a transaction share one with those of the same process arriving meanwhile (one commit,
     # one fsync), each caller still returning only once its event is committed (recording.GroupCommit).
     "GROUP_COMMIT": True,
+    # Server workers only (audit.deferred): after-the-fact events (a download's end) queued for the next group
+    # commit instead of written in the request's path; the writer flushes what no commit took after this many
+    # seconds. Past DEFERRED_MAX_QUEUED queued events, they are written inline again (backpressure).
+    "DEFERRED_INTERVAL": 0.05,
+    "DEFERRED_MAX_QUEUED": 1000,
 }
 
 

@@ -9,6 +9,9 @@ transaction commits, so callers record last, just before their transaction ends.
 Standalone appends (no caller's transaction: a download's start and end, a denied request) of one process
 are group-committed (``GroupCommit``): several events, one transaction, one commit, each caller still
 returning only once its own event is committed.
+
+In a server worker (``audit.deferred``), ``audit_record_after`` does not wait at all: its event is queued and
+the next group commit takes it into its batch, or the worker's deferred writer flushes it shortly after.
 """
 
 from __future__ import annotations
@@ -176,15 +179,19 @@ GATHER_ROUNDS = 8
 
 
 class _Pending:
-    """One caller's event waiting in a group commit: its fields, then its stored event or the error."""
+    """One caller's event waiting in a group commit: its fields, then its stored event or the error.
+    ``deferred``: an after-the-fact event nobody waits for (``GroupCommit.defer``); ``attempts`` its failed
+    writes so far."""
 
-    __slots__ = ("done", "error", "event", "fields")
+    __slots__ = ("attempts", "deferred", "done", "error", "event", "fields")
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], *, deferred: bool = False) -> None:
         self.fields = fields
         self.event: AuditEvent | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.deferred = deferred
+        self.attempts = 0
 
     def outcome(self) -> AuditEvent:
         if self.error is not None:
@@ -212,6 +219,14 @@ class GroupCommit:
     threading, so waiting yields to the hub (a greenlet lock), and under gthread it is a thread lock.
     Across processes nothing is shared: each process's leader queues on the database's own serialization
     (SQLite's writer turn and file lock, PostgreSQL's advisory lock).
+
+    Deferred events (``defer``, issue 14): once a deferred writer runs in this process (``audit.deferred``,
+    started in server workers only), after-the-fact events are queued without a waiting caller, up to
+    ``capacity``. Every leader takes all of them into its batch, first (they happened before the events of
+    callers now waiting), so a download's end usually shares the next start's transaction; the writer
+    flushes (``flush``) what no leader took. A deferred event whose write failed is queued again after
+    ``AFTER_RETRY_DELAY`` (doubling), and after ``AFTER_RETRIES`` failed writes it is ``_lost``: logged
+    whole at CRITICAL and counted, as ``audit_record_after`` does inline.
     """
 
     def __init__(self) -> None:
@@ -219,6 +234,13 @@ class GroupCommit:
         self._guard = threading.Lock()
         self._pending: dict[str, list[_Pending]] = {}
         self._leading: set[str] = set()
+        # Deferred events per database, how many (all databases), and those waiting to be retried:
+        # (when, database, event). ``_capacity`` 0: this process defers nothing (no writer).
+        self._deferred: dict[str, list[_Pending]] = {}
+        self._deferred_count = 0
+        self._retries: list[tuple[float, str, _Pending]] = []
+        self._capacity = 0
+        self._wake: Callable[[], None] | None = None
         #: Committed transactions and the events in them, since the process started (tests, benchmarks).
         self.transactions = 0
         self.events = 0
@@ -239,11 +261,31 @@ class GroupCommit:
             if mine.done:
                 return mine.outcome()
             self._leading.add(using)
+        self._lead(cond, using, mine)
+        return mine.outcome()
+
+    def flush(self, *, using: str) -> None:
+        """Write the deferred events of ``using`` now, as a leader without an event of its own (after a
+        running leader, which may have taken them already). The deferred writer's turn, and a worker's exit.
+        The caller's connection must be open already (``_append``: a pool must not starve its leader)."""
+        cond = self._cond()
+        with cond:
+            while using in self._leading:
+                cond.wait()
+            if not self._deferred.get(using):
+                return
+            self._leading.add(using)
+        self._lead(cond, using, None)
+
+    def _lead(self, cond: threading.Condition, using: str, mine: _Pending | None) -> None:
         batch: list[_Pending] = []
         try:
-            self._gather(cond, using)
+            if mine is not None:
+                self._gather(cond, using)
             with cond:
-                batch = self._pending.pop(using, [])
+                deferred = self._deferred.pop(using, [])
+                self._deferred_count -= len(deferred)
+                batch = deferred + self._pending.pop(using, [])
             self._write(batch, using=using)
         finally:
             with cond:
@@ -257,7 +299,7 @@ class GroupCommit:
                         pending.error = DatabaseError("the audit group commit was interrupted")
                     pending.done = True
                 cond.notify_all()
-        return mine.outcome()
+            self._failed_deferred(cond, using, [p for p in batch if p.deferred and p.event is None])
 
     def _gather(self, cond: threading.Condition, using: str) -> None:
         # Yield while the queue still grows, a few rounds at most: ``time.sleep(0)`` is a greenlet switch
@@ -294,6 +336,90 @@ class GroupCommit:
         self.transactions += 1
         self.events += events
         AUDIT_BATCH_EVENTS.observe(events)
+
+    # --- deferred after-the-fact events ---------------------------------------------------------------------
+
+    def start_deferring(self, *, capacity: int, wake: Callable[[], None]) -> None:
+        """From now on ``defer`` queues up to ``capacity`` events and calls ``wake`` (the writer's)."""
+        with self._cond():
+            self._capacity, self._wake = capacity, wake
+
+    def stop_deferring(self) -> None:
+        """From now on ``defer`` refuses (its callers write inline); what is queued stays, for ``flush``."""
+        with self._cond():
+            self._capacity, self._wake = 0, None
+
+    def defer(self, fields: dict[str, Any], *, using: str) -> bool:
+        """Queue an after-the-fact event for the next batch of ``using``; False, nothing queued, when this
+        process defers nothing or the queue is full (the caller then writes it inline: backpressure, never a
+        drop)."""
+        cond = self._cond()
+        with cond:
+            if self._deferred_count >= self._capacity:
+                return False
+            self._deferred.setdefault(using, []).append(_Pending(fields, deferred=True))
+            self._deferred_count += 1
+            wake = self._wake if self._deferred_count == 1 else None
+        if wake is not None:
+            wake()
+        return True
+
+    def deferred_databases(self) -> list[str]:
+        """The databases with deferred events queued now."""
+        with self._cond():
+            return [using for using, queued in self._deferred.items() if queued]
+
+    def deferred_left(self) -> int:
+        """Deferred events not written yet: queued, or waiting for a retry."""
+        with self._cond():
+            return self._deferred_count + len(self._retries)
+
+    def retry_due(self, *, now: float | None = None) -> float | None:
+        """Queue again the failed deferred events whose retry is due; returns the seconds until the next
+        one (None: none waits)."""
+        now = time.monotonic() if now is None else now
+        with self._cond():
+            waiting = []
+            for when, using, pending in self._retries:
+                if when <= now:
+                    self._deferred.setdefault(using, []).append(pending)
+                    self._deferred_count += 1
+                else:
+                    waiting.append((when, using, pending))
+            self._retries = waiting
+            return max(0.0, min(when for when, _, _ in waiting) - now) if waiting else None
+
+    def lose_deferred(self, error: Exception) -> None:
+        """Give up on every deferred event left: each is logged whole and counted (``_lost``)."""
+        with self._cond():
+            left = [p for queued in self._deferred.values() for p in queued]
+            left += [p for _, _, p in self._retries]
+            self._deferred, self._deferred_count, self._retries = {}, 0, []
+        for pending in left:
+            _lost(pending.fields, error)
+
+    def _failed_deferred(self, cond: threading.Condition, using: str, failed: list[_Pending]) -> None:
+        # audit_record_after's contract, for events nobody waits for: retried after a doubling delay, then
+        # logged whole and counted. The retry is the writer's (``retry_due``), never this leader's caller's.
+        if not failed:
+            return
+        attempts = max(1, audit_setting("AFTER_RETRIES"))
+        delay = audit_setting("AFTER_RETRY_DELAY")
+        lost = []
+        with cond:
+            for pending in failed:
+                pending.attempts += 1
+                if pending.attempts >= attempts:
+                    lost.append(pending)
+                    continue
+                pending.error, pending.done = None, False
+                self._retries.append((time.monotonic() + delay * 2 ** (pending.attempts - 1), using, pending))
+            wake = self._wake
+        for pending in lost:
+            error = pending.error
+            _lost(pending.fields, error if isinstance(error, Exception) else DatabaseError(repr(error)))
+        if wake is not None and len(lost) < len(failed):
+            wake()
 
 
 group_commit = GroupCommit()
@@ -380,7 +506,11 @@ def audit_record_after(
 ) -> AuditEvent | None:
     """Append an event about something that already happened (a stream that ended): retried on database
     errors; if it still cannot be written, the whole event goes to the error log and
-    ``audit_write_failures_total`` counts it. Never raises for a write failure: the thing happened."""
+    ``audit_write_failures_total`` counts it. Never raises for a write failure: the thing happened.
+
+    Where a deferred writer runs (server workers, ``audit.deferred``) the fields are checked now and the
+    event queued for a later group commit: returns None at once (its timestamp is its insert time). Else,
+    and when that queue is full, written here: returns the event, or None if it was lost."""
     try:
         fields = _fields(
             action=action,
@@ -394,6 +524,16 @@ def audit_record_after(
         )
     except (AuditDetailsInvalid, ValueError) as exc:
         _lost({"action": action, "actor": actor.name, "target_id": target_id, "outcome": outcome}, exc)
+        return None
+    using = router.db_for_write(AuditEvent)
+    # In a server worker the event joins a later batch and this returns at once: after the fact, nobody
+    # waits for it (a download's end would otherwise delay the connection's next request). Inside a
+    # caller's transaction it stays there, as inline.
+    if (
+        audit_setting("GROUP_COMMIT")
+        and not connections[using].in_atomic_block
+        and group_commit.defer(fields, using=using)
+    ):
         return None
     attempts = max(1, audit_setting("AFTER_RETRIES"))
     delay = audit_setting("AFTER_RETRY_DELAY")

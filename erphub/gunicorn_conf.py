@@ -14,6 +14,10 @@ so totals do not drop.
 from a thread of its own, so a scrape is answered while every worker thread is busy streaming. It binds
 ``METRICS_HOST``, by default the host of gunicorn's first TCP ``--bind`` address (the app's), and checks
 ``METRICS_TOKEN`` exactly as the app's ``/metrics`` does.
+
+Each worker runs the audit log's deferred writer (architecture §8, :mod:`audit.deferred`): started once the
+worker has loaded the app (``post_worker_init``), stopped by the worker's exit (``worker_exit``), which writes
+the after-the-fact events still queued before the process ends. Both import the app lazily, in the worker.
 """
 
 from __future__ import annotations
@@ -94,3 +98,20 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def post_worker_init(worker: Any) -> None:
+    # In the worker, after the fork and the app's load (Django is set up, gevent has patched threading): the
+    # master never runs this, so it still never imports Django (.importlinter allows this one import).
+    from audit.deferred import deferred_writer_start
+
+    worker.audit_deferred_writer = deferred_writer_start()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    # gunicorn also calls this in the master for a worker that vanished (Arbiter.kill_worker): there the
+    # worker object never got a writer. In the worker, after its last request (graceful stop, max_requests
+    # restart, quick exit), the queued events are written before the process ends.
+    writer = getattr(worker, "audit_deferred_writer", None)
+    if writer is not None and worker.pid == os.getpid():
+        writer.stop()

@@ -655,6 +655,10 @@ AUDIT = {
     "SIGNING_KEY_FILE": _audit_key_file_env or str(VAR_DIR / "audit_signing.key"),
     "SIGNING_KEY_CREATE": DEBUG and _env("AUDIT_SIGNING_KEY") is None,  # development creates it on first use
     "VERIFY_PUBLIC_KEYS": _env_list("AUDIT_VERIFY_PUBLIC_KEYS", ""),  # older keys' public halves (base64)
+    # Server workers: seconds an after-the-fact event (a download's end) waits for the next group commit
+    # before the deferred writer writes it itself, and how many may wait before they are written inline.
+    "DEFERRED_INTERVAL": _env_float("AUDIT_DEFERRED_INTERVAL", 0.05),
+    "DEFERRED_MAX_QUEUED": _env_int("AUDIT_DEFERRED_MAX_QUEUED", 1000),
 }
 
 LOGIN_URL = "login"  # /accounts/login/: every account, not only staff (the admin's login refuses others)

@@ -653,7 +653,12 @@ def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session
         log = server.log_path.read_text(errors="replace")
         lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         downloads = [e for e in lines if e.get("event") == "request" and e.get("request_id") == "e2e-logs-dl"]
-        if downloads or time.monotonic() > deadline:
+        # The download's end event is written after the response, by the worker's next audit transaction or
+        # its deferred writer (architecture.md §8): its line may follow the request's.
+        ended = any(
+            e.get("action") == "blob.download.end" and e.get("request_id") == "e2e-logs-dl" for e in lines
+        )
+        if (downloads and ended) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     (download,) = downloads
@@ -661,7 +666,7 @@ def test_a_full_run_logs_one_json_line_per_request_and_no_secret(server, session
     assert download["blob_id"] == blob_id
     assert download["user_id"]
     # Audit events are JSON lines in the same stream, under the same request id.
-    assert any(e.get("action") == "blob.download.end" and e.get("request_id") == "e2e-logs-dl" for e in lines)
+    assert ended
     every_token = (tokens["access"], tokens["refresh"], rotated["access"], rotated["refresh"])
     for secret in (
         server.password,
