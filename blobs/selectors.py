@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 def blob_list_for_user(*, user: User | AnonymousUser) -> BlobQuerySet:
     if not user.is_authenticated:
         return Blob.objects.none()
-    return Blob.objects.ready().filter(visible_blobs(user))
+    visible = visible_blobs(user)
+    ready = Blob.objects.ready()
+    return ready.filter(visible) if visible else ready  # an empty Q: every owner's (one filter less to build)
 
 
 def blob_get_for_user(
