@@ -77,7 +77,7 @@ def test_a_superuser_may_do_everything():
 class GrantsViewAnyToEveryone(BaseBackend):
     """A backend the SQL form does not know: its answer must still be the one that counts."""
 
-    def has_perm(self, user_obj, perm, obj=None):  # type: ignore[no-untyped-def]
+    def has_perm(self, user_obj, perm, obj=None):
         return perm == permissions.VIEW_ANY
 
 
