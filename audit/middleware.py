@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from auditlog.cid import set_cid
+from auditlog.middleware import AuditlogMiddleware
 from django.http import HttpRequest, HttpResponse
 
 from . import context
@@ -32,3 +34,27 @@ class RequestContextMiddleware:
             context.deactivate(token)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+#: RFC 9110 §9.2.1: methods whose semantics are read-only.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+class ConfigHistoryMiddleware(AuditlogMiddleware):
+    """django-auditlog's middleware (who changed a role, an account or a flag: the configuration history),
+    skipped for safe methods.
+
+    It names the actor by connecting a ``pre_save`` receiver for the request's duration, and connecting (and
+    disconnecting) clears every ``pre_save`` receiver cache, so each save in the request looks its receivers
+    up again — the audit event's included: about 0.3 ms of a 1-byte download (issue 14). A safe request
+    changes no configuration here (Django's admin and our views change it by POST only), so it has no history
+    entry to name an actor for. The correlation id is still set, so that no entry can carry a previous
+    request's.
+    """
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in SAFE_METHODS:
+            set_cid(request)
+            response: HttpResponse = self.get_response(request)
+            return response
+        return super().__call__(request)

@@ -155,7 +155,8 @@ class BlobStreamView(BrowserLoginMixin, APIView):
         return self._respond(request, blob_id, head=True)
 
     def _respond(self, request: Request, blob_id: str, *, head: bool) -> HttpResponseBase:
-        blob = blob_get_for_user(user=request.user, blob_id=blob_id)
+        # The stream never names the owner (stream_response): no join.
+        blob = blob_get_for_user(user=request.user, blob_id=blob_id, with_owner=False)
         return stream_response(request, blob, head=head)
 
 

@@ -138,8 +138,9 @@ MIDDLEWARE = [
     "blobs.middleware.MultipartNeedsAuthMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # django-auditlog: who changed a configuration model, for its admin history (not the blob trail).
-    "auditlog.middleware.AuditlogMiddleware",
+    # django-auditlog: who changed a configuration model, for its admin history (not the blob trail);
+    # skipped for GET/HEAD, which change no configuration (audit/middleware.py says what it saves).
+    "audit.middleware.ConfigHistoryMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
