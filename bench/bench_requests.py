@@ -11,7 +11,7 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
 
 - ``GET /health`` (Django, no database);
 - ``GET /bench/plain-range`` with a 1-byte and a 64 KiB ``Range`` (plain Django reading the plaintext file);
-- ``GET /secure/files/{id}/stream`` with the same ranges (JWT; authenticated, flag-gated, permission-checked,
+- ``GET /secure/files/{id}/stream`` with the same ranges (JWT of a Blob user; authenticated, flag-gated, permission-checked,
   decrypted, audited start and end);
 - ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT.
 
@@ -54,6 +54,14 @@ from blobs.tests.liveserver import (
 )
 
 USERNAME = "admin"
+# The requests are a Blob user's (the role API consumers hold: permission checks included), not the
+# superuser's, whose has_perm answers without a query.
+READER = "reader"
+CREATE_READER = (
+    "from django.contrib.auth.models import Group, User; "
+    "u = User.objects.create_user({name!r}, password={password!r}); "
+    "u.groups.add(Group.objects.get(name='Blob users'))"
+)
 KIB = 1024
 
 
@@ -151,7 +159,7 @@ def drop_postgres_database(name: str) -> None:
 def obtain_token(port: int, password: str) -> str:
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     try:
-        body = json.dumps({"username": USERNAME, "password": password})
+        body = json.dumps({"username": READER, "password": password})
         conn.request("POST", "/api/token/", body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         data = json.loads(response.read())
@@ -209,7 +217,8 @@ def start_served(database: str, variant: str, work: Path, plain: Path, base_tree
     if database == "postgresql":
         pg_name, env["DATABASE_URL"] = create_postgres_database()
     prepare_database(env)
-    blob_id = manage(env, "blobs_import", str(plain), "--owner", USERNAME).split("\t", 1)[0].strip()
+    manage(env, "shell", "-c", CREATE_READER.format(name=READER, password=password))
+    blob_id = manage(env, "blobs_import", str(plain), "--owner", READER).split("\t", 1)[0].strip()
     log_path = work / f"gunicorn-{database}-{variant}.log"
     if variant == "before":
         if base_tree is None:
