@@ -18,21 +18,26 @@ import time
 from pathlib import Path
 
 
-def main() -> None:
-    count, go_file = int(sys.argv[1]), Path(sys.argv[2])
-    writers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-    mode = sys.argv[4] if len(sys.argv) > 4 else "threads"
+def start_django(mode: str) -> None:
+    """Set Django up in this process as a server worker of ``mode`` would (both appender harnesses)."""
     if mode == "gevent":
         # Before anything imports threading or socket, like gunicorn's gevent worker.
         from gevent import monkey
 
         monkey.patch_all()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "erphub.settings")
-    import threading
-
     import django
 
     django.setup()
+
+
+def main() -> None:
+    count, go_file = int(sys.argv[1]), Path(sys.argv[2])
+    writers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    mode = sys.argv[4] if len(sys.argv) > 4 else "threads"
+    start_django(mode)
+    import threading
+
     from django.db import connections
 
     from audit.recording import group_commit

@@ -28,17 +28,11 @@ import time
 
 def main() -> None:
     scenario, mode, writers, each = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    if mode == "gevent":
-        # Before anything imports threading or socket, like gunicorn's gevent worker.
-        from gevent import monkey
+    from audit.tests.appender import start_django
 
-        monkey.patch_all()
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "erphub.settings")
+    start_django(mode)
     import threading
 
-    import django
-
-    django.setup()
     from django.db import connection, connections
     from prometheus_client import REGISTRY
 

@@ -110,13 +110,17 @@ def test_one_byte_range(api, blob):
     assert_budget(queries, 8)
 
 
+def _one_byte_as(user, blob):  # type: ignore[no-untyped-def]
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    url = reverse("blobs:stream", args=[blob.id])
+    return counted(lambda: client.get(url, headers={"Range": "bytes=0-0"}))
+
+
 def test_one_byte_range_of_someone_elses_blob_as_a_blob_manager(blob):
     # A Blob manager (view_any_blob through the role's group, not a superuser) reads another owner's file:
     # the grant is answered inside the blob's query, as for an owner.
     manager = make_user("manny", perms=(), roles=(roles.BLOB_MANAGERS,))
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(manager).access_token}")
-    url = reverse("blobs:stream", args=[blob.id])
-    response, queries = counted(lambda: client.get(url, headers={"Range": "bytes=0-0"}))
+    response, queries = _one_byte_as(manager, blob)
     assert response.status_code == 206  # type: ignore[attr-defined]
     assert len(matching(queries, r'FROM "auth_user"')) == 1
     assert_permission_in_blob_query(queries)
@@ -127,9 +131,7 @@ def test_one_byte_range_of_someone_elses_blob_as_a_blob_manager(blob):
 def test_someone_elses_blob_is_still_404_to_a_blob_user(blob):
     # The folded permission still refuses: another Blob user gets the missing blob's answer.
     bob = make_user("bob", perms=(), roles=(roles.BLOB_USERS,))
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(bob).access_token}")
-    url = reverse("blobs:stream", args=[blob.id])
-    response, queries = counted(lambda: client.get(url, headers={"Range": "bytes=0-0"}))
+    response, queries = _one_byte_as(bob, blob)
     assert response.status_code == 404  # type: ignore[attr-defined]
     assert appends(queries) == 0
     assert_budget(queries, 2)
