@@ -48,6 +48,21 @@ class HoldTarget:
     label: str
     exists: Callable[[str], bool]
     lock: Callable[[str], None] | None = None
+    #: The one spelling of an id that events and deletes compare with (a blob id: a UUID's canonical text).
+    #: A hold stores its id in it: holds are matched as text (``HELD``, :func:`legal_hold_covering`), so a
+    #: hold on ``{3F0C8E8E-...}`` would name a blob its lock and check find but protect nothing. Raises
+    #: ``ValueError`` for an id that is not one of the type's (then kept as typed: it can only name events).
+    normalize: Callable[[str], str] | None = None
+
+
+def _normalized(target_type: str, target_id: str) -> str:
+    target = _targets.get(target_type)
+    if not target_id or target is None or target.normalize is None:
+        return target_id
+    try:
+        return target.normalize(target_id)
+    except (ValueError, TypeError):
+        return target_id
 
 
 _targets: dict[str, HoldTarget] = {}
@@ -113,6 +128,7 @@ def legal_hold_validate(*, target_type: str, target_id: str, since: Any, until: 
     before it starts."""
     if target_id and not target_type:
         raise HoldInvalid("A target id needs its target type (e.g. blob).", field="target_type")
+    target_id = _normalized(target_type, target_id)
     if not (target_type or since or until):
         raise HoldInvalid("A legal hold names a target type or a time range (or both).")
     if since and until and since > until:
@@ -137,6 +153,7 @@ def legal_hold_create(
     events can still be held), and a delete that comes later waits for this transaction and sees the hold.
     Checked before the lock, a blob could be deleted between the check and the insert."""
     target = _targets.get(target_type)
+    target_id = _normalized(target_type, target_id)
     with transaction.atomic():
         if target is not None and target.lock is not None:
             target.lock(target_id)

@@ -1,3 +1,5 @@
+import uuid
+
 from django.apps import AppConfig
 
 
@@ -34,5 +36,12 @@ class BlobsConfig(AppConfig):
         # A hold on a blob id that does not exist keeps nothing: the hold form refuses it (audit/holds.py).
         # Placing one locks the blob first, so that a delete under way cannot pass its hold check unseen.
         register_hold_target(
-            HoldTarget(target_type="blob", label="file", exists=blob_exists, lock=blob_lock_for_hold)
+            HoldTarget(
+                target_type="blob",
+                label="file",
+                exists=blob_exists,
+                lock=blob_lock_for_hold,
+                # Events and deletes name a blob by str(uuid): a hold typed in another spelling is stored so.
+                normalize=lambda blob_id: str(uuid.UUID(blob_id)),
+            )
         )

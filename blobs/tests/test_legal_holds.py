@@ -65,6 +65,22 @@ def test_api_delete_of_a_held_blob_is_409_in_the_error_format_and_audited(owner)
     assert not Blob.objects.filter(pk=blob.pk).exists()
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [str.upper, lambda id_: id_.replace("-", ""), lambda id_: "{" + id_ + "}", lambda id_: "urn:uuid:" + id_],
+)
+def test_a_hold_typed_in_another_spelling_of_the_id_keeps_the_blob(owner, spelling):
+    # The id is stored in the spelling deletes and events compare with: a hold on "{3F0C...}" found and locked
+    # the blob, then matched nothing as text, so the blob (and its events) could go under an active hold.
+    blob = make_blob(owner, b"evidence")
+    hold = hold_on(blob, spelling(str(blob.pk)))
+    assert hold.target_id == str(blob.pk)
+    with pytest.raises(BlobHeld):
+        blob_delete(blob=blob, actor=Actor.for_user(owner))
+    still_there(blob, b"evidence")
+    assert AuditEvent.objects.get(action="audit.legal_hold").details["target_id"] == str(blob.pk)
+
+
 def test_a_hold_on_every_blob_keeps_each_and_other_holds_keep_none(owner):
     blob = make_blob(owner, b"one")
     audit_record(action="test.event", actor=AUDITOR, target_type="user", target_id=str(owner.pk))
