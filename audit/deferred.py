@@ -27,6 +27,11 @@ from .recording import GroupCommit, group_commit
 
 logger = logging.getLogger(__name__)
 
+# How long a worker's exit may spend writing what is queued. gunicorn's graceful timeout (its default 30 s;
+# deploy/ sets 300 s) counts from SIGTERM, downloads' drain included: past it the master kills the worker and
+# anything still queued would be gone without the lost-event log line, so give up well before.
+EXIT_SECONDS = 20.0
+
 
 class DeferredWriter:
     """Flushes ``group``'s deferred events when no group commit took them within ``interval`` seconds."""
@@ -44,18 +49,24 @@ class DeferredWriter:
         self._group.start_deferring(capacity=self._capacity, wake=self._wake.set)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, within: float = EXIT_SECONDS) -> None:
         """Stop deferring (new events are written inline), then write every queued event and every pending
-        retry before returning: the worker's exit must not lose them."""
+        retry before returning: the worker's exit must not lose them. After ``within`` seconds (a database
+        that is down), every event left is logged whole and counted as lost (``_lost``), before gunicorn's
+        graceful timeout kills the worker and they would vanish without a trace."""
+        deadline = time.monotonic() + within
         self._group.stop_deferring()
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout=within)
         while self._group.deferred_left():
+            if time.monotonic() >= deadline:
+                self._group.lose_deferred(TimeoutError("the worker's exit could not write them in time"))
+                return
             wait = self._group.retry_due()
             if not self._group.deferred_databases() and wait:
-                time.sleep(wait)
+                time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
                 continue
             if not self._flush():
                 # A bug, not a database error (those are retried, then lost one by one): rather than spin
@@ -64,15 +75,26 @@ class DeferredWriter:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            wait = self._group.retry_due()
-            if not self._group.deferred_databases():
-                self._wake.wait(wait)
-                self._wake.clear()
-                continue
-            # Give a group commit the interval to take them: it costs no transaction of its own.
-            if self._stopping.wait(self._interval):
-                return  # stop() writes the rest
-            self._flush()
+            try:
+                if self._turn():
+                    return
+            except Exception:
+                # The writer must outlive a bad turn: failed events are queued again only by it.
+                logger.exception("The deferred audit writer's turn failed")
+                self._stopping.wait(self._interval)
+
+    def _turn(self) -> bool:
+        """One wait-and-flush turn; True when ``stop()`` asked it to end (``stop()`` writes the rest)."""
+        wait = self._group.retry_due()
+        if not self._group.deferred_databases():
+            self._wake.wait(wait)
+            self._wake.clear()
+            return False
+        # Give a group commit the interval to take them: it costs no transaction of its own.
+        if self._stopping.wait(self._interval):
+            return True  # stop() writes the rest
+        self._flush()
+        return False
 
     def _flush(self) -> bool:
         ok = True

@@ -174,7 +174,9 @@ def _insert(batch: list[dict[str, Any]], *, using: str, savepoint: bool = True) 
                 event._state.adding, event._state.db = False, using
                 events.append(event)
                 sequence, prev_hash = sequence + 1, event.hash
-        transaction.on_commit(lambda: _emit_all(events), using=using)
+        # robust: a failing log handler must not make committed events look unwritten (their callers would
+        # get an error, and deferred ones would be written again).
+        transaction.on_commit(lambda: _emit_all(events), using=using, robust=True)
     return events
 
 

@@ -90,6 +90,11 @@ class Fetch(abc.ABC):
                 return  # close() cut a read short, as intended
             logger.exception("reading %s failed", self._key)
             error = StorageUnavailable(f"Blob storage failed (read: {type(exc).__name__}).")
+        except BaseException as exc:  # the greenlet killed or timed out: the reader must not wait forever
+            with self._cond:
+                self._error = StorageUnavailable(f"Blob storage failed (read: {type(exc).__name__}).")
+                self._cond.notify_all()
+            raise
         finally:
             chunks.close()  # the store's response is released now, not when the generator is collected
         with self._cond:

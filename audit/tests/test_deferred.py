@@ -23,6 +23,7 @@ from django.db import OperationalError, connection
 from prometheus_client import REGISTRY
 
 from audit.chain import verify_chain
+from audit.deferred import DeferredWriter
 from audit.recording import GroupCommit, _fields
 from blobs.tests.liveserver import serve
 from core.actors import Actor
@@ -132,6 +133,25 @@ def test_a_failing_deferred_event_is_retried_later_then_lost(caplog):
     assert "AUDIT EVENT NOT WRITTEN" in message
     assert '"target_id": "bad"' in message
     assert verify_chain(chain_rows()).ok
+
+
+def test_a_worker_exit_past_its_deadline_logs_what_is_left_as_lost(caplog):
+    # A database that stays down must not hold the worker's exit until gunicorn kills it: the events left are
+    # then logged whole and counted, not gone without a trace.
+    group = GroupCommit()
+    writer = DeferredWriter(group, interval=3600.0, capacity=10)
+    writer.start()
+    group.defer(_event("end-1"), using="default")
+    group.defer(_event("end-2"), using="default")
+    before = failures()
+    with caplog.at_level(logging.CRITICAL):
+        writer.stop(within=0.0)
+    assert group.deferred_left() == 0
+    assert failures() == before + 2
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(lost) == 2
+    assert all("AUDIT EVENT NOT WRITTEN (TimeoutError" in line for line in lost)
+    assert group.defer(_event("late"), using="default") is False  # stopped: the caller writes inline
 
 
 # --- the writer, in a process of its own --------------------------------------------------------------------
