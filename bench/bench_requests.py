@@ -11,8 +11,8 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
 
 - ``GET /health`` (Django, no database);
 - ``GET /bench/plain-range`` with a 1-byte and a 64 KiB ``Range`` (plain Django reading the plaintext file);
-- ``GET /secure/files/{id}/stream`` with the same ranges (JWT of a Blob user; authenticated, flag-gated, permission-checked,
-  decrypted, audited start and end);
+- ``GET /secure/files/{id}/stream`` with the same ranges (JWT of a Blob user; authenticated, flag-gated,
+  permission-checked, decrypted, audited start and end);
 - ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT.
 
 Every variant's server runs at once and every cell alternates between them, ``--repeats`` rounds (the
