@@ -9,6 +9,7 @@ asked only about blobs the user can see.
 
 from __future__ import annotations
 
+import enum
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -42,28 +43,53 @@ _MODEL_PERMISSION_BACKENDS = frozenset(
 )
 
 
-def visible_blobs(user: Any) -> Q:
-    """Which blobs ``user`` may see, as a filter on ``Blob``: their own, or every owner's if
-    :func:`may_see_any`. The selectors' 404 for an invisible blob is built on it.
+class Visibility(enum.Enum):
+    """Which blobs a user may see (:func:`blob_visibility`)."""
 
-    The permission is answered inside the blob's own query when it is not known yet (issue 14 item 2: a
-    request is "authenticate, load the blob with its permission answer, append the audit event"): asking
-    ``has_perm`` first loads every permission the user and their groups hold, a query of its own on every
-    request. The EXISTS below is ``may_see_any`` as the model backends answer it, so it is used only when they
-    are the configured backends; with any other, or with the answer already cached on the user (a check
-    earlier in the request), the rule is asked in Python.
+    NONE = "none"  # anonymous
+    ALL = "all"  # every owner's (may_see_any, answered in Python)
+    OWN = "own"  # their own only
+    OWN_OR_HELD = "own_or_held"  # their own, or every owner's if view_any_blob is held: answered in SQL
+
+
+def blob_visibility(user: Any) -> Visibility:
+    """Which blobs ``user`` may see: their own, or every owner's if :func:`may_see_any`.
+
+    The permission is answered inside the blob's own query when it is not known yet (``OWN_OR_HELD``;
+    issue 14 item 2: a request is "authenticate, load the blob with its permission answer, append the audit
+    event"): asking ``has_perm`` first loads every permission the user and their groups hold, a query of its
+    own on every request. The EXISTS of :func:`visible_filter` is ``may_see_any`` as the model backends
+    answer it, so it is used only when they are the configured backends; with any other, or with the answer
+    already cached on the user (a check earlier in the request), the rule is asked in Python.
     """
     if not user.is_authenticated:
-        return Q(pk__in=[])
-    own = Q(owner_id=user.pk)
+        return Visibility.NONE
     if not user.is_active:
-        return own  # has_perm answers False to an inactive user, superuser or not; ownership is object-level
+        return Visibility.OWN  # has_perm answers False to an inactive user, superuser or not
     if user.is_superuser or hasattr(user, "_perm_cache") or not _model_permissions_only():
-        return Q() if may_see_any(user) else own
+        return Visibility.ALL if may_see_any(user) else Visibility.OWN
+    return Visibility.OWN_OR_HELD
+
+
+def visible_filter(visibility: Visibility, user_id: Any) -> Q:
+    """The filter on ``Blob`` for ``visibility`` of the user ``user_id`` (an empty Q: every owner's)."""
+    if visibility is Visibility.NONE:
+        return Q(pk__in=[])
+    if visibility is Visibility.ALL:
+        return Q()
+    own = Q(owner_id=user_id)  # ownership is object-level: no permission needed
+    if visibility is Visibility.OWN:
+        return own
     app_label, codename = VIEW_ANY.split(".")
-    params = (app_label, codename, user.pk) * 2
+    params = (app_label, codename, user_id) * 2
     held = RawSQL(_view_any_held_sql(), params, output_field=BooleanField())  # noqa: S611 - names from _meta
     return own | Q(held)
+
+
+def visible_blobs(user: Any) -> Q:
+    """Which blobs ``user`` may see, as a filter on ``Blob`` (:func:`blob_visibility`). The selectors' 404
+    for an invisible blob is built on it."""
+    return visible_filter(blob_visibility(user), user.pk)
 
 
 @functools.cache

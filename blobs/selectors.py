@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -10,12 +11,13 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Sum
 
+from core.db import CompiledQuery, Param
 from kms.exceptions import KmsError
 from kms.registry import default_alias, get_provider
 
 from .exceptions import BlobNotFound
 from .models import Blob, BlobQuerySet
-from .permissions import visible_blobs
+from .permissions import Visibility, blob_visibility, visible_blobs, visible_filter
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -34,23 +36,48 @@ def blob_get_for_user(
 ) -> Blob:
     """The blob ``user`` may see (``BlobNotFound`` otherwise, a missing one's answer), the permission answered
     in the same query (``visible_blobs``). ``with_owner=False`` for callers that never read the owner (the
-    stream): the join and the second model instance cost more than the rest of the query's compilation."""
+    stream): the join and the second model instance cost more than the rest of the query.
+
+    The query is compiled once per shape (``core.db.CompiledQuery``): the stream and metadata requests run
+    it on every request, and compiling it cost more than running it (issue 14)."""
     try:
         key = blob_id if isinstance(blob_id, uuid.UUID) else uuid.UUID(str(blob_id))
     except ValueError:
         raise BlobNotFound() from None
-    visible = blob_list_for_user(user=user)
-    if with_owner:
-        # The owner comes in the same query: the metadata answer names them, and a join on the primary key
-        # costs less than a second round trip per request.
-        visible = visible.select_related("owner")
-    try:
-        blob = visible.get(pk=key)
-    except Blob.DoesNotExist:
-        raise BlobNotFound() from None
+    visibility = blob_visibility(user)
+    if visibility is Visibility.NONE:
+        raise BlobNotFound()
+    values: dict[str, object] = {"blob_id": key}
+    if visibility is not Visibility.ALL:
+        values["user_id"] = user.pk
+    found = _blob_lookup(visibility, with_owner).rows(values)
+    if len(found) != 1:  # the primary key: never two
+        raise BlobNotFound()
+    blob = found[0]
     if not with_owner and blob.owner_id == user.pk:
         blob.owner = user  # the caller's own: its owner is at hand, no query
     return blob
+
+
+# Stand-ins the lookups are compiled with (CompiledQuery refuses one that collides with a constant).
+_BLOB_ID_STAND_IN = uuid.UUID("5eed0000-b10b-4000-8000-00000000c0de")
+_USER_ID_STAND_IN = -0x5EEDB10B
+
+
+@functools.cache
+def _blob_lookup(visibility: Visibility, with_owner: bool) -> CompiledQuery[Blob]:
+    def build(blob_id: uuid.UUID, user_id: object = None) -> BlobQuerySet:
+        blobs = Blob.objects.ready().filter(pk=blob_id)
+        if visibility is not Visibility.ALL:
+            blobs = blobs.filter(visible_filter(visibility, user_id))
+        # The owner comes in the same query: the metadata answer names them, and a join on the primary key
+        # costs less than a second round trip per request.
+        return blobs.select_related("owner") if with_owner else blobs
+
+    params = {"blob_id": Param(_BLOB_ID_STAND_IN, field=Blob._meta.pk)}
+    if visibility is not Visibility.ALL:
+        params["user_id"] = Param(_USER_ID_STAND_IN)
+    return CompiledQuery(Blob, build, **params)
 
 
 @dataclass(frozen=True)

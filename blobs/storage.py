@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
 from core.secret_files import create_private_dirs
 
@@ -250,32 +251,30 @@ class FileSystemBlobStore(BlobStore):
         return stats.f_bavail * stats.f_frsize  # f_bavail: what non-root may use (root's reserve excluded)
 
 
-# Storage backend class -> adapter class. django-storages backends join here with their adapters: S3 below
-# (blobs/storage_s3.py), Azure Blob (blobs/storage_azure.py) and GCS (blobs/storage_gcs.py).
-ADAPTERS: dict[type[Storage], type[BlobStore]] = {FileSystemStorage: FileSystemBlobStore}
+# Storage backend class -> adapter class, as dotted paths: django-storages backends join here with their
+# adapters (blobs/storage_s3.py, storage_azure.py, storage_gcs.py). A store imports only its own adapter, when
+# it is first used: importing every cloud SDK (boto3, azure, google-cloud-storage) made each worker's first
+# download wait about a second (issue 14), and a server configured for local files needs none of them.
+ADAPTERS: dict[str, str] = {
+    "django.core.files.storage.filesystem.FileSystemStorage": "blobs.storage.FileSystemBlobStore",
+    "storages.backends.s3.S3Storage": "blobs.storage_s3.S3BlobStore",
+    "storages.backends.azure_storage.AzureStorage": "blobs.storage_azure.AzureBlobStore",
+    "storages.backends.gcloud.GoogleCloudStorage": "blobs.storage_gcs.GcsBlobStore",
+}
 
 _lock = threading.Lock()
 _stores: dict[str, BlobStore] = {}
 
 
-def _register_adapters() -> None:
-    # Imported here, not at the top: the S3 adapter subclasses BlobStore from this module.
-    from storages.backends.s3 import S3Storage
-
-    from .storage_s3 import S3BlobStore
-
-    ADAPTERS.setdefault(S3Storage, S3BlobStore)
-    from storages.backends.azure_storage import AzureStorage
-
-    from .storage_azure import AzureBlobStore
-
-    ADAPTERS.setdefault(AzureStorage, AzureBlobStore)
-
-    from storages.backends.gcloud import GoogleCloudStorage
-
-    from .storage_gcs import GcsBlobStore
-
-    ADAPTERS.setdefault(GoogleCloudStorage, GcsBlobStore)
+def _adapter_for(storage: Storage) -> type[BlobStore] | None:
+    """The adapter of the nearest class of ``storage`` that has one (a subclass of a backend is served by the
+    backend's adapter), imported now."""
+    for cls in type(storage).__mro__:
+        path = ADAPTERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if path is not None:
+            adapter: type[BlobStore] = import_string(path)
+            return adapter
+    return None
 
 
 def blob_store(alias: str) -> BlobStore:
@@ -284,17 +283,15 @@ def blob_store(alias: str) -> BlobStore:
         return store
     with _lock:
         if alias not in _stores:
-            _register_adapters()
             storage = storages[alias]
-            for storage_cls, adapter in ADAPTERS.items():
-                if isinstance(storage, storage_cls):
-                    _stores[alias] = adapter(storage, alias)
-                    break
-            else:
+            adapter = _adapter_for(storage)
+            if adapter is None:
+                supported = ", ".join(path.rsplit(".", 1)[1] for path in ADAPTERS)
                 raise ImproperlyConfigured(
                     f"STORAGES[{alias!r}] uses {type(storage).__name__}, which has no blob adapter "
-                    f"(supported: {', '.join(cls.__name__ for cls in ADAPTERS)})."
+                    f"(supported: {supported})."
                 )
+            _stores[alias] = adapter(storage, alias)
         return _stores[alias]
 
 

@@ -1,8 +1,18 @@
-"""Database connections around long transfers."""
+"""Database helpers: connections around long transfers, and querysets compiled once."""
 
 from __future__ import annotations
 
-from django.db import connections
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model, QuerySet
+
+M = TypeVar("M", bound=Model)
 
 
 def release_connections() -> None:
@@ -17,3 +27,147 @@ def release_connections() -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A value a :class:`CompiledQuery` takes per run: the stand-in it is compiled with, and the model field
+    whose lookup turns a value into its database form (``None``: passed as-is, e.g. to a ``RawSQL``)."""
+
+    stand_in: Any
+    field: Field[Any, Any] | None = None
+
+    def prepare(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
+        if self.field is None:
+            return value
+        # What an ``exact`` lookup does to its right-hand side (Field.get_db_prep_lookup): the same errors for
+        # a value of the wrong type, the same database form (a UUID's hex on SQLite, a uuid on PostgreSQL).
+        return self.field.get_db_prep_value(self.field.get_prep_value(value), connection, prepared=True)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    slots: list[tuple[str | None, Any]]  # (None, a constant) or (a value's name, its Param)
+    model: type[Model]
+    init_list: list[str]
+    fields_end: int
+    converters: dict[int, Any]
+    compiler: Any
+    related: list[Any]  # RelatedPopulator (select_related)
+
+
+class CompiledQuery(Generic[M]):
+    """A queryset compiled to SQL once per database, then run with other values (``rows``).
+
+    Compiling a queryset (the Query's clones, its WHERE tree, the SQL) costs more than running it: on a
+    request that is one primary-key lookup it was most of the lookup (issue 14). ``build`` is called once
+    per database with each :class:`Param`'s stand-in; the SQL keeps the positions where the stand-ins
+    landed and each run puts the prepared values there. The rows become model instances exactly as the
+    ORM makes them (the backend's converters, ``Model.from_db``, ``select_related`` populators). Only plain
+    model querysets are accepted (no annotations, ``values()`` or deferred fields); a stand-in that does
+    not appear in the parameters exactly once per use, or that collides with a constant, is refused when
+    compiled, so a value can never land in the wrong place.
+    """
+
+    def __init__(self, model: type[M], build: Callable[..., QuerySet[M]], **params: Param) -> None:
+        self._model = model
+        self._build = build
+        self._params = params
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+
+    def rows(self, values: Mapping[str, Any], *, using: str | None = None, limit: int = 2) -> list[M]:
+        """At most ``limit`` instances for ``values`` (a value per Param; ask for 2 to tell "exactly one"
+        from "several")."""
+        if values.keys() != self._params.keys():
+            raise TypeError(f"expected values for {sorted(self._params)}, got {sorted(values)}")
+        alias = using or router.db_for_read(self._model)
+        connection = connections[alias]
+        compiled = self._compiled.get((alias, connection.vendor)) or self._compile(alias, connection)
+        args = [
+            value if name is None else value.prepare(values[name], connection)
+            for name, value in compiled.slots
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, args)
+            fetched = cursor.fetchmany(limit)
+        rows: Any = fetched
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(fetched, compiled.converters)
+        found: list[M] = []
+        for row in rows:
+            obj = cast(M, compiled.model.from_db(alias, compiled.init_list, row[: compiled.fields_end]))
+            for populator in compiled.related:
+                populator.populate(row, obj)
+            found.append(obj)
+        return found
+
+    def _compile(self, alias: str, connection: BaseDatabaseWrapper) -> _Compiled:
+        from django.db.models.query import ModelIterable, get_related_populators  # type: ignore[attr-defined]
+
+        # Compiled twice, with two sets of stand-ins: a position is a value's only if it holds that value's
+        # stand-in in both (a constant equal to a stand-in stays put in the second, and is refused).
+        alternatives = {name: _alternative(param.stand_in) for name, param in self._params.items()}
+        queryset = self._build(**{name: param.stand_in for name, param in self._params.items()})
+        query = queryset.query
+        if (
+            queryset._iterable_class is not ModelIterable
+            or query.annotation_select
+            or query.deferred_loading[0]
+        ):
+            raise ImproperlyConfigured("CompiledQuery takes plain model querysets only")
+        compiler = query.get_compiler(using=alias)
+        sql, raw_params = compiler.as_sql()
+        other_sql, other_params = self._build(**alternatives).query.get_compiler(using=alias).as_sql()
+        if other_sql != sql or len(other_params) != len(raw_params):
+            raise ImproperlyConfigured("CompiledQuery: the SQL depends on the values")
+        klass_info = compiler.klass_info
+        select_fields = klass_info["select_fields"]
+        if select_fields[0] != 0:
+            raise ImproperlyConfigured("CompiledQuery: the model's columns must come first")
+        stand_ins = {name: param.prepare(param.stand_in, connection) for name, param in self._params.items()}
+        others = {name: param.prepare(alternatives[name], connection) for name, param in self._params.items()}
+        slots: list[tuple[str | None, Any]] = []
+        used = dict.fromkeys(self._params, 0)
+        for value, other in zip(raw_params, other_params, strict=True):
+            matches = [name for name, stand_in in stand_ins.items() if _same(value, stand_in)]
+            if len(matches) > 1:
+                raise ImproperlyConfigured(f"CompiledQuery: stand-ins {matches} are not distinct")
+            if matches and _same(other, others[matches[0]]):
+                used[matches[0]] += 1
+                slots.append((matches[0], self._params[matches[0]]))
+            elif not matches and _same(other, value):
+                slots.append((None, value))
+            else:
+                raise ImproperlyConfigured(f"CompiledQuery: {value!r} is neither a value nor a constant")
+        if unused := [name for name, count in used.items() if not count]:
+            raise ImproperlyConfigured(f"CompiledQuery: {unused} not found in the compiled parameters")
+        fields = [column[0] for column in compiler.select[: compiler.col_count]]
+        compiled = _Compiled(
+            sql=sql,
+            slots=slots,
+            model=klass_info["model"],
+            init_list=[column[0].target.attname for column in compiler.select[: select_fields[-1] + 1]],
+            fields_end=select_fields[-1] + 1,
+            converters=compiler.get_converters(fields),
+            compiler=compiler,
+            related=get_related_populators(klass_info, compiler.select, alias),
+        )
+        self._compiled[(alias, connection.vendor)] = compiled
+        return compiled
+
+
+def _same(value: Any, stand_in: Any) -> bool:
+    # Same type too: a stand-in 7 must not match a constant True (1 == True in Python).
+    return type(value) is type(stand_in) and value == stand_in
+
+
+def _alternative(stand_in: Any) -> Any:
+    """Another value of the stand-in's type, for the second compilation."""
+    if isinstance(stand_in, uuid.UUID):
+        return uuid.UUID(int=stand_in.int ^ 1)
+    if isinstance(stand_in, int) and not isinstance(stand_in, bool):
+        return stand_in ^ 1
+    if isinstance(stand_in, str):
+        return stand_in + "~"
+    raise ImproperlyConfigured(f"CompiledQuery: no second stand-in for a {type(stand_in).__name__}")

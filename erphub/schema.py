@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular import generators
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 
 
 class EndpointEnumerator(generators.EndpointEnumerator):
@@ -50,3 +51,9 @@ def security_schemes_jwt_first(result: dict[str, Any], **kwargs: Any) -> dict[st
             for name, scheme in ordered
         }
     return result
+
+
+class JWTScheme(SimpleJWTScheme):
+    """drf-spectacular's bearer scheme for simplejwt, for our subclass (extensions match the exact class)."""
+
+    target_class = "erphub.authentication.JWTAuthentication"

@@ -588,7 +588,7 @@ LOGIN_THROTTLE = {
 REST_FRAMEWORK = {
     # JWT first: its WWW-Authenticate makes unauthenticated API calls 401 (not 403), RFC 6750 §3.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "erphub.authentication.JWTAuthentication",  # simplejwt's, its user loaded by a compiled query
         "rest_framework.authentication.SessionAuthentication",  # the browser and the admin (CSRF enforced)
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

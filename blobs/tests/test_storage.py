@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -323,6 +325,32 @@ def test_storage_without_an_adapter_is_improperly_configured(settings):
     }
     with pytest.raises(ImproperlyConfigured, match="InMemoryStorage, which has no blob adapter"):
         blob_store("memory")
+
+
+class LocalFiles(FileSystemStorage):
+    """A project's own subclass of a supported backend."""
+
+
+def test_a_subclass_of_a_backend_gets_its_adapter(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "local": {"BACKEND": f"{__name__}.LocalFiles", "OPTIONS": {"location": str(tmp_path)}},
+    }
+    assert isinstance(blob_store("local"), FileSystemBlobStore)
+
+
+def test_a_filesystem_store_imports_no_cloud_sdk(tmp_path):
+    # In a fresh interpreter: the first download of a worker used to import boto3, azure and google-cloud
+    # whatever the configured backend (about a second, issue 14).
+    code = (
+        "import sys, django; django.setup(); from blobs.storage import blob_store; blob_store('blobs'); "
+        "sdks = ('boto3', 'azure.storage.blob', 'google.cloud.storage'); "
+        "print(sorted(m for m in sdks if m in sys.modules))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "erphub.settings", "BLOB_STORAGE_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr[-2000:]
 
 
 def test_failure_syncing_the_directory_after_rename_leaves_nothing(store, monkeypatch):

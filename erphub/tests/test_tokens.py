@@ -244,3 +244,23 @@ def test_a_signed_access_token_with_odd_claims_is_401(user, claims):
         raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, **claims)}"
     )
     assert client.get(COLLECTION).status_code == 401
+
+
+@pytest.mark.parametrize("claim", [None, "", "0" * 32, [1], 123, {"a": 1}], ids=repr)
+def test_an_access_token_whose_password_claim_does_not_match_is_401(user, claim):
+    # erphub.authentication compares the claim in constant time; a non-string claim is refused, not a 500.
+    client = Client(
+        raise_request_exception=False,
+        HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, hash_password=claim)}",
+    )
+    response = client.get(COLLECTION)
+    assert response.status_code == 401, response.content[:300]
+    assert response.json()["code"] in {"password_changed", "token_not_valid"}
+
+
+def test_an_access_token_of_a_deleted_user_is_401(user):
+    access = _signed(AccessToken, user)
+    get_user_model().objects.filter(pk=user.pk).delete()
+    response = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {access}").get(COLLECTION)
+    assert response.status_code == 401
+    assert response.json()["code"] == "user_not_found"

@@ -1,0 +1,121 @@
+"""core.db.CompiledQuery: a queryset compiled once, run with other values, gives what the ORM gives."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
+
+from core.db import CompiledQuery, Param
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def _fields(obj):
+    return {field.attname: getattr(obj, field.attname) for field in type(obj)._meta.concrete_fields}
+
+
+def _by_pk() -> CompiledQuery:
+    return CompiledQuery(User, lambda pk: User.objects.filter(pk=pk), pk=Param(-0x7E57, field=User._meta.pk))
+
+
+def test_rows_are_the_orm_rows_with_the_same_types():
+    users = [
+        User.objects.create_user("ada", password="pw-123456!", is_staff=True),
+        User.objects.create_user("bob", email="b@example.com", is_active=False),
+    ]
+    lookup = _by_pk()
+    for user in users:
+        expected = User.objects.get(pk=user.pk)
+        (found,) = lookup.rows({"pk": user.pk})
+        assert _fields(found) == _fields(expected)
+        # Converted as the ORM converts (datetimes, booleans): same types, not just equal values.
+        assert {k: type(v) for k, v in _fields(found).items()} == {
+            k: type(v) for k, v in _fields(expected).items()
+        }
+        assert found._state.db == "default"
+        assert not found._state.adding
+    assert lookup.rows({"pk": 10**6}) == []
+
+
+def test_each_value_lands_in_its_own_place():
+    lookup = CompiledQuery(
+        Permission,
+        lambda codename, app: Permission.objects.filter(codename=codename, content_type__app_label=app),
+        codename=Param("stand-in-codename"),
+        app=Param("stand-in-app"),
+    )
+    assert [p.codename for p in lookup.rows({"codename": "add_user", "app": "auth"})] == ["add_user"]
+    assert lookup.rows({"codename": "auth", "app": "add_user"}) == []  # swapped: nothing
+
+
+def test_compiled_once_per_database():
+    built = []
+
+    def build(pk):
+        built.append(pk)
+        return User.objects.filter(pk=pk)
+
+    lookup = CompiledQuery(User, build, pk=Param(-0x7E57, field=User._meta.pk))
+    user = User.objects.create_user("ada")
+    for _ in range(3):
+        assert [u.pk for u in lookup.rows({"pk": user.pk})] == [user.pk]
+    assert built == [-0x7E57, -0x7E57 ^ 1]  # once, with two sets of stand-ins
+
+
+def test_select_related_comes_in_the_same_query():
+    lookup = CompiledQuery(
+        Permission,
+        lambda codename: Permission.objects.select_related("content_type").filter(codename=codename),
+        codename=Param("stand-in-codename"),
+    )
+    lookup.rows({"codename": "add_user"})  # compiled
+    with CaptureQueriesContext(connection) as ctx:
+        (perm,) = lookup.rows({"codename": "add_user"})
+        assert perm.content_type.app_label == "auth"
+    assert len(ctx.captured_queries) == 1
+
+
+def test_a_value_of_the_wrong_type_fails_as_in_the_orm():
+    with pytest.raises(ValueError, match="expected a number") as orm:
+        User.objects.filter(pk="abc").first()
+    with pytest.raises(ValueError, match="expected a number") as compiled:
+        _by_pk().rows({"pk": "abc"})
+    assert str(compiled.value) == str(orm.value)
+
+
+def test_every_value_and_no_other_is_asked_for():
+    lookup = _by_pk()
+    with pytest.raises(TypeError):
+        lookup.rows({})
+    with pytest.raises(TypeError):
+        lookup.rows({"pk": 1, "other": 2})
+
+
+@pytest.mark.parametrize(
+    ("build", "params"),
+    [
+        # The stand-in equals a constant of the query: which position is the value's cannot be told.
+        (
+            lambda codename: Permission.objects.filter(codename=codename, content_type__app_label="auth"),
+            {"codename": Param("auth")},
+        ),
+        # A value the compiled SQL does not use.
+        (lambda codename: Permission.objects.filter(codename="add_user"), {"codename": Param("x")}),
+        # Not a plain model queryset.
+        (lambda name: Group.objects.filter(name=name).annotate(n=Count("user")), {"name": Param("x")}),
+        (lambda name: Group.objects.filter(name=name).values("pk"), {"name": Param("x")}),
+        (lambda name: Group.objects.filter(name=name).only("pk"), {"name": Param("x")}),
+    ],
+    ids=["stand-in-collides", "stand-in-unused", "annotated", "values", "deferred"],
+)
+def test_queries_it_cannot_compile_safely_are_refused(build, params):
+    lookup = CompiledQuery(Group, build, **params)
+    with pytest.raises(ImproperlyConfigured):
+        lookup.rows(dict.fromkeys(params, "y"))
