@@ -263,10 +263,13 @@ def bench_database(
     try:
         for variant in args.variants:
             served.append(start_served(database, variant, work, plain, args.base_tree))
-        for one in served:  # warm-up: first requests load modules, the flags snapshot, the data key
+        # Warm-up: first requests load modules, the flags snapshot, the data key. Several connections, so
+        # that every worker gets some (one connection stays with one worker, and the other's first requests
+        # fell into the measured cells).
+        for one in served:
             for target in one.targets:
                 run_cell(
-                    one.server.port, target, clients=1, seconds=0.2, size=args.size_kib * KIB, token=one.token
+                    one.server.port, target, clients=8, seconds=0.3, size=args.size_kib * KIB, token=one.token
                 )
         for clients in args.clients:
             for index in range(len(served[0].targets)):
