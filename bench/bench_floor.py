@@ -67,6 +67,7 @@ def parent(args: argparse.Namespace) -> int:
                     pg_name, env["DATABASE_URL"] = create_postgres_database()
                 prepare_database(env)
                 profile = ["--profile", args.profile] if args.profile else []
+                profile += ["--callees", args.callees] if args.callees else []
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", "--iterations", str(args.iterations), *profile],
                     env=env,
@@ -243,7 +244,10 @@ def child(args: argparse.Namespace) -> int:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [operations[name]() for _ in range(args.iterations)])
         deferred_writer_stop()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
+        stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative")
+        stats.print_stats(45)
+        if args.callees:
+            stats.print_callees(args.callees)
         return 0
     samples: dict[str, list[float]] = {name: [] for name in operations}
     for _ in range(args.iterations):
@@ -271,6 +275,7 @@ def main() -> int:
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--callees", metavar="REGEX", help="with --profile: what these functions call")
     parser.add_argument(
         "--profile", metavar="TEXT", help="profile the first operation whose name contains TEXT (cProfile)"
     )
