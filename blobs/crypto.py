@@ -650,10 +650,10 @@ class Decryptor:
             aead = self._aead
             for index in range(first, last + 1):
                 seg_offset, seg_len = self._seg(index)
-                # The segment goes at its own offset within a page of a page-aligned buffer. The kernel's copy
-                # from the page cache ran 10x slower when its destination was a few bytes past its source's
-                # offset within a page (4K aliasing), which is where a fresh megabyte from malloc (16 bytes
-                # into a page) met a segment read from a page boundary (docs/benchmarks.md, "Reused
+                # The segment goes at its own offset within a page of a page-aligned buffer. The kernel's
+                # copy from the page cache ran over 10x slower when its destination was a few bytes past its
+                # source's offset within a page (4K aliasing), which is where a fresh megabyte from malloc (16
+                # bytes into a page) met a segment read from a page boundary (docs/benchmarks.md, "Reused
                 # decryption buffers").
                 at = seg_offset % _PAGE
                 ct = ct_view[at : at + seg_len]

@@ -1026,3 +1026,37 @@ def test_a_forked_child_starts_with_empty_pools(pools):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class _AddressRecorder(io.BytesIO):
+    """For each ``readinto``: the object offset read from, and the destination's offset within its page."""
+
+    def __init__(self, data: bytes, base: int) -> None:
+        super().__init__(data)
+        self.base = base
+        self.reads: list[tuple[int, int]] = []
+
+    def readinto(self, view) -> int:
+        import ctypes
+        import mmap
+
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        self.reads.append((self.base + self.tell(), address % mmap.PAGESIZE))
+        return super().readinto(view)
+
+
+def test_a_segment_is_read_to_its_own_offset_within_a_page(pools):
+    """The kernel's copy from the page cache is over 10x slower when its destination sits a few bytes past
+    its source's offset within a page (docs/benchmarks.md, "Reused decryption buffers")."""
+    import mmap
+
+    params = StreamParams(segment_size=3 * mmap.PAGESIZE)
+    plaintext = _data(10 * params.segment_size, seed=21)
+    ct = encrypt(DEK, AD, plaintext, params)
+    dec = _decryptor(ct, len(plaintext), params)
+    for start, stop in [(0, 1), (5 * params.segment_size, 5 * params.segment_size + 1), (7, len(plaintext))]:
+        offset, length = dec.span(start, stop)
+        raw = _AddressRecorder(ct[offset : offset + length], offset)
+        assert b"".join(dec.iter_range(raw, start, stop)) == plaintext[start:stop]
+        assert raw.reads
+        assert all(source % mmap.PAGESIZE == within for source, within in raw.reads)
