@@ -25,9 +25,11 @@ that segment's tag has been verified.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -243,16 +245,6 @@ def _as_bytes_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view
 
 
-def _decrypt_or_wipe(aead: AESGCM, nonce: bytes, ct: memoryview, out: memoryview) -> None:
-    """``decrypt_into`` that leaves no unauthenticated plaintext behind: GCM writes the plaintext before it
-    checks the tag, so on failure the output is zeroed before InvalidTag propagates."""
-    try:
-        aead.decrypt_into(nonce, ct, None, out)
-    except InvalidTag:
-        out[:] = bytes(len(out))
-        raise
-
-
 def _read_exact(raw: BinaryIO, view: memoryview) -> None:
     """Fill ``view`` from ``raw`` (``readinto`` when available); a short read is truncation.
 
@@ -274,6 +266,104 @@ def _read_exact(raw: BinaryIO, view: memoryview) -> None:
         if not n:
             raise IntegrityError("object is truncated")
         got += n
+
+
+#: Idle bytes each of the two free lists below may keep per process: four default segments (each ciphertext
+#: buffer has a page of slack). Not per download (architecture.md §12, "Memory per download"); a buffer larger
+#: than this is never kept.
+POOL_IDLE_BYTES = (4 << 20) + (64 << 10)
+_PAGE = mmap.PAGESIZE
+
+_Buffer = bytearray | mmap.mmap
+
+
+class _BufferPool:
+    """A bounded free list of decryption buffers, shared by the process's threads and greenlets.
+
+    A new ``bytearray`` of a segment is zero-filled, and a block of a megabyte often comes from the kernel and
+    goes back to it (page faults included): a 1-byte range paid for two, a ciphertext buffer and a plaintext
+    scratch, on top of the one decryption it needs (docs/benchmarks.md, "Reused decryption buffers"). Buffers
+    are kept by size, at most ``limit`` idle bytes in all; whoever takes one gives it back exactly once (a
+    generator in its ``finally``, so on exhaustion, close and error alike). The lock is never held across a
+    yield or any I/O.
+    """
+
+    __slots__ = ("_free", "_idle", "_limit", "_lock", "_new")
+
+    def __init__(self, limit: int, new: Callable[[int], _Buffer] = bytearray) -> None:
+        self._free: dict[int, list[_Buffer]] = {}
+        self._idle = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._new = new
+
+    @property
+    def idle_bytes(self) -> int:
+        return self._idle
+
+    def take(self, size: int, need: int) -> _Buffer:
+        """An idle buffer of ``size`` bytes, or else a new one: of ``size`` bytes if ``need`` is more than
+        half of it (segment 0 and short last segments still fill the list), else a ``bytearray`` of just
+        ``need``, so that with none idle (many reads in flight) a small object does not cost a segment."""
+        with self._lock:
+            free = self._free.get(size)
+            if free:
+                self._idle -= size
+                buf = free.pop()
+                if not free:
+                    del self._free[size]
+                return buf
+        return self._new(size) if 2 * need > size else bytearray(need)
+
+    def give(self, buf: _Buffer, size: int) -> None:
+        """Keep ``buf`` for a later :meth:`take` of ``size`` if it is that long and fits, else drop it. The
+        next taker can read whatever it holds: plaintext must be wiped first."""
+        if len(buf) != size:
+            return
+        with self._lock:
+            if self._idle + size <= self._limit:
+                self._free.setdefault(size, []).append(buf)
+                self._idle += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._idle = 0
+
+    def _after_fork(self) -> None:
+        # A forked child (a gunicorn worker) starts empty and with a lock no thread of the parent holds.
+        self._free = {}
+        self._idle = 0
+        self._lock = threading.Lock()
+
+
+def _page_aligned(size: int) -> mmap.mmap:
+    """Anonymous private memory, which starts on a page (see ``Decryptor._iter`` for why). Nothing like the
+    rejected mapping of the object itself (docs/benchmarks.md, "What was tried"): no file is behind it, and
+    no other process or writer can change it while AES-GCM reads it."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+
+# Ciphertext is not secret: its buffers go back as they are. Plaintext scratch goes back wiped.
+_CIPHERTEXT_BUFFERS = _BufferPool(POOL_IDLE_BYTES, _page_aligned)
+_PLAINTEXT_BUFFERS = _BufferPool(POOL_IDLE_BYTES)
+os.register_at_fork(after_in_child=_CIPHERTEXT_BUFFERS._after_fork)
+os.register_at_fork(after_in_child=_PLAINTEXT_BUFFERS._after_fork)
+# Source of the wipes, grown to the largest scratch wiped (at most POOL_IDLE_BYTES): copying from it costs
+# about half as much as a new bytes(n) of a segment, which is fresh pages each time.
+_zeros = b""
+
+
+def _wipe(view: memoryview) -> None:
+    global _zeros
+    n = len(view)
+    zeros = _zeros  # one read: another thread may swap in a block of another size meanwhile
+    if n > len(zeros):
+        if n > POOL_IDLE_BYTES:
+            view[:] = bytes(n)
+            return
+        zeros = _zeros = bytes(n)
+    view[:] = memoryview(zeros)[:n]
 
 
 class Encryptor:
@@ -551,37 +641,65 @@ class Decryptor:
             end += 1
         else:  # the empty object: one empty last segment
             last, end = 0, 0
-        ct_buf = bytearray(self._seg(first)[1] if first == last else self._params.segment_size)
-        ct_view = memoryview(ct_buf)
-        aead = self._aead
-        for index in range(first, last + 1):
-            seg_len = self._seg(index)[1]
-            ct = ct_view[:seg_len]
-            _read_exact(raw, ct)
-            pt_len = seg_len - TAG_SIZE
-            lo = skip if index == first else 0
-            hi = end if index == last else pt_len
-            if index == last and check_eof and raw.read(1):
-                raise IntegrityError("trailing bytes after the last segment")
-            try:
-                if lo == 0 and hi == pt_len:
-                    # A whole segment becomes one new bytes object, the type gunicorn writes. decrypt()
-                    # zero-fills it first; writing into a bytes built in place through ctypes avoided that
-                    # but gained less than 5 % on a full download (docs/benchmarks.md, 2026-12-02).
-                    chunk = aead.decrypt(self._nonce(index), ct, None)
-                else:
-                    # Partial edge segment (at most two per range): decrypt into scratch space and copy
-                    # out only the requested part; the scratch is not kept, so a long range holds one
-                    # ciphertext buffer and the chunk being built.
-                    scratch = bytearray(pt_len)
-                    _decrypt_or_wipe(aead, self._nonce(index), ct, memoryview(scratch))
-                    chunk = bytes(memoryview(scratch)[lo:hi])
-                    del scratch
-            except InvalidTag:
-                chunk, scratch = b"", bytearray()  # wiped; the traceback's frame must not hold them either
-                raise IntegrityError("segment failed authentication") from None
-            if chunk:
-                yield chunk
+        capacity = self._params.segment_size + _PAGE
+        ct_buf = _CIPHERTEXT_BUFFERS.take(
+            capacity, self._seg(first)[1] + _PAGE if first == last else capacity
+        )
+        try:
+            ct_view = memoryview(ct_buf)
+            aead = self._aead
+            for index in range(first, last + 1):
+                seg_offset, seg_len = self._seg(index)
+                # The segment goes at its own offset within a page of a page-aligned buffer. The kernel's
+                # copy from the page cache ran over 10x slower when its destination was a few bytes past its
+                # source's offset within a page (4K aliasing), which is where a fresh megabyte from malloc (16
+                # bytes into a page) met a segment read from a page boundary (docs/benchmarks.md, "Reused
+                # decryption buffers").
+                at = seg_offset % _PAGE
+                ct = ct_view[at : at + seg_len]
+                _read_exact(raw, ct)
+                pt_len = seg_len - TAG_SIZE
+                lo = skip if index == first else 0
+                hi = end if index == last else pt_len
+                if index == last and check_eof and raw.read(1):
+                    raise IntegrityError("trailing bytes after the last segment")
+                try:
+                    if lo == 0 and hi == pt_len:
+                        # A whole segment becomes one new bytes object, the type gunicorn writes. decrypt()
+                        # zero-fills it first; writing into a bytes built in place through ctypes avoided
+                        # that but gained less than 5 % on a full download (docs/benchmarks.md, 2026-12-02).
+                        chunk = aead.decrypt(self._nonce(index), ct, None)
+                    else:
+                        chunk = self._decrypt_part(index, ct, lo, hi)
+                except InvalidTag:
+                    chunk = b""
+                    raise IntegrityError("segment failed authentication") from None
+                if chunk:
+                    yield chunk
+        finally:
+            _CIPHERTEXT_BUFFERS.give(ct_buf, capacity)
+
+    def _decrypt_part(self, index: int, ct: memoryview, lo: int, hi: int) -> bytes:
+        """Plaintext ``[lo, hi)`` of segment ``index``: a partial edge segment (at most two per range).
+
+        The whole segment is decrypted (its tag covers all of it) into a pooled scratch, the requested part is
+        copied out, and the scratch is wiped before it goes back, whether the tag held or not: GCM writes the
+        plaintext before it checks the tag, and the next taker must find neither authenticated nor
+        unauthenticated plaintext. The scratch is never held across a yield, so between the pieces of a slow
+        download (blobs.pacing) only the piece itself is held.
+        """
+        pt_len = len(ct) - TAG_SIZE
+        ps = self._params.segment_plaintext
+        scratch = _PLAINTEXT_BUFFERS.take(ps, pt_len)
+        out = memoryview(scratch)[:pt_len]
+        try:
+            self._aead.decrypt_into(self._nonce(index), ct, None, out)
+            return bytes(out[lo:hi])
+        finally:
+            _wipe(out)
+            out.release()  # a traceback's frame keeps a released view: nothing to read through it
+            _PLAINTEXT_BUFFERS.give(scratch, ps)
+            del scratch
 
 
 def decrypt(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from tink import secret_key_access, streaming_aead
 from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
 
+from blobs import crypto
 from blobs.crypto import (
     DEFAULT_PARAMS,
     NONCE_PREFIX_SIZE,
@@ -802,20 +803,24 @@ def test_a_tampered_segment_stops_iter_all_at_its_start():
     assert b"".join(got) == plaintext[: SMALL.first_segment_plaintext + 2 * SMALL.segment_plaintext]
 
 
-def test_a_failed_segment_leaves_no_plaintext_in_the_failing_frame():
+@pytest.mark.parametrize("part", ["whole segment", "partial edge segment"])
+def test_a_failed_segment_leaves_no_plaintext_in_the_failing_frame(part):
     """GCM writes plaintext before it checks the tag: the failed segment's buffer is wiped and dropped, so a
     traceback (an error reporter capturing locals, a debugger) shows no unauthenticated plaintext."""
     import sys
 
     plaintext = _data(3000, seed=5)
     ct = bytearray(encrypt(DEK, AD, plaintext, SMALL))
-    ct[SMALL.segment_size * 2 + 9] ^= 1  # segment 2, a whole segment of the range
+    ct[SMALL.segment_size * 2 + 9] ^= 1  # segment 2, [440, 680)
     dec = _decryptor(bytes(ct), len(plaintext), SMALL)
-    raw = io.BytesIO(bytes(ct))
-    raw.seek(SMALL.header_size)
     bad = plaintext[SMALL.first_segment_plaintext + SMALL.segment_plaintext :][: SMALL.segment_plaintext]
     try:
-        list(dec.iter_all(raw))
+        if part == "whole segment":
+            raw = io.BytesIO(bytes(ct))
+            raw.seek(SMALL.header_size)
+            list(dec.iter_all(raw))
+        else:
+            _range(dec, bytes(ct), 450, 460)
     except IntegrityError:
         tb = sys.exc_info()[2].tb_next  # skip this test's own frame (it holds the plaintext, of course)
     else:
@@ -831,3 +836,227 @@ def test_a_failed_segment_leaves_no_plaintext_in_the_failing_frame():
         except ValueError:  # a released memoryview: nothing to read
             continue
         assert bad[16:48] not in content  # past the flipped byte: what a leak would show verbatim
+
+
+# --- Reused buffers (issue 14) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pools():
+    """Both of the process's free lists, emptied before and after the test."""
+    for pool in (crypto._CIPHERTEXT_BUFFERS, crypto._PLAINTEXT_BUFFERS):
+        pool.clear()
+    yield crypto
+    for pool in (crypto._CIPHERTEXT_BUFFERS, crypto._PLAINTEXT_BUFFERS):
+        pool.clear()
+
+
+def _idle(pool) -> list[bytearray]:
+    return [buf for bufs in pool._free.values() for buf in bufs]
+
+
+def _range(dec: Decryptor, ct: bytes, start: int, stop: int) -> bytes:
+    raw = io.BytesIO(ct)
+    raw.seek(dec.span(start, stop)[0])
+    return b"".join(dec.iter_range(raw, start, stop))
+
+
+def test_a_partial_segment_leaves_its_scratch_wiped_in_the_pool(pools):
+    plaintext = _data(3000, seed=11)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+    dec = _decryptor(ct, len(plaintext))
+    assert _range(dec, ct, 205, 206) == plaintext[205:206]  # inside segment 1, [200, 440)
+    (scratch,) = _idle(pools._PLAINTEXT_BUFFERS)
+    assert len(scratch) == SMALL.segment_plaintext
+    assert scratch == bytes(len(scratch))
+    # The next range reuses it (and the ciphertext buffer), and leaves it wiped again.
+    (ct_buf,) = _idle(pools._CIPHERTEXT_BUFFERS)
+    assert _range(dec, ct, 900, 1000) == plaintext[900:1000]
+    assert _idle(pools._PLAINTEXT_BUFFERS) == [scratch]
+    assert _idle(pools._PLAINTEXT_BUFFERS)[0] is scratch
+    assert _idle(pools._CIPHERTEXT_BUFFERS)[0] is ct_buf
+    assert scratch == bytes(len(scratch))
+
+
+def test_a_failed_tag_leaves_the_pooled_scratch_wiped(pools):
+    """GCM writes plaintext before it checks the tag: the scratch goes back zeroed all the same."""
+    plaintext = _data(3000, seed=12)
+    ct = bytearray(encrypt(DEK, AD, plaintext, SMALL))
+    ct[SMALL.segment_size + 250] ^= 1  # segment 1's tag
+    dec = _decryptor(bytes(ct), len(plaintext))
+    with pytest.raises(IntegrityError):
+        _range(dec, bytes(ct), 205, 206)
+    (scratch,) = _idle(pools._PLAINTEXT_BUFFERS)
+    assert scratch == bytes(len(scratch))
+    assert len(_idle(pools._CIPHERTEXT_BUFFERS)) == 1  # the ciphertext buffer came back too
+
+
+def test_a_short_last_segment_after_long_ones_reads_only_its_own_bytes(pools):
+    long_plain = _data(3000, seed=13)
+    long_ct = encrypt(DEK, AD, long_plain, SMALL)
+    short_plain = _data(205, seed=14)  # segment 0 of 200 bytes, then a last segment of 5
+    short_ct = encrypt(bytes(32), AD, short_plain, SMALL)
+    long_dec = _decryptor(long_ct, len(long_plain))
+    short_dec = _decryptor(short_ct, len(short_plain), ikm=bytes(32))
+    for _ in range(2):  # the second time through, every buffer is a reused one
+        assert _range(long_dec, long_ct, 250, 260) == long_plain[250:260]
+        assert _iter_all(long_ct, len(long_plain)) == long_plain
+        assert _range(short_dec, short_ct, 201, 204) == short_plain[201:204]
+        assert _range(short_dec, short_ct, 0, 205) == short_plain
+        assert _iter_all(short_ct, len(short_plain), ikm=bytes(32)) == short_plain
+    assert _idle(pools._PLAINTEXT_BUFFERS) == [bytes(SMALL.segment_plaintext)]
+
+
+def test_generators_in_flight_each_hold_their_own_buffer(pools):
+    a_plain, b_plain = _data(3000, seed=15), _data(3000, seed=16)
+    a_ct, b_ct = encrypt(DEK, AD, a_plain, SMALL), encrypt(DEK, AD, b_plain, SMALL)
+    a_raw, b_raw = io.BytesIO(a_ct[SMALL.header_size :]), io.BytesIO(b_ct[SMALL.header_size :])
+    a = _decryptor(a_ct, 3000).iter_all(a_raw)
+    b = _decryptor(b_ct, 3000).iter_all(b_raw)
+    got_a, got_b = [], []
+    for chunk_a, chunk_b in itertools.zip_longest(a, b, fillvalue=b""):
+        got_a.append(chunk_a)
+        got_b.append(chunk_b)
+    assert b"".join(got_a) == a_plain
+    assert b"".join(got_b) == b_plain
+    assert len(_idle(pools._CIPHERTEXT_BUFFERS)) == 2
+
+
+def _tampered(ct: bytes) -> bytes:
+    bad = bytearray(ct)
+    bad[SMALL.segment_size * 2 + 9] ^= 1
+    return bytes(bad)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "exhausted",
+        "closed after one chunk",
+        "closed before the first chunk",
+        "failed tag",
+        "partial edge failed tag",
+        "truncated",
+        "trailing bytes",
+    ],
+)
+def test_buffers_go_back_to_the_pool_however_the_generator_ends(pools, ending):
+    plaintext = _data(3000, seed=17)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+    dec = _decryptor(ct, len(plaintext))
+    if ending == "exhausted":
+        assert _range(dec, ct, 5, 2995) == plaintext[5:2995]
+    elif ending.startswith("closed"):
+        raw = io.BytesIO(ct[SMALL.header_size :])
+        gen = dec.iter_all(raw)
+        if ending == "closed after one chunk":
+            next(gen)
+            assert _idle(pools._CIPHERTEXT_BUFFERS) == []  # held by the suspended generator
+        gen.close()
+    elif ending == "failed tag":
+        with pytest.raises(IntegrityError):
+            _iter_all(_tampered(ct), len(plaintext))
+    elif ending == "partial edge failed tag":
+        with pytest.raises(IntegrityError):
+            _range(dec, _tampered(ct), 450, 2995)  # segment 2 is the range's partial first segment
+    elif ending == "truncated":
+        with pytest.raises(IntegrityError):
+            list(dec.iter_all(io.BytesIO(ct[SMALL.header_size : -7])))
+    else:
+        with pytest.raises(IntegrityError):
+            list(dec.iter_all(io.BytesIO(ct[SMALL.header_size :] + b"x")))
+    expected_ct = 0 if ending == "closed before the first chunk" else 1  # a generator takes on its start
+    assert len(_idle(pools._CIPHERTEXT_BUFFERS)) == expected_ct
+    for scratch in _idle(pools._PLAINTEXT_BUFFERS):
+        assert scratch == bytes(len(scratch))
+
+
+def test_the_pool_keeps_at_most_its_limit(pools, monkeypatch):
+    capacity = SMALL.segment_size + crypto._PAGE
+    small = crypto._BufferPool(3 * capacity)
+    monkeypatch.setattr(crypto, "_CIPHERTEXT_BUFFERS", small)
+    plaintext = _data(3000, seed=18)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+    dec = _decryptor(ct, len(plaintext))
+    gens = [dec.iter_all(io.BytesIO(ct[SMALL.header_size :])) for _ in range(10)]
+    for gen in gens:
+        next(gen)  # ten buffers in use at once
+    for gen in gens:
+        gen.close()
+    assert len(_idle(small)) == 3
+    assert small.idle_bytes == 3 * capacity
+    # Whatever comes back: never past the limit, never a buffer of another length.
+    small.give(bytearray(capacity), capacity)
+    small.give(bytearray(10), capacity)
+    assert small.idle_bytes == 3 * capacity
+    small.clear()
+    small.give(bytearray(4 * capacity), 4 * capacity)  # more than the limit on its own
+    assert small.idle_bytes == 0
+
+
+def test_with_none_idle_a_small_object_allocates_only_what_it_needs(pools):
+    """A 1 KiB object under the default 1 MiB segments: its one segment, not a megabyte per buffer."""
+    plaintext = _data(1024, seed=19)
+    ct = encrypt(DEK, AD, plaintext)
+    dec = _decryptor(ct, len(plaintext), DEFAULT_PARAMS)
+    got: list[bytes] = []
+
+    def read() -> None:
+        got.append(_range(dec, ct, 3, 4))
+        got.append(_range(dec, ct, 0, 1024))
+
+    assert _peak(read) < 16 * 1024
+    assert got == [plaintext[3:4], plaintext]
+    assert _idle(pools._CIPHERTEXT_BUFFERS) == _idle(pools._PLAINTEXT_BUFFERS) == []  # too small to keep
+
+
+def test_a_forked_child_starts_with_empty_pools(pools):
+    plaintext = _data(3000, seed=20)
+    ct = encrypt(DEK, AD, plaintext, SMALL)
+    assert _range(_decryptor(ct, 3000), ct, 205, 206) == plaintext[205:206]
+    assert pools._CIPHERTEXT_BUFFERS.idle_bytes
+    assert pools._PLAINTEXT_BUFFERS.idle_bytes
+    with pools._PLAINTEXT_BUFFERS._lock:  # held by this thread while the child is made
+        pid = os.fork()
+    if pid == 0:  # the child: exit without running pytest's teardown
+        ok = pools._CIPHERTEXT_BUFFERS.idle_bytes == pools._PLAINTEXT_BUFFERS.idle_bytes == 0
+        try:
+            ok = ok and _range(_decryptor(ct, 3000), ct, 205, 206) == plaintext[205:206]  # locks are free
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+class _AddressRecorder(io.BytesIO):
+    """For each ``readinto``: the object offset read from, and the destination's offset within its page."""
+
+    def __init__(self, data: bytes, base: int) -> None:
+        super().__init__(data)
+        self.base = base
+        self.reads: list[tuple[int, int]] = []
+
+    def readinto(self, view) -> int:
+        import ctypes
+        import mmap
+
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        self.reads.append((self.base + self.tell(), address % mmap.PAGESIZE))
+        return super().readinto(view)
+
+
+def test_a_segment_is_read_to_its_own_offset_within_a_page(pools):
+    """The kernel's copy from the page cache is over 10x slower when its destination sits a few bytes past
+    its source's offset within a page (docs/benchmarks.md, "Reused decryption buffers")."""
+    import mmap
+
+    params = StreamParams(segment_size=3 * mmap.PAGESIZE)
+    plaintext = _data(10 * params.segment_size, seed=21)
+    ct = encrypt(DEK, AD, plaintext, params)
+    dec = _decryptor(ct, len(plaintext), params)
+    for start, stop in [(0, 1), (5 * params.segment_size, 5 * params.segment_size + 1), (7, len(plaintext))]:
+        offset, length = dec.span(start, stop)
+        raw = _AddressRecorder(ct[offset : offset + length], offset)
+        assert b"".join(dec.iter_range(raw, start, stop)) == plaintext[start:stop]
+        assert raw.reads
+        assert all(source % mmap.PAGESIZE == within for source, within in raw.reads)
