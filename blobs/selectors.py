@@ -67,7 +67,7 @@ _USER_ID_STAND_IN = -0x5EEDB10B
 @functools.cache
 def _blob_lookup(visibility: Visibility, with_owner: bool) -> CompiledQuery[Blob]:
     def build(blob_id: uuid.UUID, user_id: object = None) -> BlobQuerySet:
-        blobs = Blob.objects.ready().filter(pk=blob_id)
+        blobs = Blob.objects.ready().filter(pk=blob_id).order_by()  # one row: no ORDER BY (as get() drops it)
         if visibility is not Visibility.ALL:
             blobs = blobs.filter(visible_filter(visibility, user_id))
         # The owner comes in the same query: the metadata answer names them, and a join on the primary key

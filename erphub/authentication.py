@@ -64,6 +64,8 @@ def _user_lookup() -> CompiledQuery[Any]:
     field = user_model._meta.get_field(jwt_settings.USER_ID_FIELD)
     return CompiledQuery(
         user_model,
-        lambda user_id: user_model._default_manager.filter(**{jwt_settings.USER_ID_FIELD: user_id}),
+        lambda user_id: user_model._default_manager.filter(
+            **{jwt_settings.USER_ID_FIELD: user_id}
+        ).order_by(),
         user_id=Param(-0x5EED0123, field=field),  # type: ignore[arg-type]
     )
