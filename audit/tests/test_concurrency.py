@@ -4,8 +4,10 @@ dropped at the end), so these commits never touch the test database and no guard
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +133,80 @@ def test_64_writers_in_one_process_on_sqlite(tmp_path, mode):
 @pytest.mark.parametrize("mode", ["threads", "gevent"])
 def test_64_writers_in_one_process_on_postgresql(postgres_database, tmp_path, mode):
     _run_many(postgres_database, tmp_path, mode)
+
+
+# --- SQLite's audit lock held by another process (issue 14) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sqlite_log(tmp_path_factory) -> tuple[dict[str, str], Path]:
+    """A migrated SQLite database of its own (shared by the tests below): its environment and file."""
+    tmp_path = tmp_path_factory.mktemp("auditlock")
+    database = tmp_path / "lock.sqlite3"
+    env = _env(f"sqlite:///{database}", tmp_path / "var")
+    migrated = _manage(env, "migrate", "--noinput", "--verbosity", "0")
+    assert migrated.returncode == 0, migrated.stderr
+    return env, database
+
+
+def _hold_audit_lock(database: Path) -> int:
+    """Take the audit lock as another writer process would; the descriptor to close to release it."""
+    fd = os.open(f"{database}-auditlock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _lock_waiter(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "audit.tests.lock_waiter", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _first_line(proc: subprocess.Popen[str], *, within: float) -> str:
+    # A guard against a hang, not a measurement: the old blocking flock never printed while the lock was held.
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        return proc.stdout.readline() if selector.select(timeout=within) else ""
+
+
+@pytest.mark.parametrize("mode", ["gevent", "threads"])
+def test_waiting_for_another_process_s_audit_lock_blocks_only_the_waiting_writer(sqlite_log, mode):
+    env, database = sqlite_log
+    before = verified(env) + 1
+    fd = _hold_audit_lock(database)
+    try:
+        proc = _lock_waiter(env, mode)
+        # The append found the lock taken, and the process's main greenlet (thread) ran on meanwhile. With a
+        # blocking flock under gevent, every greenlet stopped until the release below.
+        line = _first_line(proc, within=60)
+    finally:
+        os.close(fd)  # released: the waiting append takes it
+    out, _ = proc.communicate(timeout=120)
+    assert line == "waiting\n"
+    assert proc.returncode == 0
+    assert json.loads(out) == {"written": 1}
+    assert verified(env) == before + 1
+
+
+def test_an_audit_lock_never_released_fails_the_append_as_a_busy_database(sqlite_log):
+    env, database = sqlite_log
+    before = verified(env) + 1
+    fd = _hold_audit_lock(database)
+    try:
+        proc = _lock_waiter(env, "gevent", "0.2")  # busy timeout 0.2 s
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 0
+    assert out.splitlines() == [
+        "waiting",
+        json.dumps({"error": "database is locked (no audit log lock within the busy timeout)"}),
+    ]
+    # Nothing written, and the chain is intact.
+    assert verified(env) == before

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
 import logging
+import os
 
 import pytest
 from django.db import OperationalError, connection, transaction
@@ -269,3 +271,121 @@ def test_one_failing_event_costs_only_its_caller():
     assert (group.transactions, group.events) == (2, 2)
     with pytest.raises(OperationalError):
         bad.outcome()
+
+
+# --- SQLite's audit lock (issue 14): polled, so that waiting for another process never blocks this one -----
+
+
+class _Held:
+    """The audit lock file, locked through a descriptor of its own: ``flock`` locks belong to an open file
+    description, so this conflicts with the code's own ``open`` of the same file in this process, as another
+    process's lock would."""
+
+    def __init__(self, path) -> None:
+        self.fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Clock:
+    """A clock that only ``sleep`` moves; ``on_sleep`` runs at each sleep (a release, in a test)."""
+
+    def __init__(self, on_sleep=lambda slept: None) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+        self.on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        self.on_sleep(self.slept)
+
+
+def _free(path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def test_the_audit_lock_is_retried_with_a_growing_bounded_wait_until_it_frees(tmp_path):
+    from audit.recording import _lock_audit_file
+
+    path = tmp_path / "db.sqlite3-auditlock"
+    held = _Held(path)
+    clock = _Clock(on_sleep=lambda slept: held.release() if len(slept) == 7 else None)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _lock_audit_file(fd, timeout=20, clock=clock, sleep=clock.sleep)
+        assert not _free(path)  # taken by fd
+    finally:
+        os.close(fd)
+        held.release()
+    assert clock.slept == pytest.approx([0.0002, 0.0004, 0.0008, 0.0016, 0.002, 0.002, 0.002])
+
+
+def test_an_audit_lock_that_never_frees_fails_after_the_busy_timeout(tmp_path):
+    from audit.recording import _lock_audit_file
+
+    path = tmp_path / "db.sqlite3-auditlock"
+    held = _Held(path)
+    clock = _Clock()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            _lock_audit_file(fd, timeout=0.01, clock=clock, sleep=clock.sleep)
+    finally:
+        os.close(fd)
+        held.release()
+    # Waited the timeout exactly: the last wait cut to what remained.
+    assert sum(clock.slept) == pytest.approx(0.01)
+    assert max(clock.slept) <= 0.002
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class _SQLiteFile:
+    """What the queue reads of a connection: a SQLite database file, outside a transaction."""
+
+    vendor = "sqlite"
+    in_atomic_block = False
+
+    def __init__(self, name, timeout: float) -> None:
+        self.settings_dict = {"NAME": str(name), "OPTIONS": {"timeout": timeout}}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_the_writer_queue_closes_its_lock_file_on_every_path(tmp_path):
+    from audit.recording import _sqlite_writer_queue
+
+    database = tmp_path / "db.sqlite3"
+    lock = tmp_path / "db.sqlite3-auditlock"
+    opened = _open_descriptors()
+    with _sqlite_writer_queue(_SQLiteFile(database, timeout=0)):
+        assert not _free(lock)
+    assert _free(lock)
+    with pytest.raises(ZeroDivisionError), _sqlite_writer_queue(_SQLiteFile(database, timeout=0)):
+        1 / 0  # noqa: B018
+    assert _free(lock)
+    held = _Held(lock)
+    try:
+        # Timeout 0: one try, no wait, the busy database's error.
+        queue = _sqlite_writer_queue(_SQLiteFile(database, timeout=0))
+        with pytest.raises(OperationalError, match="database is locked"), queue:
+            pytest.fail("entered without the lock")
+    finally:
+        held.release()
+    assert _open_descriptors() == opened
