@@ -175,7 +175,8 @@ def _sqlite_writer_queue(connection: Any) -> Iterator[None]:
     under the event worker every greenlet of the worker stopped while another worker committed (issue 14,
     suspected in SQLite's p95 time to first byte at 8 clients, 90 -> 202 ms). Waits as long as the busy
     timeout (``OPTIONS["timeout"]``, 5 s by default as in Python's sqlite3), then fails as a busy database
-    does. Inside a caller's transaction the write lock is already held: nothing to queue.
+    does; BEGIN IMMEDIATE after it has its own busy wait, so an append waits at most about twice that.
+    Inside a caller's transaction the write lock is already held: nothing to queue.
     """
     name = str(connection.settings_dict.get("NAME") or "")
     if connection.vendor != "sqlite" or connection.in_atomic_block or not name or "memory" in name:

@@ -17,9 +17,10 @@ round by round (``--iterations`` rounds, the median and 90th percentile per oper
   blob and decrypting the one segment a 1-byte range needs, and raw AES-GCM over one segment (the physical
   limit of that part on this machine).
 
-No server and no client: the figures are CPU time of one request on one thread of this machine, without
-gunicorn's parsing and socket writes (the same for every request), which is why they are smaller than
-bench_requests.py's time to first byte. The child is patched by gevent as a server worker is, and the end
+No server and no client: the figures are wall time (``perf_counter``) of one request on one thread of an
+otherwise idle process (commits and greenlet switches included), without gunicorn's parsing and socket
+writes (the same for every request), which is why they are smaller than bench_requests.py's time to first
+byte. The child is patched by gevent as a server worker is, and the end
 event of a download is queued as there (``audit.deferred``) and written by the writer greenlet meanwhile.
 """
 

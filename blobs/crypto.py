@@ -269,8 +269,8 @@ def _read_exact(raw: BinaryIO, view: memoryview) -> None:
 
 
 #: Idle bytes each of the two free lists below may keep per process: four default segments (each ciphertext
-#: buffer has a page of slack). Not per download (architecture.md §12, "Memory per download"); a buffer larger
-#: than this is never kept.
+#: buffer has a page of slack; with 4 KiB pages, three with larger ones). Not per download (architecture.md
+#: §12, "Memory per download"); a buffer larger than this is never kept.
 POOL_IDLE_BYTES = (4 << 20) + (64 << 10)
 _PAGE = mmap.PAGESIZE
 

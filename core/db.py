@@ -52,8 +52,10 @@ class _Compiled:
     model: type[Model]
     init_list: list[str]
     fields_end: int
+    # Position -> (converters, expression), as SQLCompiler.get_converters returns them. Django's converters
+    # depend on the backend and the settings only, so those of the compiling connection serve every
+    # connection of the alias; they are called with the running one.
     converters: dict[int, Any]
-    compiler: Any
     related: list[Any]  # RelatedPopulator (select_related)
 
 
@@ -91,9 +93,9 @@ class CompiledQuery(Generic[M]):
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, args)
             fetched = cursor.fetchmany(limit)
-        rows: Any = fetched
+        rows: list[Any] = fetched
         if compiled.converters:
-            rows = compiled.compiler.apply_converters(fetched, compiled.converters)
+            rows = [_convert(row, compiled.converters, connection) for row in fetched]
         found: list[M] = []
         for row in rows:
             obj = cast(M, compiled.model.from_db(alias, compiled.init_list, row[: compiled.fields_end]))
@@ -114,7 +116,14 @@ class CompiledQuery(Generic[M]):
             queryset._iterable_class is not ModelIterable
             or query.annotation_select
             or query.deferred_loading[0]
+            or query.select_for_update
+            or query.combinator
+            or queryset._prefetch_related_lookups  # type: ignore[attr-defined]
+            or queryset._known_related_objects  # type: ignore[attr-defined]
+            or queryset._db is not None  # type: ignore[attr-defined]
         ):
+            # What the compiled SQL and from_db() alone cannot honour (a row lock needs the caller's
+            # transaction, prefetches their own queries, .using() a database the router did not choose).
             raise ImproperlyConfigured("CompiledQuery takes plain model querysets only")
         compiler = query.get_compiler(using=alias)
         sql, raw_params = compiler.as_sql()
@@ -150,7 +159,6 @@ class CompiledQuery(Generic[M]):
             init_list=[column[0].target.attname for column in compiler.select[: select_fields[-1] + 1]],
             fields_end=select_fields[-1] + 1,
             converters=compiler.get_converters(fields),
-            compiler=compiler,
             related=get_related_populators(klass_info, compiler.select, alias),
         )
         self._compiled[(alias, connection.vendor)] = compiled
@@ -169,5 +177,19 @@ def _alternative(stand_in: Any) -> Any:
     if isinstance(stand_in, int) and not isinstance(stand_in, bool):
         return stand_in ^ 1
     if isinstance(stand_in, str):
-        return stand_in + "~"
+        # Characters a lookup would rewrite (LIKE's wildcards and escape, case folding): if the compiled
+        # parameter is the value transformed (iexact, contains, ...), the two compilations disagree and the
+        # query is refused, instead of binding a raw value where an escaped pattern belongs.
+        return stand_in + "%_\\Ä"
     raise ImproperlyConfigured(f"CompiledQuery: no second stand-in for a {type(stand_in).__name__}")
+
+
+def _convert(row: Any, converters: dict[int, Any], connection: BaseDatabaseWrapper) -> list[Any]:
+    """``SQLCompiler.apply_converters`` for one row, called with ``connection``."""
+    values = list(row)
+    for pos, (convs, expression) in converters.items():
+        value = values[pos]
+        for converter in convs:
+            value = converter(value, expression, connection)
+        values[pos] = value
+    return values

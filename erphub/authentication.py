@@ -41,7 +41,7 @@ class JWTAuthentication(jwt_authentication.JWTAuthentication):
             raise InvalidToken(_("Token contained no recognizable user identification")) from None
         try:
             found = _user_lookup().rows({"user_id": user_id})
-        except (TypeError, ValueError, ValidationError):
+        except (TypeError, ValueError, OverflowError, ValidationError):  # OverflowError: SQLite's int64
             raise InvalidToken(_("Token contained no recognizable user identification")) from None
         if len(found) != 1:
             raise jwt_exceptions.AuthenticationFailed(_("User not found"), code="user_not_found")

@@ -159,7 +159,8 @@ class RefreshSerializer(TokenRefreshSerializer):
                 "No active account found for the given token.", "no_active_account"
             )
         claim = str(refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM, ""))
-        if not hmac.compare_digest(claim, get_md5_hash_password(user.password)):
+        # Bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500 before).
+        if not hmac.compare_digest(claim.encode(), get_md5_hash_password(user.password).encode()):
             raise InvalidToken("Token has been revoked.")
         self._claim(refresh, user)
         self.user = user

@@ -112,10 +112,69 @@ def test_every_value_and_no_other_is_asked_for():
         (lambda name: Group.objects.filter(name=name).annotate(n=Count("user")), {"name": Param("x")}),
         (lambda name: Group.objects.filter(name=name).values("pk"), {"name": Param("x")}),
         (lambda name: Group.objects.filter(name=name).only("pk"), {"name": Param("x")}),
+        # What the compiled SQL alone cannot honour.
+        (lambda name: Group.objects.filter(name=name).prefetch_related("permissions"), {"name": Param("x")}),
+        (lambda name: Group.objects.filter(name=name).select_for_update(), {"name": Param("x")}),
+        (lambda name: Group.objects.filter(name=name).using("default"), {"name": Param("x")}),
+        (
+            lambda name: Group.objects.filter(name=name).union(Group.objects.filter(name="y")),
+            {"name": Param("x")},
+        ),
     ],
-    ids=["stand-in-collides", "stand-in-unused", "annotated", "values", "deferred"],
+    ids=[
+        "stand-in-collides",
+        "stand-in-unused",
+        "annotated",
+        "values",
+        "deferred",
+        "prefetch",
+        "select-for-update",
+        "using",
+        "union",
+    ],
 )
 def test_queries_it_cannot_compile_safely_are_refused(build, params):
     lookup = CompiledQuery(Group, build, **params)
     with pytest.raises(ImproperlyConfigured):
         lookup.rows(dict.fromkeys(params, "y"))
+
+
+@pytest.mark.django_db(transaction=True)  # committed: the other thread's connection reads it
+def test_rows_are_converted_with_the_running_connection():
+    # Compiled in one thread, run in another (another connection of the same alias): same rows.
+    import threading
+
+    user = User.objects.create_user("ada")
+    lookup = _by_pk()
+    lookup.rows({"pk": user.pk})
+    found = []
+
+    def run():
+        try:
+            found.extend(lookup.rows({"pk": user.pk}))
+        finally:
+            connection.close()  # this thread's
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert [_fields(u) for u in found] == [_fields(User.objects.get(pk=user.pk))]
+
+
+@pytest.mark.parametrize("lookup", ["iexact", "contains", "startswith"])
+def test_a_lookup_that_rewrites_its_value_is_refused_or_answers_as_the_orm(lookup):
+    # SQLite's iexact and every backend's contains/startswith bind an escaped LIKE pattern made from the
+    # value: a raw value bound there would match "a%" as a wildcard. Refused when the compiled parameter is
+    # not the value itself; where it is (PostgreSQL's iexact: UPPER(col) = UPPER(%s)), the answers agree.
+    for name in ("alice", "bob", "Al%ce"):
+        Group.objects.create(name=name)
+    compiled = CompiledQuery(
+        Group, lambda name: Group.objects.filter(**{f"name__{lookup}": name}), name=Param("stand-in")
+    )
+    try:
+        compiled.rows({"name": "x"})
+    except ImproperlyConfigured:
+        return
+    for value in ("a%", "_ob", "AL%CE", "b", "\\"):
+        expected = sorted(g.name for g in Group.objects.filter(**{f"name__{lookup}": value}))
+        assert sorted(g.name for g in compiled.rows({"name": value}, limit=10)) == expected, value
