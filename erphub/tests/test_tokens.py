@@ -35,8 +35,8 @@ def obtain(username="carol", password=PASSWORD, **extra):
     )
 
 
-def bearer(token) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+def bearer(token, *, raise_request_exception: bool = True) -> Client:
+    return Client(raise_request_exception=raise_request_exception, HTTP_AUTHORIZATION=f"Bearer {token}")
 
 
 def test_obtain_and_use_a_token(user):
@@ -203,11 +203,9 @@ def _signed(token_class, user, **claims):
 
 @pytest.mark.parametrize("user_id", ODD_USER_IDS, ids=repr)
 def test_a_signed_access_token_naming_no_possible_user_is_401(user, user_id):
-    client = Client(
-        raise_request_exception=False,
-        HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, user_id=user_id)}",
+    response = bearer(_signed(AccessToken, user, user_id=user_id), raise_request_exception=False).get(
+        COLLECTION
     )
-    response = client.get(COLLECTION)
     assert response.status_code == 401, response.content[:300]
     assert response.json()["code"] in {"token_not_valid", "user_not_found"}
     assert response["WWW-Authenticate"].startswith("Bearer")
@@ -249,11 +247,8 @@ def test_a_signed_access_token_with_odd_claims_is_401(user, claims):
 @pytest.mark.parametrize("claim", [None, "", "0" * 32, [1], 123, {"a": 1}], ids=repr)
 def test_an_access_token_whose_password_claim_does_not_match_is_401(user, claim):
     # erphub.authentication compares the claim in constant time; a non-string claim is refused, not a 500.
-    client = Client(
-        raise_request_exception=False,
-        HTTP_AUTHORIZATION=f"Bearer {_signed(AccessToken, user, hash_password=claim)}",
-    )
-    response = client.get(COLLECTION)
+    access = _signed(AccessToken, user, hash_password=claim)
+    response = bearer(access, raise_request_exception=False).get(COLLECTION)
     assert response.status_code == 401, response.content[:300]
     assert response.json()["code"] == "password_changed"
 
@@ -261,7 +256,7 @@ def test_an_access_token_whose_password_claim_does_not_match_is_401(user, claim)
 def test_an_access_token_of_a_deleted_user_is_401(user):
     access = _signed(AccessToken, user)
     get_user_model().objects.filter(pk=user.pk).delete()
-    response = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {access}").get(COLLECTION)
+    response = bearer(access, raise_request_exception=False).get(COLLECTION)
     assert response.status_code == 401
     assert response.json()["code"] == "user_not_found"
 
