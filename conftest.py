@@ -117,6 +117,65 @@ PURE_TEST_MODULES = frozenset(
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-only",
+        action="store_true",
+        help="Run only the tests that can reach the configured database (see DATABASE_TESTS below): a second "
+        "database backend's run, after the whole suite has run once (.ci/run).",
+    )
+
+
+#: Fixtures through which a test reaches the configured database: pytest-django's, and the suite's PostgreSQL
+#: server (a fresh database for processes of their own). A live server of blobs/tests/liveserver.py started
+#: without one of them gets an SQLite file of its own whatever DATABASE_URL says: it does not see the backend.
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "django_db_setup",
+        "live_server",
+        "postgres_database",
+        "module_postgres_database",
+    }
+)
+
+
+def reaches_database(item: pytest.Item) -> bool:
+    """Whether ``item`` can reach the configured database: the ``django_db`` mark or one of DATABASE_FIXTURES.
+    pytest-django refuses every other test the database, so the rest behave the same on every backend and run
+    once. A fixture that asks for a database fixture only while running (``request.getfixturevalue("db")``)
+    is caught by pytest_fixture_setup below, in the run that has every test."""
+    if item.get_closest_marker("django_db") is not None:
+        return True
+    return bool(DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("database_only"):
+        return
+    kept = [item for item in items if reaches_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not reaches_database(item)])
+        items[:] = kept
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    # A test that --database-only leaves out but that gets the database anyway (a fixture asking for "db" at
+    # run time) would lose its second backend silently: refused here, so that the whole-suite run fails.
+    node = request.node
+    undeclared = isinstance(node, pytest.Item) and not reaches_database(node)
+    if fixturedef.argname in DATABASE_FIXTURES and undeclared:
+        raise pytest.UsageError(
+            f"{node.nodeid} gets the database through {fixturedef.argname!r} at run time; mark it "
+            "@pytest.mark.django_db (or ask for the fixture by name) so that --database-only keeps it"
+        )
+    yield
+
+
 def pytest_configure(config: pytest.Config) -> None:
     missing = sorted(
         name
