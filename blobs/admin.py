@@ -178,6 +178,7 @@ EVENT_LABELS = {
     "blob.rewrap": "Key rewrapped",
     "blob.reencrypt": "Re-encrypted",
     "blob.key_export": "Data key exported",
+    "blob.export.start": "Export started",
     "blob.export": "Exported",
     "blob.gc": "Removed by clean-up",
 }

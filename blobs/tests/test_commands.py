@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import OperationalError, connection
 from django.utils import timezone
 
+from audit.models import AuditEvent
 from blobs.models import Blob
 from blobs.services import BlobUpload, blob_verify
 from blobs.storage import blob_store
@@ -298,6 +300,51 @@ def test_export_writes_bytes_to_the_real_stdout_buffer(blob, monkeypatch):
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, write_through=True))
     call_command("blobs_export", str(blob.pk), "--range", "0-9")
     assert sink.getvalue() == DATA[:10]
+
+
+class StartCheckingSink(io.BytesIO):
+    """stdout's bytes, which note at their first write whether the export's start event has committed."""
+
+    committed_before_first_byte: bool | None = None
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        if self.committed_before_first_byte is None:
+            self.committed_before_first_byte = AuditEvent.objects.filter(action="blob.export.start").exists()
+        return super().write(data)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_commits_its_start_event_before_the_first_byte(blob, monkeypatch):
+    sink = StartCheckingSink()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, write_through=True))
+    call_command("blobs_export", str(blob.pk), "--range", "5-14")
+    assert sink.getvalue() == DATA[5:15]
+    assert sink.committed_before_first_byte is True
+    start, end = AuditEvent.objects.filter(target_id=str(blob.pk), action__startswith="blob.export").order_by(
+        "sequence"
+    )
+    assert (start.action, end.action) == ("blob.export.start", "blob.export")
+    assert start.details == {"range": [5, 14], "to": "stdout"}
+    assert end.details == {"range": [5, 14], "to": "stdout", "bytes": 10}
+    assert start.actor == end.actor
+    assert start.actor.startswith("system:cli:")
+
+
+@pytest.mark.django_db(transaction=True)  # the command's own transaction, as in production
+def test_an_export_whose_start_event_cannot_be_written_sends_nothing(blob, tmp_path, capsysbinary):
+    def refuse(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if 'INSERT INTO "audit_auditevent"' in sql:
+            raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    target = tmp_path / "out.bin"
+    for output in ("-", str(target)):
+        refused = pytest.raises(CommandError, match="Export refused: its audit event could not be written")
+        with connection.execute_wrapper(refuse), refused:
+            call_command("blobs_export", str(blob.pk), "-o", output)
+    assert capsysbinary.readouterr().out == b""
+    assert list(tmp_path.iterdir()) == []
+    assert not AuditEvent.objects.filter(action__startswith="blob.export").exists()
 
 
 # --- blobs_gc -----------------------------------------------------------------------------------------------

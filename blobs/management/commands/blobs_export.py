@@ -16,8 +16,9 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
+from django.db import DatabaseError
 
-from audit.services import audit_record_after
+from audit.services import audit_record, audit_record_after
 from blobs.exceptions import BlobError
 from blobs.models import Blob
 from blobs.ranges import RangeNotSatisfiable, parse_range
@@ -63,11 +64,24 @@ class Command(OperatorCommand):
             if ranges is None:
                 raise CommandError(f"Invalid range {byte_range!r}; use A-B (inclusive), A- or -N.")
             start, stop = ranges[0].start, ranges[0].stop
-        # Plaintext leaving the system is a download: audited, whatever the outcome (architecture.md §8).
+        # Plaintext leaving the system is a download, audited as one (architecture.md §8): a start event
+        # committed before the first byte is decrypted (no event, no export), its outcome when it is over.
         details = {
             "range": [start, stop - 1] if stop > start else None,
             "to": "stdout" if output == "-" else "file",
         }
+        try:
+            audit_record(
+                action="blob.export.start",
+                actor=Actor.cli(),
+                target_type="blob",
+                target_id=str(blob.pk),
+                details=details,
+            )
+        except DatabaseError:
+            raise CommandError(
+                "Export refused: its audit event could not be written (is the database available?)."
+            ) from None
         try:
             reader = blob_open(blob=blob)
             with progress(self, total=stop - start) as bar:
