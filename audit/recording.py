@@ -33,6 +33,7 @@ from django.db import DatabaseError, OperationalError, connections, router, tran
 from django.http import HttpRequest
 
 from core.actors import Actor
+from core.db import prepared_cursor
 
 from . import clock
 from .canonical import CanonicalizationError, canonicalize
@@ -203,7 +204,8 @@ def _insert(batch: list[dict[str, Any]], *, using: str, savepoint: bool = True) 
     connection = connections[using]
     statements = _statements(connection)
     with _sqlite_writer_queue(connection), transaction.atomic(using=using, savepoint=savepoint):
-        with connection.cursor() as cursor:
+        # Prepared where the backend can (PostgreSQL: the same three statements on every append).
+        with prepared_cursor(connection) as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
             cursor.execute(statements.head)

@@ -29,6 +29,13 @@ def release_connections() -> None:
             connection.close()
 
 
+def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor for a statement every request runs with other values: one whose statements the database keeps
+    prepared where the backend offers it (core/backends/postgresql), an ordinary one elsewhere."""
+    make = getattr(connection, "prepared_cursor", None)
+    return make() if make is not None else connection.cursor()
+
+
 @dataclass(frozen=True)
 class Param:
     """A value a :class:`CompiledQuery` takes per run: the stand-in it is compiled with, and the model field
@@ -90,7 +97,7 @@ class CompiledQuery(Generic[M]):
             value if name is None else value.prepare(values[name], connection)
             for name, value in compiled.slots
         ]
-        with connection.cursor() as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(compiled.sql, args)
             fetched = cursor.fetchmany(limit)
         rows: list[Any] = fetched

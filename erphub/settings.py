@@ -173,7 +173,8 @@ DATABASES = {
 _PROMETHEUS_DB_ENGINES = {
     # django-prometheus's SQLite wrapper, with one writer per process at a time (core/backends/sqlite3).
     "django.db.backends.sqlite3": "core.backends.sqlite3",
-    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    # django-prometheus's, with prepared statements for what every request runs (core/backends/postgresql).
+    "django.db.backends.postgresql": "core.backends.postgresql",
 }
 DATABASES["default"]["ENGINE"] = _PROMETHEUS_DB_ENGINES.get(
     DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
@@ -221,6 +222,13 @@ elif DATABASES["default"]["ENGINE"].endswith(".postgresql") and _pool_max_size:
         "timeout": _env_float("DATABASE_POOL_TIMEOUT", 10.0),
         "max_idle": 300.0,  # seconds an idle connection above min_size is kept
     }
+
+_prepared_statements = _env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if DATABASES["default"]["ENGINE"] == "core.backends.postgresql" and _prepared_statements:
+    # Statements of core.backends.postgresql's prepared_cursor() (the lookups and the audit append every
+    # request runs) are prepared on a connection once they ran this many times there; the ORM's other queries
+    # never are. false: none (PgBouncer before 1.21 in transaction mode, docs/scaling-out.md).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

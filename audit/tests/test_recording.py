@@ -389,3 +389,15 @@ def test_the_writer_queue_closes_its_lock_file_on_every_path(tmp_path):
     finally:
         held.release()
     assert _open_descriptors() == opened
+
+
+def test_on_postgresql_the_append_statements_are_prepared():
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements: PostgreSQL (core/backends/postgresql)")
+    record(3, action="prepared")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(sql.startswith('INSERT INTO "audit_auditevent"') and "$1" in sql for sql in prepared)
+    assert any('ORDER BY "sequence" DESC LIMIT 1' in sql for sql in prepared)  # the chain's head
+    assert verify_chain(chain_rows()).ok

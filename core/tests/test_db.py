@@ -178,3 +178,28 @@ def test_a_lookup_that_rewrites_its_value_is_refused_or_answers_as_the_orm(looku
     for value in ("a%", "_ob", "AL%CE", "b", "\\"):
         expected = sorted(g.name for g in Group.objects.filter(**{f"name__{lookup}": value}))
         assert sorted(g.name for g in compiled.rows({"name": value}, limit=10)) == expected, value
+
+
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_on_postgresql_a_compiled_query_is_prepared_on_its_connection_and_the_orm_is_not():
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements: PostgreSQL (core/backends/postgresql)")
+    assert connection.settings_dict["OPTIONS"]["prepare_threshold"] == 2  # erphub/settings.py
+    user = User.objects.create_user("ada")
+    lookup = _by_pk()
+    for _ in range(3):
+        assert list(User.objects.filter(pk=user.pk)) == [user]  # the ORM's own query, as often
+        (found,) = lookup.rows({"pk": user.pk})
+        assert _fields(found) == _fields(User.objects.get(pk=user.pk))
+    prepared = _prepared_statements()
+    (statement,) = [sql for sql in prepared if 'FROM "auth_user"' in sql]
+    assert '"auth_user"."id" = $1' in statement  # bound on the server: one statement for every value
+    with CaptureQueriesContext(connection) as ctx:
+        lookup.rows({"pk": user.pk})
+    (logged,) = ctx.captured_queries
+    assert f'"auth_user"."id" = {user.pk}' in logged["sql"]  # the query log shows the values, as the ORM's

@@ -31,6 +31,7 @@ READ_BY_SETTINGS = (
     "DATABASE_POOL_MAX_SIZE",
     "DATABASE_POOL_MIN_SIZE",
     "DATABASE_POOL_TIMEOUT",
+    "DATABASE_PREPARED_STATEMENTS",
     "BLOB_STORAGE_DIR",
     "BLOB_STORAGE_BACKEND",
     "BLOB_S3_BUCKET",
@@ -324,6 +325,23 @@ def test_every_cloud_alias_is_configured_from_its_variables_and_local_stays(tmp_
     assert "DEFAULT vault" in result.stdout
     result = start(tmp_path, argv=CHECK, KEY_PROVIDER="vault", **CLOUD_ENV)
     assert result.returncode == 0, result.stderr
+
+
+DATABASE_OPTIONS = (
+    "import django; django.setup(); from django.conf import settings; d = settings.DATABASES['default'];"
+    " print('ENGINE', d['ENGINE']); print('PREPARE', d['OPTIONS'].get('prepare_threshold'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "threshold"), [({}, "2"), ({"DATABASE_PREPARED_STATEMENTS": "false"}, "None")]
+)
+def test_postgresql_prepares_what_every_request_runs_unless_told_not_to(tmp_path, setting, threshold):
+    url = "postgres://u@127.0.0.1:1/x"  # never connected to
+    result = start(tmp_path, argv=("-c", DATABASE_OPTIONS), DATABASE_URL=url, **setting)
+    assert result.returncode == 0, result.stderr
+    assert "ENGINE core.backends.postgresql" in result.stdout
+    assert f"PREPARE {threshold}" in result.stdout
 
 
 def test_production_moving_from_local_to_a_cloud_kms_keeps_the_local_keys(tmp_path):
