@@ -144,11 +144,13 @@ DATABASE_FIXTURES = frozenset(
 
 
 def reaches_database(item: pytest.Item) -> bool:
-    """Whether ``item`` can reach the configured database: the ``django_db`` mark or one of DATABASE_FIXTURES.
-    pytest-django refuses every other test the database, so the rest behave the same on every backend and run
-    once. A fixture that asks for a database fixture only while running (``request.getfixturevalue("db")``)
-    is caught by pytest_fixture_setup below, in the run that has every test."""
-    if item.get_closest_marker("django_db") is not None:
+    """Whether ``item`` can reach the configured database: the ``django_db`` mark or one of DATABASE_FIXTURES,
+    or the ``backend_settings`` mark (a test of what the configured backend's settings make of the app,
+    system checks or a schema editor, without a query). pytest-django refuses every other test the database,
+    and those run once. A fixture that asks for a database fixture only while running
+    (``request.getfixturevalue("db")``) is caught by pytest_fixture_setup below, in the run that has every
+    test; a test that reads ``settings.DATABASES`` without saying so is not, hence the mark."""
+    if item.get_closest_marker("django_db") is not None or item.get_closest_marker("backend_settings"):
         return True
     return bool(DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
 

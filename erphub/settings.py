@@ -227,7 +227,7 @@ _prepared_statements = _env_bool("DATABASE_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "core.backends.postgresql" and _prepared_statements:
     # Statements of core.backends.postgresql's prepared_cursor() (the lookups and the audit append every
     # request runs) are prepared on a connection once they ran this many times there; the ORM's other queries
-    # never are. false: none (PgBouncer before 1.21 in transaction mode, docs/scaling-out.md).
+    # never are. false: none (PgBouncer before 1.22 in transaction mode, docs/scaling-out.md).
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

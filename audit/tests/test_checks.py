@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from audit.checks import check_audit_settings, checkpoint_storage_problems, database_problems
 
 S3 = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "b", "file_overwrite": False}}
@@ -14,6 +16,7 @@ def ids(settings_problems) -> set[str]:
     return {problem.id for problem in settings_problems}
 
 
+@pytest.mark.backend_settings
 def test_the_shipped_configuration_passes(settings):
     settings.DEBUG = True  # development: checkpoints in a local directory are expected there
     assert check_audit_settings() == []
@@ -34,6 +37,13 @@ def test_sqlite_without_immediate_transactions_is_an_error():
     assert ids(database_problems({**sqlite, "OPTIONS": {}})) == {"audit.E003"}
     assert database_problems({**sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}}) == []
     assert ids(database_problems({"ENGINE": "django.db.backends.mysql"})) == {"audit.W001"}
+
+
+def test_the_engines_the_settings_choose_carry_the_triggers():
+    # erphub/settings.py swaps Django's engines for ours (core/backends): still SQLite and PostgreSQL.
+    immediate = {"OPTIONS": {"transaction_mode": "IMMEDIATE"}}
+    assert database_problems({"ENGINE": "core.backends.sqlite3", **immediate}) == []
+    assert database_problems({"ENGINE": "core.backends.postgresql"}) == []
 
 
 def test_retention_must_be_positive(settings):

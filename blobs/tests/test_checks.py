@@ -13,6 +13,7 @@ def blob_errors(**overrides) -> list[tuple[str, str]]:
         return [(m.id, m.msg) for m in run_checks() if m.id and m.id.startswith("blobs.")]
 
 
+@pytest.mark.backend_settings
 def test_the_shipped_settings_pass():
     assert blob_errors() == []
 

@@ -7,13 +7,14 @@ import io
 import os
 import stat
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -303,13 +304,25 @@ def test_export_writes_bytes_to_the_real_stdout_buffer(blob, monkeypatch):
 
 
 class StartCheckingSink(io.BytesIO):
-    """stdout's bytes, which note at their first write whether the export's start event has committed."""
+    """stdout's bytes, which note at their first write whether the export's start event has committed: read
+    by another thread, on a connection of its own, which sees only what was committed."""
 
     committed_before_first_byte: bool | None = None
 
     def write(self, data) -> int:  # type: ignore[no-untyped-def]
         if self.committed_before_first_byte is None:
-            self.committed_before_first_byte = AuditEvent.objects.filter(action="blob.export.start").exists()
+            seen: list[bool] = []
+
+            def look() -> None:
+                try:
+                    seen.append(AuditEvent.objects.filter(action="blob.export.start").exists())
+                finally:
+                    connections.close_all()
+
+            reader = threading.Thread(target=look)
+            reader.start()
+            reader.join()
+            self.committed_before_first_byte = seen == [True]
         return super().write(data)
 
 

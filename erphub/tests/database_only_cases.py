@@ -17,6 +17,13 @@ def test_marked() -> None:
     assert get_user_model().objects.count() == 0
 
 
+@pytest.mark.backend_settings
+def test_backend_settings() -> None:
+    from django.conf import settings
+
+    assert settings.DATABASES["default"]["ENGINE"].startswith("core.backends.")
+
+
 def test_db_fixture(db) -> None:  # type: ignore[no-untyped-def]
     from django.contrib.auth import get_user_model
 

@@ -31,13 +31,13 @@ def _collected(*args: str) -> set[str]:
 
 
 def test_database_only_keeps_the_tests_that_can_reach_the_database():
-    every = {"test_pure", "test_marked", "test_db_fixture", "test_database_at_run_time"}
-    assert _collected() == every
-    assert _collected("--database-only") == {"test_marked", "test_db_fixture"}
+    kept = {"test_marked", "test_backend_settings", "test_db_fixture"}
+    assert _collected() == kept | {"test_pure", "test_database_at_run_time"}
+    assert _collected("--database-only") == kept
 
 
 def test_the_declared_database_tests_pass_and_the_undeclared_one_is_refused():
     done = _pytest(CASES)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "3 passed, 1 error" in done.stdout
+    assert "4 passed, 1 error" in done.stdout
     assert "test_database_at_run_time gets the database through 'db' at run time" in done.stdout

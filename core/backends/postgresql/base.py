@@ -11,15 +11,18 @@ the client and unprepared, as Django ships them. Without ``prepare_threshold`` (
 ``DATABASE_PREPARED_STATEMENTS=false``) the cursor binds on the server and prepares nothing.
 
 Prepared statements live in a server connection: behind PgBouncer in transaction mode they need PgBouncer
-1.21 or later with ``max_prepared_statements`` set (docs/scaling-out.md). A statement is prepared with its
-result columns; psycopg forgets its statements after a ROLLBACK, DROP or ALTER on the connection, and
-PostgreSQL replans one whose tables changed, but refuses one whose result columns changed type ("cached plan
-must not change result type"): a migration that changes the type of a column these queries select, while the
-previous release serves, must add a new column instead (expand and contract, docs/scaling-out.md).
+1.22 or later with ``max_prepared_statements`` set (psycopg sends ``DEALLOCATE ALL``, which 1.22 learnt; and
+closes one statement by the protocol's Close, which libpq 17 or later sends, as psycopg-binary's does;
+docs/scaling-out.md). psycopg forgets every statement, with a ``DEALLOCATE ALL``, after a rollback on the
+connection (a failed request, a failed append): the next runs prepare them again. PostgreSQL replans a
+statement whose tables changed but refuses one whose result columns changed type ("cached plan must not change
+result type"): a migration that changes the type of a column these queries select, while the previous release
+serves, must add a new column instead (expand and contract, docs/scaling-out.md).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
@@ -28,20 +31,29 @@ from django.db.backends.postgresql.psycopg_any import register_tzloader  # type:
 from django.utils.asyncio import async_unsafe
 from django_prometheus.db.backends.postgresql import base
 from django_prometheus.db.common import ExportingCursorWrapper
-from psycopg import adapters, errors
+from psycopg import ClientCursor, adapters
 from psycopg.pq import Format
 
 _TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 
 
+@functools.cache
+def _prepared_cursor_class(alias: str, vendor: str) -> type:
+    # django-prometheus counts the queries of its cursor class: the server-binding one is counted alike. Once
+    # per database: a DatabaseWrapper is made per thread, under the event worker per greenlet (per request).
+    return ExportingCursorWrapper(ServerBindingCursor, alias, vendor)
+
+
 class DatabaseOperations(BaseOperations):
     def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:  # type: ignore[override]
-        # The query log (DEBUG, CaptureQueriesContext): psycopg keeps no client-side text of a query bound on
-        # the server, so it is composed here, as Django does with server_side_binding.
+        # psycopg keeps no client-side text of a query bound on the server: the query log (DEBUG,
+        # CaptureQueriesContext) composes it on the client, as Django does with server_side_binding, but
+        # without a cursor of Django's, so that logging a query that failed on a dead connection cannot
+        # replace its error.
         if isinstance(cursor, ServerBindingCursor):
             try:
-                return str(self.compose_sql(sql, params))
-            except errors.DataError:
+                return ClientCursor(cursor.connection).mogrify(sql, params)
+            except Exception:  # a log line, never the query's outcome
                 return None
         return super().last_executed_query(cursor, sql, params)
 
@@ -51,8 +63,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # django-prometheus counts the queries of its cursor class: the server-binding one is counted alike.
-        self._prepared_cursor_class = ExportingCursorWrapper(ServerBindingCursor, self.alias, self.vendor)
+        self._prepared_cursor_class = _prepared_cursor_class(self.alias, self.vendor)
 
     @async_unsafe
     def prepared_cursor(self) -> Any:
