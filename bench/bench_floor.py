@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_floor.py                          # SQLite and PostgreSQL
     .venv/bin/python bench/bench_floor.py --databases sqlite --iterations 200
+    .venv/bin/python bench/bench_floor.py --databases postgresql --profile "blob lookup"   # cProfile
+    .venv/bin/python bench/bench_floor.py --databases sqlite --sample "1024 KiB segments (whole" \
+        --iterations 2000                                          # py-spy samples (pip install py-spy)
 
 bench_requests.py measures whole requests through gunicorn; this one takes a request apart. For each database
 (SQLite in a fresh var dir; PostgreSQL: a fresh database on 127.0.0.1:5432, dropped at the end) a child
@@ -69,6 +72,7 @@ def parent(args: argparse.Namespace) -> int:
                 prepare_database(env)
                 profile = ["--profile", args.profile] if args.profile else []
                 profile += ["--callees", args.callees] if args.callees else []
+                profile += ["--sample", args.sample] if args.sample else []
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", "--iterations", str(args.iterations), *profile],
                     env=env,
@@ -77,7 +81,7 @@ def parent(args: argparse.Namespace) -> int:
                     timeout=1800,
                     check=False,
                 )
-                if out.returncode or args.profile:
+                if out.returncode or args.profile or args.sample:
                     print(out.stderr[-20000:], file=sys.stderr)
                     if out.returncode:
                         return 1
@@ -237,6 +241,15 @@ def child(args: argparse.Namespace) -> int:
     for run in operations.values():  # warm-up: imports, caches, the data key
         for _ in range(5):
             run()
+    wanted = args.sample or args.profile
+    if wanted and not any(wanted in name for name in operations):
+        raise SystemExit(f"no operation's name contains {wanted!r}: {list(operations)}")
+    if args.sample:  # where one operation's time goes, sampled (py-spy): no tracing overhead
+        (name,) = [name for name in operations if args.sample in name][:1]
+        print(name, file=sys.stderr)
+        print(sample_stacks(lambda: [operations[name]() for _ in range(args.iterations)]), file=sys.stderr)
+        deferred_writer_stop()
+        return 0
     if args.profile:  # where one operation's time goes (cProfile, cumulative), instead of the figures
         import cProfile
         import pstats
@@ -271,6 +284,57 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_stacks(work: Callable[[], object], *, top: int = int(os.environ.get("SAMPLE_TOP", "40"))) -> str:
+    """Run ``work`` under ``py-spy record`` (on this process, 1,000 samples a second, idle stacks included)
+    and return, per function, the share of samples in it (inclusive) and on top of the stack (self), the top
+    ``top`` of each. Only the samples of ``work``'s own stack count: on CPU, or blocked in a call it makes (an
+    SQLite commit). Under gevent a greenlet waiting on a socket is not on any stack (the hub is), so a wait
+    for PostgreSQL is not seen: the shares are of the rest. py-spy is a development tool: ``pip install
+    py-spy``."""
+    handle, name = tempfile.mkstemp(suffix=".txt")
+    os.close(handle)
+    out = Path(name)
+    try:
+        return _sampled(work, out, top)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _sampled(work: Callable[[], object], out: Path, top: int) -> str:
+    import collections
+
+    command = ["py-spy", "record", "--pid", str(os.getpid()), "--rate", "1000", "--idle", "--format", "raw"]
+    spy = subprocess.Popen(
+        [*command, "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        work()
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes what it has
+        spy.wait(timeout=60)
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if "sample_stacks" not in stack:  # py-spy's attach second, and the hub's stacks
+            continue
+        # "function (path/file.py:line)" -> "function file.py:line"
+        frames = [f"{f.split(' (')[0]} {f.rsplit('/', 1)[-1].rstrip(')')}" for f in stack.split(";")]
+        samples = int(count)
+        total += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+        own[frames[-1]] += samples
+    lines = [f"{total} samples in the operation (1 ms each)", "inclusive:"]
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines += ["self:"] + [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
@@ -279,6 +343,9 @@ def main() -> int:
     parser.add_argument("--callees", metavar="REGEX", help="with --profile: what these functions call")
     parser.add_argument(
         "--profile", metavar="TEXT", help="profile the first operation whose name contains TEXT (cProfile)"
+    )
+    parser.add_argument(
+        "--sample", metavar="TEXT", help="sample the first operation whose name contains TEXT (py-spy)"
     )
     args = parser.parse_args()
     return child(args) if args.child else parent(args)
