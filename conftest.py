@@ -121,8 +121,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--database-only",
         action="store_true",
-        help="Run only the tests that can reach the configured database (see DATABASE_TESTS below): a second "
-        "database backend's run, after the whole suite has run once (.ci/run).",
+        help="Run only the tests that can reach the configured database (reaches_database in conftest.py): "
+        "a second database backend's run, after the whole suite has run once (.ci/run).",
     )
 
 
