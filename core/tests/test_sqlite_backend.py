@@ -130,3 +130,20 @@ def test_closing_a_requests_connection_does_not_checkpoint_the_wal(tmp_path, eng
         check=True,
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"wal_after_close": kept}
+
+
+@pytest.mark.django_db
+def test_cursors_share_one_counting_class_and_are_still_counted():
+    from django.db import connection
+    from django_prometheus.db.metrics import execute_total
+
+    if connection.vendor != "sqlite":
+        pytest.skip("core.backends.sqlite3")
+    counted = execute_total.labels(connection.alias, connection.vendor)
+    before = counted._value.get()
+    with connection.cursor() as first, connection.cursor() as second:
+        first.execute("SELECT 1")
+        second.execute("SELECT 2")
+        # One class for every cursor (django-prometheus's mixin made a new one each time).
+        assert type(first.cursor) is type(second.cursor)
+    assert counted._value.get() == before + 2  # django-prometheus still counts each query
