@@ -33,7 +33,7 @@ from django.db import DatabaseError, OperationalError, connections, router, tran
 from django.http import HttpRequest
 
 from core.actors import Actor
-from core.db import prepared_cursor
+from core.db import prepared_cursor, stale_prepared_statement
 
 from . import clock
 from .canonical import CanonicalizationError, canonicalize
@@ -201,6 +201,17 @@ def _insert(batch: list[dict[str, Any]], *, using: str, savepoint: bool = True) 
     each event linked to the one before it. ``savepoint=False`` inside a caller's transaction: an append that
     fails then fails the whole transaction, which is what ``audit_record`` promises anyway, without the
     SAVEPOINT and RELEASE round trips."""
+    try:
+        return _insert_once(batch, using=using, savepoint=savepoint)
+    except DatabaseError as exc:
+        # A migration changed the type of a column the prepared statements read (core/backends/postgresql):
+        # our own transaction rolled back and psycopg forgot them, so once more prepares them anew.
+        if not stale_prepared_statement(exc) or connections[using].in_atomic_block:
+            raise
+        return _insert_once(batch, using=using, savepoint=savepoint)
+
+
+def _insert_once(batch: list[dict[str, Any]], *, using: str, savepoint: bool) -> list[AuditEvent]:
     connection = connections[using]
     statements = _statements(connection)
     with _sqlite_writer_queue(connection), transaction.atomic(using=using, savepoint=savepoint):

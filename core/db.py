@@ -36,6 +36,14 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
     return make() if make is not None else connection.cursor()
 
 
+def stale_prepared_statement(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL refusing a prepared statement whose result columns changed type since
+    it was prepared (SQLSTATE 0A000, "cached plan must not change result type"; core/backends/postgresql). In
+    a transaction that loses the transaction, and its rollback makes psycopg forget every prepared statement:
+    a caller that owned the transaction may run it once more."""
+    return getattr(error.__cause__, "sqlstate", None) == "0A000"
+
+
 @dataclass(frozen=True)
 class Param:
     """A value a :class:`CompiledQuery` takes per run: the stand-in it is compiled with, and the model field

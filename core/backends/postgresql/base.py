@@ -16,8 +16,11 @@ closes one statement by the protocol's Close, which libpq 17 or later sends, as 
 docs/scaling-out.md). psycopg forgets every statement, with a ``DEALLOCATE ALL``, after a rollback on the
 connection (a failed request, a failed append): the next runs prepare them again. PostgreSQL replans a
 statement whose tables changed but refuses one whose result columns changed type ("cached plan must not change
-result type"): a migration that changes the type of a column these queries select, while the previous release
-serves, must add a new column instead (expand and contract, docs/scaling-out.md).
+result type", SQLSTATE 0A000): a migration that widens a column these queries select (``varchar(255)`` to
+``varchar(512)``) while the previous release serves would fail them on every connection that prepared them,
+for as long as it lives. Outside a transaction the cursor forgets its statements (``DEALLOCATE ALL``) and runs
+the query once more; inside one the transaction is lost, and its rollback makes psycopg forget them
+(``core.db.stale_prepared_statement``: the audit append then runs once more).
 """
 
 from __future__ import annotations
@@ -31,17 +34,31 @@ from django.db.backends.postgresql.psycopg_any import register_tzloader  # type:
 from django.utils.asyncio import async_unsafe
 from django_prometheus.db.backends.postgresql import base
 from django_prometheus.db.common import ExportingCursorWrapper
-from psycopg import ClientCursor, adapters
-from psycopg.pq import Format
+from psycopg import ClientCursor, adapters, errors
+from psycopg.pq import Format, TransactionStatus
 
 _TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
+
+
+class PreparedCursor(ServerBindingCursor):
+    """Django's server-binding cursor that recovers from a statement a migration made stale (above)."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super().execute(query, params, **kwargs)
+        except errors.FeatureNotSupported:
+            if self.connection.info.transaction_status != TransactionStatus.IDLE:
+                raise  # the transaction is lost: its rollback makes psycopg forget every statement
+            # PostgreSQL forgets this session's statements, and psycopg, which watches for this command, too.
+            super().execute("DEALLOCATE ALL")
+            return super().execute(query, params, **kwargs)
 
 
 @functools.cache
 def _prepared_cursor_class(alias: str, vendor: str) -> type:
     # django-prometheus counts the queries of its cursor class: the server-binding one is counted alike. Once
     # per database: a DatabaseWrapper is made per thread, under the event worker per greenlet (per request).
-    return ExportingCursorWrapper(ServerBindingCursor, alias, vendor)
+    return ExportingCursorWrapper(PreparedCursor, alias, vendor)
 
 
 class DatabaseOperations(BaseOperations):
