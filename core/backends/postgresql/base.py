@@ -20,7 +20,9 @@ result type", SQLSTATE 0A000): a migration that widens a column these queries se
 ``varchar(512)``) while the previous release serves would fail them on every connection that prepared them,
 for as long as it lives. Outside a transaction the cursor forgets its statements (``DEALLOCATE ALL``) and runs
 the query once more; inside one the transaction is lost, and its rollback makes psycopg forget them
-(``core.db.stale_prepared_statement``: the audit append then runs once more).
+(``core.db.stale_prepared_statement``: the audit append then runs once more; a lookup in a caller's
+transaction fails that request, once per connection). This relies on psycopg forgetting its statements when a
+``DEALLOCATE ALL`` runs on the connection (psycopg 3.3; ``core/tests/test_db.py`` fails without it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from django_prometheus.db.common import ExportingCursorWrapper
 from psycopg import ClientCursor, adapters, errors
 from psycopg.pq import Format, TransactionStatus
 
+from core.db import is_stale_plan
+
 _TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 
 
@@ -46,9 +50,9 @@ class PreparedCursor(ServerBindingCursor):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         try:
             return super().execute(query, params, **kwargs)
-        except errors.FeatureNotSupported:
-            if self.connection.info.transaction_status != TransactionStatus.IDLE:
-                raise  # the transaction is lost: its rollback makes psycopg forget every statement
+        except errors.FeatureNotSupported as exc:
+            if not is_stale_plan(exc) or self.connection.info.transaction_status != TransactionStatus.IDLE:
+                raise  # in a transaction it is lost: its rollback makes psycopg forget every statement
             # PostgreSQL forgets this session's statements, and psycopg, which watches for this command, too.
             super().execute("DEALLOCATE ALL")
             return super().execute(query, params, **kwargs)
