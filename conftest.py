@@ -139,6 +139,7 @@ DATABASE_FIXTURES = frozenset(
         "live_server",
         "postgres_database",
         "module_postgres_database",
+        "migration_connection",
     }
 )
 
@@ -332,6 +333,28 @@ def fresh_postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(**params) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migration_connection():  # type: ignore[no-untyped-def]
+    """A psycopg connection of its own (autocommit) to the suite's PostgreSQL test database, as a migration
+    running beside the app has. Skips outside the PostgreSQL suite."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL suite (DATABASE_URL=postgres://...)")
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"] or "127.0.0.1",
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"] or None,
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as other:
+        yield other
 
 
 @pytest.fixture

@@ -404,31 +404,19 @@ def test_on_postgresql_the_append_statements_are_prepared():
 
 
 @pytest.mark.django_db(transaction=True)  # the append's own transaction, as a request's start event
-def test_on_postgresql_an_append_after_a_migration_changed_its_columns_is_written_once_more():
-    if connection.vendor != "postgresql":
-        pytest.skip("prepared statements: PostgreSQL (core/backends/postgresql)")
-    import psycopg
-
+def test_on_postgresql_an_append_after_a_migration_changed_its_columns_is_written_once_more(
+    migration_connection,
+):
     record(3, action="prepared")
-    settings = connection.settings_dict
-    other = psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        password=settings["PASSWORD"] or None,
-        dbname=settings["NAME"],
-        autocommit=True,
-    )
     before = AuditEvent.objects.count()
-    with other:
-        # The head's query reads this column: its prepared statement is refused from now on.
-        other.execute('ALTER TABLE "audit_auditevent" ALTER COLUMN "hash" TYPE varchar(65)')
-        try:
-            (event,) = record(1, action="after.migration")
-            assert AuditEvent.objects.order_by("-sequence").values_list("pk", flat=True)[0] == event.pk
-            assert AuditEvent.objects.count() == before + 1  # written once, not twice
-        finally:
-            other.execute('ALTER TABLE "audit_auditevent" ALTER COLUMN "hash" TYPE varchar(64)')
-            with connection.cursor() as cursor:
-                cursor.execute("DEALLOCATE ALL")
+    # The head's query reads this column: its prepared statement is refused from now on.
+    migration_connection.execute('ALTER TABLE "audit_auditevent" ALTER COLUMN "hash" TYPE varchar(65)')
+    try:
+        (event,) = record(1, action="after.migration")
+        assert AuditEvent.objects.order_by("-sequence").values_list("pk", flat=True)[0] == event.pk
+        assert AuditEvent.objects.count() == before + 1  # written once, not twice
+    finally:
+        migration_connection.execute('ALTER TABLE "audit_auditevent" ALTER COLUMN "hash" TYPE varchar(64)')
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
     assert verify_chain(chain_rows()).ok

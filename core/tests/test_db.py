@@ -205,42 +205,27 @@ def test_on_postgresql_a_compiled_query_is_prepared_on_its_connection_and_the_or
     assert f'"auth_user"."id" = {user.pk}' in logged["sql"]  # the query log shows the values, as the ORM's
 
 
-def _other_connection():  # type: ignore[no-untyped-def]
-    """A connection of its own to the test database, as a migration running beside the app has."""
-    import psycopg
-
-    settings = connection.settings_dict
-    return psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        password=settings["PASSWORD"] or None,
-        dbname=settings["NAME"],
-        autocommit=True,
-    )
-
-
 @pytest.mark.django_db(transaction=True)  # outside a transaction, as a request's lookup runs
-def test_on_postgresql_a_column_a_migration_widens_under_a_prepared_lookup_is_read_again():
-    if connection.vendor != "postgresql":
-        pytest.skip("prepared statements: PostgreSQL (core/backends/postgresql)")
+def test_on_postgresql_a_column_a_migration_widens_under_a_prepared_lookup_is_read_again(
+    migration_connection,
+):
+    other = migration_connection
     user = User.objects.create_user("ada", first_name="Ada")
     lookup = _by_pk()
     for _ in range(3):
         lookup.rows({"pk": user.pk})
     assert any('FROM "auth_user"' in sql for sql in _prepared_statements())
-    with _other_connection() as other:
-        # What a migration widening a CharField does while this connection holds the prepared statement:
-        # PostgreSQL now refuses it ("cached plan must not change result type").
-        other.execute('ALTER TABLE "auth_user" ALTER COLUMN "first_name" TYPE varchar(151)')
-        try:
+    # What a migration widening a CharField does while this connection holds the prepared statement:
+    # PostgreSQL now refuses it ("cached plan must not change result type").
+    other.execute('ALTER TABLE "auth_user" ALTER COLUMN "first_name" TYPE varchar(151)')
+    try:
+        (found,) = lookup.rows({"pk": user.pk})
+        assert found.first_name == "Ada"
+        for _ in range(2):
             (found,) = lookup.rows({"pk": user.pk})
-            assert found.first_name == "Ada"
-            for _ in range(2):
-                (found,) = lookup.rows({"pk": user.pk})
-                assert found.pk == user.pk
-            assert any('FROM "auth_user"' in sql for sql in _prepared_statements())  # prepared anew
-        finally:
-            other.execute('ALTER TABLE "auth_user" ALTER COLUMN "first_name" TYPE varchar(150)')
-            with connection.cursor() as cursor:
-                cursor.execute("DEALLOCATE ALL")  # the next tests' transactions start from no statement
+            assert found.pk == user.pk
+        assert any('FROM "auth_user"' in sql for sql in _prepared_statements())  # prepared anew
+    finally:
+        other.execute('ALTER TABLE "auth_user" ALTER COLUMN "first_name" TYPE varchar(150)')
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")  # the next tests' transactions start from no statement
