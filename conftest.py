@@ -159,9 +159,11 @@ def reaches_database(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("database_only"):
         return
-    kept = [item for item in items if reaches_database(item)]
-    if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if not reaches_database(item)])
+    kept, left = [], []
+    for item in items:
+        (kept if reaches_database(item) else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
         items[:] = kept
 
 
@@ -317,14 +319,7 @@ def fresh_postgres_database() -> Iterator[str]:
     import psycopg
 
     name = f"erphub_t_{secrets.token_hex(4)}"
-    params = {
-        "host": default["HOST"] or "127.0.0.1",
-        "port": default["PORT"] or 5432,
-        "user": default["USER"],
-        "password": default["PASSWORD"] or None,
-        "dbname": "postgres",
-        "autocommit": True,
-    }
+    params = _psycopg_params(default, dbname="postgres")
     with psycopg.connect(**params) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     password = f":{default['PASSWORD']}" if default["PASSWORD"] else ""
@@ -345,16 +340,21 @@ def migration_connection():  # type: ignore[no-untyped-def]
         pytest.skip("runs in the PostgreSQL suite (DATABASE_URL=postgres://...)")
     import psycopg
 
-    settings = connection.settings_dict
-    with psycopg.connect(
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        user=settings["USER"],
-        password=settings["PASSWORD"] or None,
-        dbname=settings["NAME"],
-        autocommit=True,
-    ) as other:
+    with psycopg.connect(**_psycopg_params(connection.settings_dict)) as other:
         yield other
+
+
+def _psycopg_params(settings: dict, *, dbname: str | None = None) -> dict:
+    """psycopg's connection parameters (autocommit) for a Django PostgreSQL database; ``dbname`` another
+    database of the same server."""
+    return {
+        "host": settings["HOST"] or "127.0.0.1",
+        "port": settings["PORT"] or 5432,
+        "user": settings["USER"],
+        "password": settings["PASSWORD"] or None,
+        "dbname": dbname or settings["NAME"],
+        "autocommit": True,
+    }
 
 
 @pytest.fixture

@@ -37,21 +37,16 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
 
 
 def stale_prepared_statement(error: BaseException) -> bool:
-    """Whether ``error`` is PostgreSQL refusing a prepared statement whose result columns changed type since
-    it was prepared ("cached plan must not change result type"; core/backends/postgresql). In a transaction
-    that loses the transaction, and its rollback makes psycopg forget every prepared statement: a caller that
-    owned the transaction may run it once more."""
-    return is_stale_plan(error.__cause__)
-
-
-def is_stale_plan(error: BaseException | None) -> bool:
-    """``stale_prepared_statement`` for psycopg's own error: SQLSTATE 0A000 raised where PostgreSQL
-    revalidates a cached plan (the function it names does not depend on the server's language, unlike the
-    message)."""
-    diag = getattr(error, "diag", None)
-    return (
-        getattr(error, "sqlstate", None) == "0A000"
-        and getattr(diag, "source_function", None) == "RevalidateCachedQuery"
+    """Whether ``error`` (psycopg's, or Django's wrapping it) is PostgreSQL refusing a prepared statement
+    whose result columns changed type since it was prepared ("cached plan must not change result type";
+    core/backends/postgresql): SQLSTATE 0A000 raised where PostgreSQL revalidates a cached plan (the function
+    it names does not depend on the server's language, unlike the message). In a transaction that loses the
+    transaction, and its rollback makes psycopg forget every prepared statement: a caller that owned the
+    transaction may run it once more."""
+    return any(
+        getattr(cause, "sqlstate", None) == "0A000"
+        and getattr(getattr(cause, "diag", None), "source_function", None) == "RevalidateCachedQuery"
+        for cause in (error, error.__cause__)
     )
 
 

@@ -27,7 +27,6 @@ transaction fails that request, once per connection). This relies on psycopg for
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
@@ -35,11 +34,11 @@ from django.db.backends.postgresql.operations import DatabaseOperations as BaseO
 from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
 from django.utils.asyncio import async_unsafe
 from django_prometheus.db.backends.postgresql import base
-from django_prometheus.db.common import ExportingCursorWrapper
 from psycopg import ClientCursor, adapters, errors
 from psycopg.pq import Format, TransactionStatus
 
-from core.db import is_stale_plan
+from core.backends import counting_cursor_class
+from core.db import stale_prepared_statement
 
 _TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
 
@@ -51,18 +50,12 @@ class PreparedCursor(ServerBindingCursor):
         try:
             return super().execute(query, params, **kwargs)
         except errors.FeatureNotSupported as exc:
-            if not is_stale_plan(exc) or self.connection.info.transaction_status != TransactionStatus.IDLE:
+            in_transaction = self.connection.info.transaction_status != TransactionStatus.IDLE
+            if in_transaction or not stale_prepared_statement(exc):
                 raise  # in a transaction it is lost: its rollback makes psycopg forget every statement
             # PostgreSQL forgets this session's statements, and psycopg, which watches for this command, too.
             super().execute("DEALLOCATE ALL")
             return super().execute(query, params, **kwargs)
-
-
-@functools.cache
-def _prepared_cursor_class(alias: str, vendor: str) -> type:
-    # django-prometheus counts the queries of its cursor class: the server-binding one is counted alike. Once
-    # per database: a DatabaseWrapper is made per thread, under the event worker per greenlet (per request).
-    return ExportingCursorWrapper(PreparedCursor, alias, vendor)
 
 
 class DatabaseOperations(BaseOperations):
@@ -82,10 +75,6 @@ class DatabaseOperations(BaseOperations):
 class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._prepared_cursor_class = _prepared_cursor_class(self.alias, self.vendor)
-
     @async_unsafe
     def prepared_cursor(self) -> Any:
         """A cursor like ``cursor()`` (the same wrappers, errors and query log) whose parameters are bound on
@@ -93,7 +82,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
-            cursor = self._prepared_cursor_class(self.connection)
+            # Counted by django-prometheus as its own cursors are.
+            cursor = counting_cursor_class(PreparedCursor, self.alias, self.vendor)(self.connection)
             # As Django's create_cursor: the cursor's time zone only if the connection's differs.
             tzloader = self.connection.adapters.get_loader(_TIMESTAMPTZ_OID, Format.TEXT)
             if self.timezone != tzloader.timezone:

@@ -36,7 +36,6 @@ counts connections opened, not those taken from the pool).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sqlite3
 import threading
@@ -47,7 +46,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 from django_prometheus.db.backends.sqlite3 import base
-from django_prometheus.db.common import ExportingCursorWrapper
+
+from core.backends import counting_cursor_class
 
 # Statements that take SQLite's write lock when run outside a transaction.
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "VACUUM")
@@ -133,16 +133,10 @@ class DatabaseFeatures(base.DatabaseFeatures):
     """The same features as SQLite's."""
 
 
-@functools.cache
-def _cursor_class(cursor_class: type, alias: str, vendor: str) -> type:
-    # django-prometheus's counting cursor class: its mixin builds one for every cursor (a new class each time,
-    # ~7 µs, and garbage only the cyclic collector frees; several per request, issue 14). Built once here.
-    return ExportingCursorWrapper(cursor_class, alias, vendor)
-
-
 class DatabaseWrapper(base.DatabaseWrapper):
     def create_cursor(self, name: str | None = None) -> Any:
-        return self.connection.cursor(factory=_cursor_class(self.CURSOR_CLASS, self.alias, self.vendor))
+        factory = counting_cursor_class(self.CURSOR_CLASS, self.alias, self.vendor)
+        return self.connection.cursor(factory=factory)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
