@@ -118,6 +118,28 @@ def test_foreign_keys_are_enforced_again_on_a_lent_connection(path):
     wrapper.close()
 
 
+def test_a_connection_with_foreign_keys_on_is_given_back_without_setting_them(path):
+    # Setting the pragma expires every statement the connection prepared (SQLite's OP_Expire): the next
+    # request would compile each of its queries anew. Reading it is free.
+    wrapper = _wrapper(path)
+    raw = _raw(wrapper)
+    statements: list[str] = []
+    raw.set_trace_callback(statements.append)
+    try:
+        wrapper.close()
+        assert statements == ["PRAGMA foreign_keys"]
+        assert _raw(wrapper) is raw
+        assert wrapper.disable_constraint_checking()
+        statements.clear()
+        wrapper.close()
+        assert statements == ["PRAGMA foreign_keys", "PRAGMA foreign_keys = ON"]
+    finally:
+        raw.set_trace_callback(None)
+    assert _raw(wrapper) is raw
+    assert raw.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    wrapper.close()
+
+
 def test_at_most_pool_max_size_idle_connections_per_file(path):
     wrappers = [_wrapper(path, pool_max_size=2) for _ in range(4)]
     raws = [_raw(wrapper) for wrapper in wrappers]
