@@ -132,18 +132,36 @@ def test_closing_a_requests_connection_does_not_checkpoint_the_wal(tmp_path, eng
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"wal_after_close": kept}
 
 
-@pytest.mark.django_db
-def test_cursors_share_one_counting_class_and_are_still_counted():
-    from django.db import connection
-    from django_prometheus.db.metrics import execute_total
+@pytest.mark.parametrize(
+    ("query", "param_names"),
+    [
+        ("SELECT %s, '%%', %s", None),  # format style: "?" for each %s, a literal % for %%
+        ("SELECT %(a)s, %(b)s", ["a", "b"]),  # pyformat style: named, never remembered
+    ],
+)
+def test_placeholders_are_converted_as_djangos_cursor_does(query, param_names):
+    import sqlite3
 
-    if connection.vendor != "sqlite":
-        pytest.skip("core.backends.sqlite3")
-    counted = execute_total.labels(connection.alias, connection.vendor)
-    before = counted._value.get()
-    with connection.cursor() as first, connection.cursor() as second:
-        first.execute("SELECT 1")
-        second.execute("SELECT 2")
-        # One class for every cursor (django-prometheus's mixin made a new one each time).
-        assert type(first.cursor) is type(second.cursor)
-    assert counted._value.get() == before + 2  # django-prometheus still counts each query
+    from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+
+    from core.backends.sqlite3.base import CursorWrapper
+
+    raw = sqlite3.connect(":memory:")
+    expected = raw.cursor(SQLiteCursorWrapper).convert_query(query, param_names=param_names)
+    ours = raw.cursor(CursorWrapper)
+    assert ours.convert_query(query, param_names=param_names) == expected
+    assert ours.convert_query(query, param_names=param_names) == expected  # remembered
+    raw.close()
+
+
+def test_the_converted_queries_remembered_are_bounded():
+    import sqlite3
+
+    from core.backends.sqlite3.base import CursorWrapper, _qmark
+
+    raw = sqlite3.connect(":memory:")
+    cursor = raw.cursor(CursorWrapper)
+    for n in range(600):
+        assert cursor.convert_query(f"SELECT %s + {n}") == f"SELECT ? + {n}"
+    raw.close()
+    assert _qmark.cache_info().currsize == _qmark.cache_info().maxsize == 512

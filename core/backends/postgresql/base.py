@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.postgresql.base import DatabaseWrapper as DjangoWrapper
 from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
 from django.db.backends.postgresql.operations import DatabaseOperations as BaseOperations
 from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
@@ -74,6 +75,13 @@ class DatabaseOperations(BaseOperations):
 
 class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
+
+    def get_connection_params(self) -> dict[str, Any]:
+        # Django's, its cursors counted by ours (core.backends.counting_cursor_class) rather than
+        # django-prometheus's, which looks its series up again on every query: the same metrics.
+        params: dict[str, Any] = DjangoWrapper.get_connection_params(self)
+        params["cursor_factory"] = counting_cursor_class(params["cursor_factory"], self.alias, self.vendor)
+        return params
 
     @async_unsafe
     def prepared_cursor(self) -> Any:
