@@ -60,13 +60,18 @@ def serialize_number(value: float) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# Integers a double holds exactly: their ECMAScript form is their decimal digits (below 10**21, RFC 8785
+# §3.2.2.3), which ``int.__repr__`` writes without the float round trip (issue 14: every event has some).
+_EXACT_INT = 2**53
+
+
 def _serialize_string(value: str) -> str:
     # RFC 8785 §3.2.2.2: only ", \ and the C0 controls are escaped — ", \, \b, \f, \n, \r and \t in their
     # short forms, the other controls as \u00xx in lowercase hex — and everything else is emitted as is.
     # That is exactly what the standard library's C string encoder for ``ensure_ascii=False`` writes
     # (json.encoder.encode_basestring), which costs a fraction of a loop over the characters here; the audit
     # chain hashes a dozen strings per event (issue 14). The test module checks the two agree.
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):
         raise CanonicalizationError("lone surrogate in a string (I-JSON, RFC 7493 §2.1)")
     return _encode_string(value)
 
@@ -85,6 +90,8 @@ def _serialize(value: Any, out: list[str], depth: int) -> None:
         out.append("true")
     elif value is False:
         out.append("false")
+    elif isinstance(value, int) and -_EXACT_INT <= value <= _EXACT_INT:
+        out.append(int.__repr__(value))
     elif isinstance(value, int):
         # JCS numbers are IEEE 754 doubles (RFC 8785 §3.2.2.3): an integer means the double a JSON parser
         # reads from it. Callers that must not lose precision check before (audit.recording does).
@@ -103,7 +110,9 @@ def _serialize(value: Any, out: list[str], depth: int) -> None:
             if not isinstance(key, str):
                 raise CanonicalizationError(f"object key {key!r} is not a string")
         out.append("{")
-        for index, key in enumerate(sorted(value, key=_utf16_key)):
+        # ASCII keys sort the same by code point as by UTF-16 code unit: no encoding needed.
+        ordered = sorted(value) if "".join(value).isascii() else sorted(value, key=_utf16_key)
+        for index, key in enumerate(ordered):
             if index:
                 out.append(",")
             out.append(_serialize_string(key))

@@ -184,3 +184,18 @@ def test_a_lone_surrogate_anywhere_in_a_string_is_refused(value):
         canonicalize(value)
     with pytest.raises(CanonicalizationError, match="surrogate"):
         canonicalize({value: 1})
+
+
+@given(st.integers(min_value=-(2**64), max_value=2**64))
+def test_an_integer_is_the_double_a_json_parser_reads_on_either_side_of_2_to_the_53(value):
+    # Up to 2**53 the digits are written directly; beyond, through the double (RFC 8785 §3.2.2.3).
+    assert canonicalize(value) == serialize_number(float(value))
+    assert canonicalize([value]) == f"[{serialize_number(float(value))}]"
+
+
+# Keys of every plane: ASCII only (sorted directly), or with characters whose code point order and UTF-16
+# order differ (U+E000-U+FFFF against the surrogate pairs of U+10000 and above).
+@given(st.dictionaries(st.text(st.characters(blacklist_categories=("Cs",)), max_size=4), st.integers(0, 9)))
+def test_properties_sort_by_utf16_code_units_whatever_the_keys(value):
+    ordered = sorted(value, key=lambda key: key.encode("utf-16-be"))
+    assert list(json.loads(canonicalize(value))) == ordered
