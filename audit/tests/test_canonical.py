@@ -7,7 +7,7 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from audit.canonical import CanonicalizationError, canonical_bytes, canonicalize, serialize_number
@@ -187,6 +187,10 @@ def test_a_lone_surrogate_anywhere_in_a_string_is_refused(value):
 
 
 @given(st.integers(min_value=-(2**64), max_value=2**64))
+@example(2**53)
+@example(2**53 + 1)
+@example(-(2**53))
+@example(-(2**53) - 1)
 def test_an_integer_is_the_double_a_json_parser_reads_on_either_side_of_2_to_the_53(value):
     # Up to 2**53 the digits are written directly; beyond, through the double (RFC 8785 §3.2.2.3).
     assert canonicalize(value) == serialize_number(float(value))

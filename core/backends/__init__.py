@@ -40,6 +40,8 @@ def counting_cursor_class(cursor_class: type, alias: str, vendor: str) -> type:
                 duration.observe(max(time.perf_counter() - started, 0))
 
         def executemany(self, query: Any, param_list: Any, *args: Any, **kwargs: Any) -> Any:
+            if not hasattr(param_list, "__len__"):  # a generator, which Django's cursors accept
+                param_list = list(param_list)
             executed.inc(len(param_list))
             executed_many.inc(len(param_list))
             started = time.perf_counter()

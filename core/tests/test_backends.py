@@ -37,6 +37,10 @@ def test_executemany_counts_each_parameter_set():
         before = _counts()
         cursor.executemany("INSERT INTO counted (n) VALUES (%s)", [[1], [2], [3]])
         assert _counts() == (before[0] + 3, before[1] + 3, before[2] + 1)
+        cursor.executemany("INSERT INTO counted (n) VALUES (%s)", ([n] for n in range(4)))  # a generator
+        assert _counts() == (before[0] + 7, before[1] + 7, before[2] + 2)
+        cursor.execute("SELECT count(*) FROM counted")
+        assert cursor.fetchone() == (7,)
         cursor.execute("DROP TABLE counted")
 
 

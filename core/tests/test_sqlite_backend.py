@@ -154,6 +154,24 @@ def test_placeholders_are_converted_as_djangos_cursor_does(query, param_names):
     raw.close()
 
 
+@pytest.mark.django_db
+def test_the_backends_cursors_remember_their_conversions():
+    from django.db import connection
+
+    from core.backends.sqlite3.base import CursorWrapper, _qmark
+
+    if connection.vendor != "sqlite":
+        pytest.skip("core.backends.sqlite3")
+    with connection.cursor() as cursor:
+        assert isinstance(cursor.cursor, CursorWrapper)
+        query = "SELECT %s + 40 -- remembered"
+        cursor.execute(query, [2])
+        hits = _qmark.cache_info().hits
+        cursor.execute(query, [2])
+        assert cursor.fetchone() == (42,)
+    assert _qmark.cache_info().hits == hits + 1
+
+
 def test_the_converted_queries_remembered_are_bounded():
     import sqlite3
 
@@ -163,5 +181,9 @@ def test_the_converted_queries_remembered_are_bounded():
     cursor = raw.cursor(CursorWrapper)
     for n in range(600):
         assert cursor.convert_query(f"SELECT %s + {n}") == f"SELECT ? + {n}"
-    raw.close()
     assert _qmark.cache_info().currsize == _qmark.cache_info().maxsize == 512
+    before = _qmark.cache_info()
+    long = "SELECT %s" + ", %s" * 2000  # a bulk insert's length: converted, never kept
+    assert cursor.convert_query(long) == "SELECT ?" + ", ?" * 2000
+    assert _qmark.cache_info() == before
+    raw.close()

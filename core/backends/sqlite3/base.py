@@ -131,6 +131,10 @@ def _take_idle(key: str, path: str) -> _Opened | None:
             opened.connection.close()
 
 
+# Longer texts (a bulk insert's many rows) are converted each time: kept, they would push the hot ones out.
+_QMARK_MAX_LENGTH = 4096
+
+
 @functools.lru_cache(maxsize=512)
 def _qmark(query: str) -> str:
     return SQLiteCursorWrapper.convert_query(None, query)  # type: ignore[attr-defined]  # self: unused
@@ -140,10 +144,10 @@ class CursorWrapper(SQLiteCursorWrapper):
     """Django's cursor, remembering its conversion of a query's ``%s`` placeholders to sqlite3's ``?``: a
     regular expression over the whole text, ~20 µs for the blob lookup with its permission answer on every
     request (issue 14). The queries a request runs are few and their text is the same every time (those of
-    ``core.db.CompiledQuery`` the very same string); at most 512 are kept."""
+    ``core.db.CompiledQuery`` the very same string); at most 512 of up to 4 KiB are kept."""
 
     def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
-        if param_names is None:
+        if param_names is None and len(query) <= _QMARK_MAX_LENGTH:
             return _qmark(query)
         return super().convert_query(query, param_names=param_names)  # type: ignore[misc]
 
