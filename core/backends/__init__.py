@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django_prometheus.db import errors_total, execute_many_total, execute_total, query_duration_seconds
@@ -23,35 +24,28 @@ def counting_cursor_class(cursor_class: type, alias: str, vendor: str) -> type:
     executed_many = execute_many_total.labels(alias, vendor)
     duration = query_duration_seconds.labels(alias, vendor)
 
-    def failed(exc: BaseException) -> None:
-        # As django-prometheus's ExceptionCounterByType: every exception, by its type's name.
-        errors_total.labels(alias, vendor, type(exc).__name__).inc()
+    def timed(run: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        except BaseException as exc:
+            # As django-prometheus's ExceptionCounterByType: every exception, by its type's name.
+            errors_total.labels(alias, vendor, type(exc).__name__).inc()
+            raise
+        finally:
+            duration.observe(max(time.perf_counter() - started, 0))
 
     class CountingCursor(cursor_class):
         def execute(self, *args: Any, **kwargs: Any) -> Any:
             executed.inc()
-            started = time.perf_counter()
-            try:
-                return super().execute(*args, **kwargs)
-            except BaseException as exc:
-                failed(exc)
-                raise
-            finally:
-                duration.observe(max(time.perf_counter() - started, 0))
+            return timed(super().execute, *args, **kwargs)
 
         def executemany(self, query: Any, param_list: Any, *args: Any, **kwargs: Any) -> Any:
             if not hasattr(param_list, "__len__"):  # a generator, which Django's cursors accept
                 param_list = list(param_list)
             executed.inc(len(param_list))
             executed_many.inc(len(param_list))
-            started = time.perf_counter()
-            try:
-                return super().executemany(query, param_list, *args, **kwargs)
-            except BaseException as exc:
-                failed(exc)
-                raise
-            finally:
-                duration.observe(max(time.perf_counter() - started, 0))
+            return timed(super().executemany, query, param_list, *args, **kwargs)
 
     CountingCursor.__name__ = CountingCursor.__qualname__ = f"Counting{cursor_class.__name__}"
     return CountingCursor
