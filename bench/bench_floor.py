@@ -18,7 +18,12 @@ round by round (``--iterations`` rounds, the median and 90th percentile per oper
 - the pieces an audited range adds: verifying the JWT and loading its user, the blob lookup with its
   permission, one durable audit append (its own transaction and commit, as a download's start), opening a
   blob and decrypting the one segment a 1-byte range needs, and raw AES-GCM over one segment (the physical
-  limit of that part on this machine).
+  limit of that part on this machine);
+- the same work with no framework around it (``_framework_free_range``): the audited 1-byte range and the
+  durable append done with PyJWT, a DB-API connection of its own, the chain's hash and the crypto core, and
+  the plaintext range read with ``open``. Not a product path: the lower bound of any path in Python here, to
+  tell the work an audited range must do from the cost of the path it runs on. Its events go into the
+  product's chain, which is verified at the end.
 
 No server and no client: the figures are wall time (``perf_counter``) of one request on one thread of an
 otherwise idle process (commits and greenlet switches included), without gunicorn's parsing and socket
@@ -30,6 +35,7 @@ event of a download is queued as there (``audit.deferred``) and written by the w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -222,6 +228,21 @@ def child(args: argparse.Namespace) -> int:
         out = bytearray(size - 16)
         return lambda: aead.decrypt_into(nonce, ct, None, out)
 
+    framework_free, framework_free_append = _framework_free_range(
+        token=token, blob_id=blob_ids[1 << 20], reader=reader
+    )
+    plain_file = Path(settings.BENCH_PLAIN_FILE)
+
+    def framework_free_plain() -> None:
+        # The plaintext 1-byte range with no framework: what Django itself adds to the issue's yardstick.
+        offset = (next(offsets) * 7919) % BLOB_SIZE
+        with open(plain_file, "rb", buffering=0) as handle:
+            handle.seek(offset)
+            body = handle.read(1)
+        headers = [("Content-Range", f"bytes {offset}-{offset}/{BLOB_SIZE}"), ("Content-Length", "1")]
+        if len(body) != 1 or not headers:
+            raise SystemExit("plain range: no byte")
+
     operations: dict[str, Callable[[], None]] = {
         "GET /health (whole request)": request("/health", auth=False, ranged=False),
         "plain Django 1-byte range (whole request)": request("/bench/plain-range", auth=False, ranged=True),
@@ -234,6 +255,11 @@ def child(args: argparse.Namespace) -> int:
     operations["piece: JWT verified, its user loaded"] = authenticate
     operations["piece: blob lookup with its permission"] = lookup
     operations["piece: one durable audit append"] = append
+    operations["limit: audited 1-byte range, 1024 KiB segments, no framework"] = lambda: framework_free(
+        (next(offsets) * 7919) % BLOB_SIZE
+    )
+    operations["limit: plain 1-byte range, no framework"] = framework_free_plain
+    operations["limit: one durable audit append, no framework"] = framework_free_append
     for size in SEGMENT_SIZES:
         operations[f"piece: open + decrypt one {size >> 10} KiB segment"] = decrypt(size)
         operations[f"limit: raw AES-GCM of {size >> 10} KiB"] = raw_gcm(size)
@@ -270,6 +296,13 @@ def child(args: argparse.Namespace) -> int:
             run()
             samples[name].append(time.perf_counter() - began)
     deferred_writer_stop()
+    from audit.chain import verify_chain
+    from audit.verification import _chain_values
+
+    # The framework-free operation appends to the product's chain: its events must verify like the rest.
+    report = verify_chain(_chain_values(1))
+    if not report.ok:
+        raise SystemExit(f"audit chain does not verify: {report}")
     result = {
         "operations": {
             name: {
@@ -282,6 +315,166 @@ def child(args: argparse.Namespace) -> int:
     }
     print(json.dumps(result))
     return 0
+
+
+def _framework_free_range(
+    *, token: str, blob_id: Any, reader: Any
+) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """What an audited 1-byte range must do, with no framework around it: the lower bound of any serving path
+    in Python on this machine, and so what the issue's targets can be measured against. Not a product path:
+    it skips what the product does besides (request id, flags, throttling, the group-permission answer,
+    conditional requests, the end event, logs, metrics, error mapping).
+
+    On its own DB-API connection (sqlite3 or psycopg, autocommit): PyJWT checks the token's signature and
+    claims, one query loads its user (active, password claim), one the blob it owns; the start event is
+    appended to the product's chain in its own transaction (the write lock, the head, the insert, the
+    commit, the hash by audit.chain); the one segment is read and decrypted by blobs.crypto with the data key
+    from the process's cache; the status line and headers are built."""
+    import hmac
+    import sqlite3
+    import uuid
+    from datetime import UTC, datetime
+
+    import jwt
+    from django.conf import settings
+    from django.db import connection
+
+    from audit.chain import GENESIS, event_hash
+    from audit.recording import ADVISORY_LOCK_KEY, _Statements
+    from blobs import crypto
+    from blobs.models import Blob
+    from blobs.selectors import blob_get_for_user
+    from blobs.services import _unwrap_data_key, blob_store
+
+    jwt_settings = settings.SIMPLE_JWT
+    key, algorithm = jwt_settings["SIGNING_KEY"], jwt_settings["ALGORITHM"]
+    blob = blob_get_for_user(user=reader, blob_id=blob_id, with_owner=False)
+    data_keys = {blob.pk: _unwrap_data_key(blob, cached=True)}  # the cache hit, as a dict lookup
+    path = blob_store(blob.storage_alias)._path(blob.storage_name)  # type: ignore[attr-defined]
+    params, associated_data = blob.params, blob.associated_data
+    statements = _Statements(connection)
+    fields = [field.attname for field in statements.fields]
+    db = connection.settings_dict
+    sqlite = connection.vendor == "sqlite"
+    if sqlite:
+        raw_db: Any = sqlite3.connect(db["NAME"], isolation_level=None, timeout=20, check_same_thread=False)
+        raw_db.execute("PRAGMA synchronous=NORMAL")  # the product's (WAL is the file's own)
+        mark, blob_param = "?", blob.pk.hex
+    else:
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        raw_db = psycopg.connect(
+            dbname=db["NAME"],
+            user=db["USER"],
+            password=db["PASSWORD"],
+            host=db["HOST"],
+            port=db["PORT"],
+            autocommit=True,
+        )
+        mark, blob_param = "%s", blob.pk
+    head_sql = statements.head
+    insert_sql = statements.insert_sql.replace("%s", mark)
+    blob_table, owner = Blob._meta.db_table, Blob._meta.get_field("owner").column
+    user_sql = f"SELECT is_active, password FROM auth_user WHERE id = {mark}"  # noqa: S608
+    blob_sql = f"SELECT id, size FROM {blob_table} WHERE id = {mark} AND {owner} = {mark}"  # noqa: S608
+    authorization = f"Bearer {token}"
+
+    def append(cursor: Any, event: dict[str, Any]) -> None:
+        now = event["timestamp"]
+
+        cursor.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
+        try:
+            if not sqlite:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+            cursor.execute(head_sql)
+            last = cursor.fetchone()
+            event["sequence"], event["prev_hash"] = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+            event["hash"] = event_hash(event)
+            row = dict(event)
+            if sqlite:
+                row["timestamp"] = now.replace(tzinfo=None).isoformat(sep=" ")
+                row["details"] = json.dumps(event["details"])
+            else:
+                row["details"] = Jsonb(event["details"])
+            cursor.execute(insert_sql, [row[name] for name in fields])
+            cursor.execute("COMMIT")
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+
+    def run(offset: int) -> None:
+        claims = jwt.decode(
+            authorization[7:],
+            key,
+            algorithms=[algorithm],
+            audience=jwt_settings["AUDIENCE"],
+            issuer=jwt_settings["ISSUER"],
+            leeway=jwt_settings["LEEWAY"],
+        )
+        if claims["token_type"] != "access":  # noqa: S105 — a claim's value, not a password
+            raise SystemExit("not an access token")
+        cursor = raw_db.cursor()
+        cursor.execute(user_sql, (claims["user_id"],))
+        active, password = cursor.fetchone()
+        expected = hashlib.md5(password.encode()).hexdigest().upper()  # noqa: S324 — simplejwt's claim
+        if not active or not hmac.compare_digest(claims["hash_password"].encode(), expected.encode()):
+            raise SystemExit("user inactive or token revoked")
+        cursor.execute(blob_sql, (blob_param, claims["user_id"]))
+        found_id, size = cursor.fetchone()
+        found = uuid.UUID(hex=found_id) if sqlite else found_id
+        now = datetime.now(UTC)
+        event = {
+            "timestamp": now,
+            "actor_type": "user",
+            "actor_id": str(claims["user_id"]),
+            "actor": "reader",
+            "action": "blob.download",
+            "target_type": "blob",
+            "target_id": str(found),
+            "outcome": "success",
+            "remote_addr": "127.0.0.1",
+            "request_id": uuid.uuid4().hex,
+            "user_agent": "bench",
+            "details": {"range": [offset, offset + 1]},
+        }
+        append(cursor, event)
+        with open(path, "rb", buffering=0) as raw:
+            decryptor = crypto.Decryptor(
+                data_keys[found],
+                associated_data,
+                raw.read(params.header_size),
+                plaintext_size=size,
+                params=params,
+            )
+            raw.seek(decryptor.span(offset, offset + 1)[0])
+            body = b"".join(decryptor.iter_range(raw, offset, offset + 1))
+        headers = [
+            ("Content-Range", f"bytes {offset}-{offset}/{size}"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", "application/octet-stream"),
+        ]
+        if len(body) != 1 or not headers:
+            raise SystemExit("audited range: no byte")
+
+    def append_only() -> None:
+        event = {
+            "timestamp": datetime.now(UTC),
+            "actor_type": "user",
+            "actor_id": str(reader.pk),
+            "actor": "reader",
+            "action": "bench.floor",
+            "target_type": "blob",
+            "target_id": "floor",
+            "outcome": "success",
+            "remote_addr": "",
+            "request_id": "",
+            "user_agent": "",
+            "details": {},
+        }
+        append(raw_db.cursor(), event)
+
+    return run, append_only
 
 
 def sample_stacks(work: Callable[[], object], *, top: int = int(os.environ.get("SAMPLE_TOP", "40"))) -> str:
