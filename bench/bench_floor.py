@@ -136,10 +136,12 @@ def child(args: argparse.Namespace) -> int:
     from django.conf import settings
     from django.contrib.auth.models import Group, User
     from django.core.handlers.wsgi import WSGIHandler
+    from django.db import connection
     from django.test.utils import override_settings
     from rest_framework_simplejwt.tokens import AccessToken
 
     from audit.deferred import deferred_writer_start, deferred_writer_stop
+    from audit.recording import group_commit
     from audit.services import audit_record
     from blobs.selectors import blob_get_for_user
     from blobs.services import blob_create, blob_open
@@ -210,6 +212,12 @@ def child(args: argparse.Namespace) -> int:
     def append() -> None:
         audit_record(action="bench.floor", actor=actor, target_type="blob", target_id="floor")
 
+    def write_deferred() -> None:
+        # The whole requests before it leave their end events queued (audit.deferred), and the next append
+        # takes them into its batch: written first, the append piece is one event's, as the floor's is.
+        connection.ensure_connection()
+        group_commit.flush(using=connection.alias)
+
     def decrypt(size: int) -> Callable[[], None]:
         blob = blob_get_for_user(user=reader, blob_id=blob_ids[size], with_owner=False)
 
@@ -255,6 +263,7 @@ def child(args: argparse.Namespace) -> int:
     operations["piece: JWT verified, its user loaded"] = authenticate
     operations["piece: blob lookup with its permission"] = lookup
     operations["piece: one durable audit append"] = append
+    prepare = {"piece: one durable audit append": write_deferred}  # run untimed before the operation
     operations["limit: audited 1-byte range, 1024 KiB segments, no framework"] = lambda: framework_free(
         (next(offsets) * 7919) % BLOB_SIZE
     )
@@ -292,6 +301,8 @@ def child(args: argparse.Namespace) -> int:
     samples: dict[str, list[float]] = {name: [] for name in operations}
     for _ in range(args.iterations):
         for name, run in operations.items():
+            if name in prepare:
+                prepare[name]()
             began = time.perf_counter()
             run()
             samples[name].append(time.perf_counter() - began)
