@@ -40,9 +40,10 @@ def test_a_query_that_fails_on_a_dead_connection_keeps_its_own_error_in_the_quer
     # The query log (DEBUG, CaptureQueriesContext) composes the text of a query bound on the server after it
     # ran. Composed through a cursor of Django's, as Django's own operations do, it asked the dead
     # connection for a cursor, and "the connection is closed" replaced the error that said why.
-    connection.ensure_connection()
-    _terminate(connection.connection.info.backend_pid)
+    connection.close()
+    connection.ensure_connection()  # a new connection counts as health-checked: the query goes to it
     try:
+        _terminate(connection.connection.info.backend_pid)
         with (
             CaptureQueriesContext(connection) as captured,
             pytest.raises(OperationalError) as raised,
