@@ -3,6 +3,8 @@ suite runs) is counted in django-prometheus's metrics, as django-prometheus's ow
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 from prometheus_client import REGISTRY
@@ -58,6 +60,46 @@ def test_a_failing_query_is_counted_by_its_error_type():
     assert before >= 1
     _fail()
     assert _value("django_db_errors_total", type=name) == before + 1
+
+
+def _counted_failure(sql: str, params: list[list[int]] | None = None) -> tuple[tuple[float, ...], str]:
+    """Runs ``sql`` (``executemany`` with ``params``), which must fail, and returns how the three counts moved
+    across that one call (not the savepoint around it) and the driver's error type."""
+    counts: list[tuple[float, float, float]] = []
+
+    def run(cursor: Any) -> None:
+        counts.append(_counts())
+        try:
+            cursor.execute(sql) if params is None else cursor.executemany(sql, params)
+        finally:
+            counts.append(_counts())
+
+    with pytest.raises(DatabaseError) as raised, transaction.atomic(), connection.cursor() as cursor:
+        run(cursor)
+    before, after = counts
+    return tuple(a - b for a, b in zip(after, before, strict=True)), type(raised.value.__cause__).__name__
+
+
+def test_a_failing_query_is_counted_and_timed_too():
+    _fail()  # the error type's series exists from here on
+    name = type(_fail().__cause__).__name__
+    errors = _value("django_db_errors_total", type=name)
+    moved, failed_with = _counted_failure("SELECT * FROM no_such_table")
+    assert (moved, failed_with) == ((1, 0, 1), name)
+    assert _value("django_db_errors_total", type=name) == errors + 1
+
+
+def test_a_failing_executemany_is_counted_timed_and_its_error_counted():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE unique_n (n integer PRIMARY KEY)")
+    try:
+        # The second parameter set breaks the key: both are counted, as a succeeding executemany's are.
+        moved, name = _counted_failure("INSERT INTO unique_n (n) VALUES (%s)", [[1], [1]])
+        assert moved == (2, 2, 1)
+        assert _value("django_db_errors_total", type=name) >= 1
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE unique_n")
 
 
 def test_the_cursors_count_with_one_class_per_database():
