@@ -16,34 +16,25 @@ pytestmark = [
 ]
 
 
-def _terminate(pid: int) -> None:
+def _terminate(admin: psycopg.Connection, pid: int) -> None:
     """Ends backend ``pid`` from another session and waits until it is gone (pg_terminate_backend returns
     before the backend has exited)."""
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        password=settings["PASSWORD"],
-        host=settings["HOST"],
-        port=settings["PORT"],
-        autocommit=True,
-    ) as admin:
-        (ended,) = admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()
-        assert ended
-        deadline = time.monotonic() + 10
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
-            assert time.monotonic() < deadline, f"backend {pid} still there after pg_terminate_backend"
-            time.sleep(0.01)
+    (ended,) = admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()
+    assert ended
+    deadline = time.monotonic() + 10
+    while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+        assert time.monotonic() < deadline, f"backend {pid} still there after pg_terminate_backend"
+        time.sleep(0.01)
 
 
-def test_a_query_that_fails_on_a_dead_connection_keeps_its_own_error_in_the_query_log():
+def test_a_query_that_fails_on_a_dead_connection_keeps_its_own_error_in_the_query_log(migration_connection):
     # The query log (DEBUG, CaptureQueriesContext) composes the text of a query bound on the server after it
     # ran. Composed through a cursor of Django's, as Django's own operations do, it asked the dead
     # connection for a cursor, and "the connection is closed" replaced the error that said why.
     connection.close()
     connection.ensure_connection()  # a new connection counts as health-checked: the query goes to it
     try:
-        _terminate(connection.connection.info.backend_pid)
+        _terminate(migration_connection, connection.connection.info.backend_pid)
         with (
             CaptureQueriesContext(connection) as captured,
             pytest.raises(OperationalError) as raised,
