@@ -34,15 +34,15 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 # Azurite, Microsoft's Azure Storage emulator (npm, with the machine's Node.js), for the blob suite's Azure
 # half (blobs/tests/azure.py); in the venv's folder so that `make clean` removes it too. Once per version.
 AZURITE_VERSION := 3.37.0
-# The registry can answer without a dependency's recent release for a while (a CI run once failed with ETARGET
-# for sql-escaper 1.10.0, five days old, and the same install passed ten minutes later): a few attempts, each
-# revalidating npm's cached index (--prefer-online).
+# The registry here sometimes answers without a release a dependency asks for (ETARGET: sql-escaper 1.10.0 in
+# one CI run, @azure/msal-common 16.18.0 four attempts running in the next, then the fifth passed): up to ten
+# attempts, 30 s apart, each revalidating npm's cached index (--prefer-online).
 $(VENV)/azurite/.installed-$(AZURITE_VERSION): | $(BIN)/python
-	for attempt in 1 2 3 4 5; do \
+	for attempt in 1 2 3 4 5 6 7 8 9 10; do \
 		npm install --prefix $(VENV)/azurite --no-audit --no-fund --loglevel=error --prefer-online \
 			azurite@$(AZURITE_VERSION) && break; \
-		[ $$attempt = 5 ] && exit 1; \
-		echo "npm install of azurite failed (attempt $$attempt of 5); again in 30 s" >&2; sleep 30; \
+		[ $$attempt = 10 ] && exit 1; \
+		echo "npm install of azurite failed (attempt $$attempt of 10); again in 30 s" >&2; sleep 30; \
 	done
 	touch $@
 
