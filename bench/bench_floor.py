@@ -329,8 +329,8 @@ def child(args: argparse.Namespace) -> int:
 
 
 def _framework_free_range(
-    *, token: str, blob_id: Any, reader: Any
-) -> tuple[Callable[[int], list[tuple[str, str]]], Callable[[], None]]:
+    *, token: str, blob_id: Any, reader: Any, queue_writers: bool = False
+) -> tuple[Callable[..., tuple[list[tuple[str, str]], bytes]], Callable[[], None]]:
     """What an audited 1-byte range must do, with no framework around it: the lower bound of any serving path
     in Python on this machine, and so what the issue's targets can be measured against. Not a product path:
     it skips what the product does besides (request id, flags, throttling, the group-permission answer,
@@ -340,7 +340,14 @@ def _framework_free_range(
     claims, one query loads its user (active, password claim), one the blob it owns; the start event is
     appended to the product's chain in its own transaction (the write lock, the head, the insert, the
     commit, the hash by audit.chain); the one segment is read and decrypted by blobs.crypto with the data key
-    from the process's cache; the status line and headers are built."""
+    from the process's cache; the status line and headers are built.
+
+    ``run(offset, authorization=...)`` returns the headers and the byte; ``authorization`` is the request's
+    header when it is served (bench/requestserve.py), ``token`` otherwise. ``queue_writers``: on SQLite, take
+    the product's cross-process audit lock (``audit.recording._lock_audit_file``) before ``BEGIN IMMEDIATE``,
+    as any path serving SQLite from several workers must; without it SQLite's busy handler would sleep
+    inside the call, the whole worker with it. Failures raise RuntimeError (in a served view, a 500 the
+    benchmark counts as an error)."""
     import hmac
     import sqlite3
     import uuid
@@ -351,7 +358,7 @@ def _framework_free_range(
     from django.db import connection
 
     from audit.chain import GENESIS, event_hash
-    from audit.recording import ADVISORY_LOCK_KEY, _Statements
+    from audit.recording import ADVISORY_LOCK_KEY, _lock_audit_file, _Statements
     from blobs import crypto
     from blobs.models import Blob
     from blobs.selectors import blob_get_for_user
@@ -392,6 +399,16 @@ def _framework_free_range(
     authorization = f"Bearer {token}"
 
     def append(cursor: Any, event: dict[str, Any]) -> None:
+        if not (sqlite and queue_writers):
+            return append_locked(cursor, event)
+        fd = os.open(f"{db['NAME']}-auditlock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock_audit_file(fd, timeout=20)
+            return append_locked(cursor, event)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def append_locked(cursor: Any, event: dict[str, Any]) -> None:
         now = event["timestamp"]
 
         cursor.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
@@ -414,7 +431,9 @@ def _framework_free_range(
             cursor.execute("ROLLBACK")
             raise
 
-    def run(offset: int) -> list[tuple[str, str]]:
+    def run(offset: int, *, authorization: str = authorization) -> tuple[list[tuple[str, str]], bytes]:
+        if not authorization.startswith("Bearer "):
+            raise RuntimeError("no bearer token")
         claims = jwt.decode(
             authorization[7:],
             key,
@@ -424,13 +443,13 @@ def _framework_free_range(
             leeway=jwt_settings["LEEWAY"],
         )
         if claims["token_type"] != "access":  # noqa: S105 — a claim's value, not a password
-            raise SystemExit("not an access token")
+            raise RuntimeError("not an access token")
         cursor = raw_db.cursor()
         cursor.execute(user_sql, (claims["user_id"],))
         active, password = cursor.fetchone()
         expected = hashlib.md5(password.encode()).hexdigest().upper()  # noqa: S324 — simplejwt's claim
         if not active or not hmac.compare_digest(claims["hash_password"].encode(), expected.encode()):
-            raise SystemExit("user inactive or token revoked")
+            raise RuntimeError("user inactive or token revoked")
         cursor.execute(blob_sql, (blob_param, claims["user_id"]))
         found_id, size = cursor.fetchone()
         found = uuid.UUID(hex=found_id) if sqlite else found_id
@@ -461,12 +480,13 @@ def _framework_free_range(
             raw.seek(decryptor.span(offset, offset + 1)[0])
             body = b"".join(decryptor.iter_range(raw, offset, offset + 1))
         if len(body) != 1:
-            raise SystemExit("audited range: no byte")
-        return [
+            raise RuntimeError("audited range: no byte")
+        headers = [
             ("Content-Range", f"bytes {offset}-{offset}/{size}"),
             ("Content-Length", str(len(body))),
             ("Content-Type", "application/octet-stream"),
         ]
+        return headers, body
 
     def append_only() -> None:
         event = {

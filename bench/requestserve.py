@@ -3,11 +3,18 @@
 Bench-only (bench/settings_requests.py), never deployed. ``/bench/plain-range`` answers ``Range: bytes=a-b``
 from the plaintext file with plain Django (no authentication, no audit, no decryption): what a range request
 costs Django itself, the floor the audited API is compared against.
+
+``/bench/floor-range/{blob_id}`` is the audited 1-byte range's unskippable work (bench/bench_floor.py's
+``_framework_free_range``: PyJWT, a DB-API connection of its own for the user, the blob and the durable
+start event in the product's chain, one segment decrypted) inside a plain Django view, under the product's
+middleware like ``/bench/plain-range``: the cheapest audited range any path that keeps Django's handler could
+serve. Each concurrent request takes an instance (its own database connection) from this process's free list.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -32,4 +39,36 @@ def plain_range(request: HttpRequest) -> HttpResponse:
         return response
 
 
-urlpatterns = [path("bench/plain-range", plain_range), *product_urlpatterns]
+# Idle floor instances of this process, by blob: a greenlet takes one for its request and puts it back.
+_floors: dict[str, list[Any]] = {}
+
+
+def floor_range(request: HttpRequest, blob_id: str) -> HttpResponse:
+    from django.contrib.auth.models import User
+
+    from bench.bench_floor import _framework_free_range
+
+    match = _RANGE.fullmatch(request.headers.get("Range", ""))
+    if match is None or match[1] != match[2]:
+        return HttpResponse("one 1-byte range only", status=400)
+    idle = _floors.setdefault(blob_id, [])
+    if idle:
+        run = idle.pop()
+    else:
+        reader = User.objects.get(username="reader")
+        run, _ = _framework_free_range(token="", blob_id=blob_id, reader=reader, queue_writers=True)
+    try:
+        headers, body = run(int(match[1]), authorization=request.headers.get("Authorization", ""))
+    finally:
+        idle.append(run)
+    response = HttpResponse(body, status=206)
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
+urlpatterns = [
+    path("bench/plain-range", plain_range),
+    path("bench/floor-range/<str:blob_id>", floor_range),
+    *product_urlpatterns,
+]
