@@ -108,8 +108,10 @@ def parent(args: argparse.Namespace) -> int:
 
 
 def table(results: dict[str, Any]) -> str:
-    # Every database's operations, in order (some are one database's only: a dash elsewhere).
-    names = list(dict.fromkeys(name for result in results.values() for name in result["operations"]))
+    # Every database's operations, in the order of the one with the most (some are one database's only: a dash
+    # elsewhere).
+    ordered = sorted(results.values(), key=lambda result: -len(result["operations"]))
+    names = list(dict.fromkeys(name for result in ordered for name in result["operations"]))
     lines = ["| operation | " + " | ".join(f"{db} p50 µs | p90 µs" for db in results) + " |"]
     lines.append("|---|" + "--:|--:|" * len(results))
     for name in names:
@@ -438,11 +440,11 @@ def _framework_free_range(
 
         if piped:
             cursor = psycopg.ClientCursor(raw_db)
-            cursor.execute(lock_and_head_sql)
         else:
             cursor.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
         try:
             if piped:
+                cursor.execute(lock_and_head_sql)  # in the try: a failed lock or head must be rolled back
                 cursor.nextset()  # BEGIN's and the lock's results: the head's is the third
                 cursor.nextset()
             else:

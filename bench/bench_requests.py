@@ -15,8 +15,8 @@ URLs plus a plaintext range view of the same file) serves, side by side in one r
   permission-checked, decrypted, audited start and end);
 - ``GET /secure/files/{id}/`` (metadata) and ``GET /secure/files/`` (list), JWT;
 - ``GET /bench/floor-range/{id}`` with a 1-byte ``Range`` (not in ``before``): the audited range's unskippable
-  work in a plain Django view (bench/requestserve.py), the cheapest audited range any path that keeps
-  Django's handler and the product's middleware could serve.
+  work in a plain Django view (bench/requestserve.py): a per-request floor for any path that keeps Django's
+  handler and the product's middleware (one event per access, committed alone: no group commit).
 
 Every variant's server runs at once and every cell alternates between them, ``--repeats`` rounds (the
 median round reported), after a short warm-up of every target. Each cell: ``--seconds`` of ``N`` keep-alive
@@ -282,13 +282,19 @@ def bench_database(
     try:
         for variant in args.variants:
             served.append(start_served(database, variant, work, plain, args.base_tree))
-        # Warm-up: first requests load modules, the flags snapshot, the data key. Several connections, so
-        # that every worker gets some (one connection stays with one worker, and the other's first requests
-        # fell into the measured cells).
+        # Warm-up: first requests load modules, the flags snapshot, the data key. Many connections, so that
+        # every worker gets some (one connection stays with one worker, and the other's first requests fell
+        # into the measured cells) and as many at once as it admits (8 view phases): the floor's instances,
+        # one per concurrent request with its own database connection, are made here, not in a measured cell.
         for one in served:
             for target in one.targets:
                 run_cell(
-                    one.server.port, target, clients=8, seconds=0.3, size=args.size_kib * KIB, token=one.token
+                    one.server.port,
+                    target,
+                    clients=32,
+                    seconds=0.3,
+                    size=args.size_kib * KIB,
+                    token=one.token,
                 )
         names = list(dict.fromkeys(target.name for one in served for target in one.targets))
         for clients in args.clients:

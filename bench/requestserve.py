@@ -7,8 +7,10 @@ costs Django itself, the floor the audited API is compared against.
 ``/bench/floor-range/{blob_id}`` is the audited 1-byte range's unskippable work (bench/bench_floor.py's
 ``_framework_free_range``: PyJWT, a DB-API connection of its own for the user, the blob and the durable
 start event in the product's chain, one segment decrypted) inside a plain Django view, under the product's
-middleware like ``/bench/plain-range``: the cheapest audited range any path that keeps Django's handler could
-serve. Each concurrent request takes an instance (its own database connection) from this process's free list.
+middleware like ``/bench/plain-range``: a per-request floor for any path that keeps Django's handler (each
+access's one event committed alone: no group commit). Each concurrent request takes an instance (its own
+database connection) from this process's free list: at most as many per process as the event worker admits at
+once (``SERVER_MAX_ACTIVE_REQUESTS``, 8).
 """
 
 from __future__ import annotations
